@@ -1,0 +1,158 @@
+"""Command line: parses options and calls one library function per command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from snapshotter import __version__, db, logs, redact
+from snapshotter.config import Config, load_config
+from snapshotter.errors import ConfigError, SnapshotterError
+
+log = logging.getLogger("snapshotter")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    redact.register(*config.secrets())
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    if args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    elif config.log_level != "INFO":
+        logging.getLogger().setLevel(config.log_level)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from snapshotter import pipeline
+
+    config = _config(args)
+    engine = db.make_engine(config.database_url)
+    try:
+        db.upgrade(config.database_url, engine)
+        if args.from_raw:
+            replayed = pipeline.replay_raw(engine, args.account or None)
+            print(f"replayed {replayed.snapshots} snapshot(s) from raw payloads, "
+                  f"{replayed.rows} row(s) re-derived")
+            for failure in replayed.failures:
+                print(f"error: {redact.redact(failure)}", file=sys.stderr)
+            return 1 if replayed.failures else 0
+        result = pipeline.run_snapshot(config, engine, accounts=args.account or None,
+                                       force=args.force, on_outcome=_print_outcome)
+        if all(o.status == pipeline.SKIPPED for o in result.outcomes):
+            print(f"nothing to do: every account has a final snapshot of the "
+                  f"{result.session.day} session")
+        return result.exit_code
+    finally:
+        engine.dispose()
+
+
+def _print_outcome(outcome: object) -> None:
+    from snapshotter.pipeline import FAILED, SKIPPED, AccountOutcome
+
+    assert isinstance(outcome, AccountOutcome)
+    counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items())
+    day = outcome.snapshot_date.isoformat()
+    if outcome.status == FAILED:
+        print(f"error: {redact.redact(outcome.error or 'failed')}", file=sys.stderr)
+        log.info("account %s session %s: failed", outcome.account, day)
+    elif outcome.status == SKIPPED:
+        print(f"{outcome.account} {day}: skipped, final snapshot already stored ({counts})")
+    else:
+        kind = "final" if outcome.final else "intraday (not final)"
+        print(f"{outcome.account} {day}: ok, {kind} ({counts})")
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _config(args)
+    applied = db.upgrade(config.database_url)
+    print("database migrated to head" if applied else "database already at head")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from snapshotter import demo
+
+    demo.simulate(port=args.port, accounts=args.accounts, latency=args.latency,
+                  config_out=args.write_config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from snapshotter import demo
+
+    return demo.run_demo(out_dir=args.out, accounts=args.accounts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="snapshotter",
+        description="Keep a dated, queryable history of Zerodha (Kite) accounts.")
+    parser.add_argument("--version", action="version", version=f"snapshotter {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $SNAPSHOTTER_CONFIG, else ./config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="snapshot every account now (applies migrations first)",
+                         description="Snapshot the latest NSE session that has opened, for "
+                         "every configured account (or those given with --account).")
+    run.add_argument("--account", action="append", metavar="USER_ID",
+                     help="only this account (repeatable)")
+    run.add_argument("--force", action="store_true",
+                     help="replace a final snapshot of this session too")
+    run.add_argument("--from-raw", action="store_true",
+                     help="re-derive stored rows from the saved raw payloads (offline)")
+    run.set_defaults(func=cmd_run)
+
+    dbp = sub.add_parser("db", help="database maintenance")
+    dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = dbsub.add_parser("upgrade", help="apply pending migrations")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    sim = sub.add_parser("simulate", help="serve the Kite simulator on 127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--accounts", type=int, default=3, help="simulated accounts")
+    sim.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    sim.add_argument("--write-config", metavar="PATH",
+                     help="write a config (mode 0600) pointing at the simulator")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="run the real job against the simulator into SQLite")
+    demo.add_argument("--out", default="demo-output", help="directory for the demo database")
+    demo.add_argument("--accounts", type=int, default=3, help="simulated accounts")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup("INFO", json_lines=args.json_logs)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {redact.redact(line)}", file=sys.stderr)
+        return exc.exit_code
+    except SnapshotterError as exc:
+        print(f"error: {redact.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, no secrets
+        import sqlalchemy.exc
+
+        if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"error: database: {redact.redact(first)}", file=sys.stderr)
+            return 1
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {redact.redact(str(exc))}", file=sys.stderr)
+        return 1

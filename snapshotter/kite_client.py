@@ -1,0 +1,350 @@
+"""Kite HTTP client: one route table, the error envelope, retries, login, data calls.
+
+Every Kite URL, header and form field lives in this module: the web login is
+unofficial and Zerodha has changed it without notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import pyotp
+import requests
+from requests.adapters import HTTPAdapter
+
+from snapshotter import redact
+from snapshotter.config import AccountConfig, KiteConfig
+from snapshotter.errors import (
+    InputError,
+    KiteError,
+    KiteProtocolError,
+    LoginRejected,
+    PermissionDenied,
+    TokenError,
+    TransientKiteError,
+)
+from snapshotter.sessions import IST
+from snapshotter.token_cache import CachedSession, TokenCache, credentials_fingerprint
+
+log = logging.getLogger(__name__)
+
+# Data routes, relative to {base_url}/oms (web) or {api_root} (Kite Connect).
+DATA_ROUTES = {
+    "holdings": "/portfolio/holdings",
+    "positions": "/portfolio/positions",
+    "margins": "/user/margins",
+    "mf_holdings": "/mf/holdings",
+}
+PROFILE_ROUTE = "/user/profile"
+WEB_DATA_PREFIX = "/oms"
+WEB_LOGIN = "/api/login"
+WEB_TWOFA = "/api/twofa"
+CONNECT_LOGIN = "/connect/login"
+CONNECT_FINISH = "/connect/finish"
+CONNECT_SESSION_TOKEN = "/session/token"
+KITE_VERSION = "3"
+USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
+TOTP_STEP = 30
+
+Clock = Callable[[], datetime]
+
+_LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+def _parse_envelope(resp: requests.Response, account: str, *, login: bool = False) -> Any:
+    """Kite's ``{"status": ..., "data"|"message"|"error_type"}`` -> data, or a typed error."""
+    status = resp.status_code
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        kind = "an HTML page" if "html" in resp.headers.get("Content-Type", "").lower() \
+            or resp.text.lstrip()[:1] == "<" else "an unparseable body"
+        raise TransientKiteError(
+            f"Kite answered {kind} instead of JSON (proxy or outage?)",
+            account=account, status=status)
+    if body.get("status") == "success" and status < 400:
+        return body.get("data")
+    message = str(body.get("message") or "no message")
+    error_type = body.get("error_type") or None
+    kwargs: dict[str, Any] = {"account": account, "status": status, "error_type": error_type}
+    if error_type in _LOGIN_ERROR_TYPES or (login and error_type is None and status in (400, 403)):
+        raise LoginRejected(message, **kwargs)
+    if error_type == "TokenException" or (error_type is None and status == 403):
+        raise TokenError(message, **kwargs)
+    if status in _TRANSIENT_STATUS or error_type == "NetworkException":
+        raise TransientKiteError(message, **kwargs)
+    if error_type == "PermissionException":
+        raise PermissionDenied(message, **kwargs)
+    if error_type == "InputException" or status == 400:
+        if login:
+            raise LoginRejected(message, **kwargs)
+        raise InputError(message, **kwargs)
+    raise KiteError(message, **kwargs)
+
+
+class KiteClient:
+    """One account's connection to Kite: login (per its auth mode) and data calls."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        kite: KiteConfig,
+        cache: TokenCache,
+        *,
+        clock: Clock,
+        sleep: Callable[[float], None] = time.sleep,
+        interactive: bool = False,
+    ):
+        self.account = account
+        self.kite = kite
+        self.cache = cache
+        self.clock = clock
+        self.sleep = sleep
+        self.interactive = interactive
+        self.logins = 0
+        self.http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8)
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
+        self.http.headers.update({"User-Agent": USER_AGENT, "X-Kite-Version": KITE_VERSION})
+        redact.register(*account.secrets())
+        self._token: str | None = None
+
+    # -- HTTP with retries --------------------------------------------------------------
+
+    def _request(self, method: str, url: str, *, login: bool = False, retry: bool = True,
+                 **kwargs: Any) -> Any:
+        attempts = 1 + (self.kite.retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                resp = self.http.request(method, url, timeout=self.kite.timeout, **kwargs)
+                if 300 <= resp.status_code < 400 and not kwargs.get("allow_redirects", True):
+                    return resp
+                return _parse_envelope(resp, self.account.user_id, login=login)
+            except TransientKiteError as exc:
+                error: KiteError = exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                error = TransientKiteError(
+                    f"cannot reach Kite ({type(exc).__name__})", account=self.account.user_id)
+            if attempt == attempts:
+                raise error
+            delay = self.kite.backoff * (2 ** (attempt - 1))
+            delay += random.uniform(0, delay)
+            log.info("account %s: %s; retry %d/%d in %.1fs", self.account.user_id,
+                     redact.redact(str(error.message)), attempt, attempts - 1, delay)
+            self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- session handling ----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.account.auth
+
+    def _cache_mode(self) -> str:
+        return "connect" if self.account.auth == "connect" or (
+            self.account.auth == "manual" and self.account.api_key) else "web"
+
+    def _data_url(self, route: str) -> str:
+        if self._cache_mode() == "connect":
+            return f"{self.kite.api_root}{route}"
+        return f"{self.kite.base_url}{WEB_DATA_PREFIX}{route}"
+
+    def _auth_header(self, token: str) -> dict[str, str]:
+        if self._cache_mode() == "connect":
+            return {"Authorization": f"token {self.account.api_key}:{token}"}
+        return {"Authorization": f"enctoken {token}",
+                "Referer": f"{self.kite.base_url}/dashboard"}
+
+    def token(self) -> str:
+        """A usable token: the cached one, else a fresh login."""
+        if self._token:
+            return self._token
+        entry = self.cache.load(self.account.user_id)
+        cached = entry.valid_token(self._cache_mode(), self.clock())
+        if cached:
+            self._token = cached
+            return cached
+        return self.login()
+
+    def login(self) -> str:
+        """Log in afresh (per the account's auth mode) and cache the token."""
+        user = self.account.user_id
+        if self.account.auth == "manual" and not self.interactive:
+            raise LoginRejected(
+                f"no valid session: run `snapshotter login --account {user}`", account=user)
+        self._refuse_after_rejection()
+        try:
+            if self._cache_mode() == "connect":
+                token, expires = self._connect_login()
+            else:
+                token, expires = self._web_login(), None
+        except LoginRejected as exc:
+            self._remember_rejection(exc)
+            raise
+        redact.register(token)
+        now = self.clock()
+        self.cache.update(user, mode=self._cache_mode(), token=token,
+                          created_at=now.isoformat(),
+                          expires_at=expires.isoformat() if expires else None,
+                          rejected_at=None, rejected_reason=None, rejected_fingerprint=None)
+        self._token = token
+        self.logins += 1
+        log.info("account %s: logged in (%s)", user, self._cache_mode())
+        return token
+
+    def _fingerprint(self, entry: CachedSession) -> str:
+        a = self.account
+        return credentials_fingerprint(entry.salt or "", a.password, a.totp_secret, a.api_secret)
+
+    def _refuse_after_rejection(self) -> None:
+        entry = self.cache.load(self.account.user_id)
+        if entry.rejected_at and entry.rejected_fingerprint == self._fingerprint(entry):
+            raise LoginRejected(
+                f"Kite rejected these credentials at {entry.rejected_at} "
+                f"({entry.rejected_reason}); not trying again to avoid locking the account. "
+                "Fix password/totp_secret in the config (or run `snapshotter login "
+                f"--account {self.account.user_id}`)", account=self.account.user_id)
+
+    def _remember_rejection(self, exc: LoginRejected) -> None:
+        entry = self.cache.load(self.account.user_id)
+        entry.salt = entry.salt or secrets.token_hex(16)
+        entry.rejected_at = self.clock().isoformat()
+        entry.rejected_reason = exc.message
+        entry.rejected_fingerprint = self._fingerprint(entry)
+        self.cache.save(self.account.user_id, entry)
+
+    def _totp_code(self) -> str:
+        """A fresh TOTP code, waiting for the next 30 s step if this one was already used."""
+        secret = self.account.totp_secret
+        if not secret:
+            raise LoginRejected("no totp_secret configured", account=self.account.user_id)
+        totp = pyotp.TOTP(secret)
+        entry = self.cache.load(self.account.user_id)
+        step = int(self.clock().timestamp()) // TOTP_STEP
+        if step <= entry.last_totp_step:
+            wait = (entry.last_totp_step + 1) * TOTP_STEP - self.clock().timestamp() + 0.5
+            log.info("account %s: waiting %.0fs for a fresh TOTP code", self.account.user_id, wait)
+            self.sleep(max(wait, 0))
+            step = int(self.clock().timestamp()) // TOTP_STEP
+        self.cache.update(self.account.user_id, last_totp_step=step)
+        return totp.at(step * TOTP_STEP)
+
+    def _web_login(self) -> str:
+        """PROTOCOL.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
+        user, base = self.account.user_id, self.kite.base_url
+        data = self._request("POST", f"{base}{WEB_LOGIN}", login=True,
+                             data={"user_id": user, "password": self.account.password})
+        if not isinstance(data, dict) or not data.get("request_id"):
+            raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
+                                    account=user)
+        twofa_type = str(data.get("twofa_type") or "totp")
+        if twofa_type not in ("totp", "app_code"):
+            raise LoginRejected(
+                f"account uses 2FA type {twofa_type!r}; enable external TOTP in Kite",
+                account=user)
+        code = self._totp_code()
+        redact.register(code)
+        # Never retried: a resent code is a replay and may count as a failed 2FA.
+        self._request("POST", f"{base}{WEB_TWOFA}", login=True, retry=False, data={
+            "user_id": user, "request_id": data["request_id"], "twofa_value": code,
+            "twofa_type": twofa_type,
+        })
+        token = self.http.cookies.get("enctoken")
+        if not token:
+            raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)
+        return token
+
+    def _connect_login(self) -> tuple[str, datetime]:
+        """PROTOCOL.md §2: connect/login -> web login -> connect/finish -> session/token."""
+        user, base = self.account.user_id, self.kite.base_url
+        api_key, api_secret = self.account.api_key or "", self.account.api_secret or ""
+        resp = self._request("GET", f"{base}{CONNECT_LOGIN}?" + urlencode(
+            {"v": KITE_VERSION, "api_key": api_key}), login=True, allow_redirects=False)
+        location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
+        sess_id = parse_qs(urlparse(location).query).get("sess_id", [""])[0]
+        if not sess_id:
+            raise KiteProtocolError("connect/login gave no sess_id", account=user)
+        self._web_login()
+        request_token = self._finish_connect(api_key, sess_id)
+        return self.exchange_request_token(request_token)
+
+    def _finish_connect(self, api_key: str, sess_id: str) -> str:
+        user, base = self.account.user_id, self.kite.base_url
+        resp = self._request("GET", f"{base}{CONNECT_FINISH}?" + urlencode(
+            {"v": KITE_VERSION, "api_key": api_key, "sess_id": sess_id}),
+            login=True, allow_redirects=False)
+        location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
+        request_token = parse_qs(urlparse(location).query).get("request_token", [""])[0]
+        if not request_token:
+            raise KiteProtocolError("connect/finish gave no request_token", account=user)
+        return request_token
+
+    def exchange_request_token(self, request_token: str) -> tuple[str, datetime]:
+        """POST /session/token with the sha256 checksum; access token valid till 06:00 IST."""
+        api_key, api_secret = self.account.api_key or "", self.account.api_secret or ""
+        redact.register(request_token)
+        checksum = hashlib.sha256((api_key + request_token + api_secret).encode()).hexdigest()
+        data = self._request("POST", f"{self.kite.api_root}{CONNECT_SESSION_TOKEN}", login=True,
+                             retry=False, data={"api_key": api_key,
+                                                "request_token": request_token,
+                                                "checksum": checksum})
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not token:
+            raise KiteProtocolError("session/token gave no access_token",
+                                    account=self.account.user_id)
+        redact.register(str(token))
+        return str(token), connect_token_expiry(self.clock())
+
+    # -- data ----------------------------------------------------------------------------
+
+    def get(self, route: str) -> Any:
+        token = self.token()
+        return self._request("GET", self._data_url(route), headers=self._auth_header(token))
+
+    def fetch_all(self) -> dict[str, Any]:
+        """All data routes concurrently; on an expired session, log in again once."""
+        try:
+            return self._fetch_routes()
+        except TokenError:
+            if self.account.auth == "manual":
+                self.cache.clear_token(self.account.user_id)
+                raise LoginRejected(
+                    "session expired: run `snapshotter login --account "
+                    f"{self.account.user_id}`", account=self.account.user_id) from None
+            log.info("account %s: session expired, logging in again", self.account.user_id)
+            self._token = None
+            self.cache.clear_token(self.account.user_id)
+            self.login()
+            return self._fetch_routes()
+
+    def _fetch_routes(self) -> dict[str, Any]:
+        self.token()
+        with ThreadPoolExecutor(max_workers=len(DATA_ROUTES),
+                                thread_name_prefix=f"kite-{self.account.user_id}") as pool:
+            futures = {name: pool.submit(self.get, route) for name, route in DATA_ROUTES.items()}
+            return {name: future.result() for name, future in futures.items()}
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def connect_token_expiry(now: datetime) -> datetime:
+    """Kite Connect access tokens expire at 06:00 IST the next morning."""
+    local = now.astimezone(IST)
+    expiry = local.replace(hour=6, minute=0, second=0, microsecond=0)
+    if local >= expiry:
+        expiry += timedelta(days=1)
+    return expiry

@@ -1,0 +1,131 @@
+"""The database schema: the product's public SQL interface (documented in README.md).
+
+The ledger and raw payloads are typed ORM models; the four data tables are built from
+the column specs in ``normalize`` so that what normalize produces and what the
+database holds cannot drift apart. Alembic migrations create all of it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import types
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from snapshotter import normalize
+
+
+class UTCDateTime(types.TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; stored as UTC on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None,
+                             dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+SNAPSHOT_OK = "ok"
+SNAPSHOT_FAILED = "failed"
+SNAPSHOT_SUPERSEDED = "superseded"
+
+
+class Snapshot(Base):
+    """The ledger: one row per attempt to snapshot one account for one session."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    snapshot_date: Mapped[date] = mapped_column(sa.Date)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(sa.Text)
+    final: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    holdings_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    positions_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    funds_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    mf_holdings_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    duration_ms: Mapped[int | None] = mapped_column(sa.Integer)
+    source: Mapped[str] = mapped_column(sa.Text, default="kite")
+
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('ok', 'failed', 'superseded')", name="status"),
+        # At most one complete snapshot per account and session.
+        sa.Index("uq_snapshots_ok_account_date", "account", "snapshot_date", unique=True,
+                 sqlite_where=sa.text("status = 'ok'"),
+                 postgresql_where=sa.text("status = 'ok'")),
+        sa.Index("ix_snapshots_account_date", "account", "snapshot_date"),
+    )
+
+
+class RawPayload(Base):
+    """Each snapshot's raw Kite answers (gzip JSON), for replay with ``run --from-raw``."""
+
+    __tablename__ = "raw_payloads"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+    __table_args__ = (sa.UniqueConstraint("snapshot_id", "name"),)
+
+
+_SQL_TYPES: dict[str, Any] = {
+    "str": sa.Text, "int": sa.BigInteger, "float": sa.Double, "bool": sa.Boolean,
+    "datetime": UTCDateTime, "date": sa.Date,
+}
+
+
+def _data_table(name: str, columns: dict[str, str], natural_key: tuple[str, ...]) -> sa.Table:
+    return sa.Table(
+        name,
+        Base.metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("snapshot_id", sa.ForeignKey("snapshots.id", ondelete="CASCADE"),
+                  nullable=False, index=True),
+        sa.Column("account", sa.Text, nullable=False),
+        sa.Column("snapshot_date", sa.Date, nullable=False),
+        *(sa.Column(col, _SQL_TYPES[kind]()) for col, kind in columns.items()),
+        sa.Column("extra", sa.JSON),
+        sa.UniqueConstraint("account", "snapshot_date", *natural_key),
+    )
+
+
+holdings = _data_table("holdings", normalize.HOLDING_COLUMNS, ("exchange", "tradingsymbol"))
+positions = _data_table("positions", normalize.POSITION_COLUMNS,
+                        ("position_type", "exchange", "tradingsymbol", "product"))
+funds = _data_table("funds", normalize.FUNDS_COLUMNS, ("segment",))
+mf_holdings = _data_table("mf_holdings", normalize.MF_COLUMNS, ("folio", "tradingsymbol"))
+
+DATA_TABLES: dict[str, sa.Table] = {
+    "holdings": holdings, "positions": positions, "funds": funds, "mf_holdings": mf_holdings,
+}

@@ -1,0 +1,191 @@
+"""The snapshot job: config -> kite client -> normalize -> store. CLI, daemon and timer call it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshotter import redact, store
+from snapshotter.config import AccountConfig, Config
+from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
+from snapshotter.kite_client import KiteClient
+from snapshotter.normalize import PayloadError, normalize_all
+from snapshotter.sessions import Session, TradingCalendar, utc_now
+from snapshotter.token_cache import TokenCache
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+
+@dataclass
+class AccountOutcome:
+    account: str
+    status: str
+    snapshot_date: date
+    final: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    rejected: bool = False  # Kite refused the credentials: never retry automatically
+    transient: bool = False
+    logins: int = 0
+
+
+@dataclass
+class RunResult:
+    session: Session
+    outcomes: list[AccountOutcome]
+
+    @property
+    def exit_code(self) -> int:
+        if any(o.rejected for o in self.outcomes):
+            return LoginRejected.exit_code
+        return 1 if any(o.status == FAILED for o in self.outcomes) else 0
+
+
+def calendar_for(config: Config) -> TradingCalendar:
+    return TradingCalendar(config.calendar.holidays, config.calendar.extra_sessions)
+
+
+def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[AccountConfig]:
+    if not user_ids:
+        return list(config.accounts)
+    return [config.account(u.strip().upper()) for u in user_ids]
+
+
+def _fetch(account: AccountConfig, config: Config, cache: TokenCache,
+           clock: Clock) -> tuple[dict[str, Any], int]:
+    client = KiteClient(account, config.kite, cache, clock=clock)
+    try:
+        return client.fetch_all(), client.logins
+    finally:
+        client.close()
+
+
+def run_snapshot(
+    config: Config,
+    engine: sa.Engine,
+    *,
+    accounts: Iterable[str] | None = None,
+    force: bool = False,
+    clock: Clock = utc_now,
+    calendar: TradingCalendar | None = None,
+    on_outcome: Callable[[AccountOutcome], None] | None = None,
+) -> RunResult:
+    """Snapshot every selected account for the latest session that has opened."""
+    calendar = calendar or calendar_for(config)
+    now = clock()
+    calendar.warn_once(now.astimezone(config.timezone).date())
+    session = calendar.latest_opened(now)
+    selected = select_accounts(config, accounts)
+    existing = store.complete_snapshots(engine, session.day, [a.user_id for a in selected])
+    outcomes: list[AccountOutcome] = []
+
+    def report(outcome: AccountOutcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+
+    todo = []
+    for acc in selected:
+        done = existing.get(acc.user_id)
+        if done is not None and done.final and not force:
+            report(AccountOutcome(acc.user_id, SKIPPED, session.day, final=True, counts={
+                "holdings": done.holdings_count, "positions": done.positions_count,
+                "funds": done.funds_count, "mf_holdings": done.mf_holdings_count}))
+        else:
+            todo.append(acc)
+    if not todo:
+        return RunResult(session, outcomes)
+
+    cache = TokenCache(config.state_dir)
+    workers = min(config.kite.concurrency, len(todo))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
+        started: dict[str, tuple[datetime, float]] = {}
+
+        def job(acc: AccountConfig) -> tuple[dict[str, Any], int]:
+            started[acc.user_id] = (clock(), time.perf_counter())
+            return _fetch(acc, config, cache, clock)
+
+        futures = {pool.submit(job, acc): acc for acc in todo}
+        for future in as_completed(futures):
+            acc = futures[future]
+            taken_at, t0 = started.get(acc.user_id, (clock(), time.perf_counter()))
+            report(_store_one(engine, acc, session, taken_at, t0, future))
+    return RunResult(session, outcomes)
+
+
+def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
+               t0: float, future: Any) -> AccountOutcome:
+    user = acc.user_id
+    final = taken_at >= session.close
+    try:
+        payloads, logins = future.result()
+        frames = normalize_all(payloads, user, session.day)
+        duration = int((time.perf_counter() - t0) * 1000)
+        stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
+                                      taken_at=taken_at, final=final, payloads=payloads,
+                                      frames=frames, duration_ms=duration)
+        return AccountOutcome(user, OK, session.day, final=final, counts=stored.counts,
+                              logins=logins)
+    except (SnapshotterError, PayloadError, sa.exc.SQLAlchemyError) as exc:
+        error = _describe(exc, user)
+        outcome = AccountOutcome(user, FAILED, session.day, error=error,
+                                 rejected=isinstance(exc, LoginRejected),
+                                 transient=isinstance(exc, KiteError) and exc.transient)
+    except Exception as exc:  # an account's bug must not stop the others
+        log.exception("account %s: unexpected error", user)
+        outcome = AccountOutcome(user, FAILED, session.day, error=_describe(exc, user))
+    duration = int((time.perf_counter() - t0) * 1000)
+    try:
+        store.record_failure(engine, account=user, snapshot_date=session.day,
+                             taken_at=taken_at, error=outcome.error or "", duration_ms=duration)
+    except sa.exc.SQLAlchemyError as exc:
+        log.error("account %s: could not record the failure: %s", user,
+                  redact.redact(str(exc).splitlines()[0]))
+    return outcome
+
+
+def _describe(exc: BaseException, account: str) -> str:
+    if isinstance(exc, LoginRejected):
+        text = str(exc)
+        if "not trying again" not in text and "snapshotter login" not in text:
+            text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
+                     "check password/totp_secret in the config")
+    elif isinstance(exc, KiteError):
+        text = str(exc)
+    elif isinstance(exc, sa.exc.SQLAlchemyError):
+        text = f"account {account}: database error: {str(exc).splitlines()[0]}"
+    else:
+        text = f"account {account}: {type(exc).__name__}: {exc}"
+    return redact.redact(text)
+
+
+@dataclass
+class ReplayResult:
+    snapshots: int
+    rows: int
+    failures: list[str]
+
+
+def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None) -> ReplayResult:
+    """Re-derive every stored snapshot's rows from its raw payloads (offline)."""
+    snaps = store.snapshots_to_replay(engine, accounts)
+    rows, failures = 0, []
+    for snap in snaps:
+        try:
+            frames = normalize_all(store.raw_payloads(engine, snap.id), snap.account,
+                                   snap.snapshot_date)
+            rows += sum(store.replace_rows(engine, snap.id, frames).values())
+        except (PayloadError, LookupError, sa.exc.SQLAlchemyError) as exc:
+            failures.append(f"account {snap.account} {snap.snapshot_date}: {exc}")
+    return ReplayResult(len(snaps) - len(failures), rows, failures)
