@@ -9,14 +9,19 @@ rounded to 6 decimals to drop float noise (``0.5999999999999659`` -> ``0.6``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from datetime import date
+import copy
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
 FLOAT_DECIMALS = 6
 KITE_TZ = "Asia/Kolkata"  # Kite's timestamps are naive IST strings
+DATETIME_DTYPE = "datetime64[us, UTC]"  # one unit whatever the values (or their absence)
 
 # column -> kind; kinds: str, int, float, bool, datetime (naive IST in, aware UTC out), date
 HOLDING_FIELDS: dict[str, str] = {
@@ -72,7 +77,8 @@ POSITION_COLUMNS = {"position_type": "str", **POSITION_FIELDS}
 FUNDS_COLUMNS = {"segment": "str", **FUNDS_FIELDS, **FUNDS_AVAILABLE, **FUNDS_UTILISED}
 MF_COLUMNS = dict(MF_FIELDS)
 
-_DTYPES = {"str": "string", "int": "Int64", "float": "Float64", "bool": "boolean"}
+_DTYPES: dict[str, Any] = {"str": "string", "int": "Int64", "float": "Float64",
+                           "bool": "boolean", "datetime": DATETIME_DTYPE, "date": object}
 
 
 class PayloadError(ValueError):
@@ -81,23 +87,28 @@ class PayloadError(ValueError):
 
 def _split(record: Mapping[str, Any], fields: Mapping[str, str],
            nested: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Known fields (flattened) and the unknown rest of one record."""
+    """Known fields (flattened) and the unknown rest of one record.
+
+    Unknown values are deep-copied so that the frame never shares objects with the payload.
+    """
     row: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in record.items():
         if key in fields:
             row[key] = value
+        elif key in nested and value is None:
+            continue  # a known object that is absent: its columns stay NA
         elif key in nested and isinstance(value, Mapping):
             unknown = {}
             for child, child_value in value.items():
                 if child in nested[key]:
                     row[f"{key}_{child}"] = child_value
                 else:
-                    unknown[child] = child_value
+                    unknown[child] = copy.deepcopy(child_value)
             if unknown:
                 extra[key] = unknown
         else:
-            extra[key] = value
+            extra[key] = copy.deepcopy(value)
     return row, extra
 
 
@@ -105,41 +116,105 @@ def _blank_to_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
+_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _number(value: Any, name: str) -> int | float:
+    """One JSON number (or a plain numeric string) -> int or finite float."""
+    if isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value.strip()):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            value = float(text)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PayloadError(f"field {name}: not a number: {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise PayloadError(f"field {name}: not a finite number: {value!r}")
+    return number
+
+
+def _integer(value: Any, name: str) -> int:
+    number = _number(value, name)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise PayloadError(f"field {name}: expected a whole number, got {value!r}")
+        number = int(number)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise PayloadError(f"field {name}: out of the 64-bit integer range: {value!r}")
+    return number
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        number = float(_number(value, name))
+    except OverflowError:
+        raise PayloadError(f"field {name}: number too large: {value!r}") from None
+    # round() drops float noise; + 0.0 turns a rounded -0.0 into 0.0
+    return round(number, FLOAT_DECIMALS) + 0.0
+
+
+def _timestamp(value: Any, name: str) -> pd.Timestamp:
+    """Naive timestamps are Kite's IST; aware ones keep their zone. Out: aware UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise PayloadError(f"field {name}: not a timestamp: {value!r}") from None
+    if not isinstance(value, datetime):
+        raise PayloadError(f"field {name}: not a timestamp: {value!r}")
+    try:
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is None:
+            stamp = stamp.tz_localize(KITE_TZ)
+        return stamp.tz_convert("UTC")
+    except (ValueError, OverflowError):  # out of pandas' range
+        raise PayloadError(f"field {name}: timestamp out of range: {value!r}") from None
+
+
+def _day(value: Any, name: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for parse in (date.fromisoformat, lambda t: datetime.fromisoformat(t).date()):
+            try:
+                return parse(text)
+            except ValueError:
+                pass
+    raise PayloadError(f"field {name}: not a date: {value!r}")
+
+
+def _text(value: Any, name: str) -> str:
+    return str(value)
+
+
 def _column(values: list[Any], kind: str, name: str) -> pd.Series:
-    values = [_blank_to_none(v) for v in values]
-    if kind == "str":
-        return pd.Series([None if v is None else str(v) for v in values], dtype="string")
-    if kind == "bool":
-        return pd.Series([None if v is None else _boolean(v, name) for v in values],
-                         dtype="boolean")
-    if kind in ("int", "float"):
-        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        bad = [v for v, n in zip(values, numbers, strict=True) if v is not None and pd.isna(n)]
-        if bad:
-            raise PayloadError(f"field {name}: not a number: {bad[0]!r}")
-        if kind == "float":
-            return numbers.astype("Float64").round(FLOAT_DECIMALS)
-        if ((numbers.dropna() % 1) != 0).any():
-            raise PayloadError(f"field {name}: expected whole numbers, got {list(numbers)!r}")
-        return numbers.astype("Float64").astype("Int64")
-    if kind == "datetime":
-        parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce",
-                                format="%Y-%m-%d %H:%M:%S")
-        return parsed.dt.tz_localize(KITE_TZ).dt.tz_convert("UTC")
-    if kind == "date":
-        parsed = pd.to_datetime(pd.Series(values, dtype=object), errors="coerce", format="mixed")
-        return pd.Series([None if pd.isna(v) else v.date() for v in parsed], dtype=object)
-    raise AssertionError(kind)
+    convert = _CONVERTERS[kind]
+    return pd.Series([None if v is None else convert(v, name)
+                      for v in map(_blank_to_none, values)], dtype=_DTYPES[kind])
 
 
 def _boolean(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
         return value.lower() in ("true", "1")
     raise PayloadError(f"field {name}: not a boolean: {value!r}")
+
+
+_CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
+    "str": _text, "bool": _boolean, "int": _integer, "float": _float,
+    "datetime": _timestamp, "date": _day,
+}
 
 
 def _frame(rows: list[dict[str, Any]], extras: list[dict[str, Any]], columns: Mapping[str, str],
@@ -253,5 +328,8 @@ def normalize_all(payloads: Mapping[str, Any], account: str,
         try:
             out[TABLES[name]] = normalizer(payloads.get(name), account, snapshot_date)
         except PayloadError as exc:
-            raise PayloadError(f"{name}: {exc}") from None
+            message = str(exc)  # some messages already start with the payload's name
+            if not message.startswith(name):
+                message = f"{name}: {message}"
+            raise PayloadError(message) from exc
     return out

@@ -677,6 +677,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "KiteSimulator/1.0"
     sys_version = ""
     timeout = 300  # close idle keep-alive connections eventually
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive connections
 
     def setup(self) -> None:
         super().setup()

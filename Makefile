@@ -1,0 +1,26 @@
+# Quick start: `make demo` (the job against the bundled Kite simulator, into SQLite)
+# and `make test` (the test suite, on SQLite and PostgreSQL).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/snapshotter demo
+
+test: install
+	$(BIN)/ruff check snapshotter migrations tests benchmarks
+	$(BIN)/mypy snapshotter
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_fetch.py

@@ -1,0 +1,112 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), the Kite simulator, config files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+
+PG_ADMIN_URL = os.environ.get(
+    "SNAPSHOTTER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _postgres_available() -> str | None:
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    problem = _postgres_available()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and is not reachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    return PG_ADMIN_URL
+
+
+def create_pg_database(admin_url: str) -> str:
+    name = f"snapshotter_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(admin_url: str, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'snapshots.db'}"
+        return
+    admin = request.getfixturevalue("postgres_server")
+    url = create_pg_database(admin)
+    try:
+        yield url
+    finally:
+        drop_pg_database(admin, url)
+
+
+@pytest.fixture
+def sim_accounts() -> list[SimAccount]:
+    return demo_accounts(3, seed=7)
+
+
+@pytest.fixture
+def sim(sim_accounts: list[SimAccount]) -> Iterator[KiteSimulator]:
+    with KiteSimulator(sim_accounts) as server:
+        yield server
+
+
+def config_dict(sim: KiteSimulator, accounts: list[SimAccount], database_url: str,
+                state_dir: Path, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "database": {"url": database_url},
+        "kite": {"base_url": sim.base_url, "api_root": sim.base_url, "backoff": 0.01,
+                 "timeout": 3},
+        "state_dir": str(state_dir),
+        "accounts": [{"user_id": a.user_id, "password": a.password,
+                      "totp_secret": a.totp_secret} for a in accounts],
+    }
+    data.update(extra)
+    return data
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real `snapshotter` command, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "snapshotter", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
