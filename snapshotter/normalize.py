@@ -14,13 +14,15 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 FLOAT_DECIMALS = 6
 KITE_TZ = "Asia/Kolkata"  # Kite's timestamps are naive IST strings
+_KITE_ZONE = ZoneInfo(KITE_TZ)
 DATETIME_DTYPE = "datetime64[us, UTC]"  # one unit whatever the values (or their absence)
 
 # column -> kind; kinds: str, int, float, bool, datetime (naive IST in, aware UTC out), date
@@ -160,19 +162,19 @@ def _float(value: Any, name: str) -> float:
 
 def _timestamp(value: Any, name: str) -> pd.Timestamp:
     """Naive timestamps are Kite's IST; aware ones keep their zone. Out: aware UTC."""
+    moment = value
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.strip())
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
             raise PayloadError(f"field {name}: not a timestamp: {value!r}") from None
-    if not isinstance(value, datetime):
+    if not isinstance(moment, datetime):
         raise PayloadError(f"field {name}: not a timestamp: {value!r}")
-    try:
-        stamp = pd.Timestamp(value)
-        if stamp.tzinfo is None:
-            stamp = stamp.tz_localize(KITE_TZ)
-        return stamp.tz_convert("UTC")
-    except (ValueError, OverflowError):  # out of pandas' range
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_KITE_ZONE)
+    try:  # in Python's datetime, so that a result outside years 1-9999 raises
+        return pd.Timestamp(moment.astimezone(UTC))
+    except (ValueError, OverflowError):
         raise PayloadError(f"field {name}: timestamp out of range: {value!r}") from None
 
 
