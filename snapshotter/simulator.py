@@ -52,7 +52,18 @@ __all__ = [
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 #: fault kinds accepted by :meth:`KiteSimulator.fail_next`
-FAULT_KINDS = ("500", "502", "503", "504", "429", "html", "no_error_type", "garbage", "slow")
+FAULT_KINDS = (
+    "500",
+    "502",
+    "503",
+    "504",
+    "429",
+    "token",
+    "html",
+    "no_error_type",
+    "garbage",
+    "slow",
+)
 
 #: 2FA failures (wrong or replayed codes) after which the account is blocked
 MAX_TWOFA_FAILURES = 5
@@ -83,6 +94,7 @@ _FAULT_ENVELOPES: dict[str, tuple[int, str, str]] = {
     "503": (503, "NetworkException", "Service unavailable; the API is down"),
     "504": (504, "NetworkException", "Gateway timeout; the API is unreachable"),
     "429": (429, "NetworkException", MSG_TOO_MANY),
+    "token": (403, "TokenException", "Invalid session"),
 }
 
 _ALNUM = string.ascii_letters + string.digits

@@ -1,0 +1,197 @@
+"""The Kite client against the simulator: login, errors, retries, session reuse, TOTP steps."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from snapshotter.config import AccountConfig, KiteConfig, Secret
+from snapshotter.errors import (
+    InputError,
+    KiteError,
+    LoginRejected,
+    PermissionDenied,
+    TokenError,
+    TransientKiteError,
+)
+from snapshotter.kite_client import KiteClient, _parse_envelope, connect_token_expiry
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from snapshotter.token_cache import TokenCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 11, 0, 7, tzinfo=UTC)
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def account() -> SimAccount:
+    return demo_accounts(1, seed=3)[0]
+
+
+@pytest.fixture
+def server(account: SimAccount, clock: Clock) -> Iterator[KiteSimulator]:
+    with KiteSimulator([account], clock=clock) as sim:
+        yield sim
+
+
+def _client(server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path,
+            **overrides: str) -> KiteClient:
+    acc = AccountConfig(user_id=account.user_id,
+                        password=Secret(overrides.get("password", account.password)),
+                        totp_secret=Secret(overrides.get("totp_secret", account.totp_secret)))
+    kite = KiteConfig(base_url=server.base_url, api_root=server.base_url, timeout=2,
+                      retries=3, backoff=0.01)
+    return KiteClient(acc, kite, TokenCache(tmp_path), clock=clock, sleep=clock.sleep)
+
+
+def _response(status: int, body: bytes, content_type: str = "application/json"
+              ) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code = status
+    resp._content = body
+    resp.headers["Content-Type"] = content_type
+    return resp
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (403, {"status": "error", "message": "Invalid session", "error_type": "TokenException"},
+     TokenError),
+    (403, {"status": "error", "message": "Invalid `password`.", "error_type": "UserException"},
+     LoginRejected),
+    (403, {"status": "error", "message": "Invalid TOTP", "error_type": "TwoFAException"},
+     LoginRejected),
+    (400, {"status": "error", "message": "Bad Request", "error_type": "InputException"},
+     InputError),
+    (403, {"status": "error", "message": "Insufficient permission for that call.",
+           "error_type": "PermissionException"}, PermissionDenied),
+    (429, {"status": "error", "message": "Too many requests", "error_type": "NetworkException"},
+     TransientKiteError),
+    (502, {"status": "error", "message": "Bad gateway", "error_type": "NetworkException"},
+     TransientKiteError),
+    (500, {"status": "error", "message": "Something unexpected went wrong"},
+     TransientKiteError),  # error_type missing
+    (403, {"status": "error", "message": "Forbidden"}, TokenError),  # error_type missing
+    (404, {"status": "error", "message": "Not found", "error_type": "GeneralException"},
+     KiteError),
+])
+def test_error_envelope_becomes_typed_exception(status: int, body: dict[str, str],
+                                                error: type[KiteError]) -> None:
+    with pytest.raises(error) as info:
+        _parse_envelope(_response(status, json.dumps(body).encode()), "AB1234")
+    assert type(info.value) is error
+    assert "AB1234" in str(info.value) and body["message"] in str(info.value)
+
+
+@pytest.mark.parametrize("body", [b"<html><body>Bad gateway</body></html>", b'{"status": "succ',
+                                  b"", b"[1, 2]"])
+def test_unparseable_bodies_are_transient(body: bytes) -> None:
+    with pytest.raises(TransientKiteError, match="instead of JSON"):
+        _parse_envelope(_response(200, body, "text/html"), "AB1234")
+
+
+def test_login_then_cached_session_reused(server: KiteSimulator, account: SimAccount,
+                                          clock: Clock, tmp_path: Path) -> None:
+    first = _client(server, account, clock, tmp_path)
+    data = first.fetch_all()
+    assert set(data) == {"holdings", "positions", "margins", "mf_holdings"}
+    assert data["holdings"] == server.portfolio(account.user_id)["holdings"]
+    assert server.login_count[account.user_id] == 1
+    cache_file = next((tmp_path / "sessions").iterdir())
+    assert cache_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "sessions").stat().st_mode & 0o777 == 0o700
+
+    second = _client(server, account, clock, tmp_path)
+    assert second.fetch_all()["margins"] == server.portfolio(account.user_id)["margins"]
+    assert server.login_count[account.user_id] == 1 and second.logins == 0
+
+
+def test_wrong_totp_is_not_retried_and_is_remembered(server: KiteSimulator,
+                                                     account: SimAccount, clock: Clock,
+                                                     tmp_path: Path) -> None:
+    wrong = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    client = _client(server, account, clock, tmp_path, totp_secret=wrong)
+    with pytest.raises(LoginRejected, match=account.user_id):
+        client.fetch_all()
+    twofa = [p for _, p, _ in server.requests_log if p == "/api/twofa"]
+    assert len(twofa) == 1
+    # A second attempt with the same credentials does not reach Kite at all.
+    before = len(server.requests_log)
+    with pytest.raises(LoginRejected, match="not trying again"):
+        _client(server, account, clock, tmp_path, totp_secret=wrong).fetch_all()
+    assert len(server.requests_log) == before
+    # Fixed credentials are tried again.
+    clock.now += timedelta(seconds=60)
+    assert _client(server, account, clock, tmp_path).fetch_all()["holdings"]
+
+
+def test_twofa_is_never_resent_on_a_transient_error(server: KiteSimulator,
+                                                    account: SimAccount, clock: Clock,
+                                                    tmp_path: Path) -> None:
+    server.fail_next(1, "503", "/api/twofa")
+    with pytest.raises(TransientKiteError):
+        _client(server, account, clock, tmp_path).fetch_all()
+    assert len([p for _, p, _ in server.requests_log if p == "/api/twofa"]) == 1
+    assert server.twofa_failures.get(account.user_id, 0) == 0
+
+
+def test_same_totp_step_is_never_submitted_twice(server: KiteSimulator, account: SimAccount,
+                                                 clock: Clock, tmp_path: Path) -> None:
+    client = _client(server, account, clock, tmp_path)
+    client.login()
+    client.login()  # e.g. a re-login right after an expired session
+    assert len(clock.slept) == 1 and 0 < clock.slept[0] <= 31
+    assert server.login_count[account.user_id] == 2
+    assert server.twofa_failures.get(account.user_id, 0) == 0
+
+
+def test_expired_session_relogs_once_then_gives_up(server: KiteSimulator, account: SimAccount,
+                                                   clock: Clock, tmp_path: Path) -> None:
+    client = _client(server, account, clock, tmp_path)
+    client.login()
+    server.fail_next(2, "token", "/oms/portfolio/holdings")
+    with pytest.raises(TokenError):
+        client.fetch_all()
+    assert server.login_count[account.user_id] == 2
+
+    server.fail_next(1, "token", "/oms/portfolio/holdings")
+    clock.now += timedelta(seconds=60)
+    assert client.fetch_all()["holdings"]
+    assert server.login_count[account.user_id] == 3
+
+
+def test_endpoints_of_one_account_are_fetched_concurrently(server: KiteSimulator,
+                                                           account: SimAccount, clock: Clock,
+                                                           tmp_path: Path) -> None:
+    client = _client(server, account, clock, tmp_path)
+    client.login()
+    server.latency = 0.3
+    t0 = time.perf_counter()
+    client.fetch_all()
+    assert time.perf_counter() - t0 < 0.3 * 4 * 0.75
+
+
+def test_connect_token_expires_at_six_ist_next_morning() -> None:
+    evening = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # 17:30 IST
+    assert connect_token_expiry(evening) == datetime(2026, 11, 28, 0, 30, tzinfo=UTC)
+    early = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)  # 05:30 IST
+    assert connect_token_expiry(early) == datetime(2026, 11, 27, 0, 30, tzinfo=UTC)
