@@ -7,14 +7,17 @@ file is checked before anything runs, so a user fixes all problems in one go.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import difflib
+import math
 import os
 import re
 import stat
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyotp
@@ -131,30 +134,98 @@ _SECRET_KEYS = ("password", "totp_secret", "api_secret")
 
 
 class _Problems:
+    """Collects one line per problem, keyed by the positional key path (``accounts[0].password``).
+
+    A key gets at most one line: once a key is reported (e.g. its ${VAR} is unset), the
+    knock-on problems about the same key (missing, malformed, ...) are not reported again.
+    Account keys are shown with the account's user id: ``accounts[0] (AB1234).password``.
+    """
+
     def __init__(self, source: str):
         self.source = source
         self.lines: list[str] = []
+        self._reported: set[str] = set()
+        self._user_ids: dict[int, str] = {}
+
+    def name_account(self, index: int, user_id: str) -> None:
+        if user_id:
+            self._user_ids[index] = user_id
 
     def add(self, key: str, message: str) -> None:
-        self.lines.append(f"{self.source}: {key}: {message}")
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        shown = key
+        m = re.match(r"accounts\[(\d+)\]", key)
+        if m and int(m.group(1)) in self._user_ids:
+            shown = f"{m.group(0)} ({self._user_ids[int(m.group(1))]}){key[m.end():]}"
+        self.lines.append(f"{self.source}: {shown}: {message}")
 
-    def unknown(self, where: str, key: str, known: set[str]) -> None:
+    def unknown(self, where: str, key: str, known: set[str], present: Any) -> None:
         hint = difflib.get_close_matches(key, sorted(known), n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         self.add(f"{where}{key}", f"unknown key{suggestion}")
+        if hint and hint[0] not in present:
+            # The misspelt key stands where hint[0] was meant: do not also call it missing.
+            self._reported.add(f"{where}{hint[0]}")
+            self._reported.add(f"{where}{hint[0].removesuffix('_file')}")
+
+
+def _silent_interpolate(value: Any) -> str:
+    return _VAR.sub(lambda m: os.environ.get(m.group(1), ""), str(value))
+
+
+def _drop_unknown_keys(raw: dict[Any, Any], problems: _Problems) -> dict[Any, Any]:
+    """Report unknown keys (before interpolation, so a typo'd key gives one line) and drop them."""
+    out: dict[Any, Any] = {}
+    for key, value in raw.items():
+        if key not in _TOP_KEYS:
+            problems.unknown("", str(key), _TOP_KEYS, raw)
+        elif key in _SECTION_KEYS and isinstance(value, dict):
+            known = _SECTION_KEYS[key]
+            for k in value:
+                if k not in known:
+                    problems.unknown(f"{key}.", str(k), known, value)
+            out[key] = {k: v for k, v in value.items() if k in known}
+        elif key == "accounts" and isinstance(value, list):
+            accounts: list[Any] = []
+            for i, acc in enumerate(value):
+                if isinstance(acc, dict):
+                    user_id = _silent_interpolate(acc.get("user_id") or "").strip().upper()
+                    problems.name_account(i, user_id)
+                    for k in acc:
+                        if k not in _ACCOUNT_KEYS:
+                            problems.unknown(f"accounts[{i}].", str(k), _ACCOUNT_KEYS, acc)
+                    acc = {k: v for k, v in acc.items() if k in _ACCOUNT_KEYS}
+                accounts.append(acc)
+            out[key] = accounts
+        else:
+            out[key] = value
+    return out
 
 
 def _interpolate(value: Any, key: str, problems: _Problems) -> Any:
     """Replace ${VAR} from the environment in every string, recursively."""
     if isinstance(value, str):
+        unset: list[str] = []
+
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
             if name not in os.environ:
-                problems.add(key, f"environment variable {name} is not set")
+                unset.append(name)
                 return ""
             return os.environ[name]
 
-        return _VAR.sub(sub, value)
+        result = _VAR.sub(sub, value)
+        if unset:
+            names = ", ".join(dict.fromkeys(unset))
+            plural = "s" if len(set(unset)) > 1 else ""
+            verb = "are" if plural else "is"
+            problems.add(key, f"environment variable{plural} {names} {verb} not set")
+        elif "${" in _VAR.sub("", value):
+            # Never echo the value: it may be a secret written in the file.
+            problems.add(key, "malformed ${...} reference: write ${NAME} (letters, digits, _)")
+        return result
     if isinstance(value, dict):
         return {k: _interpolate(v, f"{key}.{k}" if key else str(k), problems)
                 for k, v in value.items()}
@@ -163,25 +234,40 @@ def _interpolate(value: Any, key: str, problems: _Problems) -> Any:
     return value
 
 
+def _is_literal(value: Any) -> bool:
+    """True for a value written in the file itself (not only ${VAR} references)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    return bool(_VAR.sub("", str(value)).strip())
+
+
 def _has_literal_secret(raw: Any) -> bool:
-    """True when an account holds a secret written in the file itself (not ${VAR}, not a file)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("accounts"), list):
+    """True when the file holds a secret itself (not ${VAR}, not a *_file)."""
+    if not isinstance(raw, dict):
+        return False
+    db = raw.get("database")
+    if isinstance(db, dict) and isinstance(db.get("url"), str):
+        try:
+            db_password = urlsplit(db["url"]).password
+        except ValueError:
+            db_password = None
+        if db_password and _is_literal(db_password):
+            return True
+    if not isinstance(raw.get("accounts"), list):
         return False
     for acc in raw["accounts"]:
         if not isinstance(acc, dict):
             continue
-        for key in _SECRET_KEYS:
-            value = acc.get(key)
-            if isinstance(value, str) and value and not _VAR.fullmatch(value.strip()):
-                return True
+        if any(_is_literal(acc.get(key)) for key in _SECRET_KEYS):
+            return True
     return False
 
 
 def _read_secret_file(path_value: Any, key: str, problems: _Problems) -> Secret | None:
-    if not isinstance(path_value, str) or not path_value:
+    if not isinstance(path_value, str) or not path_value.strip():
         problems.add(key, "must be a file path")
         return None
-    path = Path(os.path.expandvars(path_value))
+    path = Path(os.path.expanduser(os.path.expandvars(path_value.strip())))
     if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
         # systemd LoadCredential=: a bare name refers to $CREDENTIALS_DIRECTORY
         path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
@@ -190,25 +276,37 @@ def _read_secret_file(path_value: Any, key: str, problems: _Problems) -> Secret 
     except OSError as exc:
         problems.add(key, f"cannot read {path}: {exc.strerror or exc}")
         return None
+    except UnicodeDecodeError:
+        problems.add(key, f"cannot read {path}: not UTF-8 text")
+        return None
     if not text:
         problems.add(key, f"{path} is empty")
         return None
     return Secret(text)
 
 
-def _secret(acc: dict[str, Any], name: str, where: str, problems: _Problems) -> Secret | None:
+def _secret(acc: dict[str, Any], name: str, where: str, problems: _Problems,
+            required: str | None = None) -> Secret | None:
+    """The secret ``name`` given inline or by ``name_file``; at most one line per problem.
+
+    ``required`` (a reason, or "" for none) reports a missing secret.
+    """
     inline, file_key = acc.get(name), f"{name}_file"
-    if inline not in (None, "") and acc.get(file_key):
-        problems.add(f"{where}{name}", f"give either {name} or {file_key}, not both")
+    file_value = acc.get(file_key)
+    if file_value is not None:
+        if inline not in (None, ""):
+            problems.add(f"{where}{name}", f"give either {name} or {file_key}, not both")
+            return None
+        return _read_secret_file(file_value, f"{where}{file_key}", problems)
+    if inline is None or inline == "":
+        if required is not None:
+            problems.add(f"{where}{name}", f"missing{required} (or give {file_key})")
         return None
-    if acc.get(file_key) is not None:
-        return _read_secret_file(acc[file_key], f"{where}{file_key}", problems)
-    if inline is None:
+    if not isinstance(inline, str):
+        # YAML turns unquoted 012345 into 5349 and `on` into true: never guess a secret.
+        problems.add(f"{where}{name}", "must be a string: put the value in quotes")
         return None
-    if not isinstance(inline, str | int):
-        problems.add(f"{where}{name}", "must be a string")
-        return None
-    return Secret(str(inline)) if str(inline) else None
+    return Secret(inline)
 
 
 def _valid_totp_secret(secret: str) -> bool:
@@ -221,9 +319,22 @@ def _valid_totp_secret(secret: str) -> bool:
 
 def _number(section: dict[str, Any], key: str, where: str, default: Any, kind: type,
             problems: _Problems, minimum: float = 0) -> Any:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    value = section.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):  # e.g. from ${VAR}
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            with contextlib.suppress(ValueError):
+                value = float(text)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value)):
         problems.add(f"{where}{key}", f"must be a number, got {value!r}")
+        return default
+    if kind is int and value != int(value):
+        problems.add(f"{where}{key}", f"must be a whole number, got {value!r}")
         return default
     if value < minimum:
         problems.add(f"{where}{key}", f"must be at least {minimum}")
@@ -239,11 +350,14 @@ def _dates(values: Any, where: str, problems: _Problems) -> tuple[date, ...]:
         return ()
     out = []
     for i, v in enumerate(values):
+        if isinstance(v, datetime):
+            out.append(v.date())
+            continue
         if isinstance(v, date):
             out.append(v)
             continue
         try:
-            out.append(date.fromisoformat(str(v)))
+            out.append(date.fromisoformat(str(v).strip()))
         except ValueError:
             problems.add(f"{where}[{i}]", f"not a date (YYYY-MM-DD): {v!r}")
     return tuple(out)
@@ -254,13 +368,13 @@ def _section(raw: dict[str, Any], name: str, problems: _Problems) -> dict[str, A
     if not isinstance(value, dict):
         problems.add(name, "must be a mapping")
         return {}
-    for key in value:
-        if key not in _SECTION_KEYS[name]:
-            problems.unknown(f"{name}.", str(key), _SECTION_KEYS[name])
-    return value
+    return value  # unknown keys were reported and dropped by _drop_unknown_keys
 
 
 def _accounts(raw_accounts: Any, problems: _Problems) -> list[AccountConfig]:
+    if isinstance(raw_accounts, dict):
+        problems.add("accounts", "must be a list: start each account with '- user_id: ...'")
+        return []
     if not isinstance(raw_accounts, list) or not raw_accounts:
         problems.add("accounts", "missing: list at least one account (user_id, password, ...)")
         return []
@@ -271,35 +385,26 @@ def _accounts(raw_accounts: Any, problems: _Problems) -> list[AccountConfig]:
         if not isinstance(acc, dict):
             problems.add(f"accounts[{i}]", "must be a mapping with user_id, password, ...")
             continue
-        for key in acc:
-            if key not in _ACCOUNT_KEYS:
-                problems.unknown(where, str(key), _ACCOUNT_KEYS)
         user_id = str(acc.get("user_id") or "").strip().upper()
         if not user_id:
             problems.add(f"{where}user_id", "missing")
         elif user_id in seen:
             problems.add(f"{where}user_id", f"duplicate user_id {user_id}")
         seen.add(user_id)
-        named = f"accounts[{i}] ({user_id}).".replace(" ().", ".") if user_id else where
-        auth = str(acc.get("auth") or "web")
+        auth = str(acc.get("auth") or "web").strip().lower()
         if auth not in AUTH_MODES:
-            problems.add(f"{named}auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
-        password = _secret(acc, "password", named, problems)
-        totp = _secret(acc, "totp_secret", named, problems)
-        api_secret = _secret(acc, "api_secret", named, problems)
+            problems.add(f"{where}auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        login = "" if auth in ("web", "connect") else None
+        password = _secret(acc, "password", where, problems, login)
+        totp = _secret(acc, "totp_secret", where, problems, login)
+        connect = " (auth: connect needs it)" if auth == "connect" else None
+        api_secret = _secret(acc, "api_secret", where, problems, connect)
         api_key = acc.get("api_key")
-        if auth in ("web", "connect"):
-            for name, value in (("password", password), ("totp_secret", totp)):
-                if value is None and not acc.get(name) and not acc.get(f"{name}_file"):
-                    problems.add(f"{named}{name}", f"missing (or give {name}_file)")
         if totp is not None and not _valid_totp_secret(totp):
-            problems.add(f"{named}totp_secret",
+            problems.add(f"{where}totp_secret",
                          "malformed: expected the base32 key shown when enabling external TOTP")
-        if auth == "connect":
-            if not api_key:
-                problems.add(f"{named}api_key", "missing (auth: connect needs api_key)")
-            if api_secret is None:
-                problems.add(f"{named}api_secret", "missing (auth: connect needs api_secret)")
+        if auth == "connect" and not api_key:
+            problems.add(f"{where}api_key", "missing (auth: connect needs it)")
         if totp is not None:
             totp = Secret(totp.replace(" ", "").upper())
         accounts.append(AccountConfig(
@@ -316,20 +421,20 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: must be a YAML mapping with database, kite, accounts"])
-    for key in raw:
-        if key not in _TOP_KEYS:
-            problems.unknown("", str(key), _TOP_KEYS)
+    raw = _drop_unknown_keys(raw, problems)
     raw = _interpolate(raw, "", problems)
 
     db = _section(raw, "database", problems)
-    database_url = str(db.get("url") or DEFAULT_DATABASE_URL)
+    database_url = str(db.get("url") or DEFAULT_DATABASE_URL).strip()
     if "://" not in database_url:
-        problems.add("database.url", f"not a database URL: {database_url!r}")
+        # not echoed: a URL may carry a password
+        problems.add("database.url", "not a database URL (e.g. sqlite:///snapshots.db or "
+                                     "postgresql+psycopg://user@host/db)")
 
     k = _section(raw, "kite", problems)
     kite = KiteConfig(
-        base_url=str(k.get("base_url") or DEFAULT_BASE_URL).rstrip("/"),
-        api_root=str(k.get("api_root") or DEFAULT_API_ROOT).rstrip("/"),
+        base_url=str(k.get("base_url") or DEFAULT_BASE_URL).strip().rstrip("/"),
+        api_root=str(k.get("api_root") or DEFAULT_API_ROOT).strip().rstrip("/"),
         timeout=_number(k, "timeout", "kite.", 15.0, float, problems, 0.1),
         retries=_number(k, "retries", "kite.", 4, int, problems, 0),
         backoff=_number(k, "backoff", "kite.", 0.5, float, problems, 0),
@@ -342,11 +447,12 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -
 
     s = _section(raw, "schedule", problems)
     run_time = time(16, 30)
-    if "time" in s:
+    if s.get("time") is not None:
+        value = s["time"]
         try:
-            run_time = time.fromisoformat(str(s["time"]))
+            run_time = value if isinstance(value, time) else time.fromisoformat(str(value))
         except ValueError:
-            problems.add("schedule.time", f"not a time (HH:MM): {s['time']!r}")
+            problems.add("schedule.time", f"not a time (HH:MM): {value!r}")
     schedule = ScheduleConfig(
         time=run_time,
         retry_attempts=_number(s, "retry_attempts", "schedule.", 3, int, problems, 0),
@@ -359,14 +465,14 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -
         extra_sessions=_dates(c.get("extra_sessions"), "calendar.extra_sessions", problems),
     )
     log = _section(raw, "logging", problems)
-    log_level = str(log.get("level") or "INFO").upper()
+    log_level = str(log.get("level") or "INFO").strip().upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.add("logging.level", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
-    tz_name = str(raw.get("timezone") or "Asia/Kolkata")
+    tz_name = str(raw.get("timezone") or "Asia/Kolkata").strip()
     try:
         tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: e.g. "America" (a folder)
         problems.add("timezone", f"unknown time zone {tz_name!r}")
         tz = ZoneInfo("Asia/Kolkata")
 
@@ -384,6 +490,19 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -
     )
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps clock times as text: YAML 1.1 reads `16:30` as the number 990."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CLOCK = re.compile(r"^(?:[0-9]|[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?$")
+for _digit in "0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
+        0, ("tag:yaml.org,2002:str", _CLOCK))
+
+
 def load_config(cli_path: str | None = None) -> Config:
     path = resolve_config_path(cli_path)
     try:
@@ -395,8 +514,10 @@ def load_config(cli_path: str | None = None) -> Config:
         ]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -404,7 +525,7 @@ def load_config(cli_path: str | None = None) -> Config:
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     config = parse_config(raw, str(path), path)
     warnings: list[str] = []
-    if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(
             f"{path}: holds a literal secret and is readable by group/others; "
             f"run `chmod 600 {path}` or use ${{VAR}} / password_file"
