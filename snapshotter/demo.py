@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ def simulate(*, port: int, accounts: int, latency: float, config_out: str | None
 def run_demo(*, out_dir: str, accounts: int) -> int:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    # A fresh simulator each time: start from an empty database and token cache.
+    (out / "demo.db").unlink(missing_ok=True)
+    shutil.rmtree(out / "state", ignore_errors=True)
     database_url = f"sqlite:///{out / 'demo.db'}"
     sim_accounts = demo_accounts(accounts)
     with KiteSimulator(sim_accounts) as sim:

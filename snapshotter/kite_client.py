@@ -270,7 +270,7 @@ class KiteClient:
     def _connect_login(self) -> tuple[str, datetime]:
         """PROTOCOL.md §2: connect/login -> web login -> connect/finish -> session/token."""
         user, base = self.account.user_id, self.kite.base_url
-        api_key, api_secret = self.account.api_key or "", self.account.api_secret or ""
+        api_key = self.account.api_key or ""
         resp = self._request("GET", f"{base}{CONNECT_LOGIN}?" + urlencode(
             {"v": KITE_VERSION, "api_key": api_key}), login=True, allow_redirects=False)
         location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""

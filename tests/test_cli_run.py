@@ -210,7 +210,8 @@ def test_from_raw_rederives_rows(sim: KiteSimulator, sim_accounts: list[SimAccou
 def test_db_upgrade_command(tmp_path: Path, database_url: str) -> None:
     cfg = write_config(tmp_path / "config.yaml", {
         "database": {"url": database_url},
-        "accounts": [{"user_id": "AB1234", "password": "x", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"}],
+        "accounts": [{"user_id": "AB1234", "password": "x",
+                      "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"}],
     })
     first = run_cli("--config", str(cfg), "db", "upgrade")
     assert first.returncode == 0 and "migrated" in first.stdout, first.stderr
