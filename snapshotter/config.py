@@ -522,6 +522,9 @@ def load_config(cli_path: str | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            problem += " (inside {...} or [...], put ${VAR} values in quotes)"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     config = parse_config(raw, str(path), path)
     warnings: list[str] = []
