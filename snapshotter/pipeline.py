@@ -16,8 +16,10 @@ from snapshotter import redact, store
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
 from snapshotter.kite_client import KiteClient
+from snapshotter.locking import run_lock
+from snapshotter.models import Snapshot
 from snapshotter.normalize import PayloadError, normalize_all
-from snapshotter.sessions import Session, TradingCalendar, utc_now
+from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
 from snapshotter.token_cache import TokenCache
 
 log = logging.getLogger(__name__)
@@ -77,17 +79,21 @@ def run_snapshot(
     *,
     accounts: Iterable[str] | None = None,
     force: bool = False,
+    catch_up: bool = False,
     clock: Clock = utc_now,
     calendar: TradingCalendar | None = None,
     on_outcome: Callable[[AccountOutcome], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunResult:
-    """Snapshot every selected account for the latest session that has opened."""
+    """Snapshot every selected account for the latest session that has opened.
+
+    Skips an account that has a final snapshot of that session (unless ``force``); with
+    ``catch_up`` (the daemon) also one with a complete intraday snapshot while the session
+    is still open. Runs under the database's run lock, and decides under it, so replicas
+    sharing one database log in and snapshot once.
+    """
     calendar = calendar or calendar_for(config)
-    now = clock()
-    calendar.warn_once(now.astimezone(config.timezone).date())
-    session = calendar.latest_opened(now)
     selected = select_accounts(config, accounts)
-    existing = store.complete_snapshots(engine, session.day, [a.user_id for a in selected])
     outcomes: list[AccountOutcome] = []
 
     def report(outcome: AccountOutcome) -> None:
@@ -95,33 +101,53 @@ def run_snapshot(
         if on_outcome:
             on_outcome(outcome)
 
-    todo = []
-    for acc in selected:
-        done = existing.get(acc.user_id)
-        if done is not None and done.final and not force:
-            report(AccountOutcome(acc.user_id, SKIPPED, session.day, final=True, counts={
-                "holdings": done.holdings_count, "positions": done.positions_count,
-                "funds": done.funds_count, "mf_holdings": done.mf_holdings_count}))
-        else:
-            todo.append(acc)
-    if not todo:
-        return RunResult(session, outcomes)
+    with run_lock(config.database_url):
+        now = clock()
+        calendar.warn_once(now.astimezone(IST).date())
+        session = calendar.latest_opened(now)
+        closed = now >= session.close
+        existing = store.complete_snapshots(engine, session.day, [a.user_id for a in selected])
+        todo = []
+        for acc in selected:
+            done = existing.get(acc.user_id)
+            if done is not None and not force and (done.final or (catch_up and not closed)):
+                report(AccountOutcome(acc.user_id, SKIPPED, session.day, final=done.final,
+                                      counts=_counts(done)))
+            else:
+                todo.append(acc)
+        if todo:
+            _snapshot_accounts(config, engine, todo, session, clock, report, should_stop)
+    return RunResult(session, outcomes)
 
+
+def _counts(snap: Snapshot) -> dict[str, int]:
+    return {"holdings": snap.holdings_count, "positions": snap.positions_count,
+            "funds": snap.funds_count, "mf_holdings": snap.mf_holdings_count}
+
+
+def _snapshot_accounts(config: Config, engine: sa.Engine, todo: list[AccountConfig],
+                       session: Session, clock: Clock,
+                       report: Callable[[AccountOutcome], None],
+                       should_stop: Callable[[], bool]) -> None:
     cache = TokenCache(config.state_dir)
     workers = min(config.kite.concurrency, len(todo))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
         started: dict[str, tuple[datetime, float]] = {}
 
-        def job(acc: AccountConfig) -> tuple[dict[str, Any], int]:
+        def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
+            if should_stop():
+                return None  # shutting down: abandon accounts not yet started
             started[acc.user_id] = (clock(), time.perf_counter())
             return _fetch(acc, config, cache, clock)
 
         futures = {pool.submit(job, acc): acc for acc in todo}
         for future in as_completed(futures):
             acc = futures[future]
+            if future.exception() is None and future.result() is None:
+                log.info("account %s: abandoned (shutting down)", acc.user_id)
+                continue
             taken_at, t0 = started.get(acc.user_id, (clock(), time.perf_counter()))
             report(_store_one(engine, acc, session, taken_at, t0, future))
-    return RunResult(session, outcomes)
 
 
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,

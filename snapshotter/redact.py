@@ -17,8 +17,9 @@ _pattern: re.Pattern[str] | None = None
 
 # Shapes of secrets we might see before they were registered (e.g. in a URL or header).
 _GENERIC = re.compile(
-    r"(?i)(enctoken[= ]|authorization: ?(?:enctoken|token) |access_token[=\":\s]+|"
-    r"request_token=|password[=\":\s]+|twofa_value[=\":\s]+)([^\s&\"',;]+)"
+    r"(?i)(enctoken[= ]|authorization: ?(?:enctoken|token) |access_token=|request_token=|"
+    r"password=|twofa_value=|\"(?:access_token|enctoken|password|twofa_value)\": ?\")"
+    r"([^\s&\"',;]+)"
 )
 
 

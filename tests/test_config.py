@@ -250,7 +250,8 @@ def test_unset_variable_in_password_gives_exactly_one_line(tmp_path: Path,
     ("schedule:\n  time: ${RUN_AT}\n" + MINIMAL, "schedule.time", "RUN_AT"),
     ("database: {url: '${DATABASE_URL}'}\n" + MINIMAL, "database.url", "DATABASE_URL"),
     ("calendar: {holidays: ['${HOLIDAY}']}\n" + MINIMAL, "calendar.holidays[0]", "HOLIDAY"),
-])
+], ids=["totp", "totp-partial", "user_id", "password_file", "timeout", "base_url", "time",
+        "database_url", "holiday"])
 def test_unset_variable_one_line_naming_key_and_variable(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kite_env: None,
         yaml_text: str, key: str, var: str) -> None:
@@ -867,10 +868,6 @@ def test_cli_unset_variable_names_key_and_variable(
     assert "KITE_PASSWORD" in line  # the rest is garbled by redact: see the xfail below
 
 
-@pytest.mark.xfail(reason="redact._GENERIC treats 'password: <word>' in any text as a secret and "
-                          "blanks the first word of config errors about a password key; needs a "
-                          "fix in snapshotter/redact.py (or cli.py), not in config.py",
-                   strict=False)
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_password_problem_text_is_not_redacted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
