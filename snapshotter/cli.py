@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from snapshotter import __version__, db, logs, redact
+from snapshotter import __version__, db, health, logs, redact
 from snapshotter.config import Config, load_config
 from snapshotter.errors import ConfigError, SnapshotterError
 
@@ -45,6 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if all(o.status == pipeline.SKIPPED for o in result.outcomes):
             print(f"nothing to do: every account has a final snapshot of the "
                   f"{result.session.day} session")
+        else:
+            summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
+            health.ping(config.healthcheck_url, ok=result.exit_code == 0,
+                        message=f"session {result.session.day}: {summary}")
         return result.exit_code
     finally:
         engine.dispose()
@@ -70,6 +74,59 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = _config(args)
     applied = db.upgrade(config.database_url)
     print("database migrated to head" if applied else "database already at head")
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from snapshotter.daemon import Daemon, run_forever
+
+    config = _config(args)
+    engine = db.make_engine(config.database_url)
+    try:
+        db.upgrade(config.database_url, engine)
+        return run_forever(Daemon(config, engine))
+    finally:
+        engine.dispose()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from snapshotter import status
+    from snapshotter.sessions import utc_now
+
+    config = _config(args)
+    engine = db.make_engine(config.database_url)
+    try:
+        db.upgrade(config.database_url, engine)
+        report = status.build_status(config, engine, utc_now())
+        print(status.render(report))
+        return 0 if report.healthy else 1
+    finally:
+        engine.dispose()
+
+
+def cmd_systemd(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from snapshotter.systemd_units import UnitOptions, render_units
+
+    accounts = list(_config(args).accounts) if args.config else []
+    config_path = str(Path(args.config).resolve()) if args.config else \
+        "/etc/snapshotter/config.yaml"
+    beside_python = Path(sys.executable).with_name("snapshotter")
+    exe = args.executable or (str(beside_python) if beside_python.exists() else None) \
+        or shutil.which("snapshotter") or f"{sys.executable} -m snapshotter"
+    units = render_units(UnitOptions(mode=args.mode, executable=exe, config_path=config_path,
+                                     user=args.user, run_times=args.times), accounts)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in units.items():
+            (out / name).write_text(text, encoding="utf-8")
+            print(f"wrote {out / name}")
+    else:
+        for name, text in units.items():
+            print(f"# /etc/systemd/system/{name}\n{text}")
     return 0
 
 
@@ -113,6 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = dbsub.add_parser("upgrade", help="apply pending migrations")
     up.set_defaults(func=cmd_db_upgrade)
+
+    daemon = sub.add_parser(
+        "daemon", help="run every NSE session after the close (APScheduler), catching up",
+        description="Long-lived scheduler: snapshots each session at schedule.time (or the "
+        "session's close plus 15 min), catches up missed sessions on start and after sleep, "
+        "retries transient failures. SIGTERM/SIGINT stop it cleanly.")
+    daemon.set_defaults(func=cmd_daemon)
+
+    st = sub.add_parser("status", help="last snapshot, last failure and next run per account",
+                        description="Exit code 1 when an account has no complete snapshot "
+                        "of the latest session that has opened (for monitoring).")
+    st.set_defaults(func=cmd_status)
+
+    sd = sub.add_parser("systemd", help="print hardened systemd unit files",
+                        description="Units for the one-shot job on a timer, or the daemon.")
+    sd.add_argument("--mode", choices=["timer", "daemon"], default="timer")
+    sd.add_argument("--user", help="run as this user (default: DynamicUser=yes)")
+    sd.add_argument("--executable", help="path of the snapshotter command")
+    sd.add_argument("--times", default="16:30,20:30", help="timer run times, IST")
+    sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
+    sd.set_defaults(func=cmd_systemd)
 
     sim = sub.add_parser("simulate", help="serve the Kite simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)

@@ -1,0 +1,193 @@
+"""`snapshotter daemon`: APScheduler 3 wrapped around the one-shot job.
+
+The scheduler holds no logic of its own: each firing calls pipeline.run_snapshot.
+Catch-up is ours (APScheduler's job store silently drops runs missed while the daemon
+was down): on start, and after the machine slept, the daemon snapshots every account
+that lacks a complete snapshot of the latest session (or a final one once it closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, time, timedelta
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from snapshotter import health, pipeline
+from snapshotter.config import Config
+from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+CLOSE_MARGIN = timedelta(minutes=15)  # after a special session's close
+MISFIRE_GRACE = 6 * 3600  # seconds: a late run still runs (APScheduler's default is 1 s)
+HEARTBEAT_SECONDS = 60
+SLEEP_GAP = timedelta(minutes=3)  # a heartbeat this late means the machine slept
+
+
+def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
+    """When to snapshot ``session``: the later of schedule.time and its close plus a margin."""
+    scheduled = datetime.combine(session.day, run_time, tzinfo=tz)
+    return max(scheduled, session.close + CLOSE_MARGIN)
+
+
+class SessionTrigger(BaseTrigger):
+    """Fires once per NSE session, after its close (see fire_time)."""
+
+    def __init__(self, calendar: TradingCalendar, run_time: time, tz: Any = IST):
+        self.calendar = calendar
+        self.run_time = run_time
+        self.tz = tz
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        earliest = previous_fire_time + timedelta(microseconds=1) if previous_fire_time \
+            else now
+        day = earliest.astimezone(IST).date() - timedelta(days=1)
+        for _ in range(400):
+            session = self.calendar.session(day)
+            if session is not None:
+                when = fire_time(session, self.run_time, self.tz)
+                if when >= earliest:
+                    return when
+            day += timedelta(days=1)
+        return None
+
+    def __str__(self) -> str:
+        return f"NSE sessions at {self.run_time:%H:%M} (or close + {CLOSE_MARGIN})"
+
+
+class Daemon:
+    def __init__(self, config: Config, engine: sa.Engine, *, clock: Clock = utc_now,
+                 scheduler: BackgroundScheduler | None = None):
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.calendar = pipeline.calendar_for(config)
+        self.scheduler = scheduler or BackgroundScheduler(timezone=IST)
+        self.stopping = threading.Event()
+        self._last_beat: datetime | None = None
+        self._run_lock = threading.Lock()
+        self.runs: list[pipeline.RunResult] = []
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def take_due(self, accounts: list[str] | None = None, attempt: int = 0,
+                 reason: str = "scheduled") -> pipeline.RunResult | None:
+        """Snapshot the accounts that need it now; schedule retries of transient failures."""
+        if self.stopping.is_set():
+            return None
+        with self._run_lock:
+            result = pipeline.run_snapshot(
+                self.config, self.engine, accounts=accounts, catch_up=True, clock=self.clock,
+                calendar=self.calendar, should_stop=self.stopping.is_set,
+                on_outcome=self._log_outcome)
+        self.runs.append(result)
+        self._after_run(result, attempt, reason)
+        return result
+
+    def _log_outcome(self, o: pipeline.AccountOutcome) -> None:
+        counts = " ".join(f"{k}={v}" for k, v in o.counts.items())
+        fields = {"account": o.account, "session": o.snapshot_date.isoformat(),
+                  "status": o.status, "final": o.final, **o.counts}
+        if o.status == pipeline.FAILED:
+            fields["error"] = o.error
+            log.error("run account=%s session=%s status=failed error=%s", o.account,
+                      o.snapshot_date, o.error, extra={"fields": fields})
+        else:
+            log.info("run account=%s session=%s status=%s final=%s %s", o.account,
+                     o.snapshot_date, o.status, o.final, counts, extra={"fields": fields})
+
+    def _after_run(self, result: pipeline.RunResult, attempt: int, reason: str) -> None:
+        failed = [o for o in result.outcomes if o.status == pipeline.FAILED]
+        retry = [o.account for o in failed if not o.rejected]
+        rejected = [o.account for o in failed if o.rejected]
+        if rejected:
+            log.error("login rejected for %s: not retried; fix the config and restart",
+                      ", ".join(rejected))
+        summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
+        health.ping(self.config.healthcheck_url, ok=not failed,
+                    message=f"session {result.session.day} ({reason}): {summary}")
+        health.sd_notify(f"STATUS=last run {result.session.day}: {summary}")
+        limit = self.config.schedule.retry_attempts
+        if retry and attempt < limit and not self.stopping.is_set():
+            when = self.clock() + timedelta(minutes=self.config.schedule.retry_spacing_minutes)
+            log.info("retrying %s at %s (attempt %d of %d)", ", ".join(retry),
+                     when.astimezone(IST).strftime("%H:%M"), attempt + 1, limit)
+            self.scheduler.add_job(
+                self.take_due, DateTrigger(when), kwargs={
+                    "accounts": retry, "attempt": attempt + 1, "reason": "retry"},
+                id=f"retry-{result.session.day}-{attempt + 1}", replace_existing=True,
+                misfire_grace_time=MISFIRE_GRACE, coalesce=True, max_instances=1)
+        elif retry:
+            log.error("giving up on %s for session %s after %d retries", ", ".join(retry),
+                      result.session.day, attempt)
+
+    def heartbeat(self) -> None:
+        """Watchdog ping; a late heartbeat means the machine slept: catch up."""
+        health.sd_notify("WATCHDOG=1")
+        now = self.clock()
+        last, self._last_beat = self._last_beat, now
+        if last is not None and now - last > SLEEP_GAP:
+            log.info("clock jumped %s (machine asleep?): catching up", now - last)
+            self.take_due(reason="wake")
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, catch_up: bool = True) -> None:
+        trigger = SessionTrigger(self.calendar, self.config.schedule.time, self.config.timezone)
+        self.scheduler.add_job(self.take_due, trigger, id="snapshot", name="daily snapshot",
+                               max_instances=1, coalesce=True,
+                               misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
+        beat = health.watchdog_interval() or HEARTBEAT_SECONDS
+        self.scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=min(beat, 60)),
+                               id="heartbeat", max_instances=1, coalesce=True)
+        if catch_up:
+            self.scheduler.add_job(self.take_due, kwargs={"reason": "catch-up"},
+                                   id="catch-up", max_instances=1,
+                                   misfire_grace_time=MISFIRE_GRACE)
+        self.scheduler.start()
+        log.info("daemon started; next snapshot at %s", self.next_run())
+        self.calendar.warn_once(self.clock().astimezone(IST).date())
+        health.sd_notify("READY=1")
+
+    def next_run(self) -> datetime | None:
+        job = self.scheduler.get_job("snapshot")
+        return getattr(job, "next_run_time", None) if job else None
+
+    def stop(self) -> None:
+        """Finish the account snapshots in flight, abandon the rest, stop the scheduler."""
+        self.stopping.set()
+        health.sd_notify("STOPPING=1")
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        log.info("daemon stopped")
+
+
+def run_forever(daemon: Daemon) -> int:
+    """Start, then sleep until SIGTERM/SIGINT (signal.pause: no timed waits)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+        daemon.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    while not stop.is_set():
+        signal.pause()
+    daemon.stop()
+    return 0

@@ -1,0 +1,83 @@
+"""`snapshotter status`: per account, the last complete snapshot, last failure, next run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session as OrmSession
+from tabulate import tabulate
+
+from snapshotter.config import Config
+from snapshotter.daemon import SessionTrigger
+from snapshotter.models import SNAPSHOT_FAILED, SNAPSHOT_OK, Snapshot
+from snapshotter.pipeline import calendar_for
+from snapshotter.sessions import IST
+
+
+@dataclass
+class AccountStatus:
+    account: str
+    last_complete: Snapshot | None
+    last_failure: Snapshot | None
+    has_latest: bool
+
+
+@dataclass
+class StatusReport:
+    latest_session: date
+    next_run: datetime | None
+    accounts: list[AccountStatus]
+    warning: str | None
+
+    @property
+    def healthy(self) -> bool:
+        return all(a.has_latest for a in self.accounts)
+
+
+def _latest(session: OrmSession, account: str, status: str) -> Snapshot | None:
+    return session.scalars(
+        sa.select(Snapshot).where(Snapshot.account == account, Snapshot.status == status)
+        .order_by(Snapshot.snapshot_date.desc(), Snapshot.taken_at.desc()).limit(1)).first()
+
+
+def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusReport:
+    calendar = calendar_for(config)
+    latest = calendar.latest_opened(now)
+    trigger = SessionTrigger(calendar, config.schedule.time, config.timezone)
+    rows = []
+    with OrmSession(engine, expire_on_commit=False) as session:
+        for acc in config.accounts:
+            complete = _latest(session, acc.user_id, SNAPSHOT_OK)
+            failure = _latest(session, acc.user_id, SNAPSHOT_FAILED)
+            rows.append(AccountStatus(acc.user_id, complete, failure,
+                                      complete is not None
+                                      and complete.snapshot_date >= latest.day))
+    return StatusReport(latest.day, trigger.get_next_fire_time(None, now), rows,
+                        calendar.horizon_warning(now.astimezone(IST).date()))
+
+
+def _when(snap: Snapshot) -> str:
+    return snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
+
+
+def render(report: StatusReport) -> str:
+    table = []
+    for a in report.accounts:
+        c, f = a.last_complete, a.last_failure
+        table.append([
+            a.account,
+            f"{c.snapshot_date} ({'final' if c.final else 'intraday'}, {_when(c)})" if c
+            else "never",
+            f"{f.snapshot_date}: {(f.error or '')[:80]}" if f else "-",
+            "yes" if a.has_latest else "NO",
+        ])
+    next_run = report.next_run.astimezone(IST).strftime("%Y-%m-%d %H:%M IST") \
+        if report.next_run else "none"
+    lines = [f"latest session: {report.latest_session}; next scheduled run: {next_run}"]
+    if report.warning:
+        lines.append(f"warning: {report.warning}")
+    lines.append(tabulate(table, headers=["account", "last complete snapshot", "last failure",
+                                          "has latest session"], disable_numparse=True))
+    return "\n".join(lines)
