@@ -107,7 +107,7 @@ def _ledger(engine: sa.Engine) -> list[tuple[str, str, str, bool]]:
 
 def test_job_fires_at_scheduled_time(world: tuple[Config, sa.Engine, KiteSimulator,
                                                   list[SimAccount]], clock: FakeClock) -> None:
-    config, engine, sim, accounts = world
+    config, engine, _sim, accounts = world
     d = Daemon(config, engine, clock=clock)
     d.start(catch_up=False)
     try:
@@ -161,7 +161,7 @@ def test_catch_up_after_a_missed_day(world: tuple[Config, sa.Engine, KiteSimulat
 def test_catch_up_during_session_keeps_a_complete_intraday_snapshot(
         world: tuple[Config, sa.Engine, KiteSimulator, list[SimAccount]],
         clock: FakeClock) -> None:
-    config, engine, sim, accounts = world
+    config, engine, _sim, accounts = world
     clock.set("2026-11-27T11:00")
     pipeline.run_snapshot(config, engine, clock=clock, accounts=[accounts[0].user_id])
     clock.set("2026-11-27T12:00")
@@ -214,7 +214,7 @@ def test_transient_failure_retried_later_rejected_login_not(
 
 def test_wake_from_sleep_catches_up(world: tuple[Config, sa.Engine, KiteSimulator,
                                                  list[SimAccount]], clock: FakeClock) -> None:
-    config, engine, sim, accounts = world
+    config, engine, _sim, accounts = world
     clock.set("2026-11-27T10:00")
     d = Daemon(config, engine, clock=clock)
     d.heartbeat()
@@ -247,7 +247,7 @@ def test_daemon_started_as_a_process_and_stopped_by_sigterm_mid_run(
             assert listener.recv(100) == b"READY=1"
             _wait_for(lambda: any(p == "/api/twofa" for _, p, _ in sim.requests_log), 30)
             proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=60)
+            _out, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
