@@ -105,19 +105,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_systemd(args: argparse.Namespace) -> int:
+    import os
     import shutil
     from pathlib import Path
 
-    from snapshotter.systemd_units import UnitOptions, render_units
+    from snapshotter.systemd_units import (
+        UnitOptions,
+        config_accounts,
+        install_warnings,
+        render_units,
+    )
 
-    accounts = list(_config(args).accounts) if args.config else []
-    config_path = str(Path(args.config).resolve()) if args.config else \
-        "/etc/snapshotter/config.yaml"
+    source = args.config or os.environ.get("SNAPSHOTTER_CONFIG")
+    # Not _config(): the service reads the secret files (LoadCredential=), not this command.
+    accounts = config_accounts(source) if source else []
+    config_path = str(Path(source).resolve()) if source else "/etc/snapshotter/config.yaml"
     beside_python = Path(sys.executable).with_name("snapshotter")
     exe = args.executable or (str(beside_python) if beside_python.exists() else None) \
         or shutil.which("snapshotter") or f"{sys.executable} -m snapshotter"
-    units = render_units(UnitOptions(mode=args.mode, executable=exe, config_path=config_path,
-                                     user=args.user, run_times=args.times), accounts)
+    options = UnitOptions(mode=args.mode, executable=exe, config_path=config_path,
+                          user=args.user, run_times=args.times)
+    try:
+        units = render_units(options, accounts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for warning in install_warnings(options):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +142,26 @@ def cmd_systemd(args: argparse.Namespace) -> int:
         for name, text in units.items():
             print(f"# /etc/systemd/system/{name}\n{text}")
     return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from snapshotter import login
+    from snapshotter.sessions import utc_now
+
+    config = _config(args)
+    if args.check:
+        results = login.check_sessions(config, args.account or None, utc_now)
+        if not results:
+            print("no account uses auth: manual")
+    else:
+        results = login.login_accounts(config, args.account or None, login.TerminalPrompt(),
+                                       utc_now)
+    for r in results:
+        if r.ok:
+            print(f"{r.account}: {r.message}")
+        else:
+            print(f"error: account {r.account}: {r.message}", file=sys.stderr)
+    return 0 if all(r.ok for r in results) else 1
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -191,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--times", default="16:30,20:30", help="timer run times, IST")
     sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
     sd.set_defaults(func=cmd_systemd)
+
+    lg = sub.add_parser(
+        "login", help="log in now and cache the session (auth: manual; prompts)",
+        description="Prompts for what each account needs (password and the current code from "
+        "your authenticator app; for Kite Connect, the redirected URL or request_token), logs "
+        "in and caches the session for scheduled runs. Default: every auth: manual account.")
+    lg.add_argument("--account", action="append", metavar="USER_ID",
+                    help="only this account (repeatable)")
+    lg.add_argument("--check", action="store_true",
+                    help="only check that manual accounts' cached sessions still work "
+                    "(pings healthcheck_url/fail when not); never prompts")
+    lg.set_defaults(func=cmd_login)
 
     sim = sub.add_parser("simulate", help="serve the Kite simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)

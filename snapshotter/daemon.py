@@ -34,6 +34,7 @@ CLOSE_MARGIN = timedelta(minutes=15)  # after a special session's close
 MISFIRE_GRACE = 6 * 3600  # seconds: a late run still runs (APScheduler's default is 1 s)
 HEARTBEAT_SECONDS = 60
 SLEEP_GAP = timedelta(minutes=3)  # a heartbeat this late means the machine slept
+LOGIN_CHECK_BEFORE_CLOSE = timedelta(hours=1)  # auth: manual accounts' session check
 
 
 def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
@@ -45,10 +46,17 @@ def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
 class SessionTrigger(BaseTrigger):
     """Fires once per NSE session, after its close (see fire_time)."""
 
-    def __init__(self, calendar: TradingCalendar, run_time: time, tz: Any = IST):
+    def __init__(self, calendar: TradingCalendar, run_time: time, tz: Any = IST,
+                 before_close: timedelta | None = None):
         self.calendar = calendar
         self.run_time = run_time
         self.tz = tz
+        self.before_close = before_close  # fire this long before each close instead
+
+    def _fire_time(self, session: Session) -> datetime:
+        if self.before_close is not None:
+            return session.close - self.before_close
+        return fire_time(session, self.run_time, self.tz)
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
@@ -58,7 +66,7 @@ class SessionTrigger(BaseTrigger):
         for _ in range(400):
             session = self.calendar.session(day)
             if session is not None:
-                when = fire_time(session, self.run_time, self.tz)
+                when = self._fire_time(session)
                 if when >= earliest:
                     return when
             day += timedelta(days=1)
@@ -134,6 +142,13 @@ class Daemon:
             log.error("giving up on %s for session %s after %d retries", ", ".join(retry),
                       result.session.day, attempt)
 
+    def check_manual_sessions(self) -> None:
+        from snapshotter.login import check_sessions
+
+        for result in check_sessions(self.config, None, self.clock):
+            if not result.ok:
+                log.error("account %s: %s", result.account, result.message)
+
     def heartbeat(self) -> None:
         """Watchdog ping; a late heartbeat means the machine slept: catch up."""
         health.sd_notify("WATCHDOG=1")
@@ -150,6 +165,14 @@ class Daemon:
         self.scheduler.add_job(self.take_due, trigger, id="snapshot", name="daily snapshot",
                                max_instances=1, coalesce=True,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
+        if any(a.auth == "manual" for a in self.config.accounts):
+            # Tell the user in time, before the close, that a manual login is missing.
+            self.scheduler.add_job(
+                self.check_manual_sessions,
+                SessionTrigger(self.calendar, self.config.schedule.time,
+                               before_close=LOGIN_CHECK_BEFORE_CLOSE),
+                id="login-check", max_instances=1, coalesce=True,
+                misfire_grace_time=3600, replace_existing=True)
         beat = health.watchdog_interval() or HEARTBEAT_SECONDS
         self.scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=min(beat, 60)),
                                id="heartbeat", max_instances=1, coalesce=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from urllib.parse import urlsplit
 
 import requests
 
@@ -17,9 +18,13 @@ def ping(url: str | None, ok: bool, message: str = "", timeout: float = 10) -> N
     """POST to ``url`` on success, ``url/fail`` on failure; never raises."""
     if not url:
         return
-    target = url.rstrip("/") + ("" if ok else "/fail")
+    parts = urlsplit(url)
+    # https://hc-ping.com/<uuid>?rid=1 fails at https://hc-ping.com/<uuid>/fail?rid=1
+    target = parts._replace(path=parts.path.rstrip("/") + ("" if ok else "/fail")).geturl()
     try:
-        requests.post(target, data=message.encode()[:10_000], timeout=timeout)
+        response = requests.post(target, data=message.encode()[:10_000], timeout=timeout)
+        if response.status_code >= 400:
+            log.warning("health check ping answered HTTP %d", response.status_code)
     except requests.RequestException as exc:
         log.warning("health check ping failed: %s", redact.redact(type(exc).__name__))
 
@@ -48,6 +53,7 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return int(usec) / 1_000_000 / 2
+        period = int(usec)
     except ValueError:
         return None
+    return period / 1_000_000 / 2 if period > 0 else None

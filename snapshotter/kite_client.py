@@ -10,11 +10,13 @@ import hashlib
 import logging
 import random
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pyotp
@@ -56,6 +58,48 @@ USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 TOTP_STEP = 30
 
 Clock = Callable[[], datetime]
+CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
+
+
+class Prompt(Protocol):
+    """What `snapshotter login` asks a person (auth: manual)."""
+
+    def secret(self, label: str) -> str: ...
+
+    def text(self, label: str) -> str: ...
+
+    def show(self, message: str) -> None: ...
+
+
+class RateLimiter:
+    """At most ``rate`` calls in any sliding one-second window, shared across threads."""
+
+    def __init__(self, rate: int, window: float = 1.05):
+        self.rate = rate
+        self.window = window
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._calls and now - self._calls[0] >= self.window:
+                    self._calls.popleft()
+                if len(self._calls) < self.rate:
+                    self._calls.append(now)
+                    return
+                wait = self.window - (now - self._calls[0])
+            time.sleep(max(wait, 0.001))
+
+
+_app_limiters: dict[str, RateLimiter] = {}
+_app_limiters_lock = threading.Lock()
+
+
+def app_limiter(api_key: str) -> RateLimiter:
+    with _app_limiters_lock:
+        return _app_limiters.setdefault(api_key, RateLimiter(CONNECT_RATE))
 
 _LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
@@ -105,14 +149,14 @@ class KiteClient:
         *,
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
-        interactive: bool = False,
+        prompt: Prompt | None = None,
     ):
         self.account = account
         self.kite = kite
         self.cache = cache
         self.clock = clock
         self.sleep = sleep
-        self.interactive = interactive
+        self.prompt = prompt
         self.logins = 0
         self.http = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8)
@@ -127,7 +171,11 @@ class KiteClient:
     def _request(self, method: str, url: str, *, login: bool = False, retry: bool = True,
                  **kwargs: Any) -> Any:
         attempts = 1 + (self.kite.retries if retry else 0)
+        limiter = app_limiter(self.account.api_key or "") \
+            if self._cache_mode() == "connect" and url.startswith(self.kite.api_root) else None
         for attempt in range(1, attempts + 1):
+            if limiter:
+                limiter.acquire()
             try:
                 resp = self.http.request(method, url, timeout=self.kite.timeout, **kwargs)
                 if 300 <= resp.status_code < 400 and not kwargs.get("allow_redirects", True):
@@ -182,12 +230,16 @@ class KiteClient:
     def login(self) -> str:
         """Log in afresh (per the account's auth mode) and cache the token."""
         user = self.account.user_id
-        if self.account.auth == "manual" and not self.interactive:
+        manual = self.account.auth == "manual"
+        if manual and self.prompt is None:
             raise LoginRejected(
                 f"no valid session: run `snapshotter login --account {user}`", account=user)
-        self._refuse_after_rejection()
+        if self.prompt is None:
+            self._refuse_after_rejection()
         try:
-            if self._cache_mode() == "connect":
+            if manual and self._cache_mode() == "connect":
+                token, expires = self._manual_connect_login()
+            elif self._cache_mode() == "connect":
                 token, expires = self._connect_login()
             else:
                 token, expires = self._web_login(), None
@@ -239,14 +291,22 @@ class KiteClient:
             log.info("account %s: waiting %.0fs for a fresh TOTP code", self.account.user_id, wait)
             self.sleep(max(wait, 0))
             step = int(self.clock().timestamp()) // TOTP_STEP
+            if step <= entry.last_totp_step:  # a frozen or rewound clock: never replay a code
+                raise TransientKiteError(
+                    "the clock did not advance to a fresh TOTP step; not resending a used code",
+                    account=self.account.user_id)
         self.cache.update(self.account.user_id, last_totp_step=step)
         return totp.at(step * TOTP_STEP)
 
     def _web_login(self) -> str:
         """PROTOCOL.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
         user, base = self.account.user_id, self.kite.base_url
+        password: str | None = self.account.password
+        if not password and self.prompt is not None:
+            password = self.prompt.secret(f"Kite password for {user}: ")
+            redact.register(password)
         data = self._request("POST", f"{base}{WEB_LOGIN}", login=True,
-                             data={"user_id": user, "password": self.account.password})
+                             data={"user_id": user, "password": password})
         if not isinstance(data, dict) or not data.get("request_id"):
             raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
                                     account=user)
@@ -255,7 +315,10 @@ class KiteClient:
             raise LoginRejected(
                 f"account uses 2FA type {twofa_type!r}; enable external TOTP in Kite",
                 account=user)
-        code = self._totp_code()
+        if self.account.totp_secret or self.prompt is None:
+            code = self._totp_code()
+        else:
+            code = self.prompt.text(f"6-digit code from your authenticator app for {user}: ")
         redact.register(code)
         # Never retried: a resent code is a replay and may count as a failed 2FA.
         self._request("POST", f"{base}{WEB_TWOFA}", login=True, retry=False, data={
@@ -292,15 +355,37 @@ class KiteClient:
             raise KiteProtocolError("connect/finish gave no request_token", account=user)
         return request_token
 
+    def login_url(self) -> str:
+        return f"{self.kite.base_url}{CONNECT_LOGIN}?" + urlencode(
+            {"v": KITE_VERSION, "api_key": self.account.api_key or ""})
+
+    def _manual_connect_login(self) -> tuple[str, datetime]:
+        assert self.prompt is not None
+        self.prompt.show(f"Open this URL, log in to Kite, then paste the address you were "
+                         f"redirected to (or just its request_token):\n  {self.login_url()}")
+        answer = self.prompt.text("Redirected URL or request_token: ").strip()
+        token = parse_qs(urlparse(answer).query).get("request_token", [""])[0] or answer
+        if not token or "/" in token or "=" in token:
+            raise LoginRejected("no request_token in what was pasted",
+                                account=self.account.user_id)
+        return self.exchange_request_token(token)
+
     def exchange_request_token(self, request_token: str) -> tuple[str, datetime]:
         """POST /session/token with the sha256 checksum; access token valid till 06:00 IST."""
         api_key, api_secret = self.account.api_key or "", self.account.api_secret or ""
         redact.register(request_token)
         checksum = hashlib.sha256((api_key + request_token + api_secret).encode()).hexdigest()
-        data = self._request("POST", f"{self.kite.api_root}{CONNECT_SESSION_TOKEN}", login=True,
-                             retry=False, data={"api_key": api_key,
-                                                "request_token": request_token,
-                                                "checksum": checksum})
+        try:
+            data = self._request("POST", f"{self.kite.api_root}{CONNECT_SESSION_TOKEN}",
+                                 login=True, retry=False,
+                                 data={"api_key": api_key, "request_token": request_token,
+                                       "checksum": checksum})
+        except TokenError as exc:
+            raise LoginRejected(
+                f"Kite Connect refused the session ({exc.message}): check api_key and "
+                "api_secret; a request_token works once and only for a few minutes",
+                account=self.account.user_id, status=exc.status,
+                error_type=exc.error_type) from None
         token = data.get("access_token") if isinstance(data, dict) else None
         if not token:
             raise KiteProtocolError("session/token gave no access_token",
@@ -329,6 +414,19 @@ class KiteClient:
             self.cache.clear_token(self.account.user_id)
             self.login()
             return self._fetch_routes()
+
+    def check_session(self) -> bool:
+        """Does the cached session still work? Never logs in (for auth: manual)."""
+        entry = self.cache.load(self.account.user_id)
+        token = entry.valid_token(self._cache_mode(), self.clock())
+        if not token:
+            return False
+        self._token = token
+        try:
+            self._request("GET", self._data_url(PROFILE_ROUTE), headers=self._auth_header(token))
+        except TokenError:
+            return False
+        return True
 
     def _fetch_routes(self) -> dict[str, Any]:
         self.token()

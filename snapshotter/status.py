@@ -54,8 +54,11 @@ def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusRepo
             rows.append(AccountStatus(acc.user_id, complete, failure,
                                       complete is not None
                                       and complete.snapshot_date >= latest.day))
-    return StatusReport(latest.day, trigger.get_next_fire_time(None, now), rows,
-                        calendar.horizon_warning(now.astimezone(IST).date()))
+    next_run = trigger.get_next_fire_time(None, now)
+    # Warn as soon as the next run falls past the holiday list (e.g. on 31 December).
+    horizon_day = max(now.astimezone(IST).date(),
+                      next_run.astimezone(IST).date() if next_run else latest.day)
+    return StatusReport(latest.day, next_run, rows, calendar.horizon_warning(horizon_day))
 
 
 def _when(snap: Snapshot) -> str:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
 
-from snapshotter.config import AccountConfig
-from snapshotter.errors import LoginRejected
+import yaml
+
+from snapshotter.config import AccountConfig, load_config
+from snapshotter.errors import ConfigError, LoginRejected
 
 CREDENTIALS_SOURCE = "/etc/snapshotter/credentials"
+# Paths the hardening hides from the service (ProtectHome=yes, PrivateTmp=yes).
+_HIDDEN = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
+_UNREADABLE_FILE = re.compile(r"_file: cannot read ")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,63 @@ def credential_names(account: AccountConfig) -> list[str]:
     if account.auth == "connect":
         names.append(f"{uid}-api-secret")
     return names
+
+
+def run_times(times: str) -> list[str]:
+    """``"16:30,20:30"`` -> ``["16:30", "20:30"]``; ValueError unless every item is HH:MM.
+
+    Each time gets its own OnCalendar= line: in one calendar spec ``16:30,20:30`` would
+    read as hour 16, minutes 30 and 20, second 30 (16:20:30 and 16:30:30).
+    """
+    items = [t.strip() for t in times.split(",") if t.strip()]
+    if not items:
+        raise ValueError("no run time given (e.g. --times 16:30,20:30)")
+    out = []
+    for item in items:
+        if not re.fullmatch(r"\d{1,2}:\d{2}", item):
+            raise ValueError(f"run time {item!r} is not HH:MM (e.g. --times 16:30,20:30)")
+        try:
+            parsed = time.fromisoformat(item.zfill(5))
+        except ValueError:
+            raise ValueError(f"run time {item!r} is not a clock time (00:00 to 23:59)") \
+                from None
+        out.append(f"{parsed:%H:%M}")
+    return out
+
+
+def config_accounts(path: str) -> list[AccountConfig]:
+    """The accounts of the config at ``path``, for LoadCredential= lines.
+
+    The service reads ``password_file: ab1234-password`` from $CREDENTIALS_DIRECTORY,
+    which does not exist where the units are generated: a config whose only problems are
+    such unreadable secret files still gives its accounts (it is otherwise valid, since
+    every problem is reported at once).
+    """
+    try:
+        return list(load_config(path).accounts)
+    except ConfigError as exc:
+        if not exc.problems or not all(_UNREADABLE_FILE.search(p) for p in exc.problems):
+            raise
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    accounts = []
+    for acc in raw["accounts"]:
+        user_id = _VAR.sub(lambda m: os.environ.get(m.group(1), ""), str(acc["user_id"]))
+        auth = str(acc.get("auth") or "web").strip().lower()
+        accounts.append(AccountConfig(user_id=user_id.strip().upper(), password=None,
+                                      totp_secret=None, auth=auth))
+    return accounts
+
+
+def install_warnings(options: UnitOptions) -> list[str]:
+    """Paths in the units that the hardened service cannot see."""
+    warnings = []
+    for what, path in (("executable", options.executable.split()[0]),
+                       ("config", options.config_path)):
+        if path.startswith(_HIDDEN):
+            warnings.append(
+                f"the {what} {path} is hidden from the service (ProtectHome=yes, "
+                "PrivateTmp=yes): install it under /usr, /opt or /etc")
+    return warnings
 
 
 def _hardening(options: UnitOptions) -> list[str]:
@@ -58,6 +125,7 @@ def render_units(options: UnitOptions, accounts: list[AccountConfig]) -> dict[st
     """File name -> unit text."""
     if options.mode not in ("timer", "daemon"):
         raise ValueError(f"mode must be timer or daemon, got {options.mode!r}")
+    times = run_times(options.run_times)
     credentials = [f"LoadCredential={name}:{CREDENTIALS_SOURCE}/{name}"
                    for acc in accounts for name in credential_names(acc)]
     env = [f"Environment=SNAPSHOTTER_CONFIG={options.config_path}"]
@@ -102,7 +170,7 @@ def render_units(options: UnitOptions, accounts: list[AccountConfig]) -> dict[st
             "Description=Run Kite Snapshotter after the NSE close (run decides if there is work)",
             "",
             "[Timer]",
-            f"OnCalendar=*-*-* {options.run_times} Asia/Kolkata",
+            *(f"OnCalendar=*-*-* {t} Asia/Kolkata" for t in times),
             "Persistent=true",
             f"RandomizedDelaySec={options.randomized_delay}",
             "Unit=snapshotter.service",

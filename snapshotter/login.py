@@ -1,0 +1,100 @@
+"""`snapshotter login`: a person logs in (auth: manual), scheduled runs reuse the session."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from snapshotter import health, redact
+from snapshotter.config import AccountConfig, Config
+from snapshotter.errors import KiteError
+from snapshotter.kite_client import KiteClient, Prompt
+from snapshotter.pipeline import select_accounts
+from snapshotter.sessions import IST
+from snapshotter.token_cache import TokenCache
+
+
+class TerminalPrompt:
+    """Asks on the terminal; reads plain lines from stdin when it is not a terminal."""
+
+    def _line(self, label: str) -> str:
+        sys.stderr.write(label)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise KiteError("no answer on standard input")
+        return line.rstrip("\n")
+
+    def secret(self, label: str) -> str:
+        return getpass.getpass(label) if sys.stdin.isatty() else self._line(label)
+
+    def text(self, label: str) -> str:
+        return input(label) if sys.stdin.isatty() else self._line(label)
+
+    def show(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+
+@dataclass
+class LoginResult:
+    account: str
+    ok: bool
+    message: str
+
+
+def _targets(config: Config, user_ids: list[str] | None) -> list[AccountConfig]:
+    if user_ids:
+        return select_accounts(config, user_ids)
+    manual = [a for a in config.accounts if a.auth == "manual"]
+    return manual or list(config.accounts)
+
+
+def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
+                   clock: Callable[[], datetime]) -> list[LoginResult]:
+    cache = TokenCache(config.state_dir)
+    results = []
+    for acc in _targets(config, user_ids):
+        # A person asked for this login: forget an earlier rejection of the credentials.
+        cache.update(acc.user_id, token=None, rejected_at=None, rejected_fingerprint=None,
+                     rejected_reason=None)
+        client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
+        try:
+            client.login()
+            entry = cache.load(acc.user_id)
+            until = "until Kite ends it"
+            if entry.expires_at:
+                expiry = datetime.fromisoformat(entry.expires_at).astimezone(IST)
+                until = f"until {expiry:%Y-%m-%d %H:%M} IST"
+            results.append(LoginResult(acc.user_id, True, f"logged in; session cached {until}"))
+        except KiteError as exc:
+            results.append(LoginResult(acc.user_id, False, redact.redact(str(exc))))
+        finally:
+            client.close()
+    return results
+
+
+def check_sessions(config: Config, user_ids: list[str] | None,
+                   clock: Callable[[], datetime]) -> list[LoginResult]:
+    """For manual accounts: is the cached session still good? Pings the health check if not."""
+    cache = TokenCache(config.state_dir)
+    targets = [a for a in select_accounts(config, user_ids) if a.auth == "manual"]
+    results = []
+    for acc in targets:
+        client = KiteClient(acc, config.kite, cache, clock=clock)
+        try:
+            ok = client.check_session()
+            message = "session valid" if ok else \
+                f"no valid session: run `snapshotter login --account {acc.user_id}`"
+        except KiteError as exc:
+            ok, message = False, f"could not check the session: {redact.redact(str(exc))}"
+        finally:
+            client.close()
+        results.append(LoginResult(acc.user_id, ok, message))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        health.ping(config.healthcheck_url, ok=False, message="; ".join(
+            f"{r.account}: {r.message}" for r in failed))
+    return results
