@@ -63,15 +63,20 @@ def head_revision(url: str) -> str | None:
 
 def upgrade(url: str, engine: sa.Engine | None = None) -> bool:
     """Apply pending migrations; True when something was applied."""
+    from snapshotter.locking import run_lock
+
     own = engine is None
     engine = engine or make_engine(url)
     try:
         if current_revision(engine) == head_revision(url):
             return False
-        cfg = alembic_config(url)
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with run_lock(url):  # two processes starting together must not both migrate
+            if current_revision(engine) == head_revision(url):
+                return False
+            cfg = alembic_config(url)
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
         log.info("database migrated to %s", head_revision(url))
         return True
     finally:

@@ -68,14 +68,22 @@ def test_two_replicas_one_login_one_snapshot(faketime_lib: str, database_url: st
     # Friday 2026-11-27 17:00 IST: after the close, the replicas' timer fires.
     offset = _offset_to(datetime(2026, 11, 27, 11, 30, tzinfo=UTC))
     accounts = demo_accounts(3, seed=21)
-    with KiteSimulator(accounts, latency=0.1, clock=ShiftedClock(offset)) as sim:
+    clock = ShiftedClock(offset)
+    with KiteSimulator(accounts, latency=0.1, clock=clock) as sim:
         configs = []
         for host in ("host-a", "host-b"):
             data = config_dict(sim, accounts, database_url, tmp_path / host / "state")
             configs.append(write_config(tmp_path / f"{host}.yaml", data))
         first = _start_run(configs[0], faketime_lib, offset)
-        second = _start_run(configs[1], faketime_lib, offset + apart)
-        results = [p.communicate(timeout=120) for p in (first, second)]
+        if apart:
+            # The other host's timer fires a minute later, after the first run ended.
+            results = [first.communicate(timeout=120)]
+            clock.offset += apart
+            second = _start_run(configs[1], faketime_lib, offset + apart)
+            results.append(second.communicate(timeout=120))
+        else:
+            second = _start_run(configs[1], faketime_lib, offset)
+            results = [p.communicate(timeout=120) for p in (first, second)]
     for proc, (_out, err) in zip((first, second), results, strict=True):
         assert proc.returncode == 0, err
     outputs = [out for out, _ in results]
