@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
+
+import sqlalchemy as sa
 
 from snapshotter import __version__, db, health, logs, redact
 from snapshotter.config import Config, load_config
@@ -164,6 +167,68 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _open_db(args: argparse.Namespace) -> tuple[Config, sa.Engine]:
+    config = _config(args)
+    engine = db.make_engine(config.database_url)
+    db.upgrade(config.database_url, engine)
+    return config, engine
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from snapshotter import reports
+
+    _, engine = _open_db(args)
+    try:
+        filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
+                                  args.start, args.end)
+        if args.kind == "history":
+            if not args.symbol:
+                raise SnapshotterError("report history needs a SYMBOL, e.g. "
+                                       "`snapshotter report history INFY`")
+            frame = reports.history(engine, args.symbol, filters)
+        else:
+            frame = {"summary": reports.summary, "holdings": reports.holdings,
+                     "pnl": reports.pnl}[args.kind](engine, filters)
+            if args.kind == "summary" and args.format == "table" and not frame.empty:
+                frame = frame[reports.SUMMARY_TABLE_COLUMNS]
+        print(reports.render(frame, args.format))
+        return 0
+    finally:
+        engine.dispose()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from snapshotter import reports
+
+    _, engine = _open_db(args)
+    try:
+        written = reports.export(engine, Path(args.out), args.format)
+        print(f"wrote {len(written)} files to {args.out}")
+        return 0
+    finally:
+        engine.dispose()
+
+
+def cmd_chart(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from snapshotter import chart
+
+    _, engine = _open_db(args)
+    try:
+        account = args.account.upper() if args.account else None
+        try:
+            path = chart.write_chart(engine, Path(args.out), account)
+        except ValueError as exc:
+            raise SnapshotterError(str(exc)) from None
+        print(f"wrote {path}")
+        return 0
+    finally:
+        engine.dispose()
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
@@ -175,7 +240,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
-    return demo.run_demo(out_dir=args.out, accounts=args.accounts)
+    return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +291,27 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
     sd.set_defaults(func=cmd_systemd)
 
+    rp = sub.add_parser("report", help="summary, holdings, P&L or one symbol's history",
+                        description="Reports from the SQL views (see README: Views).")
+    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history"])
+    rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
+    rp.add_argument("--account", action="append", metavar="USER_ID",
+                    help="only this account (repeatable)")
+    rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rp.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser("export", help="write every table and view as CSV or Parquet")
+    ex.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.set_defaults(func=cmd_export)
+
+    ch = sub.add_parser("chart", help="PNG of total value, cumulative market P&L, drawdown")
+    ch.add_argument("--out", required=True, metavar="FILE.png")
+    ch.add_argument("--account", metavar="USER_ID", help="one account (default: all)")
+    ch.set_defaults(func=cmd_chart)
+
     lg = sub.add_parser(
         "login", help="log in now and cache the session (auth: manual; prompts)",
         description="Prompts for what each account needs (password and the current code from "
@@ -249,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the real job against the simulator into SQLite")
     demo.add_argument("--out", default="demo-output", help="directory for the demo database")
     demo.add_argument("--accounts", type=int, default=3, help="simulated accounts")
+    demo.add_argument("--days", type=int, default=60,
+                      help="NSE sessions of history to simulate and snapshot (default 60)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

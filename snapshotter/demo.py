@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import time
+import time as _time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
 from snapshotter import db, pipeline
 from snapshotter.config import parse_config
+from snapshotter.daemon import fire_time
+from snapshotter.demo_market import DemoMarket
+from snapshotter.progress import Progress
+from snapshotter.sessions import Session, TradingCalendar, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, serve_forever_cli
 from snapshotter.summary import summary_table
 
@@ -47,7 +54,26 @@ def simulate(*, port: int, accounts: int, latency: float, config_out: str | None
     serve_forever_cli(port, sim_accounts, latency)
 
 
-def run_demo(*, out_dir: str, accounts: int) -> int:
+def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[Session]:
+    """The last ``days`` sessions that have closed by ``now``."""
+    latest = calendar.latest_opened(now)
+    if now < latest.close:
+        latest = calendar.previous_session(latest.day)
+    sessions = [latest]
+    while len(sessions) < days:
+        sessions.append(calendar.previous_session(sessions[-1].day))
+    return sessions[::-1]
+
+
+class _DemoClock:
+    def __init__(self, when: datetime):
+        self.now = when
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # A fresh simulator each time: start from an empty database and token cache.
@@ -55,29 +81,62 @@ def run_demo(*, out_dir: str, accounts: int) -> int:
     shutil.rmtree(out / "state", ignore_errors=True)
     database_url = f"sqlite:///{out / 'demo.db'}"
     sim_accounts = demo_accounts(accounts)
-    with KiteSimulator(sim_accounts) as sim:
+    calendar = TradingCalendar()
+    sessions = _demo_sessions(calendar, utc_now(), max(days, 1))
+    # The demo's clock is injected: it walks the real NSE calendar session by session.
+    clock = _DemoClock(fire_time(sessions[0], time(16, 30)))
+    with KiteSimulator(sim_accounts, clock=clock) as sim:
         config = parse_config(demo_config_dict(sim.base_url, sim_accounts, database_url,
                                                out / "state"), "<demo>")
         engine = db.make_engine(database_url)
         try:
             db.upgrade(database_url, engine)
             print(f"Kite simulator on {sim.base_url}; database {out / 'demo.db'}")
-            t0 = time.perf_counter()
-            first = pipeline.run_snapshot(config, engine)
-            elapsed = time.perf_counter() - t0
-            for o in sorted(first.outcomes, key=lambda o: o.account):
-                state = "final" if o.final else "intraday"
-                print(f"  {o.account}: {o.status} ({state}), logins {o.logins}, "
-                      + ", ".join(f"{k} {v}" for k, v in o.counts.items())
-                      + (f" error: {o.error}" if o.error else ""))
-            print(f"snapshot of session {first.session.day} took {elapsed:.2f}s "
-                  f"({sum(sim.login_count.values())} logins)\n")
-            print(summary_table(engine, first.session.day))
-            second = pipeline.run_snapshot(config, engine)
+            print(f"snapshotting {len(sessions)} NSE session(s), {sessions[0].day} to "
+                  f"{sessions[-1].day}, for {accounts} simulated account(s)")
+            markets = {a.user_id: DemoMarket(seed=i, split_day=sessions[len(sessions) // 2].day)
+                       for i, a in enumerate(sim_accounts, start=1)}
+            t0 = _time.perf_counter()
+            failures = 0
+            quiet = logging.getLogger("snapshotter")
+            level = quiet.level
+            quiet.setLevel(logging.WARNING)
+            try:
+                with Progress(len(sessions), "sessions") as progress:
+                    for session in sessions:
+                        clock.now = fire_time(session, time(16, 30))
+                        for user_id, market in markets.items():
+                            for event in market.step(sim.portfolio(user_id), session.day):
+                                if len(sessions) <= 5 or "split" in event:
+                                    progress.note(f"{session.day} {user_id}: {event}")
+                        sim.expire_tokens()  # a Kite session lasts a day
+                        result = pipeline.run_snapshot(config, engine, clock=clock)
+                        failures += sum(o.status == pipeline.FAILED for o in result.outcomes)
+                        progress.advance()
+            finally:
+                quiet.setLevel(level)
+            elapsed = _time.perf_counter() - t0
+            print(f"{len(sessions)} session(s) x {accounts} account(s) in {elapsed:.1f}s, "
+                  f"{sum(sim.login_count.values())} logins, {failures} failure(s)\n")
+            print(summary_table(engine, sessions[-1].day))
+            second = pipeline.run_snapshot(config, engine, clock=clock)
             skipped = sum(o.status == pipeline.SKIPPED for o in second.outcomes)
-            print(f"\nsecond run: {skipped} account(s) skipped (final snapshot kept), "
-                  f"{len(second.outcomes) - skipped} re-taken (session still open), "
-                  f"logins in total {sum(sim.login_count.values())}")
-            return max(first.exit_code, second.exit_code)
+            print(f"\nrun again: {skipped} of {len(second.outcomes)} account(s) skipped "
+                  "(final snapshot kept, no login)")
+            _history_outputs(engine, out)
+            return 1 if failures else second.exit_code
         finally:
             engine.dispose()
+
+
+def _history_outputs(engine: sa.Engine, out: Path) -> None:
+    """Report and chart from the stored history, when those modules are present."""
+    try:
+        from snapshotter import chart, reports
+    except ImportError:
+        return
+    print()
+    frame = reports.summary(engine)
+    print(reports.render(frame[reports.SUMMARY_TABLE_COLUMNS], "table"))
+    path = chart.write_chart(engine, out / "portfolio.png")
+    print(f"\nchart: {path}")

@@ -35,5 +35,5 @@ def setup(level: str = "INFO", json_lines: bool = False) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "alembic", "apscheduler"):
+    for noisy in ("urllib3", "alembic", "apscheduler", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

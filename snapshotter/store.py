@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -34,19 +36,25 @@ class StoredSnapshot:
     counts: dict[str, int]
 
 
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars)."""
     if frame.empty:
         return []
-    plain = frame.astype(object).where(frame.notna(), None)
-    rows = plain.to_dict("records")
-    for row in rows:
-        for key, value in row.items():
-            if hasattr(value, "item") and not isinstance(value, pd.Timestamp):
-                row[key] = value.item()
-            elif isinstance(value, pd.Timestamp):
-                row[key] = value.to_pydatetime()
-    return rows
+    names = list(frame.columns)
+    columns = [[_plain(v) for v in frame[name].tolist()] for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def complete_snapshots(engine: sa.Engine, snapshot_date: date,

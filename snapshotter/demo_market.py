@@ -1,0 +1,125 @@
+"""A simulated market for `snapshotter demo --days N`: moves a simulator account's
+portfolio from one session to the next (prices, trades, cash in and out, a split).
+
+Used only with the simulator. Cash is booked the day a trade or transfer happens:
+``available.cash`` includes today's pay-in and trades, a withdrawal requested today sits
+in ``utilised.payout`` and leaves the opening balance the next session, as on Kite.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from typing import Any
+
+
+def _tick(price: float) -> float:
+    return round(max(round(price / 0.05) * 0.05, 0.05), 2)
+
+
+class DemoMarket:
+    def __init__(self, seed: int, split_day: date | None = None):
+        self.rng = random.Random(seed)
+        self.split_day = split_day
+        self.started = False
+
+    def step(self, portfolio: dict[str, Any], day: date) -> list[str]:
+        """Advance ``portfolio`` to the end of session ``day``; return what happened."""
+        rng = self.rng
+        events: list[str] = []
+        holdings: list[dict[str, Any]] = portfolio["holdings"]
+        equity = portfolio["margins"]["equity"]
+        if not self.started:
+            # History starts flat: no F&O, nothing pending.
+            portfolio["positions"] = {"net": [], "day": []}
+            for m in portfolio["margins"].values():
+                m["available"]["intraday_payin"] = 0
+                m["utilised"]["payout"] = 0
+            self.started = True
+        available, utilised = equity["available"], equity["utilised"]
+        # The new session opens: yesterday's transfers settle, T+1 shares are delivered.
+        opening = available["cash"] - utilised.get("payout", 0)
+        available["opening_balance"] = round(opening, 2)
+        available["intraday_payin"] = 0
+        utilised["payout"] = 0
+        cash = opening
+        for h in holdings:
+            h["quantity"] += h.get("t1_quantity", 0)
+            h["opening_quantity"] = h["quantity"]
+            h["realised_quantity"] = h["quantity"]
+            h["t1_quantity"] = 0
+            h["close_price"] = h["last_price"]
+            h["last_price"] = _tick(h["last_price"] * (1 + rng.gauss(0.0004, 0.014)))
+        positions: list[dict[str, Any]] = []
+
+        if self.split_day and day == self.split_day and holdings:
+            h = max(holdings, key=lambda x: x["last_price"])
+            h["quantity"] *= 2
+            h["opening_quantity"] = h["realised_quantity"] = h["quantity"]
+            h["average_price"] = round(h["average_price"] / 2, 6)
+            h["close_price"] = _tick(h["close_price"] / 2)
+            h["last_price"] = _tick(h["last_price"] / 2)
+            events.append(f"1:1 bonus/split in {h['tradingsymbol']}")
+
+        roll = rng.random()
+        if roll < 0.12 and holdings:  # sell part of a holding
+            h = rng.choice([x for x in holdings if x["quantity"] > 1] or holdings)
+            qty = max(1, h["quantity"] // rng.randint(2, 5))
+            price = _tick(h["last_price"] * (1 + rng.uniform(-0.004, 0.004)))
+            h["quantity"] -= qty
+            cash += qty * price
+            positions.append(_sale_position(h, qty, price))
+            events.append(f"sold {qty} {h['tradingsymbol']} at {price}")
+            if h["quantity"] == 0 and not h.get("t1_quantity"):
+                holdings.remove(h)
+        elif roll < 0.24 and holdings:  # buy more (delivered next session: T+1)
+            h = rng.choice(holdings)
+            qty = max(1, int(rng.uniform(10_000, 80_000) / h["last_price"]))
+            price = h["last_price"]
+            old = h["quantity"]
+            h["average_price"] = round((old * h["average_price"] + qty * price) / (old + qty), 6)
+            h["t1_quantity"] = qty
+            cash -= qty * price
+            events.append(f"bought {qty} {h['tradingsymbol']} at {price}")
+        roll = rng.random()
+        if roll < 0.06:
+            amount = round(rng.uniform(20_000, 200_000), 2)
+            available["intraday_payin"] = amount
+            cash += amount
+            events.append(f"deposited {amount:,.2f}")
+        elif roll < 0.10 and cash > 50_000:
+            amount = round(rng.uniform(10_000, min(cash / 2, 150_000)), 2)
+            utilised["payout"] = amount
+            events.append(f"withdrew {amount:,.2f}")
+
+        for h in holdings:
+            h["pnl"] = (h["last_price"] - h["average_price"]) * h["quantity"]
+            h["day_change"] = h["last_price"] - h["close_price"]
+            h["day_change_percentage"] = (h["day_change"] / h["close_price"] * 100
+                                          if h["close_price"] else 0)
+        for mf in portfolio["mf_holdings"]:
+            mf["last_price"] = round(mf["last_price"] * (1 + rng.gauss(0.0003, 0.004)), 4)
+            mf["last_price_date"] = day.isoformat()
+            mf["pnl"] = (mf["last_price"] - mf["average_price"]) * mf["quantity"]
+        portfolio["positions"] = {"net": positions, "day": [dict(p) for p in positions]}
+        cash = round(cash, 2)
+        debits = utilised.get("debits", 0)
+        available["cash"] = cash
+        available["live_balance"] = round(cash - debits, 2)
+        equity["net"] = round(cash - debits, 2)
+        return events
+
+
+def _sale_position(h: dict[str, Any], qty: int, price: float) -> dict[str, Any]:
+    value = qty * price
+    return {
+        "tradingsymbol": h["tradingsymbol"], "exchange": h["exchange"],
+        "instrument_token": h["instrument_token"], "product": "CNC", "quantity": -qty,
+        "overnight_quantity": 0, "multiplier": 1, "average_price": price,
+        "close_price": h["close_price"], "last_price": h["last_price"], "value": value,
+        "pnl": (price - h["close_price"]) * qty, "m2m": (price - h["close_price"]) * qty,
+        "unrealised": 0, "realised": 0, "buy_quantity": 0, "buy_price": 0, "buy_value": 0,
+        "buy_m2m": 0, "sell_quantity": qty, "sell_price": price, "sell_value": value,
+        "sell_m2m": value, "day_buy_quantity": 0, "day_buy_price": 0, "day_buy_value": 0,
+        "day_sell_quantity": qty, "day_sell_price": price, "day_sell_value": value,
+    }
