@@ -349,7 +349,8 @@ def test_connect_wrong_api_secret_is_rejected_once_and_remembered(
     seen = len(sim.requests_log)
     again = cli("--config", cfg, "run", "--account", bad.user_id)
     assert again.returncode == 78, again.stderr
-    assert len(errors(again)) == 1 and "not trying again" in again.stderr
+    assert len(errors(again)) == 1 and "not trying again" in again.stderr, again.stderr
+    print(result.stderr, again.stderr)
     assert bad.user_id in errors(again)[0]
     assert len(sim.requests_log) == seen  # Kite not contacted at all
     assert_no_secrets([result, again], account_secrets(sim_accounts) + [WRONG_SECRET])
