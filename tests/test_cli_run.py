@@ -217,3 +217,38 @@ def test_db_upgrade_command(tmp_path: Path, database_url: str) -> None:
     assert first.returncode == 0 and "migrated" in first.stdout, first.stderr
     second = run_cli("--config", str(cfg), "db", "upgrade")
     assert "already at head" in second.stdout
+
+
+def test_simulate_command_serves_a_config_that_run_uses(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = tmp_path / "sim.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "simulate", "--port", str(port), "--accounts",
+         "2", "--write-config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert any(f"127.0.0.1:{port}" in line for line in lines), lines
+        assert cfg.stat().st_mode & 0o777 == 0o600
+        result = subprocess.run(
+            [sys.executable, "-m", "snapshotter", "--config", str(cfg), "--json-logs", "run"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count(": ok, ") == 2
+        for line in result.stderr.splitlines():
+            entry = json.loads(line)  # --json-logs: every log line is one JSON object
+            assert {"time", "level", "message"} <= set(entry)
+        assert (tmp_path / "simulated.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
