@@ -48,10 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if all(o.status == pipeline.SKIPPED for o in result.outcomes):
             print(f"nothing to do: every account has a final snapshot of the "
                   f"{result.session.day} session")
-        else:
-            summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
-            health.ping(config.healthcheck_url, ok=result.exit_code == 0,
-                        message=f"session {result.session.day}: {summary}")
+        # Ping on every run, "nothing to do" included: a daily check must not go quiet
+        # on weekends and holidays.
+        summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
+        health.ping(config.healthcheck_url, ok=result.exit_code == 0,
+                    message=f"session {result.session.day}: {summary}")
         return result.exit_code
     finally:
         engine.dispose()

@@ -50,6 +50,8 @@ class AccountConfig:
     api_key: str | None = None
     api_secret: Secret | None = None
     label: str | None = None
+    # The *_file values as written (e.g. "ab1234-password"): systemd credential names.
+    secret_files: tuple[str, ...] = ()
 
     def secrets(self) -> list[str]:
         return [s for s in (self.password, self.totp_secret, self.api_secret) if s]
@@ -286,7 +288,7 @@ def _read_secret_file(path_value: Any, key: str, problems: _Problems) -> Secret 
 
 
 def _secret(acc: dict[str, Any], name: str, where: str, problems: _Problems,
-            required: str | None = None) -> Secret | None:
+            required: str | None = None, read_files: bool = True) -> Secret | None:
     """The secret ``name`` given inline or by ``name_file``; at most one line per problem.
 
     ``required`` (a reason, or "" for none) reports a missing secret.
@@ -296,6 +298,8 @@ def _secret(acc: dict[str, Any], name: str, where: str, problems: _Problems,
     if file_value is not None:
         if inline not in (None, ""):
             problems.add(f"{where}{name}", f"give either {name} or {file_key}, not both")
+            return None
+        if not read_files:
             return None
         return _read_secret_file(file_value, f"{where}{file_key}", problems)
     if inline is None or inline == "":
@@ -371,7 +375,8 @@ def _section(raw: dict[str, Any], name: str, problems: _Problems) -> dict[str, A
     return value  # unknown keys were reported and dropped by _drop_unknown_keys
 
 
-def _accounts(raw_accounts: Any, problems: _Problems) -> list[AccountConfig]:
+def _accounts(raw_accounts: Any, problems: _Problems,
+              read_files: bool = True) -> list[AccountConfig]:
     if isinstance(raw_accounts, dict):
         problems.add("accounts", "must be a list: start each account with '- user_id: ...'")
         return []
@@ -395,10 +400,12 @@ def _accounts(raw_accounts: Any, problems: _Problems) -> list[AccountConfig]:
         if auth not in AUTH_MODES:
             problems.add(f"{where}auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
         login = "" if auth in ("web", "connect") else None
-        password = _secret(acc, "password", where, problems, login)
-        totp = _secret(acc, "totp_secret", where, problems, login)
+        password = _secret(acc, "password", where, problems, login, read_files)
+        totp = _secret(acc, "totp_secret", where, problems, login, read_files)
         connect = " (auth: connect needs it)" if auth == "connect" else None
-        api_secret = _secret(acc, "api_secret", where, problems, connect)
+        api_secret = _secret(acc, "api_secret", where, problems, connect, read_files)
+        files = tuple(str(acc[k]) for k in ("password_file", "totp_secret_file",
+                                             "api_secret_file") if acc.get(k))
         api_key = acc.get("api_key")
         if totp is not None and not _valid_totp_secret(totp):
             problems.add(f"{where}totp_secret",
@@ -410,12 +417,15 @@ def _accounts(raw_accounts: Any, problems: _Problems) -> list[AccountConfig]:
         accounts.append(AccountConfig(
             user_id=user_id, password=password, totp_secret=totp, auth=auth,
             api_key=str(api_key) if api_key else None, api_secret=api_secret,
-            label=str(acc["label"]) if acc.get("label") else None,
+            label=str(acc["label"]) if acc.get("label") else None, secret_files=files,
         ))
     return accounts
 
 
-def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -> Config:
+def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
+                 read_secret_files: bool = True) -> Config:
+    """Validate ``raw``; ``read_secret_files=False`` leaves *_file secrets unread (for
+    `snapshotter systemd`, which runs where only the service's credentials exist)."""
     problems = _Problems(source)
     if raw is None:
         raw = {}
@@ -476,7 +486,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None) -
         problems.add("timezone", f"unknown time zone {tz_name!r}")
         tz = ZoneInfo("Asia/Kolkata")
 
-    accounts = _accounts(raw.get("accounts"), problems)
+    accounts = _accounts(raw.get("accounts"), problems, read_secret_files)
     if problems.lines:
         raise ConfigError(problems.lines)
 
@@ -503,7 +513,7 @@ for _digit in "0123456789":
         0, ("tag:yaml.org,2002:str", _CLOCK))
 
 
-def load_config(cli_path: str | None = None) -> Config:
+def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> Config:
     path = resolve_config_path(cli_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -526,7 +536,7 @@ def load_config(cli_path: str | None = None) -> Config:
         if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
-    config = parse_config(raw, str(path), path)
+    config = parse_config(raw, str(path), path, read_secret_files)
     warnings: list[str] = []
     if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import time
-from pathlib import Path
-
-import yaml
 
 from snapshotter.config import AccountConfig, load_config
-from snapshotter.errors import ConfigError, LoginRejected
+from snapshotter.errors import LoginRejected
 
 CREDENTIALS_SOURCE = "/etc/snapshotter/credentials"
 # Paths the hardening hides from the service (ProtectHome=yes, PrivateTmp=yes).
@@ -31,14 +27,9 @@ class UnitOptions:
 
 
 def credential_names(account: AccountConfig) -> list[str]:
-    """The credential names a config refers to with password_file / totp_secret_file."""
-    uid = account.user_id.lower()
-    if account.auth == "manual":
-        return []
-    names = [f"{uid}-password", f"{uid}-totp"]
-    if account.auth == "connect":
-        names.append(f"{uid}-api-secret")
-    return names
+    """The systemd credentials an account's config reads: its relative *_file names
+    (an absolute path is read directly, not through $CREDENTIALS_DIRECTORY)."""
+    return [name for name in account.secret_files if not name.startswith(("/", "~", "$"))]
 
 
 def run_times(times: str) -> list[str]:
@@ -64,26 +55,9 @@ def run_times(times: str) -> list[str]:
 
 
 def config_accounts(path: str) -> list[AccountConfig]:
-    """The accounts of the config at ``path``, for LoadCredential= lines.
-
-    The service reads ``password_file: ab1234-password`` from $CREDENTIALS_DIRECTORY,
-    which does not exist where the units are generated: a config whose only problems are
-    such unreadable secret files still gives its accounts (it is otherwise valid, since
-    every problem is reported at once).
-    """
-    try:
-        return list(load_config(path).accounts)
-    except ConfigError as exc:
-        if not exc.problems or not all(_UNREADABLE_FILE.search(p) for p in exc.problems):
-            raise
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    accounts = []
-    for acc in raw["accounts"]:
-        user_id = _VAR.sub(lambda m: os.environ.get(m.group(1), ""), str(acc["user_id"]))
-        auth = str(acc.get("auth") or "web").strip().lower()
-        accounts.append(AccountConfig(user_id=user_id.strip().upper(), password=None,
-                                      totp_secret=None, auth=auth))
-    return accounts
+    """The accounts of the config at ``path``, without reading their secret files: those
+    exist only inside the service ($CREDENTIALS_DIRECTORY), not where units are made."""
+    return list(load_config(path, read_secret_files=False).accounts)
 
 
 def install_warnings(options: UnitOptions) -> list[str]:

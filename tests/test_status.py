@@ -253,7 +253,7 @@ def test_status_command(sim: KiteSimulator, sim_accounts: list[SimAccount],
         **data, "accounts": [a for a in data["accounts"] if a["user_id"] != bad]})
 
     empty = run_cli("--config", str(cfg), "status")
-    assert empty.returncode == 1, empty.stderr
+    assert empty.returncode == 1, empty.stdout + empty.stderr
     assert "Traceback" not in empty.stderr
     assert "next scheduled run: " in empty.stdout and "IST" in empty.stdout
     for line in _table_rows(empty.stdout, sim_accounts).values():
@@ -262,24 +262,24 @@ def test_status_command(sim: KiteSimulator, sim_accounts: list[SimAccount],
     calendar = TradingCalendar()
     session = calendar.latest_opened(utc_now()).day
     run = run_cli("--config", str(cfg), "run")
-    assert run.returncode == 78, run.stderr
+    assert run.returncode == 78, run.stdout + run.stderr
 
     after = run_cli("--config", str(cfg), "status")
     healthy = run_cli("--config", str(good_cfg), "status")
     if calendar.latest_opened(utc_now()).day != session:
         pytest.skip("a session opened during the test")
-    assert after.returncode == 1, after.stderr
-    assert f"latest session: {session}" in after.stdout
+    assert after.returncode == 1, after.stdout + after.stderr
+    assert f"latest session: {session}" in after.stdout, after.stdout
     rows = _table_rows(after.stdout, sim_accounts)
     for acc in sim_accounts:
         line = rows[acc.user_id]
         if acc.user_id == bad:
-            assert "never" in line and f"{session}: account {bad}" in line
-            assert line.rstrip().endswith("NO")
+            assert "never" in line and f"{session}: account {bad}" in line, after.stdout
+            assert line.rstrip().endswith("NO"), after.stdout
         else:
-            assert f"{session} (" in line and line.rstrip().endswith("yes")
-            assert " - " in line  # no failure
+            assert f"{session} (" in line and line.rstrip().endswith("yes"), after.stdout
+            assert " - " in line, after.stdout  # no failure
     assert WRONG_PASSWORD not in after.stdout + after.stderr
 
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert "NO" not in healthy.stdout
+    assert "NO" not in healthy.stdout, healthy.stdout

@@ -243,9 +243,14 @@ def test_named_user_instead_of_dynamic_user(analyze: str, exe: str, tmp_path: Pa
 def _two_accounts(path: Path, **account_keys: str) -> Path:
     return write_config(path, {
         "database": {"url": "sqlite:////var/lib/snapshotter/snapshots.db"},
-        "accounts": [{"user_id": "ab1234", "password": "pw-one", "totp_secret": TOTP},
-                     {"user_id": "CD5678", "password": "pw-two", "totp_secret": TOTP,
-                      **account_keys}],
+        "accounts": [{"user_id": "ab1234", "password_file": "ab1234-password",
+                      "totp_secret_file": "ab1234-totp"},
+                     {"user_id": "CD5678", "password_file": "cd5678-password",
+                      "totp_secret_file": "cd5678-totp", **account_keys},
+                     # Inline secrets need no credential; an absolute path is read as is.
+                     {"user_id": "EF9012", "password": "pw", "totp_secret": TOTP},
+                     {"user_id": "GH3456", "password_file": "/etc/snapshotter/gh-pw",
+                      "totp_secret": TOTP}],
     })
 
 
@@ -267,8 +272,9 @@ def test_manual_and_connect_accounts_credentials(exe: str, tmp_path: Path) -> No
     cfg = write_config(tmp_path / "config.yaml", {
         "accounts": [
             {"user_id": "AB1234", "auth": "manual"},
-            {"user_id": "CD5678", "auth": "connect", "password": "x", "totp_secret": TOTP,
-             "api_key": "key", "api_secret": "secret"},
+            {"user_id": "CD5678", "auth": "connect", "password_file": "cd5678-password",
+             "totp_secret_file": "cd5678-totp", "api_key": "key",
+             "api_secret_file": "cd5678-api-secret"},
         ]})
     service = parse_unit(generate(tmp_path / "out", "timer", exe, config=cfg)
                          ["snapshotter.service"])
