@@ -232,6 +232,12 @@ class KiteClient:
         user = self.account.user_id
         manual = self.account.auth == "manual"
         if manual and self.prompt is None:
+            entry = self.cache.load(user)
+            if entry.token and entry.mode == self._cache_mode() and entry.expires_at:
+                expired = datetime.fromisoformat(entry.expires_at).astimezone(IST)
+                raise LoginRejected(
+                    f"session expired at {expired:%Y-%m-%d %H:%M} IST: log in again with "
+                    f"`snapshotter login --account {user}`", account=user)
             raise LoginRejected(
                 f"no valid session: run `snapshotter login --account {user}`", account=user)
         if self.prompt is None:
@@ -259,15 +265,21 @@ class KiteClient:
 
     def _fingerprint(self, entry: CachedSession) -> str:
         a = self.account
-        return credentials_fingerprint(entry.salt or "", a.password, a.totp_secret, a.api_secret)
+        # api_key too (only when set, so web accounts' fingerprints are unchanged): a wrong
+        # api_key is rejected like a wrong api_secret, and fixing it must allow a new try.
+        app = (a.api_key,) if a.api_key else ()
+        return credentials_fingerprint(entry.salt or "", a.password, a.totp_secret,
+                                       a.api_secret, *app)
 
     def _refuse_after_rejection(self) -> None:
         entry = self.cache.load(self.account.user_id)
         if entry.rejected_at and entry.rejected_fingerprint == self._fingerprint(entry):
+            keys = "password/totp_secret" + (
+                "/api_key/api_secret" if self._cache_mode() == "connect" else "")
             raise LoginRejected(
                 f"Kite rejected these credentials at {entry.rejected_at} "
                 f"({entry.rejected_reason}); not trying again to avoid locking the account. "
-                "Fix password/totp_secret in the config (or run `snapshotter login "
+                f"Fix {keys} in the config (or run `snapshotter login "
                 f"--account {self.account.user_id}`)", account=self.account.user_id)
 
     def _remember_rejection(self, exc: LoginRejected) -> None:
@@ -381,9 +393,14 @@ class KiteClient:
                                  data={"api_key": api_key, "request_token": request_token,
                                        "checksum": checksum})
         except TokenError as exc:
+            if self.prompt is not None:  # `snapshotter login`: a person pasted it
+                hint = ("check api_key and api_secret in the config, and paste a fresh "
+                        "request_token: one works once and only for a few minutes")
+            else:
+                hint = ("check api_key and api_secret in the config; not trying again "
+                        "until they change")
             raise LoginRejected(
-                f"Kite Connect refused the session ({exc.message}): check api_key and "
-                "api_secret; a request_token works once and only for a few minutes",
+                f"Kite Connect refused the session ({exc.message}): {hint}",
                 account=self.account.user_id, status=exc.status,
                 error_type=exc.error_type) from None
         token = data.get("access_token") if isinstance(data, dict) else None
@@ -407,8 +424,8 @@ class KiteClient:
             if self.account.auth == "manual":
                 self.cache.clear_token(self.account.user_id)
                 raise LoginRejected(
-                    "session expired: run `snapshotter login --account "
-                    f"{self.account.user_id}`", account=self.account.user_id) from None
+                    "session expired or ended by Kite: log in again with `snapshotter login "
+                    f"--account {self.account.user_id}`", account=self.account.user_id) from None
             log.info("account %s: session expired, logging in again", self.account.user_id)
             self._token = None
             self.cache.clear_token(self.account.user_id)

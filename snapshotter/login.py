@@ -24,15 +24,28 @@ class TerminalPrompt:
         sys.stderr.write(label)
         sys.stderr.flush()
         line = sys.stdin.readline()
+        # The answer is not echoed: end the prompt's line so later output starts afresh.
+        sys.stderr.write("\n")
+        sys.stderr.flush()
         if not line:
             raise KiteError("no answer on standard input")
-        return line.rstrip("\n")
+        return line.rstrip("\r\n")
 
     def secret(self, label: str) -> str:
-        return getpass.getpass(label) if sys.stdin.isatty() else self._line(label)
+        if not sys.stdin.isatty():
+            return self._line(label)
+        try:
+            return getpass.getpass(label)
+        except EOFError:
+            raise KiteError("no answer on the terminal") from None
 
     def text(self, label: str) -> str:
-        return input(label) if sys.stdin.isatty() else self._line(label)
+        if not sys.stdin.isatty():
+            return self._line(label)
+        try:
+            return input(label)
+        except EOFError:
+            raise KiteError("no answer on the terminal") from None
 
     def show(self, message: str) -> None:
         print(message, file=sys.stderr)
@@ -43,6 +56,11 @@ class LoginResult:
     account: str
     ok: bool
     message: str
+
+
+def _describe(exc: KiteError, user_id: str) -> str:
+    """The error's text without its "account X: " prefix (the caller names the account)."""
+    return redact.redact(str(exc).removeprefix(f"account {user_id}: "))
 
 
 def _targets(config: Config, user_ids: list[str] | None) -> list[AccountConfig]:
@@ -58,7 +76,9 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
     results = []
     for acc in _targets(config, user_ids):
         # A person asked for this login: forget an earlier rejection of the credentials.
-        cache.update(acc.user_id, token=None, rejected_at=None, rejected_fingerprint=None,
+        # The cached session stays until the new one replaces it: a mistyped code or a bad
+        # paste must not throw away a session that still works.
+        cache.update(acc.user_id, rejected_at=None, rejected_fingerprint=None,
                      rejected_reason=None)
         client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
         try:
@@ -70,7 +90,7 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
                 until = f"until {expiry:%Y-%m-%d %H:%M} IST"
             results.append(LoginResult(acc.user_id, True, f"logged in; session cached {until}"))
         except KiteError as exc:
-            results.append(LoginResult(acc.user_id, False, redact.redact(str(exc))))
+            results.append(LoginResult(acc.user_id, False, _describe(exc, acc.user_id)))
         finally:
             client.close()
     return results
@@ -89,7 +109,7 @@ def check_sessions(config: Config, user_ids: list[str] | None,
             message = "session valid" if ok else \
                 f"no valid session: run `snapshotter login --account {acc.user_id}`"
         except KiteError as exc:
-            ok, message = False, f"could not check the session: {redact.redact(str(exc))}"
+            ok, message = False, f"could not check the session: {_describe(exc, acc.user_id)}"
         finally:
             client.close()
         results.append(LoginResult(acc.user_id, ok, message))

@@ -222,15 +222,13 @@ def errors(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def assert_no_secrets(outputs: list[subprocess.CompletedProcess[str]],
-                      secrets: list[str]) -> None:
+                      accounts: list[SimAccount], *tokens: str | None) -> None:
+    """No password, TOTP secret, api_secret or token in what the commands printed."""
     text = "".join(r.stdout + r.stderr for r in outputs)
     assert "Traceback" not in text
-    for secret in secrets:
+    secrets = [s for a in accounts for s in (a.password, a.totp_secret)]
+    for secret in [*secrets, API_SECRET, *tokens]:
         assert secret and secret not in text
-
-
-def account_secrets(accounts: list[SimAccount]) -> list[str]:
-    return [s for a in accounts for s in (a.password, a.totp_secret)] + [API_SECRET]
 
 
 def next_six_ist(now: datetime) -> datetime:
@@ -309,17 +307,19 @@ def test_one_config_mixes_web_connect_and_manual(
     # Next run (forced, so nothing is skipped): every mode reuses its cached session.
     logins, twofas = dict(sim.login_count), dict(sim.twofa_count)
     exchanges = len([e for e in sim.requests_log if e[1] == "/session/token"])
+    seen = len(sim.requests_log)
     second = cli("--config", cfg, "run", "--force")
     assert second.returncode == 0, second.stderr
     assert dict(sim.login_count) == logins and dict(sim.twofa_count) == twofas
     assert len([e for e in sim.requests_log if e[1] == "/session/token"]) == exchanges
-    assert not [e for e in sim.requests_log[-40:] if e[1].startswith(("/api/", "/connect/"))]
+    assert not [e for e in sim.requests_log[seen:]
+                if e[1].startswith(("/api/", "/connect/", "/session/"))]
     ok = rows(database_url, "SELECT account FROM snapshots WHERE status = 'ok'")
     assert sorted(r["account"] for r in ok) == sorted(a.user_id for a in sim_accounts)
 
     tokens = [cached(tmp_path, a.user_id).token for a in sim_accounts]
     assert all(tokens)
-    assert_no_secrets([login, first, second], account_secrets(sim_accounts) + tokens)
+    assert_no_secrets([login, first, second], sim_accounts, *tokens)
 
 
 # -- auth: connect -------------------------------------------------------------------------------
@@ -336,6 +336,7 @@ def test_connect_wrong_api_secret_is_rejected_once_and_remembered(
     lines = errors(result)
     assert len(lines) == 1, result.stderr
     assert bad.user_id in lines[0] and "api_secret" in lines[0]
+    assert "Invalid checksum" in lines[0] and "totp_secret" not in lines[0]
     assert len(requests_of(sim, bad.user_id, "/session/token", "POST")) == 1  # no retry
     assert sim.login_count[bad.user_id] == 1
     assert f"{good.user_id} " in result.stdout
@@ -350,10 +351,29 @@ def test_connect_wrong_api_secret_is_rejected_once_and_remembered(
     again = cli("--config", cfg, "run", "--account", bad.user_id)
     assert again.returncode == 78, again.stderr
     assert len(errors(again)) == 1 and "not trying again" in again.stderr, again.stderr
-    print(result.stderr, again.stderr)
-    assert bad.user_id in errors(again)[0]
+    assert bad.user_id in errors(again)[0] and "api_secret" in errors(again)[0]
     assert len(sim.requests_log) == seen  # Kite not contacted at all
-    assert_no_secrets([result, again], account_secrets(sim_accounts) + [WRONG_SECRET])
+    assert_no_secrets([result, again], sim_accounts, WRONG_SECRET)
+
+
+def test_connect_wrong_api_key_is_remembered_until_the_config_changes(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], tmp_path: Path) -> None:
+    acc = sim_accounts[0]
+    cfg = str(make_config(sim, tmp_path, [{**connect(acc), "api_key": "no-such-app"}]))
+    first = cli("--config", cfg, "run")
+    assert first.returncode == 78, first.stderr
+    assert acc.user_id in errors(first)[0] and "api_key" in errors(first)[0]
+    assert sim.login_count[acc.user_id] == 0  # refused before the password was sent
+    seen = len(sim.requests_log)
+    assert cli("--config", cfg, "run").returncode == 78
+    assert len(sim.requests_log) == seen
+
+    make_config(sim, tmp_path, [connect(acc)])  # the user fixes api_key
+    fixed = cli("--config", cfg, "run")
+    assert fixed.returncode == 0, fixed.stderr
+    assert sim.login_count[acc.user_id] == 1
+    assert cached(tmp_path, acc.user_id).mode == "connect"
+    assert_no_secrets([first, fixed], sim_accounts, cached(tmp_path, acc.user_id).token)
 
 
 @pytest.mark.parametrize("how", ["expire_tokens", "fail_next_token"])
@@ -389,8 +409,8 @@ def test_expired_session_logs_in_again_exactly_once(
     ok = rows(f"sqlite:///{tmp_path / 'snapshots.db'}",
               "SELECT account FROM snapshots WHERE status = 'ok'")
     assert sorted(r["account"] for r in ok) == [w.user_id, c.user_id]
-    assert_no_secrets([result], account_secrets(sim_accounts) + [
-        enctoken, access, cached(tmp_path, w.user_id).token, entry.token])
+    assert_no_secrets([result], sim_accounts, enctoken, access,
+                      cached(tmp_path, w.user_id).token, entry.token)
 
 
 def test_connect_rate_limit_holds_with_many_accounts_on_one_app(
@@ -420,40 +440,50 @@ def test_connect_rate_limit_holds_with_many_accounts_on_one_app(
 def test_manual_without_a_valid_session_fails_clearly_and_pings_health(
         sim: KiteSimulator, sim_accounts: list[SimAccount], tmp_path: Path,
         health: tuple[str, list[tuple[str, str]]]) -> None:
-    missing, expired, auto = sim_accounts[0], sim_accounts[1], sim_accounts[2]
+    missing, expired, auto, stale = sim_accounts
     url, pings = health
-    cfg = str(make_config(sim, tmp_path, [manual(missing), manual(expired), web(auto)],
-                          healthcheck_url=url))
+    cfg = str(make_config(sim, tmp_path, [manual(missing), manual(expired), web(auto),
+                                          manual(stale, app=True)], healthcheck_url=url))
     # `expired` logged in earlier; Kite has since ended that session.
     enctoken = browser_login(sim, expired, requests.Session())
     seed_session(tmp_path, expired.user_id, "web", enctoken)
     sim.expire_tokens(expired.user_id)
+    # `stale` has a Kite Connect token past its 06:00 IST expiry.
+    TokenCache(tmp_path / "state").update(
+        stale.user_id, mode="connect", token="Zq8" * 11,
+        expires_at=(datetime.now(UTC) - timedelta(hours=1)).isoformat())
+    manual_users = (missing, expired, stale)
 
     check = cli("--config", cfg, "login", "--check")
     assert check.returncode == 1
     assert f"run `snapshotter login --account {missing.user_id}`" in check.stderr
     assert f"run `snapshotter login --account {expired.user_id}`" in check.stderr
+    assert f"run `snapshotter login --account {stale.user_id}`" in check.stderr
+    assert len(errors(check)) == 3
     assert [p for p, _ in pings] == ["/ping/job-1/fail"]
-    assert missing.user_id in pings[0][1] and expired.user_id in pings[0][1]
+    assert all(a.user_id in pings[0][1] for a in manual_users)
     assert auto.user_id not in check.stdout + check.stderr  # only manual accounts are checked
 
     run = cli("--config", cfg, "run")
     assert run.returncode == 78, run.stderr
     lines = errors(run)
-    assert len(lines) == 2, run.stderr
-    by_account = {next(a.user_id for a in (missing, expired) if a.user_id in line): line
+    assert len(lines) == 3, run.stderr
+    by_account = {next(a.user_id for a in manual_users if a.user_id in line): line
                   for line in lines}
     assert f"run `snapshotter login --account {missing.user_id}`" in by_account[missing.user_id]
-    assert "log in again" in by_account[expired.user_id]
-    assert f"snapshotter login --account {expired.user_id}" in by_account[expired.user_id]
+    for acc in (expired, stale):
+        assert "log in again" in by_account[acc.user_id]
+        assert f"`snapshotter login --account {acc.user_id}`" in by_account[acc.user_id]
+    assert " IST: log in again" in by_account[stale.user_id]
     assert f"{auto.user_id} " in run.stdout  # the other account is snapshotted
     # Never a login attempt for a manual account (the only /api/login is the browser's).
-    for acc in (missing, expired):
+    for acc in manual_users:
         assert not requests_of(sim, acc.user_id, "/api/twofa")[1:]
         assert len(requests_of(sim, acc.user_id, "/api/login")) == (acc is expired)
+    assert not [e for e in sim.requests_log if e[1].startswith(("/connect/", "/session/"))]
     assert [p for p, _ in pings] == ["/ping/job-1/fail"] * 2
     assert missing.user_id in pings[1][1]
-    assert_no_secrets([check, run], account_secrets(sim_accounts) + [enctoken])
+    assert_no_secrets([check, run], sim_accounts, enctoken)
 
 
 def test_manual_connect_login_from_pasted_url_or_bare_request_token(
@@ -486,12 +516,12 @@ def test_manual_connect_login_from_pasted_url_or_bare_request_token(
     token = cached(tmp_path, first.user_id).token
     bad = cli("--config", cfg, "login", "--account", first.user_id, input="garbage-token\n")
     assert bad.returncode == 1
-    assert len(errors(bad)) == 1 and first.user_id in errors(bad)[0]
+    assert len(errors(bad)) == 1 and errors(bad)[0].count(first.user_id) == 1
     assert "request_token" in errors(bad)[0]
     assert cached(tmp_path, first.user_id).token == token
     tokens = [cached(tmp_path, a.user_id).token for a in (first, second)]
-    assert_no_secrets([login, check, bad], account_secrets(sim_accounts) + tokens + [
-        request_token_of(landed), bare])
+    assert_no_secrets([login, check, bad], sim_accounts, *tokens, request_token_of(landed),
+                      bare)
 
 
 def test_manual_web_login_on_a_pseudo_terminal(
