@@ -184,7 +184,7 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
 def _describe(exc: BaseException, account: str) -> str:
     if isinstance(exc, LoginRejected):
         text = str(exc)
-        if "not trying again" not in text and "snapshotter login" not in text:
+        if exc.error_type in ("UserException", "TwoFAException", "InputException"):
             text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
                      "check password/totp_secret in the config")
     elif isinstance(exc, KiteError):
