@@ -18,7 +18,7 @@ from snapshotter.config import parse_config
 from snapshotter.daemon import fire_time
 from snapshotter.demo_market import DemoMarket
 from snapshotter.progress import Progress
-from snapshotter.sessions import Session, TradingCalendar, utc_now
+from snapshotter.sessions import ManualClock, Session, TradingCalendar, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, serve_forever_cli
 from snapshotter.summary import summary_table
 
@@ -65,13 +65,6 @@ def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[
     return sessions[::-1]
 
 
-class _DemoClock:
-    def __init__(self, when: datetime):
-        self.now = when
-
-    def __call__(self) -> datetime:
-        return self.now
-
 
 def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
     out = Path(out_dir).resolve()
@@ -84,7 +77,7 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
     calendar = TradingCalendar()
     sessions = _demo_sessions(calendar, utc_now(), max(days, 1))
     # The demo's clock is injected: it walks the real NSE calendar session by session.
-    clock = _DemoClock(fire_time(sessions[0], time(16, 30)))
+    clock = ManualClock(fire_time(sessions[0], time(16, 30)))
     with KiteSimulator(sim_accounts, clock=clock) as sim:
         config = parse_config(demo_config_dict(sim.base_url, sim_accounts, database_url,
                                                out / "state"), "<demo>")

@@ -159,3 +159,17 @@ class TradingCalendar:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that only moves when told: the demo walks history with it; tests inject it."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, ist_text: str) -> None:
+        """Set to a local IST time, e.g. "2026-11-27T16:30"."""
+        self.now = datetime.fromisoformat(ist_text).replace(tzinfo=IST)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from snapshotter import db, pipeline
 from snapshotter.config import Config, parse_config
 from snapshotter.daemon import Daemon, SessionTrigger
-from snapshotter.sessions import IST, TradingCalendar
+from snapshotter.sessions import IST, ManualClock, TradingCalendar
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from tests.conftest import config_dict, write_config
 
@@ -46,21 +46,11 @@ def test_session_trigger_after_previous_fire() -> None:
     assert trigger.get_next_fire_time(fired, fired) == _ist("2026-11-30T16:30")
 
 
-class FakeClock:
-    def __init__(self, when: datetime):
-        self.now = when
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, text: str) -> None:
-        self.now = _ist(text)
-
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     """One injected clock for our code and for APScheduler's notion of now."""
-    fake = FakeClock(_ist("2026-11-27T16:29:00"))
+    fake = ManualClock(_ist("2026-11-27T16:29:00"))
 
     class FakeDatetime(datetime):
         @classmethod
@@ -79,7 +69,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 @pytest.fixture
-def world(clock: FakeClock, database_url: str, tmp_path: Path
+def world(clock: ManualClock, database_url: str, tmp_path: Path
           ) -> Iterator[tuple[Config, sa.Engine, KiteSimulator, list[SimAccount]]]:
     accounts = demo_accounts(2, seed=11)
     with KiteSimulator(accounts, clock=clock) as sim:
@@ -106,7 +96,7 @@ def _ledger(engine: sa.Engine) -> list[tuple[str, str, str, bool]]:
 
 
 def test_job_fires_at_scheduled_time(world: tuple[Config, sa.Engine, KiteSimulator,
-                                                  list[SimAccount]], clock: FakeClock) -> None:
+                                                  list[SimAccount]], clock: ManualClock) -> None:
     config, engine, _sim, accounts = world
     d = Daemon(config, engine, clock=clock)
     d.start(catch_up=False)
@@ -128,7 +118,7 @@ def test_job_fires_at_scheduled_time(world: tuple[Config, sa.Engine, KiteSimulat
 
 
 def test_catch_up_after_a_missed_day(world: tuple[Config, sa.Engine, KiteSimulator,
-                                                  list[SimAccount]], clock: FakeClock) -> None:
+                                                  list[SimAccount]], clock: ManualClock) -> None:
     config, engine, sim, accounts = world
     clock.set("2026-11-26T17:00")  # Thursday's run happened
     pipeline.run_snapshot(config, engine, clock=clock)
@@ -160,7 +150,7 @@ def test_catch_up_after_a_missed_day(world: tuple[Config, sa.Engine, KiteSimulat
 
 def test_catch_up_during_session_keeps_a_complete_intraday_snapshot(
         world: tuple[Config, sa.Engine, KiteSimulator, list[SimAccount]],
-        clock: FakeClock) -> None:
+        clock: ManualClock) -> None:
     config, engine, _sim, accounts = world
     clock.set("2026-11-27T11:00")
     pipeline.run_snapshot(config, engine, clock=clock, accounts=[accounts[0].user_id])
@@ -182,7 +172,7 @@ def test_catch_up_during_session_keeps_a_complete_intraday_snapshot(
 
 
 def test_transient_failure_retried_later_rejected_login_not(
-        world: tuple[Config, sa.Engine, KiteSimulator, list[SimAccount]], clock: FakeClock,
+        world: tuple[Config, sa.Engine, KiteSimulator, list[SimAccount]], clock: ManualClock,
         tmp_path: Path, database_url: str) -> None:
     _, engine, sim, accounts = world
     data = config_dict(sim, accounts, database_url, tmp_path / "state")
@@ -213,7 +203,7 @@ def test_transient_failure_retried_later_rejected_login_not(
 
 
 def test_wake_from_sleep_catches_up(world: tuple[Config, sa.Engine, KiteSimulator,
-                                                 list[SimAccount]], clock: FakeClock) -> None:
+                                                 list[SimAccount]], clock: ManualClock) -> None:
     config, engine, _sim, accounts = world
     clock.set("2026-11-27T10:00")
     d = Daemon(config, engine, clock=clock)

@@ -12,30 +12,21 @@ import sqlalchemy as sa
 
 from snapshotter import db, pipeline
 from snapshotter.config import Config, parse_config
+from snapshotter.sessions import ManualClock
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict
 
 IST = ZoneInfo("Asia/Kolkata")
 
 
-class FakeClock:
-    def __init__(self, when: datetime):
-        self.now = when
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, text: str) -> None:
-        self.now = datetime.fromisoformat(text).replace(tzinfo=IST)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2026, 11, 27, 11, 0, tzinfo=IST))
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime(2026, 11, 27, 11, 0, tzinfo=IST))
-
-
-@pytest.fixture
-def clocked_sim(sim_accounts: list[SimAccount], clock: FakeClock) -> Iterator[KiteSimulator]:
+def clocked_sim(sim_accounts: list[SimAccount], clock: ManualClock) -> Iterator[KiteSimulator]:
     with KiteSimulator(sim_accounts, clock=clock) as server:
         yield server
 
@@ -62,7 +53,7 @@ def _scalar(engine: sa.Engine, sql: str, **params: object) -> object:
         return conn.execute(sa.text(sql), params).scalar()
 
 
-def test_intraday_replaced_then_final_kept(setup: tuple[Config, sa.Engine], clock: FakeClock,
+def test_intraday_replaced_then_final_kept(setup: tuple[Config, sa.Engine], clock: ManualClock,
                                            clocked_sim: KiteSimulator,
                                            sim_accounts: list[SimAccount]) -> None:
     config, engine = setup
@@ -112,7 +103,7 @@ def test_intraday_replaced_then_final_kept(setup: tuple[Config, sa.Engine], cloc
     ("2026-11-24T12:00:00", "2026-11-23"),  # a 2026 NSE holiday (Guru Nanak Jayanti)
 ])
 def test_snapshot_date_is_latest_opened_session(setup: tuple[Config, sa.Engine],
-                                                clock: FakeClock, now: str,
+                                                clock: ManualClock, now: str,
                                                 expected: str) -> None:
     config, engine = setup
     clock.set(now)
@@ -124,7 +115,7 @@ def test_snapshot_date_is_latest_opened_session(setup: tuple[Config, sa.Engine],
 
 
 def test_failed_store_keeps_earlier_snapshot_and_other_accounts(
-        setup: tuple[Config, sa.Engine], clock: FakeClock, clocked_sim: KiteSimulator,
+        setup: tuple[Config, sa.Engine], clock: ManualClock, clocked_sim: KiteSimulator,
         sim_accounts: list[SimAccount]) -> None:
     config, engine = setup
     bad = sim_accounts[1].user_id
@@ -144,7 +135,7 @@ def test_failed_store_keeps_earlier_snapshot_and_other_accounts(
     assert _scalar(engine, "SELECT COUNT(*) FROM holdings WHERE account = :a", a=bad) == before
 
 
-def test_transient_faults_are_retried(setup: tuple[Config, sa.Engine], clock: FakeClock,
+def test_transient_faults_are_retried(setup: tuple[Config, sa.Engine], clock: ManualClock,
                                       clocked_sim: KiteSimulator) -> None:
     config, engine = setup
     clocked_sim.fail_next(1, "html", "/oms/user/margins")
@@ -155,7 +146,7 @@ def test_transient_faults_are_retried(setup: tuple[Config, sa.Engine], clock: Fa
 
 
 def test_persistent_outage_fails_with_clear_error(setup: tuple[Config, sa.Engine],
-                                                  clock: FakeClock,
+                                                  clock: ManualClock,
                                                   clocked_sim: KiteSimulator) -> None:
     config, engine = setup
     clocked_sim.fail_next(100, "503", "/oms/portfolio/positions")

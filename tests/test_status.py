@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from snapshotter import db, pipeline, status
 from snapshotter.config import Config, parse_config
-from snapshotter.sessions import TradingCalendar, library_horizon, utc_now
+from snapshotter.sessions import ManualClock, TradingCalendar, library_horizon, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
 
@@ -26,24 +26,14 @@ def ist(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=IST)
 
 
-class FakeClock:
-    def __init__(self, when: datetime):
-        self.now = when
 
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, text: str) -> None:
-        self.now = ist(text)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(ist("2026-11-26T17:00:00"))  # Thursday, after the close
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(ist("2026-11-26T17:00:00"))  # Thursday, after the close
-
-
-@pytest.fixture
-def clocked_sim(sim_accounts: list[SimAccount], clock: FakeClock) -> Iterator[KiteSimulator]:
+def clocked_sim(sim_accounts: list[SimAccount], clock: ManualClock) -> Iterator[KiteSimulator]:
     with KiteSimulator(sim_accounts, clock=clock) as server:
         yield server
 
@@ -70,7 +60,7 @@ def _by_account(report: status.StatusReport) -> dict[str, status.AccountStatus]:
 
 
 def test_status_from_history(clocked_sim: KiteSimulator, sim_accounts: list[SimAccount],
-                             database_url: str, engine: sa.Engine, clock: FakeClock,
+                             database_url: str, engine: sa.Engine, clock: ManualClock,
                              tmp_path: Path) -> None:
     good, bad, other = (a.user_id for a in sim_accounts)
     config = _config(clocked_sim, sim_accounts, database_url, tmp_path, bad=bad)
@@ -140,7 +130,7 @@ def test_status_from_history(clocked_sim: KiteSimulator, sim_accounts: list[SimA
 
 def test_latest_failure_and_latest_complete_are_the_newest(
         clocked_sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
-        engine: sa.Engine, clock: FakeClock, tmp_path: Path) -> None:
+        engine: sa.Engine, clock: ManualClock, tmp_path: Path) -> None:
     user = sim_accounts[0].user_id
     config = _config(clocked_sim, sim_accounts[:1], database_url, tmp_path)
     pipeline.run_snapshot(config, engine, clock=clock)  # Thursday: final
