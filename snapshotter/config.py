@@ -101,7 +101,10 @@ class Config:
         raise ConfigError([f"{self.path}: no account {user_id!r} in accounts"])
 
     def secrets(self) -> list[str]:
-        return [s for acc in self.accounts for s in acc.secrets()]
+        """Every secret this config holds, the database password included."""
+        found = [s for acc in self.accounts for s in acc.secrets()]
+        match = re.match(r"^[^:/]+://[^:@/]*:([^@/]+)@", self.database_url)
+        return [*found, match.group(1)] if match else found
 
 
 def default_state_dir() -> Path:
