@@ -80,10 +80,10 @@ class Batch:
 
 
 def generate(accounts: int, n_holdings: int, days: list[date], seed: int = 1,
-             batch_rows: int = 100_000) -> Iterator[Batch]:
+             batch_rows: int = 100_000, first_snapshot_id: int = 1) -> Iterator[Batch]:
     """Synthetic snapshots, account by account, as batches of plain row tuples."""
     rng = np.random.default_rng(seed)
-    snapshot_id = 0
+    snapshot_id = first_snapshot_id - 1
     batch = Batch()
     for a in range(accounts):
         account = f"BM{a + 1:04d}"

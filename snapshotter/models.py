@@ -129,3 +129,11 @@ mf_holdings = _data_table("mf_holdings", normalize.MF_COLUMNS, ("folio", "tradin
 DATA_TABLES: dict[str, sa.Table] = {
     "holdings": holdings, "positions": positions, "funds": funds, "mf_holdings": mf_holdings,
 }
+
+# Indexes for the SQL views (snapshotter/views.py; created by migration 0002): per-snapshot
+# holdings sums read from the index alone, and one instrument's history.
+sa.Index("ix_holdings_totals", holdings.c.account, holdings.c.snapshot_date,
+         holdings.c.snapshot_id, holdings.c.quantity, holdings.c.t1_quantity,
+         holdings.c.average_price, holdings.c.last_price, holdings.c.close_price)
+sa.Index("ix_holdings_symbol", holdings.c.account, holdings.c.tradingsymbol,
+         holdings.c.snapshot_date)

@@ -11,20 +11,31 @@ module.
 One SQL text serves SQLite and PostgreSQL, and both give the same results:
 
 - only portable SQL: window functions, ``COALESCE``, ``NULLIF``, ``CASE``, ``ROUND(x)``,
-  ``LN``/``EXP`` (PostgreSQL; SQLite when built with its math functions, as Debian's and
-  CPython's are);
+  ``LN`` and ``EXP`` (built into PostgreSQL; in SQLite 3.35+ when it is compiled with its
+  math functions, as Debian's is: ``tests/test_views.py`` checks). Not ``FLOOR``: on
+  SQLite, SQLAlchemy replaces it on every connection with Python's ``math.floor``, which
+  returns integers (then ``/`` divides as integers) and raises on NULL;
 - no integer division (``CAST(... AS DOUBLE PRECISION)`` where both sides are integers),
   and no division that can see a zero (PostgreSQL raises), guarded with ``CASE``/``NULLIF``
   rather than ``AND`` (whose evaluation order PostgreSQL does not promise);
-- sums of floats are rounded: ``ROUND(x * 1000000) / 1000000`` (6 decimals, as the
-  stored values) for money, ``1e10`` for the TWR index. Without it the last bits differ
-  with summation order and with SQLite's compensated ``SUM`` (3.43+). (PostgreSQL has no
-  ``ROUND(double precision, int)``; this form keeps doubles on both.)
+- money that is summed or derived is rounded to 6 decimals, as stored values are:
+  ``ROUND(x * 1000000) / 1000000`` (PostgreSQL has no ``round(double precision, int)``;
+  this keeps doubles on both); the TWR index to 10. Float sums differ in their last bits
+  with summation order (and SQLite 3.43+ sums with compensation): the rounding hides it,
+  since the exact sums have at most 6 decimals (whole quantities times prices of at most
+  6 decimals). The one exception is mutual funds: units times NAV has more decimals, and
+  ``ROUND`` breaks exact ties differently (SQLite away from zero, PostgreSQL to even), so
+  each MF term is rounded first, ties upwards: ``CASE WHEN ABS(ROUND(y) - y) = 0.5 THEN
+  y + 0.5 ELSE ROUND(y) END``;
 - booleans come out as 0/1 integers; dates are dates on PostgreSQL and ISO text on SQLite.
 
 Only rows of complete snapshots (ledger ``status = 'ok'``) count. "The previous snapshot"
 of an account is its previous complete one, however many sessions back (a failed or
-missed session is a gap, never a zero).
+missed session is a gap, never a zero). A holding in another snapshot of the account is
+found by its natural key (account, snapshot_date, exchange, tradingsymbol): the rows of
+a session are those of its complete snapshot (the store deletes a superseded snapshot's
+rows in the transaction that supersedes it; a failed attempt stores none), and joining
+on the snapshot id as well makes PostgreSQL probe the wrong index.
 
 Speed: queries filter by ``account`` (and ``tradingsymbol``/dates). Every per-snapshot
 aggregate is grouped by (account, snapshot_date, snapshot id) and joined on all three,
@@ -77,10 +88,18 @@ FROM (
     JOIN (
         SELECT
             s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(m.quantity * m.average_price) AS invested,
-            SUM(m.quantity * m.last_price) AS value
+            SUM(CASE WHEN ABS(ROUND(m.invested) - m.invested) = 0.5 THEN m.invested + 0.5
+                     ELSE ROUND(m.invested) END) / 1000000 AS invested,
+            SUM(CASE WHEN ABS(ROUND(m.value) - m.value) = 0.5 THEN m.value + 0.5
+                     ELSE ROUND(m.value) END) / 1000000 AS value
         FROM snapshots s
-        LEFT JOIN mf_holdings m
+        LEFT JOIN (
+            SELECT
+                account, snapshot_date, snapshot_id,
+                quantity * average_price * 1000000 AS invested,
+                quantity * last_price * 1000000 AS value
+            FROM mf_holdings
+        ) m
             ON m.account = s.account AND m.snapshot_date = s.snapshot_date
             AND m.snapshot_id = s.id
         WHERE s.status = 'ok'
@@ -281,7 +300,6 @@ JOIN (
 LEFT JOIN holdings p
     ON p.account = h.account AND p.snapshot_date = c.previous_snapshot_date
     AND p.exchange = h.exchange AND p.tradingsymbol = h.tradingsymbol
-    AND p.snapshot_id = c.previous_snapshot_id
 """
 """One row per account, session and instrument (exchange, tradingsymbol) held.
 
@@ -323,7 +341,7 @@ FROM (
         COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0)
             - (COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0)) AS quantity_sold,
         o.average_price,
-        CASE WHEN n.id IS NOT NULL THEN n.close_price ELSE o.last_price END AS close_price,
+        COALESCE(n.close_price, o.last_price) AS close_price,
         (SELECT ROUND(
                     SUM(CASE WHEN d.day_sell_quantity > 0 AND d.day_sell_price > 0
                             THEN d.day_sell_price * d.day_sell_quantity
@@ -369,7 +387,6 @@ FROM (
         AND o.snapshot_id = c.previous_snapshot_id
     LEFT JOIN holdings n
         ON n.account = c.account AND n.snapshot_date = c.snapshot_date
-        AND n.snapshot_id = c.snapshot_id
         AND n.exchange = o.exchange AND n.tradingsymbol = o.tradingsymbol
     WHERE COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0)
         > COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0)
@@ -384,7 +401,7 @@ complete snapshot (``previous_snapshot_date``) to this one (a holding gone count
 ``day`` positions for the instrument (day_sell_price, else sell_price, where the sell
 quantity is > 0), else the previous snapshot's day positions (``price_source`` =
 'day_position'); else (``price_source`` = 'close') the new snapshot's close_price while
-the holding still exists, the old snapshot's last_price when it is gone.
+the holding still exists, the old snapshot's last_price when it is gone (or has none).
 ``realised_pnl_estimate`` = quantity_sold * (sell_price - the old average_price).
 Only decreases count (a split or bonus raises the quantity: see ``corporate_actions``).
 """
@@ -404,7 +421,7 @@ FROM (
     FROM (
         SELECT
             c.account, c.snapshot_date, c.snapshot_id, c.previous_snapshot_date,
-            n.exchange, n.tradingsymbol,
+            o.exchange, o.tradingsymbol,
             COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0) AS old_quantity,
             COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0) AS new_quantity,
             o.average_price AS old_average_price,
@@ -419,13 +436,12 @@ FROM (
             FROM snapshots
             WHERE status = 'ok'
         ) c
-        JOIN holdings n
-            ON n.account = c.account AND n.snapshot_date = c.snapshot_date
-            AND n.snapshot_id = c.snapshot_id
         JOIN holdings o
             ON o.account = c.account AND o.snapshot_date = c.previous_snapshot_date
             AND o.snapshot_id = c.previous_snapshot_id
-            AND o.exchange = n.exchange AND o.tradingsymbol = n.tradingsymbol
+        CROSS JOIN holdings n  -- CROSS JOIN: SQLite keeps n inside o (found by key)
+        WHERE n.account = c.account AND n.snapshot_date = c.snapshot_date
+            AND n.exchange = o.exchange AND n.tradingsymbol = o.tradingsymbol
     ) pairs
 ) ratios
 WHERE ABS(ratio - 1) > 0.01
@@ -448,20 +464,15 @@ SELECT
     ours - kite AS difference
 FROM (
     SELECT
-        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol,
-        'pnl' AS field,
-        (h.last_price - h.average_price) * COALESCE(h.quantity, 0) AS ours,
-        h.pnl AS kite
+        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol, f.field,
+        CASE WHEN f.field = 'pnl'
+            THEN (h.last_price - h.average_price) * COALESCE(h.quantity, 0)
+            ELSE h.last_price - h.close_price
+        END AS ours,
+        CASE WHEN f.field = 'pnl' THEN h.pnl ELSE h.day_change END AS kite
     FROM holdings h
     JOIN snapshots s ON s.id = h.snapshot_id AND s.status = 'ok'
-    UNION ALL
-    SELECT
-        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol,
-        'day_change' AS field,
-        h.last_price - h.close_price AS ours,
-        h.day_change AS kite
-    FROM holdings h
-    JOIN snapshots s ON s.id = h.snapshot_id AND s.status = 'ok'
+    CROSS JOIN (SELECT 'pnl' AS field UNION ALL SELECT 'day_change' AS field) f
 ) checks
 WHERE ABS(ours - kite) > 1 AND ABS(ours - kite) > 0.005 * ABS(kite)
 """

@@ -60,10 +60,18 @@ FROM (
     JOIN (
         SELECT
             s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(m.quantity * m.average_price) AS invested,
-            SUM(m.quantity * m.last_price) AS value
+            SUM(CASE WHEN ABS(ROUND(m.invested) - m.invested) = 0.5 THEN m.invested + 0.5
+                     ELSE ROUND(m.invested) END) / 1000000 AS invested,
+            SUM(CASE WHEN ABS(ROUND(m.value) - m.value) = 0.5 THEN m.value + 0.5
+                     ELSE ROUND(m.value) END) / 1000000 AS value
         FROM snapshots s
-        LEFT JOIN mf_holdings m
+        LEFT JOIN (
+            SELECT
+                account, snapshot_date, snapshot_id,
+                quantity * average_price * 1000000 AS invested,
+                quantity * last_price * 1000000 AS value
+            FROM mf_holdings
+        ) m
             ON m.account = s.account AND m.snapshot_date = s.snapshot_date
             AND m.snapshot_id = s.id
         WHERE s.status = 'ok'
@@ -228,7 +236,6 @@ JOIN (
 LEFT JOIN holdings p
     ON p.account = h.account AND p.snapshot_date = c.previous_snapshot_date
     AND p.exchange = h.exchange AND p.tradingsymbol = h.tradingsymbol
-    AND p.snapshot_id = c.previous_snapshot_id
 """
 
 REALISED_ESTIMATE = """\
@@ -254,7 +261,7 @@ FROM (
         COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0)
             - (COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0)) AS quantity_sold,
         o.average_price,
-        CASE WHEN n.id IS NOT NULL THEN n.close_price ELSE o.last_price END AS close_price,
+        COALESCE(n.close_price, o.last_price) AS close_price,
         (SELECT ROUND(
                     SUM(CASE WHEN d.day_sell_quantity > 0 AND d.day_sell_price > 0
                             THEN d.day_sell_price * d.day_sell_quantity
@@ -300,7 +307,6 @@ FROM (
         AND o.snapshot_id = c.previous_snapshot_id
     LEFT JOIN holdings n
         ON n.account = c.account AND n.snapshot_date = c.snapshot_date
-        AND n.snapshot_id = c.snapshot_id
         AND n.exchange = o.exchange AND n.tradingsymbol = o.tradingsymbol
     WHERE COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0)
         > COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0)
@@ -322,7 +328,7 @@ FROM (
     FROM (
         SELECT
             c.account, c.snapshot_date, c.snapshot_id, c.previous_snapshot_date,
-            n.exchange, n.tradingsymbol,
+            o.exchange, o.tradingsymbol,
             COALESCE(o.quantity, 0) + COALESCE(o.t1_quantity, 0) AS old_quantity,
             COALESCE(n.quantity, 0) + COALESCE(n.t1_quantity, 0) AS new_quantity,
             o.average_price AS old_average_price,
@@ -337,13 +343,12 @@ FROM (
             FROM snapshots
             WHERE status = 'ok'
         ) c
-        JOIN holdings n
-            ON n.account = c.account AND n.snapshot_date = c.snapshot_date
-            AND n.snapshot_id = c.snapshot_id
         JOIN holdings o
             ON o.account = c.account AND o.snapshot_date = c.previous_snapshot_date
             AND o.snapshot_id = c.previous_snapshot_id
-            AND o.exchange = n.exchange AND o.tradingsymbol = n.tradingsymbol
+        CROSS JOIN holdings n  -- CROSS JOIN: SQLite keeps n inside o (found by key)
+        WHERE n.account = c.account AND n.snapshot_date = c.snapshot_date
+            AND n.exchange = o.exchange AND n.tradingsymbol = o.tradingsymbol
     ) pairs
 ) ratios
 WHERE ABS(ratio - 1) > 0.01
@@ -359,20 +364,15 @@ SELECT
     ours - kite AS difference
 FROM (
     SELECT
-        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol,
-        'pnl' AS field,
-        (h.last_price - h.average_price) * COALESCE(h.quantity, 0) AS ours,
-        h.pnl AS kite
+        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol, f.field,
+        CASE WHEN f.field = 'pnl'
+            THEN (h.last_price - h.average_price) * COALESCE(h.quantity, 0)
+            ELSE h.last_price - h.close_price
+        END AS ours,
+        CASE WHEN f.field = 'pnl' THEN h.pnl ELSE h.day_change END AS kite
     FROM holdings h
     JOIN snapshots s ON s.id = h.snapshot_id AND s.status = 'ok'
-    UNION ALL
-    SELECT
-        h.account, h.snapshot_date, h.snapshot_id, h.exchange, h.tradingsymbol,
-        'day_change' AS field,
-        h.last_price - h.close_price AS ours,
-        h.day_change AS kite
-    FROM holdings h
-    JOIN snapshots s ON s.id = h.snapshot_id AND s.status = 'ok'
+    CROSS JOIN (SELECT 'pnl' AS field UNION ALL SELECT 'day_change' AS field) f
 ) checks
 WHERE ABS(ours - kite) > 1 AND ABS(ours - kite) > 0.005 * ABS(kite)
 """
@@ -388,8 +388,14 @@ VIEWS: dict[str, str] = {
 }
 """Creation order; downgrade drops in reverse."""
 
-# Indexes the views' queries need (also declared in snapshotter/models.py).
+# Indexes the views' queries use (also declared in snapshotter/models.py): per-snapshot
+# holdings sums read from the index alone (portfolio_daily, holding_daily's weight), and
+# one instrument's history (holding_daily WHERE account = ? AND tradingsymbol = ?).
 INDEXES: list[tuple[str, str, list[str]]] = [
+    ("ix_holdings_totals", "holdings",
+     ["account", "snapshot_date", "snapshot_id", "quantity", "t1_quantity", "average_price",
+      "last_price", "close_price"]),
+    ("ix_holdings_symbol", "holdings", ["account", "tradingsymbol", "snapshot_date"]),
 ]
 
 
