@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,19 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _ln(x: float | None) -> float | None:
+    return math.log(x) if x is not None and x > 0 else None
+
+
+def _exp(x: float | None) -> float | None:
+    if x is None:
+        return None
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -33,6 +48,11 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            try:  # pnl_daily needs LN/EXP: SQLite has them only when built with math functions
+                cursor.execute("SELECT ln(1), exp(0)")
+            except sqlite3.OperationalError:
+                dbapi_conn.create_function("ln", 1, _ln, deterministic=True)
+                dbapi_conn.create_function("exp", 1, _exp, deterministic=True)
             cursor.close()
 
         return engine
