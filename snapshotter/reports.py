@@ -132,10 +132,16 @@ def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.
         ORDER BY snapshot_date, account""", params)
 
 
-def _cell(value: Any) -> Any:
+# Ratios, not money: shown with 6 decimals in tables.
+RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
+
+
+def _cell(value: Any, column: str) -> Any:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
     if isinstance(value, float):
-        return f"{value:,.2f}"
-    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+        return f"{value:.6f}" if column in RATIO_COLUMNS else f"{value:,.2f}"
+    return value
 
 
 # What `report summary` shows in a terminal (CSV and JSON carry every column).
@@ -152,7 +158,9 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return json.dumps(records, default=str, indent=2)
     if frame.empty:
         return "(no rows)"
-    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    columns = list(frame.columns)
+    rows = [[_cell(v, c) for v, c in zip(row, columns, strict=True)]
+            for row in frame.itertuples(index=False)]
     return tabulate(rows, headers=list(frame.columns), disable_numparse=True,
                     stralign="right")
 
