@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from snapshotter import __version__, db, health, logs, redact
 from snapshotter.config import Config, load_config
-from snapshotter.errors import ConfigError, SnapshotterError
+from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError
 
 log = logging.getLogger("snapshotter")
 
@@ -37,7 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         db.upgrade(config.database_url, engine)
         if args.from_raw:
-            replayed = pipeline.replay_raw(engine, args.account or None)
+            replayed = pipeline.replay_raw(
+                engine, [a.strip().upper() for a in args.account] if args.account else None)
             print(f"replayed {replayed.snapshots} snapshot(s) from raw payloads, "
                   f"{replayed.rows} row(s) re-derived")
             for failure in replayed.failures:
@@ -160,11 +161,15 @@ def cmd_login(args: argparse.Namespace) -> int:
     else:
         results = login.login_accounts(config, args.account or None, login.TerminalPrompt(),
                                        utc_now)
+        if not results:
+            print("no account uses auth: manual; name one with --account to log it in now")
     for r in results:
         if r.ok:
             print(f"{r.account}: {r.message}")
         else:
             print(f"error: account {r.account}: {r.message}", file=sys.stderr)
+    if any(r.rejected for r in results):
+        return LoginRejected.exit_code
     return 0 if all(r.ok for r in results) else 1
 
 

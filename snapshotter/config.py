@@ -276,16 +276,20 @@ def _read_secret_file(path_value: Any, key: str, problems: _Problems) -> Secret 
     if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
         # systemd LoadCredential=: a bare name refers to $CREDENTIALS_DIRECTORY
         path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
+    # Name the file only when the value looks like one: `password_file: ${KITE_PW}`
+    # written by mistake for `password:` must not print the password.
+    shown = str(path) if "/" in path_value or os.environ.get("CREDENTIALS_DIRECTORY") \
+        else "the file it names (not shown: is it a secret rather than a file name?)"
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        problems.add(key, f"cannot read {path}: {exc.strerror or exc}")
+        problems.add(key, f"cannot read {shown}: {exc.strerror or type(exc).__name__}")
         return None
     except UnicodeDecodeError:
-        problems.add(key, f"cannot read {path}: not UTF-8 text")
+        problems.add(key, f"cannot read {shown}: not UTF-8 text")
         return None
     if not text:
-        problems.add(key, f"{path} is empty")
+        problems.add(key, f"{shown} is empty")
         return None
     return Secret(text)
 

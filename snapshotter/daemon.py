@@ -24,13 +24,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from snapshotter import health, pipeline
 from snapshotter.config import Config
-from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
+from snapshotter.sessions import IST, SETTLE_MARGIN, Session, TradingCalendar, utc_now
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-CLOSE_MARGIN = timedelta(minutes=15)  # after a special session's close
 MISFIRE_GRACE = 6 * 3600  # seconds: a late run still runs (APScheduler's default is 1 s)
 HEARTBEAT_SECONDS = 60
 SLEEP_GAP = timedelta(minutes=3)  # a heartbeat this late means the machine slept
@@ -38,9 +37,9 @@ LOGIN_CHECK_BEFORE_CLOSE = timedelta(hours=1)  # auth: manual accounts' session 
 
 
 def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
-    """When to snapshot ``session``: the later of schedule.time and its close plus a margin."""
+    """When to snapshot ``session``: the later of schedule.time and its settled close."""
     scheduled = datetime.combine(session.day, run_time, tzinfo=tz)
-    return max(scheduled, session.close + CLOSE_MARGIN)
+    return max(scheduled, session.settled)
 
 
 class SessionTrigger(BaseTrigger):
@@ -73,7 +72,7 @@ class SessionTrigger(BaseTrigger):
         return None
 
     def __str__(self) -> str:
-        return f"NSE sessions at {self.run_time:%H:%M} (or close + {CLOSE_MARGIN})"
+        return f"NSE sessions at {self.run_time:%H:%M} (or close + {SETTLE_MARGIN})"
 
 
 class Daemon:
@@ -119,11 +118,15 @@ class Daemon:
 
     def _after_run(self, result: pipeline.RunResult, attempt: int, reason: str) -> None:
         failed = [o for o in result.outcomes if o.status == pipeline.FAILED]
-        retry = [o.account for o in failed if not o.rejected]
+        retry = [o.account for o in failed if o.transient]
         rejected = [o.account for o in failed if o.rejected]
         if rejected:
             log.error("login rejected for %s: not retried; fix the config and restart",
                       ", ".join(rejected))
+        permanent = [o.account for o in failed if not o.transient and not o.rejected]
+        if permanent:
+            log.error("%s failed for a reason retrying will not fix; see the errors above",
+                      ", ".join(permanent))
         summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
         health.ping(self.config.healthcheck_url, ok=not failed,
                     message=f"session {result.session.day} ({reason}): {summary}")
@@ -136,7 +139,8 @@ class Daemon:
             self.scheduler.add_job(
                 self.take_due, DateTrigger(when), kwargs={
                     "accounts": retry, "attempt": attempt + 1, "reason": "retry"},
-                id=f"retry-{result.session.day}-{attempt + 1}", replace_existing=True,
+                id=f"retry-{result.session.day}-{attempt + 1}-{'-'.join(retry)}",
+                replace_existing=True,
                 misfire_grace_time=MISFIRE_GRACE, coalesce=True, max_instances=1)
         elif retry:
             log.error("giving up on %s for session %s after %d retries", ", ".join(retry),
@@ -156,7 +160,10 @@ class Daemon:
         last, self._last_beat = self._last_beat, now
         if last is not None and now - last > SLEEP_GAP:
             log.info("clock jumped %s (machine asleep?): catching up", now - last)
-            self.take_due(reason="wake")
+            # As a job of its own: the heartbeat must keep feeding the watchdog meanwhile.
+            self.scheduler.add_job(self.take_due, kwargs={"reason": "wake"}, id="wake",
+                                   replace_existing=True, max_instances=1,
+                                   misfire_grace_time=MISFIRE_GRACE)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -125,6 +125,10 @@ def _parse_envelope(resp: requests.Response, account: str, *, login: bool = Fals
     kwargs: dict[str, Any] = {"account": account, "status": status, "error_type": error_type}
     if error_type in _LOGIN_ERROR_TYPES or (login and error_type is None and status in (400, 403)):
         raise LoginRejected(message, **kwargs)
+    if login and error_type == "TokenException":
+        # A login step refused (e.g. "The login session has expired"): not a data session
+        # to renew, and never a reason to start another login on our own.
+        raise KiteProtocolError(message, **kwargs)
     if error_type == "TokenException" or (error_type is None and status == 403):
         raise TokenError(message, **kwargs)
     if status in _TRANSIENT_STATUS or error_type == "NetworkException":
@@ -183,9 +187,14 @@ class KiteClient:
                 return _parse_envelope(resp, self.account.user_id, login=login)
             except TransientKiteError as exc:
                 error: KiteError = exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
                 error = TransientKiteError(
                     f"cannot reach Kite ({type(exc).__name__})", account=self.account.user_id)
+            except requests.RequestException as exc:
+                raise KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
+                                        account=self.account.user_id) from None
             if attempt == attempts:
                 raise error
             delay = self.kite.backoff * (2 ** (attempt - 1))
@@ -240,7 +249,7 @@ class KiteClient:
                     f"`snapshotter login --account {user}`", account=user)
             raise LoginRejected(
                 f"no valid session: run `snapshotter login --account {user}`", account=user)
-        if self.prompt is None:
+        if not manual:
             self._refuse_after_rejection()
         try:
             if manual and self._cache_mode() == "connect":
@@ -279,8 +288,8 @@ class KiteClient:
             raise LoginRejected(
                 f"Kite rejected these credentials at {entry.rejected_at} "
                 f"({entry.rejected_reason}); not trying again to avoid locking the account. "
-                f"Fix {keys} in the config (or run `snapshotter login "
-                f"--account {self.account.user_id}`)", account=self.account.user_id)
+                f"Fix {keys} in the config; the next run tries the new ones",
+                account=self.account.user_id)
 
     def _remember_rejection(self, exc: LoginRejected) -> None:
         entry = self.cache.load(self.account.user_id)
@@ -298,10 +307,15 @@ class KiteClient:
         totp = pyotp.TOTP(secret)
         entry = self.cache.load(self.account.user_id)
         step = int(self.clock().timestamp()) // TOTP_STEP
-        if step <= entry.last_totp_step:
+        if entry.last_totp_step > step + 2:
+            # Recorded under a clock set ahead (e.g. a libfaketime rehearsal): Kite never
+            # accepted that code, so it is no reason to wait.
+            log.warning("account %s: ignoring a TOTP step recorded in the future",
+                        self.account.user_id)
+        elif step <= entry.last_totp_step:
             wait = (entry.last_totp_step + 1) * TOTP_STEP - self.clock().timestamp() + 0.5
             log.info("account %s: waiting %.0fs for a fresh TOTP code", self.account.user_id, wait)
-            self.sleep(max(wait, 0))
+            self.sleep(min(max(wait, 0), 2 * TOTP_STEP + 1))
             step = int(self.clock().timestamp()) // TOTP_STEP
             if step <= entry.last_totp_step:  # a frozen or rewound clock: never replay a code
                 raise TransientKiteError(
@@ -392,7 +406,9 @@ class KiteClient:
                                  login=True, retry=False,
                                  data={"api_key": api_key, "request_token": request_token,
                                        "checksum": checksum})
-        except TokenError as exc:
+        except KiteProtocolError as exc:
+            if exc.error_type != "TokenException":
+                raise
             if self.prompt is not None:  # `snapshotter login`: a person pasted it
                 hint = ("check api_key and api_secret in the config, and paste a fresh "
                         "request_token: one works once and only for a few minutes")
@@ -450,7 +466,12 @@ class KiteClient:
         with ThreadPoolExecutor(max_workers=len(DATA_ROUTES),
                                 thread_name_prefix=f"kite-{self.account.user_id}") as pool:
             futures = {name: pool.submit(self.get, route) for name, route in DATA_ROUTES.items()}
-            return {name: future.result() for name, future in futures.items()}
+            payloads = {name: future.result() for name, future in futures.items()}
+        for name, data in payloads.items():
+            if data is None:  # never store an empty snapshot for a missing answer
+                raise KiteProtocolError(f"{name}: Kite answered success without data",
+                                        account=self.account.user_id)
+        return payloads
 
     def close(self) -> None:
         self.http.close()

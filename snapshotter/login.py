@@ -10,7 +10,7 @@ from datetime import datetime
 
 from snapshotter import health, redact
 from snapshotter.config import AccountConfig, Config
-from snapshotter.errors import KiteError
+from snapshotter.errors import KiteError, LoginRejected
 from snapshotter.kite_client import KiteClient, Prompt
 from snapshotter.pipeline import select_accounts
 from snapshotter.sessions import IST
@@ -56,6 +56,7 @@ class LoginResult:
     account: str
     ok: bool
     message: str
+    rejected: bool = False
 
 
 def _describe(exc: KiteError, user_id: str) -> str:
@@ -66,8 +67,7 @@ def _describe(exc: KiteError, user_id: str) -> str:
 def _targets(config: Config, user_ids: list[str] | None) -> list[AccountConfig]:
     if user_ids:
         return select_accounts(config, user_ids)
-    manual = [a for a in config.accounts if a.auth == "manual"]
-    return manual or list(config.accounts)
+    return [a for a in config.accounts if a.auth == "manual"]
 
 
 def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
@@ -75,11 +75,12 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
     cache = TokenCache(config.state_dir)
     results = []
     for acc in _targets(config, user_ids):
-        # A person asked for this login: forget an earlier rejection of the credentials.
         # The cached session stays until the new one replaces it: a mistyped code or a bad
-        # paste must not throw away a session that still works.
-        cache.update(acc.user_id, rejected_at=None, rejected_fingerprint=None,
-                     rejected_reason=None)
+        # paste must not throw away a session that still works. A web/connect account's
+        # rejected credentials stay refused until the config changes (the client checks).
+        if acc.auth == "manual":  # a person types the credentials: forget a rejection
+            cache.update(acc.user_id, rejected_at=None, rejected_fingerprint=None,
+                         rejected_reason=None)
         client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
         try:
             client.login()
@@ -90,7 +91,8 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
                 until = f"until {expiry:%Y-%m-%d %H:%M} IST"
             results.append(LoginResult(acc.user_id, True, f"logged in; session cached {until}"))
         except KiteError as exc:
-            results.append(LoginResult(acc.user_id, False, _describe(exc, acc.user_id)))
+            results.append(LoginResult(acc.user_id, False, _describe(exc, acc.user_id),
+                                       rejected=isinstance(exc, LoginRejected)))
         finally:
             client.close()
     return results

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from snapshotter import redact, store
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
-from snapshotter.kite_client import KiteClient
+from snapshotter.kite_client import TOTP_STEP, KiteClient
 from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
 from snapshotter.normalize import PayloadError, normalize_all
@@ -105,7 +105,7 @@ def run_snapshot(
         now = clock()
         calendar.warn_once(now.astimezone(IST).date())
         session = calendar.latest_opened(now)
-        closed = now >= session.close
+        closed = now >= session.settled
         existing = store.complete_snapshots(engine, session.day, [a.user_id for a in selected])
         todo = []
         for acc in selected:
@@ -130,6 +130,7 @@ def _snapshot_accounts(config: Config, engine: sa.Engine, todo: list[AccountConf
                        report: Callable[[AccountOutcome], None],
                        should_stop: Callable[[], bool]) -> None:
     cache = TokenCache(config.state_dir)
+    _respect_other_hosts_totp(engine, cache, [a.user_id for a in todo], clock())
     workers = min(config.kite.concurrency, len(todo))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
         started: dict[str, tuple[datetime, float]] = {}
@@ -150,10 +151,24 @@ def _snapshot_accounts(config: Config, engine: sa.Engine, todo: list[AccountConf
             report(_store_one(engine, acc, session, taken_at, t0, future))
 
 
+def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],
+                              now: datetime) -> None:
+    """Replicas share the ledger, not the token cache: treat the TOTP steps of attempts
+    another host began in the last minutes (which may have logged in) as used here too."""
+    query = sa.select(Snapshot.account, Snapshot.taken_at, Snapshot.duration_ms).where(
+        Snapshot.account.in_(accounts), Snapshot.taken_at >= now - timedelta(minutes=2))
+    with engine.connect() as conn:
+        recent = conn.execute(query).all()
+    for account, taken_at, duration_ms in recent:
+        step = int(taken_at.timestamp() + (duration_ms or 0) / 1000) // TOTP_STEP
+        if step > cache.load(account).last_totp_step:
+            cache.update(account, last_totp_step=step)
+
+
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
                t0: float, future: Any) -> AccountOutcome:
     user = acc.user_id
-    final = taken_at >= session.close
+    final = taken_at >= session.settled
     try:
         payloads, logins = future.result()
         frames = normalize_all(payloads, user, session.day)
@@ -169,7 +184,8 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
                                  rejected=isinstance(exc, LoginRejected),
                                  transient=isinstance(exc, KiteError) and exc.transient)
     except Exception as exc:  # an account's bug must not stop the others
-        log.exception("account %s: unexpected error", user)
+        log.error("account %s: unexpected %s (details with -v)", user, type(exc).__name__)
+        log.debug("account %s: unexpected error", user, exc_info=True)
         outcome = AccountOutcome(user, FAILED, session.day, error=_describe(exc, user))
     duration = int((time.perf_counter() - t0) * 1000)
     try:

@@ -29,11 +29,21 @@ KNOWN_SPECIAL_SESSIONS: dict[date, tuple[time, time]] = {
 }
 
 
+# Closing prices settle after the close (NSE declares them around 15:40; Kite's holdings
+# use them after that): a snapshot is final only once this long after the close.
+SETTLE_MARGIN = timedelta(minutes=30)
+
+
 @dataclass(frozen=True)
 class Session:
     day: date
     open: datetime  # aware
     close: datetime  # aware
+
+    @property
+    def settled(self) -> datetime:
+        """From when a snapshot of this session is final (close + SETTLE_MARGIN)."""
+        return self.close + SETTLE_MARGIN
 
     @property
     def special(self) -> bool:

@@ -876,3 +876,22 @@ def test_cli_password_problem_text_is_not_redacted(
     _, _, err = run_cli(capsys, "--config", str(path), "run")
     assert err == (f"error: {path}: accounts[0] (AB1234).password: give either password or "
                    "password_file, not both\n")
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_secret_given_as_a_file_name_is_not_echoed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`password_file: ${KITE_PW}` written by mistake for `password:`."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("KITE_PW", "Hunter2-SuperSecret")
+    path = write(tmp_path, f"""\
+accounts:
+  - user_id: AB1234
+    password_file: ${{KITE_PW}}
+    totp_secret: {TOTP}
+""")
+    code, out, err = run_cli(capsys, "--config", str(path), "run")
+    assert code == 2
+    assert "Hunter2-SuperSecret" not in out + err
+    assert "password_file: cannot read the file it names" in err

@@ -31,7 +31,7 @@ def _ist(text: str) -> datetime:
     ("2026-11-27T12:00", "2026-11-27T16:30"),  # a session day, before the run time
     ("2026-11-27T16:31", "2026-11-30T16:30"),  # Friday after the run -> Monday
     ("2026-11-23T17:00", "2026-11-25T16:30"),  # skips the 2026-11-24 holiday
-    ("2024-11-01T12:00", "2024-11-01T19:15"),  # Muhurat 18:00-19:00: close + 15 min
+    ("2024-11-01T12:00", "2024-11-01T19:30"),  # Muhurat 18:00-19:00: close + 30 min
     ("2026-01-31T12:00", "2026-02-01T16:30"),  # Budget Sunday
     ("2027-01-29T17:00", "2027-02-01T16:30"),  # past the holiday horizon: weekdays
 ])
@@ -188,7 +188,7 @@ def test_transient_failure_retried_later_rejected_login_not(
         first = {o.account: o for o in d.runs[0].outcomes}
         assert first[accounts[0].user_id].transient
         assert first[accounts[1].user_id].rejected
-        retry = d.scheduler.get_job("retry-2026-11-27-1")
+        retry = d.scheduler.get_job(f"retry-2026-11-27-1-{accounts[0].user_id}")
         assert retry is not None and retry.kwargs["accounts"] == [accounts[0].user_id]
         assert retry.next_run_time == _ist("2026-11-27T17:00:01")
         clock.set("2026-11-27T17:00:05")
@@ -207,10 +207,15 @@ def test_wake_from_sleep_catches_up(world: tuple[Config, sa.Engine, KiteSimulato
     config, engine, _sim, accounts = world
     clock.set("2026-11-27T10:00")
     d = Daemon(config, engine, clock=clock)
-    d.heartbeat()
-    clock.set("2026-11-28T09:00")  # the laptop slept through Friday's run
-    d.heartbeat()
-    assert len(d.runs) == 1
+    d.start(catch_up=False)
+    try:
+        d.heartbeat()
+        clock.set("2026-11-28T09:00")  # the laptop slept through Friday's run
+        d.heartbeat()  # schedules the catch-up as its own job and returns at once
+        assert d.scheduler.get_job("wake") is not None or d.runs
+        _wait_for(lambda: len(d.runs) == 1)
+    finally:
+        d.stop()
     assert [r for r in _ledger(engine)] == [
         (a.user_id, "2026-11-27", "ok", True) for a in accounts]
 

@@ -195,3 +195,31 @@ def test_connect_token_expires_at_six_ist_next_morning() -> None:
     assert connect_token_expiry(evening) == datetime(2026, 11, 28, 0, 30, tzinfo=UTC)
     early = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)  # 05:30 IST
     assert connect_token_expiry(early) == datetime(2026, 11, 27, 0, 30, tzinfo=UTC)
+
+
+def test_a_refused_2fa_step_never_starts_another_login(server: KiteSimulator,
+                                                       account: SimAccount, clock: Clock,
+                                                       tmp_path: Path) -> None:
+    """A TokenException from /api/twofa is not an expired data session to renew."""
+    server.fail_next(1, "token", "/api/twofa")
+    with pytest.raises(KiteError) as info:
+        _client(server, account, clock, tmp_path).fetch_all()
+    assert not isinstance(info.value, TokenError)
+    logins = [p for _, p, _ in server.requests_log if p in ("/api/login", "/api/twofa")]
+    assert logins == ["/api/login", "/api/twofa"]
+
+
+def test_a_totp_step_recorded_in_the_future_does_not_stall(server: KiteSimulator,
+                                                          account: SimAccount, clock: Clock,
+                                                          tmp_path: Path) -> None:
+    step = int(clock.now.timestamp()) // 30
+    TokenCache(tmp_path).update(account.user_id, last_totp_step=step + 20_000)
+    assert _client(server, account, clock, tmp_path).fetch_all()["holdings"]
+    assert clock.slept == []
+
+
+def test_success_without_data_is_an_error(server: KiteSimulator, account: SimAccount,
+                                          clock: Clock, tmp_path: Path) -> None:
+    server.portfolio(account.user_id)["holdings"] = None
+    with pytest.raises(KiteError, match="holdings: Kite answered success without data"):
+        _client(server, account, clock, tmp_path).fetch_all()

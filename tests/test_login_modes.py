@@ -515,7 +515,7 @@ def test_manual_connect_login_from_pasted_url_or_bare_request_token(
     # A bad paste: a clear error, and the working session is kept.
     token = cached(tmp_path, first.user_id).token
     bad = cli("--config", cfg, "login", "--account", first.user_id, input="garbage-token\n")
-    assert bad.returncode == 1
+    assert bad.returncode == 78  # Kite refused it: EX_CONFIG, as for any rejected login
     assert len(errors(bad)) == 1 and errors(bad)[0].count(first.user_id) == 1
     assert "request_token" in errors(bad)[0]
     assert cached(tmp_path, first.user_id).token == token
