@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser(
         "daemon", help="run every NSE session after the close (APScheduler), catching up",
         description="Long-lived scheduler: snapshots each session at schedule.time (or the "
-        "session's close plus 15 min), catches up missed sessions on start and after sleep, "
+        "session's close plus 30 min), catches up missed sessions on start and after sleep, "
         "retries transient failures. SIGTERM/SIGINT stop it cleanly.")
     daemon.set_defaults(func=cmd_daemon)
 
