@@ -2,8 +2,9 @@
 
 Builds (after running the migrations) 3 accounts x 200 holdings x ~2500 NSE sessions
 (1.5 M holding rows, with T+1 buys, sales with their day positions, splits, deposits,
-withdrawals, MF holdings, failed and missed sessions), then times the typical queries
-(median of --runs runs after a warm-up):
+withdrawals, MF holdings, failed and missed sessions; and their ``snapshot_totals`` rows,
+by the INSERT ... SELECT that ``store`` runs), then times the typical queries (median of
+--runs runs after a warm-up):
 
 - a portfolio value series: ``SELECT snapshot_date, total_value FROM portfolio_daily
   WHERE account = ? ORDER BY snapshot_date``
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from snapshotter import db
+from snapshotter import db, views
 from snapshotter.models import Snapshot, funds, holdings, mf_holdings, positions
 
 PG_ADMIN_URL = os.environ.get(
@@ -187,8 +188,11 @@ TABLES: dict[str, tuple[sa.Table, list[str]]] = {
 }
 
 
-def insert(conn: sa.Connection, batch: Batch) -> None:
-    """SQLite: Core executemany. PostgreSQL: COPY through psycopg (same transaction)."""
+def insert(conn: sa.Connection, batch: Batch, *, totals: bool = True) -> None:
+    """SQLite: Core executemany. PostgreSQL: COPY through psycopg (same transaction).
+    Then (``totals``; False for a database older than migration 0003) the batch's
+    ``snapshot_totals`` rows, as ``store`` fills them: the same INSERT ... SELECT, over
+    the batch's snapshot ids (a batch holds whole snapshots)."""
     for name, rows in batch.rows.items():
         if not rows:
             continue
@@ -203,6 +207,9 @@ def insert(conn: sa.Connection, batch: Batch) -> None:
         else:
             conn.execute(sa.insert(table),
                          [dict(zip(cols, row, strict=True)) for row in rows])
+    ids = [row[0] for row in batch.rows["snapshots"]]
+    if totals and ids:
+        conn.execute(sa.text(views.SNAPSHOT_TOTALS), {"first_id": min(ids), "last_id": max(ids)})
 
 
 def build(engine: sa.Engine, accounts: int, n_holdings: int, n_sessions: int) -> None:

@@ -1,8 +1,8 @@
 """The database schema: the product's public SQL interface (documented in README.md).
 
-The ledger and raw payloads are typed ORM models; the four data tables are built from
-the column specs in ``normalize`` so that what normalize produces and what the
-database holds cannot drift apart. Alembic migrations create all of it.
+The ledger, raw payloads and per-snapshot totals are typed ORM models; the four data
+tables are built from the column specs in ``normalize`` so that what normalize produces
+and what the database holds cannot drift apart. Alembic migrations create all of it.
 """
 
 from __future__ import annotations
@@ -97,6 +97,38 @@ class RawPayload(Base):
     body: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
     __table_args__ = (sa.UniqueConstraint("snapshot_id", "name"),)
+
+
+class SnapshotTotals(Base):
+    """Per complete snapshot, the sums ``portfolio_daily`` shows (and ``holding_daily``'s
+    weight divides by), so that the views do not re-sum every holding row at query time.
+
+    Derived data: ``store`` fills a snapshot's row with ``views.SNAPSHOT_TOTALS`` in the
+    transaction that writes or re-derives its rows, and deletes it with them when the
+    snapshot is superseded; only complete (status ok) snapshots have one. Money rounded to
+    6 decimals; a part without rows is 0.
+    """
+
+    __tablename__ = "snapshot_totals"
+
+    snapshot_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    account: Mapped[str] = mapped_column(sa.Text)
+    snapshot_date: Mapped[date] = mapped_column(sa.Date)
+    holdings_invested: Mapped[float] = mapped_column(sa.Double)
+    holdings_value: Mapped[float] = mapped_column(sa.Double)
+    holdings_day_pnl: Mapped[float] = mapped_column(sa.Double)
+    mf_invested: Mapped[float] = mapped_column(sa.Double)
+    mf_value: Mapped[float] = mapped_column(sa.Double)
+    positions_pnl: Mapped[float] = mapped_column(sa.Double)
+    positions_m2m: Mapped[float] = mapped_column(sa.Double)
+    cash: Mapped[float] = mapped_column(sa.Double)
+    cash_flow: Mapped[float] = mapped_column(sa.Double)
+
+    __table_args__ = (
+        sa.Index("ix_snapshot_totals_account_date", "account", "snapshot_date"),
+    )
 
 
 _SQL_TYPES: dict[str, Any] = {

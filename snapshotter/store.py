@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from snapshotter import views
 from snapshotter.models import (
     DATA_TABLES,
     SNAPSHOT_FAILED,
@@ -22,6 +23,7 @@ from snapshotter.models import (
     SNAPSHOT_SUPERSEDED,
     RawPayload,
     Snapshot,
+    SnapshotTotals,
 )
 
 MAX_ERROR_LENGTH = 2000
@@ -69,8 +71,17 @@ def complete_snapshots(engine: sa.Engine, snapshot_date: date,
 
 
 def _delete_rows(session: Session, snapshot_ids: list[int]) -> None:
+    """A snapshot's data rows and its totals row."""
     for table in DATA_TABLES.values():
         session.execute(sa.delete(table).where(table.c.snapshot_id.in_(snapshot_ids)))
+    session.execute(sa.delete(SnapshotTotals).where(SnapshotTotals.snapshot_id.in_(snapshot_ids)))
+
+
+def _insert_totals(session: Session, snapshot_id: int) -> None:
+    """The snapshot's ``snapshot_totals`` row, from its rows as stored (one INSERT ...
+    SELECT: the views' formulas and rounding, in SQL, on both databases)."""
+    session.execute(sa.text(views.SNAPSHOT_TOTALS),
+                    {"first_id": snapshot_id, "last_id": snapshot_id})
 
 
 def _insert_frames(session: Session, snapshot_id: int,
@@ -112,7 +123,8 @@ def store_snapshot(
     frames: Mapping[str, pd.DataFrame],
     duration_ms: int | None = None,
 ) -> StoredSnapshot:
-    """All rows of one account snapshot in one transaction, replacing an earlier one."""
+    """All rows of one account snapshot (and its ``snapshot_totals`` row) in one
+    transaction, replacing an earlier one (whose rows and totals are deleted)."""
     with Session(engine) as session, session.begin():
         previous = list(session.scalars(
             sa.select(Snapshot).where(Snapshot.account == account,
@@ -128,6 +140,7 @@ def store_snapshot(
         session.add(snap)
         session.flush()
         counts = _insert_frames(session, snap.id, frames)
+        _insert_totals(session, snap.id)
         _set_counts(snap, counts)
         session.add_all(RawPayload(snapshot_id=snap.id, name=name, body=compress(body))
                         for name, body in payloads.items())
@@ -162,12 +175,14 @@ def snapshots_to_replay(engine: sa.Engine, accounts: Iterable[str] | None = None
 
 def replace_rows(engine: sa.Engine, snapshot_id: int,
                  frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    """Re-derive one stored snapshot's rows (``run --from-raw``), in one transaction."""
+    """Re-derive one stored snapshot's rows and totals (``run --from-raw``), in one
+    transaction."""
     with Session(engine) as session, session.begin():
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_OK:
             raise LookupError(f"snapshot {snapshot_id} is not a complete snapshot")
         _delete_rows(session, [snapshot_id])
         counts = _insert_frames(session, snapshot_id, frames)
+        _insert_totals(session, snapshot_id)
         _set_counts(snap, counts)
         return counts

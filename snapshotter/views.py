@@ -37,105 +37,111 @@ a session are those of its complete snapshot (the store deletes a superseded sna
 rows in the transaction that supersedes it; a failed attempt stores none), and joining
 on the snapshot id as well makes PostgreSQL probe the wrong index.
 
-Speed: queries filter by ``account`` (and ``tradingsymbol``/dates). Every per-snapshot
-aggregate is grouped by (account, snapshot_date, snapshot id) and joined on all three,
-and every window is partitioned by account, so that both planners push ``account = ?``
-down to the index scans (PostgreSQL through equivalence classes, SQLite through constant
-propagation and its push-down optimisation; neither pushes through the right side of a
-LEFT JOIN or through an aggregate over a UNION, hence the shapes below).
+Speed: queries filter by ``account`` (and ``tradingsymbol``/dates). The per-snapshot sums
+(``portfolio_daily``, ``holding_daily``'s weight) are not summed at query time: they are
+the ``snapshot_totals`` table, one row per complete snapshot, which ``store`` fills with
+``SNAPSHOT_TOTALS`` in the transaction that writes (or re-derives) the snapshot's rows,
+and which goes with them when the snapshot is superseded (a snapshot's rows changed by
+hand, bypassing ``store``, leave its totals stale: ``run --from-raw`` rebuilds both).
+Tables are joined on (account, snapshot_date, snapshot id), and every window is
+partitioned by account, so that both planners push ``account = ?`` down to the index
+scans (PostgreSQL through equivalence classes, SQLite through constant propagation and
+its push-down optimisation; neither pushes through the right side of a LEFT JOIN or
+through an aggregate over a UNION, hence the shapes below).
 """
 
 from __future__ import annotations
 
+SNAPSHOT_TOTALS = """\
+INSERT INTO snapshot_totals (
+    snapshot_id, account, snapshot_date, holdings_invested, holdings_value, holdings_day_pnl,
+    mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow)
+SELECT
+    s.id, s.account, s.snapshot_date,
+    (SELECT ROUND(COALESCE(SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
+                               * h.average_price), 0) * 1000000) / 1000000
+     FROM holdings h
+     WHERE h.account = s.account AND h.snapshot_date = s.snapshot_date
+         AND h.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
+                               * h.last_price), 0) * 1000000) / 1000000
+     FROM holdings h
+     WHERE h.account = s.account AND h.snapshot_date = s.snapshot_date
+         AND h.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
+                               * (h.last_price - h.close_price)), 0) * 1000000) / 1000000
+     FROM holdings h
+     WHERE h.account = s.account AND h.snapshot_date = s.snapshot_date
+         AND h.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM(CASE WHEN ABS(ROUND(m.invested) - m.invested) = 0.5
+                                   THEN m.invested + 0.5
+                                   ELSE ROUND(m.invested) END) / 1000000, 0)
+                  * 1000000) / 1000000
+     FROM (
+         SELECT quantity * average_price * 1000000 AS invested
+         FROM mf_holdings
+         WHERE account = s.account AND snapshot_date = s.snapshot_date
+             AND snapshot_id = s.id
+     ) m),
+    (SELECT ROUND(COALESCE(SUM(CASE WHEN ABS(ROUND(m.value) - m.value) = 0.5
+                                   THEN m.value + 0.5
+                                   ELSE ROUND(m.value) END) / 1000000, 0)
+                  * 1000000) / 1000000
+     FROM (
+         SELECT quantity * last_price * 1000000 AS value
+         FROM mf_holdings
+         WHERE account = s.account AND snapshot_date = s.snapshot_date
+             AND snapshot_id = s.id
+     ) m),
+    (SELECT ROUND(COALESCE(SUM(p.pnl), 0) * 1000000) / 1000000
+     FROM positions p
+     WHERE p.account = s.account AND p.snapshot_date = s.snapshot_date
+         AND p.position_type = 'net' AND p.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM(CASE WHEN COALESCE(p.product, '') <> 'CNC' THEN p.m2m END), 0)
+                  * 1000000) / 1000000
+     FROM positions p
+     WHERE p.account = s.account AND p.snapshot_date = s.snapshot_date
+         AND p.position_type = 'net' AND p.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM(COALESCE(f.cash, 0) - COALESCE(f.payout, 0)), 0) * 1000000)
+            / 1000000
+     FROM funds f
+     WHERE f.account = s.account AND f.snapshot_date = s.snapshot_date
+         AND f.snapshot_id = s.id),
+    (SELECT ROUND(COALESCE(SUM(COALESCE(f.intraday_payin, 0) - COALESCE(f.payout, 0)), 0)
+                  * 1000000) / 1000000
+     FROM funds f
+     WHERE f.account = s.account AND f.snapshot_date = s.snapshot_date
+         AND f.snapshot_id = s.id)
+FROM snapshots s
+WHERE s.status = 'ok' AND s.id BETWEEN :first_id AND :last_id
+"""
+"""Fill ``snapshot_totals`` for the complete snapshots whose id is in [first_id, last_id]
+(which must have no row there yet): ``store`` runs it for each snapshot it stores or
+re-derives, in the same transaction as the rows (first_id = last_id = its id); a
+migration that (re)builds the table runs a frozen copy over all snapshots.
+
+These are the per-snapshot sums ``portfolio_daily`` shows, with its formulas and rounding
+(see that view): each a correlated subquery on the snapshot's rows (by account,
+snapshot_date and snapshot id, as the views join them), so that it reads one snapshot's
+rows whatever the range. A part without rows sums to 0.
+"""
+
 PORTFOLIO_DAILY = """\
 CREATE VIEW portfolio_daily AS
 SELECT
-    account, snapshot_date, snapshot_id, final,
-    holdings_invested, holdings_value,
-    ROUND((holdings_value - holdings_invested) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    holdings_day_pnl, mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow,
-    ROUND((holdings_value + mf_value + cash + positions_m2m) * 1000000) / 1000000
+    t.account, t.snapshot_date, t.snapshot_id,
+    CASE WHEN s.final THEN 1 ELSE 0 END AS final,
+    t.holdings_invested, t.holdings_value,
+    ROUND((t.holdings_value - t.holdings_invested) * 1000000) / 1000000
+        AS holdings_unrealised_pnl,
+    t.holdings_day_pnl, t.mf_invested, t.mf_value, t.positions_pnl, t.positions_m2m,
+    t.cash, t.cash_flow,
+    ROUND((t.holdings_value + t.mf_value + t.cash + t.positions_m2m) * 1000000) / 1000000
         AS total_value
-FROM (
-    SELECT
-        hp.account, hp.snapshot_date, hp.snapshot_id, hp.final,
-        ROUND(COALESCE(hp.invested, 0) * 1000000) / 1000000 AS holdings_invested,
-        ROUND(COALESCE(hp.value, 0) * 1000000) / 1000000 AS holdings_value,
-        ROUND(COALESCE(hp.day_pnl, 0) * 1000000) / 1000000 AS holdings_day_pnl,
-        ROUND(COALESCE(mp.invested, 0) * 1000000) / 1000000 AS mf_invested,
-        ROUND(COALESCE(mp.value, 0) * 1000000) / 1000000 AS mf_value,
-        ROUND(COALESCE(pp.pnl, 0) * 1000000) / 1000000 AS positions_pnl,
-        ROUND(COALESCE(pp.m2m, 0) * 1000000) / 1000000 AS positions_m2m,
-        ROUND(COALESCE(fp.cash, 0) * 1000000) / 1000000 AS cash,
-        ROUND(COALESCE(fp.cash_flow, 0) * 1000000) / 1000000 AS cash_flow
-    FROM (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            MAX(CASE WHEN s.final THEN 1 ELSE 0 END) AS final,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.average_price)
-                AS invested,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.last_price)
-                AS value,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
-                * (h.last_price - h.close_price)) AS day_pnl
-        FROM snapshots s
-        LEFT JOIN holdings h
-            ON h.account = s.account AND h.snapshot_date = s.snapshot_date
-            AND h.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) hp
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(CASE WHEN ABS(ROUND(m.invested) - m.invested) = 0.5 THEN m.invested + 0.5
-                     ELSE ROUND(m.invested) END) / 1000000 AS invested,
-            SUM(CASE WHEN ABS(ROUND(m.value) - m.value) = 0.5 THEN m.value + 0.5
-                     ELSE ROUND(m.value) END) / 1000000 AS value
-        FROM snapshots s
-        LEFT JOIN (
-            SELECT
-                account, snapshot_date, snapshot_id,
-                quantity * average_price * 1000000 AS invested,
-                quantity * last_price * 1000000 AS value
-            FROM mf_holdings
-        ) m
-            ON m.account = s.account AND m.snapshot_date = s.snapshot_date
-            AND m.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) mp
-        ON mp.account = hp.account AND mp.snapshot_date = hp.snapshot_date
-        AND mp.snapshot_id = hp.snapshot_id
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(p.pnl) AS pnl,
-            SUM(CASE WHEN COALESCE(p.product, '') <> 'CNC' THEN p.m2m END) AS m2m
-        FROM snapshots s
-        LEFT JOIN positions p
-            ON p.account = s.account AND p.snapshot_date = s.snapshot_date
-            AND p.position_type = 'net' AND p.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) pp
-        ON pp.account = hp.account AND pp.snapshot_date = hp.snapshot_date
-        AND pp.snapshot_id = hp.snapshot_id
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(COALESCE(f.cash, 0) - COALESCE(f.payout, 0)) AS cash,
-            SUM(COALESCE(f.intraday_payin, 0) - COALESCE(f.payout, 0)) AS cash_flow
-        FROM snapshots s
-        LEFT JOIN funds f
-            ON f.account = s.account AND f.snapshot_date = s.snapshot_date
-            AND f.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) fp
-        ON fp.account = hp.account AND fp.snapshot_date = hp.snapshot_date
-        AND fp.snapshot_id = hp.snapshot_id
-) parts
+FROM snapshot_totals t
+JOIN snapshots s
+    ON s.account = t.account AND s.snapshot_date = t.snapshot_date AND s.id = t.snapshot_id
+WHERE s.status = 'ok'
 """
 """One row per account and session with a complete snapshot (a failed or missed session
 has no row). ``final`` is 1 when the snapshot was taken after the close.
@@ -153,7 +159,8 @@ has no row). ``final`` is 1 when the snapshot was taken after the close.
 - ``total_value`` = holdings_value + mf_value + cash + positions_m2m
 
 A part without rows (no MF, no positions) is 0; NULL quantities and amounts count as 0.
-Money is rounded to 6 decimals.
+Money is rounded to 6 decimals. The sums are read from ``snapshot_totals`` (computed by
+``SNAPSHOT_TOTALS`` when the snapshot was stored).
 """
 
 PORTFOLIO_DAILY_ALL = """\
@@ -273,11 +280,9 @@ SELECT
     (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
         * (h.last_price - h.close_price) AS day_pnl,
     (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.last_price / NULLIF((
-        SELECT ROUND(SUM((COALESCE(x.quantity, 0) + COALESCE(x.t1_quantity, 0))
-                         * x.last_price) * 1000000) / 1000000
-        FROM holdings x
-        WHERE x.account = h.account AND x.snapshot_date = h.snapshot_date
-            AND x.snapshot_id = h.snapshot_id), 0) AS weight,
+        SELECT t.holdings_value
+        FROM snapshot_totals t
+        WHERE t.snapshot_id = h.snapshot_id), 0) AS weight,
     CASE WHEN c.previous_snapshot_id IS NOT NULL
         THEN COALESCE(p.quantity, 0) + COALESCE(p.t1_quantity, 0)
     END AS previous_quantity,

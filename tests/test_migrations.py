@@ -32,9 +32,9 @@ def test_downgrade_to_base_and_up_again(database_url: str) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "base")
-        assert "holdings" not in sa.inspect(engine).get_table_names()
+        assert not {"holdings", "snapshot_totals"} & set(sa.inspect(engine).get_table_names())
         assert db.upgrade(database_url, engine) is True
         assert {"holdings", "positions", "funds", "mf_holdings", "snapshots",
-                "raw_payloads"} <= set(sa.inspect(engine).get_table_names())
+                "raw_payloads", "snapshot_totals"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()

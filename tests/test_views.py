@@ -1,4 +1,5 @@
-"""The SQL views (migration 0002) against hand-computed figures, on SQLite and PostgreSQL.
+"""The SQL views (migrations 0002, 0003) and the ``snapshot_totals`` table they read,
+against hand-computed figures, on SQLite and PostgreSQL.
 
 The scenario is stored through the real path (normalize_all -> store.store_snapshot, and
 store.record_failure), from Kite-like payloads:
@@ -34,6 +35,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from snapshotter import db, store, views
+from snapshotter.models import DATA_TABLES
 from snapshotter.normalize import normalize_all
 from tests.conftest import create_pg_database, drop_pg_database
 
@@ -341,6 +343,83 @@ def test_reconciliation(engine: sa.Engine) -> None:
     # pnl 99999 (its rows are gone); BB0002's T+1 holding (Kite's pnl 0 = ours, quantity 0).
 
 
+# --- snapshot_totals: written by store, with its snapshot's rows ------------------------
+
+TOTALS_COLUMNS = ("holdings_invested", "holdings_value", "holdings_day_pnl", "mf_invested",
+                  "mf_value", "positions_pnl", "positions_m2m", "cash", "cash_flow")
+
+
+def totals(engine: sa.Engine) -> dict[int, tuple[Any, ...]]:
+    """snapshot_totals by snapshot id: (account, snapshot_date, *TOTALS_COLUMNS)."""
+    rows = query(engine, f"SELECT snapshot_id, account, snapshot_date, "
+                         f"{', '.join(TOTALS_COLUMNS)} FROM snapshot_totals")
+    return {row["snapshot_id"]: pick([row], "account", "snapshot_date", *TOTALS_COLUMNS)[0]
+            for row in rows}
+
+
+def snapshot_ids(engine: sa.Engine, status: str) -> list[int]:
+    return [row["id"] for row in query(
+        engine, f"SELECT id FROM snapshots WHERE status = '{status}' ORDER BY id")]
+
+
+def test_store_writes_snapshot_totals(engine: sa.Engine) -> None:
+    """One row per complete snapshot, with portfolio_daily's sums; none for the failed
+    attempt nor for the superseded 11-03 one (its row went with its data rows)."""
+    got = totals(engine)
+    assert sorted(got) == snapshot_ids(engine, "ok")
+    assert not set(got) & set(snapshot_ids(engine, "failed"))
+    assert len(snapshot_ids(engine, "superseded")) == 1
+    assert not set(got) & set(snapshot_ids(engine, "superseded"))
+    assert sorted(got.values()) == [
+        # holdings invested, value, day P&L; MF invested, value; positions pnl, m2m; cash,
+        # cash_flow (the figures of test_portfolio_daily)
+        (A, "2026-11-02", 30000, 31500, 450, 5000, 5500, 0, 0, 10000, 0),
+        (A, "2026-11-03", 38100, 39300, -200, 5000, 5600, 150, 150, 21900, 20000),
+        (A, "2026-11-06", 30400, 32200, 600, 5000, 5700, 0, 0, 25400, -5000),
+        (A, "2026-11-09", 12320, 13520, -80, 5000, 5800, 0, 0, 40000, 0),
+        (B, "2026-11-02", 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        (B, "2026-11-03", 0, 0, 0, 0, 0, 0, 0, 10000, 10000),
+        (B, "2026-11-05", 10000, 10200, 200, 0, 0, 200, 0, 0, 0),
+        (B, "2026-11-09", 7500, 7740, 60, 0, 0, 0, 0, 2560, 0),
+    ]
+    assert all(isinstance(v, float) for row in got.values() for v in row[2:])
+
+
+def test_totals_replaced_on_restore_and_on_replace_rows(engine: sa.Engine) -> None:
+    old_ids = snapshot_ids(engine, "ok")
+    old = totals(engine)
+    # B's 11-09 snapshot taken again after the close: 3 RELIANCE at 2590 (close 2560).
+    snapshot(engine, B, D6, holdings=[holding("RELIANCE", 3, 2500, 2590, 2560)],
+             funds=margins(2600))
+    new_ids = snapshot_ids(engine, "ok")
+    (gone,) = set(old_ids) - set(new_ids)
+    (added,) = set(new_ids) - set(old_ids)
+    assert gone in snapshot_ids(engine, "superseded")
+    got = totals(engine)
+    assert gone not in got
+    assert got[added] == (B, "2026-11-09", 7500, 7770, 90, 0, 0, 0, 0, 2600, 0)
+    assert {k: v for k, v in got.items() if k != added} == \
+        {k: v for k, v in old.items() if k != gone}
+    # run --from-raw re-derives the rows of the same snapshot: its totals follow.
+    payloads = {"holdings": [holding("RELIANCE", 2, 2500, 2600, 2560)],
+                "positions": {"net": [], "day": []}, "margins": margins(5200, payin=100),
+                "mf_holdings": [mf(10, 50, 51.5)]}
+    store.replace_rows(engine, added, normalize_all(payloads, B, D6))
+    # 2 * 2500, 2 * 2600, 2 * 40; MF 10 * 50, 10 * 51.5
+    assert totals(engine)[added] == (B, "2026-11-09", 5000, 5200, 80, 500, 515, 0, 0, 5200,
+                                     100)
+    assert query(engine, f"SELECT total_value FROM portfolio_daily "
+                         f"WHERE snapshot_id = {added}") == [{"total_value": 10915}]
+    assert len(totals(engine)) == len(old)
+
+
+def test_totals_go_with_a_deleted_snapshot(engine: sa.Engine) -> None:
+    victim = snapshot_ids(engine, "ok")[0]
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM snapshots WHERE id = :id"), {"id": victim})
+    assert victim not in totals(engine)  # ON DELETE CASCADE
+
+
 # --- both databases agree --------------------------------------------------------------
 
 def _comparable(value: Any) -> Any:
@@ -406,6 +485,71 @@ def test_migrations_hold_the_current_view_sql() -> None:
     for revision in reversed(list(scripts.walk_revisions())):  # oldest first
         migrated.update(getattr(revision.module, "VIEWS", {}))
     assert migrated == views.VIEWS
+
+
+def test_migrations_hold_the_current_totals_sql() -> None:
+    """Likewise for the SQL that fills snapshot_totals (store runs views.SNAPSHOT_TOTALS; a
+    migration that builds or rebuilds the table holds a frozen copy)."""
+    scripts = ScriptDirectory.from_config(db.alembic_config("sqlite://"))
+    copies = [revision.module.SNAPSHOT_TOTALS
+              for revision in reversed(list(scripts.walk_revisions()))
+              if hasattr(revision.module, "SNAPSHOT_TOTALS")]
+    assert copies and copies[-1] == views.SNAPSHOT_TOTALS
+
+
+def test_0003_downgrade_restores_the_0002_views() -> None:
+    scripts = ScriptDirectory.from_config(db.alembic_config("sqlite://"))
+    v2, v3 = (scripts.get_revision(rev).module for rev in ("0002", "0003"))
+    assert set(v3.VIEWS_0002) == set(v3.VIEWS)
+    assert {name: v2.VIEWS[name] for name in v3.VIEWS} == v3.VIEWS_0002
+
+
+def test_0003_backfills_snapshot_totals(database_url: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data stored at revision 0002 (the scenario, and random history): upgrading to 0003
+    fills snapshot_totals and every view gives the same rows as before; downgrading
+    gives them back from the 0002 views."""
+    from benchmarks.bench_views import generate, insert, sessions
+
+    engine = db.make_engine(database_url)
+    cfg = db.alembic_config(database_url)
+
+    def migrate(to: str, how: Any = command.upgrade) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            how(cfg, to)
+
+    try:
+        migrate("0002")
+        def delete_data_rows(session: Any, snapshot_ids: list[int]) -> None:
+            for table in DATA_TABLES.values():
+                session.execute(sa.delete(table).where(table.c.snapshot_id.in_(snapshot_ids)))
+
+        with monkeypatch.context() as m:  # store as it was at 0002: no snapshot_totals
+            m.setattr(store, "_insert_totals", lambda session, snapshot_id: None)
+            m.setattr(store, "_delete_rows", delete_data_rows)
+            load_scenario(engine)
+        for batch in generate(accounts=2, n_holdings=12, days=sessions(40, date(2025, 1, 6)),
+                              seed=5, first_snapshot_id=1000):
+            with engine.begin() as conn:
+                insert(conn, batch, totals=False)
+        assert "snapshot_totals" not in sa.inspect(engine).get_table_names()
+        before = _all_views(engine)
+        assert all(before.values())
+
+        migrate("head")
+        assert sorted(totals(engine)) == snapshot_ids(engine, "ok")
+        assert _all_views(engine) == before
+        snapshot(engine, B, D6, holdings=[holding("RELIANCE", 3, 2500, 2590, 2560)],
+                 funds=margins(2600))  # store works on the migrated database
+        assert sorted(totals(engine)) == snapshot_ids(engine, "ok")
+        store_after = _all_views(engine)
+
+        migrate("0002", command.downgrade)
+        assert "snapshot_totals" not in sa.inspect(engine).get_table_names()
+        assert _all_views(engine) == store_after
+    finally:
+        engine.dispose()
 
 
 def test_downgrade_drops_the_views_and_their_indexes(database_url: str) -> None:
