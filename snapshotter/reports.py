@@ -17,7 +17,7 @@ from snapshotter.progress import Progress
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
          "realised_estimate", "corporate_actions", "reconciliation")
-TABLES = ("snapshots", *DATA_TABLES)  # raw_payloads are gzip blobs: not exported
+TABLES = ("snapshots", *DATA_TABLES, "snapshot_totals")  # raw_payloads: gzip blobs, not exported
 
 
 @dataclass(frozen=True)

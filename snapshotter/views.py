@@ -168,22 +168,23 @@ CREATE VIEW portfolio_daily_all AS
 SELECT
     snapshot_date,
     COUNT(*) AS accounts,
-    ROUND(SUM(holdings_invested) * 1000000) / 1000000 AS holdings_invested,
-    ROUND(SUM(holdings_value) * 1000000) / 1000000 AS holdings_value,
-    ROUND(SUM(holdings_unrealised_pnl) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    ROUND(SUM(holdings_day_pnl) * 1000000) / 1000000 AS holdings_day_pnl,
-    ROUND(SUM(mf_invested) * 1000000) / 1000000 AS mf_invested,
-    ROUND(SUM(mf_value) * 1000000) / 1000000 AS mf_value,
-    ROUND(SUM(positions_pnl) * 1000000) / 1000000 AS positions_pnl,
-    ROUND(SUM(positions_m2m) * 1000000) / 1000000 AS positions_m2m,
-    ROUND(SUM(cash) * 1000000) / 1000000 AS cash,
-    ROUND(SUM(cash_flow) * 1000000) / 1000000 AS cash_flow,
-    ROUND(SUM(total_value) * 1000000) / 1000000 AS total_value
+    SUM(ROUND(holdings_invested * 1000000)) / 1000000 AS holdings_invested,
+    SUM(ROUND(holdings_value * 1000000)) / 1000000 AS holdings_value,
+    SUM(ROUND(holdings_unrealised_pnl * 1000000)) / 1000000 AS holdings_unrealised_pnl,
+    SUM(ROUND(holdings_day_pnl * 1000000)) / 1000000 AS holdings_day_pnl,
+    SUM(ROUND(mf_invested * 1000000)) / 1000000 AS mf_invested,
+    SUM(ROUND(mf_value * 1000000)) / 1000000 AS mf_value,
+    SUM(ROUND(positions_pnl * 1000000)) / 1000000 AS positions_pnl,
+    SUM(ROUND(positions_m2m * 1000000)) / 1000000 AS positions_m2m,
+    SUM(ROUND(cash * 1000000)) / 1000000 AS cash,
+    SUM(ROUND(cash_flow * 1000000)) / 1000000 AS cash_flow,
+    SUM(ROUND(total_value * 1000000)) / 1000000 AS total_value
 FROM portfolio_daily
 GROUP BY snapshot_date
 """
 """``portfolio_daily`` summed over accounts, one row per session; ``accounts`` is how many
-accounts have a complete snapshot of that session (and so contributed)."""
+accounts have a complete snapshot of that session (and so contributed). Sums of whole
+micro-rupees (exact in a double), so the result does not depend on summation order."""
 
 PNL_DAILY = """\
 CREATE VIEW pnl_daily AS
