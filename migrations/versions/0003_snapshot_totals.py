@@ -12,15 +12,15 @@ the views that read those sums: portfolio_daily (from snapshot_totals), holding_
 unchanged text, recreated because PostgreSQL cannot drop a view others depend on).
 Downgrade restores the 0002 views and drops the table.
 
-All SQL here is a frozen copy of ``snapshotter/views.py`` as of this revision (the
-``*_0002`` texts: of migration 0002): a migration never imports application code that
-can change later.
+The SQL here is frozen as of this revision: a migration never imports application code
+that can change later (``snapshotter/views.py`` reads the newest text from here). The
+downgrade takes 0002's texts from that revision itself.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0003"
 down_revision = "0002"
@@ -244,234 +244,6 @@ VIEWS: dict[str, str] = {
 }
 """The views this revision (re)creates, in creation order; dropped in reverse."""
 
-PORTFOLIO_DAILY_0002 = """\
-CREATE VIEW portfolio_daily AS
-SELECT
-    account, snapshot_date, snapshot_id, final,
-    holdings_invested, holdings_value,
-    ROUND((holdings_value - holdings_invested) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    holdings_day_pnl, mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow,
-    ROUND((holdings_value + mf_value + cash + positions_m2m) * 1000000) / 1000000
-        AS total_value
-FROM (
-    SELECT
-        hp.account, hp.snapshot_date, hp.snapshot_id, hp.final,
-        ROUND(COALESCE(hp.invested, 0) * 1000000) / 1000000 AS holdings_invested,
-        ROUND(COALESCE(hp.value, 0) * 1000000) / 1000000 AS holdings_value,
-        ROUND(COALESCE(hp.day_pnl, 0) * 1000000) / 1000000 AS holdings_day_pnl,
-        ROUND(COALESCE(mp.invested, 0) * 1000000) / 1000000 AS mf_invested,
-        ROUND(COALESCE(mp.value, 0) * 1000000) / 1000000 AS mf_value,
-        ROUND(COALESCE(pp.pnl, 0) * 1000000) / 1000000 AS positions_pnl,
-        ROUND(COALESCE(pp.m2m, 0) * 1000000) / 1000000 AS positions_m2m,
-        ROUND(COALESCE(fp.cash, 0) * 1000000) / 1000000 AS cash,
-        ROUND(COALESCE(fp.cash_flow, 0) * 1000000) / 1000000 AS cash_flow
-    FROM (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            MAX(CASE WHEN s.final THEN 1 ELSE 0 END) AS final,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.average_price)
-                AS invested,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.last_price)
-                AS value,
-            SUM((COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
-                * (h.last_price - h.close_price)) AS day_pnl
-        FROM snapshots s
-        LEFT JOIN holdings h
-            ON h.account = s.account AND h.snapshot_date = s.snapshot_date
-            AND h.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) hp
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(CASE WHEN ABS(ROUND(m.invested) - m.invested) = 0.5 THEN m.invested + 0.5
-                     ELSE ROUND(m.invested) END) / 1000000 AS invested,
-            SUM(CASE WHEN ABS(ROUND(m.value) - m.value) = 0.5 THEN m.value + 0.5
-                     ELSE ROUND(m.value) END) / 1000000 AS value
-        FROM snapshots s
-        LEFT JOIN (
-            SELECT
-                account, snapshot_date, snapshot_id,
-                quantity * average_price * 1000000 AS invested,
-                quantity * last_price * 1000000 AS value
-            FROM mf_holdings
-        ) m
-            ON m.account = s.account AND m.snapshot_date = s.snapshot_date
-            AND m.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) mp
-        ON mp.account = hp.account AND mp.snapshot_date = hp.snapshot_date
-        AND mp.snapshot_id = hp.snapshot_id
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(p.pnl) AS pnl,
-            SUM(CASE WHEN COALESCE(p.product, '') <> 'CNC' THEN p.m2m END) AS m2m
-        FROM snapshots s
-        LEFT JOIN positions p
-            ON p.account = s.account AND p.snapshot_date = s.snapshot_date
-            AND p.position_type = 'net' AND p.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) pp
-        ON pp.account = hp.account AND pp.snapshot_date = hp.snapshot_date
-        AND pp.snapshot_id = hp.snapshot_id
-    JOIN (
-        SELECT
-            s.account, s.snapshot_date, s.id AS snapshot_id,
-            SUM(COALESCE(f.cash, 0) - COALESCE(f.payout, 0)) AS cash,
-            SUM(COALESCE(f.intraday_payin, 0) - COALESCE(f.payout, 0)) AS cash_flow
-        FROM snapshots s
-        LEFT JOIN funds f
-            ON f.account = s.account AND f.snapshot_date = s.snapshot_date
-            AND f.snapshot_id = s.id
-        WHERE s.status = 'ok'
-        GROUP BY s.account, s.snapshot_date, s.id
-    ) fp
-        ON fp.account = hp.account AND fp.snapshot_date = hp.snapshot_date
-        AND fp.snapshot_id = hp.snapshot_id
-) parts
-"""
-
-PORTFOLIO_DAILY_ALL_0002 = """\
-CREATE VIEW portfolio_daily_all AS
-SELECT
-    snapshot_date,
-    COUNT(*) AS accounts,
-    ROUND(SUM(holdings_invested) * 1000000) / 1000000 AS holdings_invested,
-    ROUND(SUM(holdings_value) * 1000000) / 1000000 AS holdings_value,
-    ROUND(SUM(holdings_unrealised_pnl) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    ROUND(SUM(holdings_day_pnl) * 1000000) / 1000000 AS holdings_day_pnl,
-    ROUND(SUM(mf_invested) * 1000000) / 1000000 AS mf_invested,
-    ROUND(SUM(mf_value) * 1000000) / 1000000 AS mf_value,
-    ROUND(SUM(positions_pnl) * 1000000) / 1000000 AS positions_pnl,
-    ROUND(SUM(positions_m2m) * 1000000) / 1000000 AS positions_m2m,
-    ROUND(SUM(cash) * 1000000) / 1000000 AS cash,
-    ROUND(SUM(cash_flow) * 1000000) / 1000000 AS cash_flow,
-    ROUND(SUM(total_value) * 1000000) / 1000000 AS total_value
-FROM portfolio_daily
-GROUP BY snapshot_date
-"""
-
-PNL_DAILY_0002 = """\
-CREATE VIEW pnl_daily AS
-SELECT
-    account, snapshot_date, snapshot_id, previous_snapshot_date, previous_total_value,
-    total_value, value_change, cash_flow, market_pnl, daily_return, twr_index,
-    CASE WHEN twr_peak > 0
-        THEN ROUND((twr_index / twr_peak - 1) * 10000000000) / 10000000000
-    END AS drawdown
-FROM (
-    SELECT
-        account, snapshot_date, snapshot_id, previous_snapshot_date, previous_total_value,
-        total_value, value_change, cash_flow, market_pnl, daily_return, twr_index,
-        MAX(twr_index) OVER (
-            PARTITION BY account ORDER BY snapshot_date
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS twr_peak
-    FROM (
-        SELECT
-            account, snapshot_date, snapshot_id, previous_snapshot_date,
-            previous_total_value, total_value, value_change, cash_flow, market_pnl,
-            daily_return,
-            ROUND(EXP(SUM(CASE WHEN daily_return IS NULL THEN 0
-                               ELSE LN(1 + daily_return) END) OVER (
-                PARTITION BY account ORDER BY snapshot_date
-                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
-                * 10000000000) / 10000000000 AS twr_index
-        FROM (
-            SELECT
-                account, snapshot_date, snapshot_id, previous_snapshot_date,
-                previous_total_value, total_value, value_change, cash_flow, market_pnl,
-                CASE WHEN previous_total_value > 0
-                          AND market_pnl > -previous_total_value
-                    THEN market_pnl / previous_total_value
-                END AS daily_return
-            FROM (
-                SELECT
-                    account, snapshot_date, snapshot_id, previous_snapshot_date,
-                    previous_total_value, total_value, value_change, cash_flow,
-                    ROUND((value_change - cash_flow) * 1000000) / 1000000 AS market_pnl
-                FROM (
-                    SELECT
-                        account, snapshot_date, snapshot_id, previous_snapshot_date,
-                        previous_total_value, total_value, cash_flow,
-                        ROUND((total_value - previous_total_value) * 1000000) / 1000000
-                            AS value_change
-                    FROM (
-                        SELECT
-                            account, snapshot_date, snapshot_id, total_value, cash_flow,
-                            LAG(snapshot_date) OVER (
-                                PARTITION BY account ORDER BY snapshot_date)
-                                AS previous_snapshot_date,
-                            LAG(total_value) OVER (
-                                PARTITION BY account ORDER BY snapshot_date)
-                                AS previous_total_value
-                        FROM portfolio_daily
-                    ) with_lag
-                ) with_change
-            ) with_pnl
-        ) with_return
-    ) with_twr
-) with_peak
-"""
-
-HOLDING_DAILY_0002 = """\
-CREATE VIEW holding_daily AS
-SELECT
-    h.account, h.snapshot_date, h.snapshot_id, c.previous_snapshot_date,
-    h.exchange, h.tradingsymbol, h.isin,
-    COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0) AS quantity,
-    h.t1_quantity,
-    h.average_price,
-    h.last_price AS price,
-    h.close_price,
-    (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.average_price AS invested,
-    (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.last_price AS value,
-    (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
-        * (h.last_price - h.average_price) AS unrealised_pnl,
-    (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0))
-        * (h.last_price - h.close_price) AS day_pnl,
-    (COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)) * h.last_price / NULLIF((
-        SELECT ROUND(SUM((COALESCE(x.quantity, 0) + COALESCE(x.t1_quantity, 0))
-                         * x.last_price) * 1000000) / 1000000
-        FROM holdings x
-        WHERE x.account = h.account AND x.snapshot_date = h.snapshot_date
-            AND x.snapshot_id = h.snapshot_id), 0) AS weight,
-    CASE WHEN c.previous_snapshot_id IS NOT NULL
-        THEN COALESCE(p.quantity, 0) + COALESCE(p.t1_quantity, 0)
-    END AS previous_quantity,
-    CASE WHEN c.previous_snapshot_id IS NOT NULL
-        THEN COALESCE(h.quantity, 0) + COALESCE(h.t1_quantity, 0)
-            - (COALESCE(p.quantity, 0) + COALESCE(p.t1_quantity, 0))
-    END AS quantity_change
-FROM holdings h
-JOIN (
-    SELECT
-        id AS snapshot_id, account, snapshot_date,
-        LAG(id) OVER (PARTITION BY account ORDER BY snapshot_date) AS previous_snapshot_id,
-        LAG(snapshot_date) OVER (PARTITION BY account ORDER BY snapshot_date)
-            AS previous_snapshot_date
-    FROM snapshots
-    WHERE status = 'ok'
-) c
-    ON c.account = h.account AND c.snapshot_date = h.snapshot_date
-    AND c.snapshot_id = h.snapshot_id
-LEFT JOIN holdings p
-    ON p.account = h.account AND p.snapshot_date = c.previous_snapshot_date
-    AND p.exchange = h.exchange AND p.tradingsymbol = h.tradingsymbol
-"""
-
-VIEWS_0002: dict[str, str] = {
-    "portfolio_daily": PORTFOLIO_DAILY_0002,
-    "portfolio_daily_all": PORTFOLIO_DAILY_ALL_0002,
-    "pnl_daily": PNL_DAILY_0002,
-    "holding_daily": HOLDING_DAILY_0002,
-}
-"""The same views as migration 0002 created them (for downgrade)."""
-
-
 def _recreate_views(new: dict[str, str]) -> None:
     for name in reversed(VIEWS):
         op.execute(f"DROP VIEW IF EXISTS {name}")
@@ -509,6 +281,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _recreate_views(VIEWS_0002)
+    previous = context.script.get_revision("0002").module.VIEWS
+    _recreate_views({name: previous[name] for name in VIEWS})
     op.drop_index("ix_snapshot_totals_account_date", table_name="snapshot_totals")
     op.drop_table("snapshot_totals")

@@ -6,14 +6,14 @@ Revises: 0003
 
 from __future__ import annotations
 
-from alembic import op
+from alembic import context, op
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# Frozen copies (a migration never imports the changing view module).
+# Frozen (a migration never imports the changing view module); downgrade takes 0003's.
 PORTFOLIO_DAILY_ALL = """\
 CREATE VIEW portfolio_daily_all AS
 SELECT
@@ -34,26 +34,6 @@ FROM portfolio_daily
 GROUP BY snapshot_date
 """
 
-PORTFOLIO_DAILY_ALL_0003 = """\
-CREATE VIEW portfolio_daily_all AS
-SELECT
-    snapshot_date,
-    COUNT(*) AS accounts,
-    ROUND(SUM(holdings_invested) * 1000000) / 1000000 AS holdings_invested,
-    ROUND(SUM(holdings_value) * 1000000) / 1000000 AS holdings_value,
-    ROUND(SUM(holdings_unrealised_pnl) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    ROUND(SUM(holdings_day_pnl) * 1000000) / 1000000 AS holdings_day_pnl,
-    ROUND(SUM(mf_invested) * 1000000) / 1000000 AS mf_invested,
-    ROUND(SUM(mf_value) * 1000000) / 1000000 AS mf_value,
-    ROUND(SUM(positions_pnl) * 1000000) / 1000000 AS positions_pnl,
-    ROUND(SUM(positions_m2m) * 1000000) / 1000000 AS positions_m2m,
-    ROUND(SUM(cash) * 1000000) / 1000000 AS cash,
-    ROUND(SUM(cash_flow) * 1000000) / 1000000 AS cash_flow,
-    ROUND(SUM(total_value) * 1000000) / 1000000 AS total_value
-FROM portfolio_daily
-GROUP BY snapshot_date
-"""
-
 VIEWS: dict[str, str] = {"portfolio_daily_all": PORTFOLIO_DAILY_ALL}
 
 
@@ -64,4 +44,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS portfolio_daily_all")
-    op.execute(PORTFOLIO_DAILY_ALL_0003)
+    op.execute(context.script.get_revision("0003").module.VIEWS["portfolio_daily_all"])
