@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,23 @@ def _exp(x: float | None) -> float | None:
         return math.inf
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch a SQLite file to WAL once. The switch needs the file to itself and SQLite
+    answers "database is locked" at once, without waiting, while another process writes
+    (two replicas starting together): try again for a while."""
+    for _ in range(300):
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.1)
+    cursor.execute("PRAGMA journal_mode=WAL")
+
+
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -47,7 +65,7 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
             try:  # pnl_daily needs LN/EXP: SQLite has them only when built with math functions
                 cursor.execute("SELECT ln(1), exp(0)")
             except sqlite3.OperationalError:
