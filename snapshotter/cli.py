@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 import sqlalchemy as sa
@@ -29,13 +30,22 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from snapshotter import pipeline
-
+@contextmanager
+def _database(args: argparse.Namespace) -> Iterator[tuple[Config, sa.Engine]]:
+    """The configured database, migrated to head; disposed of afterwards."""
     config = _config(args)
     engine = db.make_engine(config.database_url)
     try:
         db.upgrade(config.database_url, engine)
+        yield config, engine
+    finally:
+        engine.dispose()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from snapshotter import pipeline
+
+    with _database(args) as (config, engine):
         if args.from_raw:
             replayed = pipeline.replay_raw(
                 engine, [a.strip().upper() for a in args.account] if args.account else None)
@@ -55,8 +65,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         health.ping(config.healthcheck_url, ok=result.exit_code == 0,
                     message=f"session {result.session.day}: {summary}")
         return result.exit_code
-    finally:
-        engine.dispose()
 
 
 def _print_outcome(outcome: object) -> None:
@@ -85,28 +93,18 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from snapshotter.daemon import Daemon, run_forever
 
-    config = _config(args)
-    engine = db.make_engine(config.database_url)
-    try:
-        db.upgrade(config.database_url, engine)
+    with _database(args) as (config, engine):
         return run_forever(Daemon(config, engine))
-    finally:
-        engine.dispose()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from snapshotter import status
     from snapshotter.sessions import utc_now
 
-    config = _config(args)
-    engine = db.make_engine(config.database_url)
-    try:
-        db.upgrade(config.database_url, engine)
+    with _database(args) as (config, engine):
         report = status.build_status(config, engine, utc_now())
-        print(status.render(report))
-        return 0 if report.healthy else 1
-    finally:
-        engine.dispose()
+    print(status.render(report))
+    return 0 if report.healthy else 1
 
 
 def cmd_systemd(args: argparse.Namespace) -> int:
@@ -173,18 +171,10 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _open_db(args: argparse.Namespace) -> tuple[Config, sa.Engine]:
-    config = _config(args)
-    engine = db.make_engine(config.database_url)
-    db.upgrade(config.database_url, engine)
-    return config, engine
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from snapshotter import reports
 
-    _, engine = _open_db(args)
-    try:
+    with _database(args) as (_, engine):
         filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
                                   args.start, args.end)
         if args.kind == "history":
@@ -198,9 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[reports.SUMMARY_TABLE_COLUMNS]
         print(reports.render(frame, args.format))
-        return 0
-    finally:
-        engine.dispose()
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -208,13 +196,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from snapshotter import reports
 
-    _, engine = _open_db(args)
-    try:
+    with _database(args) as (_, engine):
         written = reports.export(engine, Path(args.out), args.format)
-        print(f"wrote {len(written)} files to {args.out}")
-        return 0
-    finally:
-        engine.dispose()
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
 
 
 def cmd_chart(args: argparse.Namespace) -> int:
@@ -222,17 +207,14 @@ def cmd_chart(args: argparse.Namespace) -> int:
 
     from snapshotter import chart
 
-    _, engine = _open_db(args)
-    try:
-        account = args.account.upper() if args.account else None
+    account = args.account.upper() if args.account else None
+    with _database(args) as (_, engine):
         try:
             path = chart.write_chart(engine, Path(args.out), account)
         except ValueError as exc:
             raise SnapshotterError(str(exc)) from None
-        print(f"wrote {path}")
-        return 0
-    finally:
-        engine.dispose()
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ shows), fills it for every existing complete snapshot with ``SNAPSHOT_TOTALS`` (
 aggregation the 0002 views did at query time, same formulas and rounding), and recreates
 the views that read those sums: portfolio_daily (from snapshot_totals), holding_daily
 (its weight), and the views that read portfolio_daily (portfolio_daily_all, pnl_daily;
-unchanged text, recreated because PostgreSQL cannot drop a view others depend on).
+their 0002 text, recreated because PostgreSQL cannot drop a view others depend on).
 Downgrade restores the 0002 views and drops the table.
 
 The SQL here is frozen as of this revision: a migration never imports application code
@@ -110,88 +110,6 @@ JOIN snapshots s
 WHERE s.status = 'ok'
 """
 
-PORTFOLIO_DAILY_ALL = """\
-CREATE VIEW portfolio_daily_all AS
-SELECT
-    snapshot_date,
-    COUNT(*) AS accounts,
-    ROUND(SUM(holdings_invested) * 1000000) / 1000000 AS holdings_invested,
-    ROUND(SUM(holdings_value) * 1000000) / 1000000 AS holdings_value,
-    ROUND(SUM(holdings_unrealised_pnl) * 1000000) / 1000000 AS holdings_unrealised_pnl,
-    ROUND(SUM(holdings_day_pnl) * 1000000) / 1000000 AS holdings_day_pnl,
-    ROUND(SUM(mf_invested) * 1000000) / 1000000 AS mf_invested,
-    ROUND(SUM(mf_value) * 1000000) / 1000000 AS mf_value,
-    ROUND(SUM(positions_pnl) * 1000000) / 1000000 AS positions_pnl,
-    ROUND(SUM(positions_m2m) * 1000000) / 1000000 AS positions_m2m,
-    ROUND(SUM(cash) * 1000000) / 1000000 AS cash,
-    ROUND(SUM(cash_flow) * 1000000) / 1000000 AS cash_flow,
-    ROUND(SUM(total_value) * 1000000) / 1000000 AS total_value
-FROM portfolio_daily
-GROUP BY snapshot_date
-"""
-
-PNL_DAILY = """\
-CREATE VIEW pnl_daily AS
-SELECT
-    account, snapshot_date, snapshot_id, previous_snapshot_date, previous_total_value,
-    total_value, value_change, cash_flow, market_pnl, daily_return, twr_index,
-    CASE WHEN twr_peak > 0
-        THEN ROUND((twr_index / twr_peak - 1) * 10000000000) / 10000000000
-    END AS drawdown
-FROM (
-    SELECT
-        account, snapshot_date, snapshot_id, previous_snapshot_date, previous_total_value,
-        total_value, value_change, cash_flow, market_pnl, daily_return, twr_index,
-        MAX(twr_index) OVER (
-            PARTITION BY account ORDER BY snapshot_date
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS twr_peak
-    FROM (
-        SELECT
-            account, snapshot_date, snapshot_id, previous_snapshot_date,
-            previous_total_value, total_value, value_change, cash_flow, market_pnl,
-            daily_return,
-            ROUND(EXP(SUM(CASE WHEN daily_return IS NULL THEN 0
-                               ELSE LN(1 + daily_return) END) OVER (
-                PARTITION BY account ORDER BY snapshot_date
-                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
-                * 10000000000) / 10000000000 AS twr_index
-        FROM (
-            SELECT
-                account, snapshot_date, snapshot_id, previous_snapshot_date,
-                previous_total_value, total_value, value_change, cash_flow, market_pnl,
-                CASE WHEN previous_total_value > 0
-                          AND market_pnl > -previous_total_value
-                    THEN market_pnl / previous_total_value
-                END AS daily_return
-            FROM (
-                SELECT
-                    account, snapshot_date, snapshot_id, previous_snapshot_date,
-                    previous_total_value, total_value, value_change, cash_flow,
-                    ROUND((value_change - cash_flow) * 1000000) / 1000000 AS market_pnl
-                FROM (
-                    SELECT
-                        account, snapshot_date, snapshot_id, previous_snapshot_date,
-                        previous_total_value, total_value, cash_flow,
-                        ROUND((total_value - previous_total_value) * 1000000) / 1000000
-                            AS value_change
-                    FROM (
-                        SELECT
-                            account, snapshot_date, snapshot_id, total_value, cash_flow,
-                            LAG(snapshot_date) OVER (
-                                PARTITION BY account ORDER BY snapshot_date)
-                                AS previous_snapshot_date,
-                            LAG(total_value) OVER (
-                                PARTITION BY account ORDER BY snapshot_date)
-                                AS previous_total_value
-                        FROM portfolio_daily
-                    ) with_lag
-                ) with_change
-            ) with_pnl
-        ) with_return
-    ) with_twr
-) with_peak
-"""
-
 HOLDING_DAILY = """\
 CREATE VIEW holding_daily AS
 SELECT
@@ -238,17 +156,21 @@ LEFT JOIN holdings p
 
 VIEWS: dict[str, str] = {
     "portfolio_daily": PORTFOLIO_DAILY,
-    "portfolio_daily_all": PORTFOLIO_DAILY_ALL,
-    "pnl_daily": PNL_DAILY,
     "holding_daily": HOLDING_DAILY,
 }
-"""The views this revision (re)creates, in creation order; dropped in reverse."""
+"""The views this revision changes. portfolio_daily_all and pnl_daily read portfolio_daily
+and PostgreSQL cannot drop a view others depend on: they are dropped and recreated with
+their unchanged 0002 text."""
 
-def _recreate_views(new: dict[str, str]) -> None:
-    for name in reversed(VIEWS):
+RECREATED = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily")
+
+
+def _recreate_views(changed: dict[str, str]) -> None:
+    unchanged = context.script.get_revision("0002").module.VIEWS
+    for name in reversed(RECREATED):
         op.execute(f"DROP VIEW IF EXISTS {name}")
-    for sql in new.values():
-        op.execute(sql)
+    for name in RECREATED:
+        op.execute(changed.get(name, unchanged[name]))
 
 
 def upgrade() -> None:
@@ -281,7 +203,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    previous = context.script.get_revision("0002").module.VIEWS
-    _recreate_views({name: previous[name] for name in VIEWS})
+    _recreate_views({})
     op.drop_index("ix_snapshot_totals_account_date", table_name="snapshot_totals")
     op.drop_table("snapshot_totals")

@@ -13,7 +13,8 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-# Frozen (a migration never imports the changing view module); downgrade takes 0003's.
+# Frozen (a migration never imports the changing view module); downgrade takes 0002's
+# (0003 left this view's text as it was).
 PORTFOLIO_DAILY_ALL = """\
 CREATE VIEW portfolio_daily_all AS
 SELECT
@@ -44,4 +45,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS portfolio_daily_all")
-    op.execute(context.script.get_revision("0003").module.VIEWS["portfolio_daily_all"])
+    op.execute(context.script.get_revision("0002").module.VIEWS["portfolio_daily_all"])
