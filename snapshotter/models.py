@@ -74,6 +74,10 @@ class Snapshot(Base):
     mf_holdings_count: Mapped[int] = mapped_column(sa.Integer, default=0)
     duration_ms: Mapped[int | None] = mapped_column(sa.Integer)
     source: Mapped[str] = mapped_column(sa.Text, default="kite")
+    # Set when Kite rejected the credentials: a digest of them (user id, password, TOTP
+    # secret, app key/secret; the high-entropy TOTP secret makes it useless to guess
+    # from), so every replica refuses to try the same credentials again.
+    rejected_credentials: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('ok', 'failed', 'superseded')", name="status"),

@@ -20,7 +20,7 @@ from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
 from snapshotter.normalize import PayloadError, normalize_all
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
-from snapshotter.token_cache import TokenCache
+from snapshotter.token_cache import TokenCache, credentials_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,43 @@ def run_snapshot(
                                       counts=_counts(done)))
             else:
                 todo.append(acc)
+        todo = _without_rejected_credentials(engine, todo, session, report)
         if todo:
             _snapshot_accounts(config, engine, todo, session, clock, report, should_stop)
     return RunResult(session, outcomes)
+
+
+def credentials_digest(acc: AccountConfig) -> str | None:
+    """The same digest of an account's credentials on every host, kept in the ledger when
+    Kite rejects them. None for manual accounts (a person types them) and without a TOTP
+    or API secret, whose entropy is what keeps the digest from being guessed back."""
+    if acc.auth == "manual" or not (acc.totp_secret or acc.api_secret):
+        return None
+    return credentials_fingerprint(f"kite-snapshotter:{acc.user_id}", acc.password,
+                                   acc.totp_secret, acc.api_secret, acc.api_key)
+
+
+def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
+                                  session: Session,
+                                  report: Callable[[AccountOutcome], None],
+                                  ) -> list[AccountConfig]:
+    """Accounts whose latest attempt, on any host, was Kite rejecting these very
+    credentials are not tried again (Zerodha locks an account after 5 wrong 2FA)."""
+    refused = store.rejected_credentials(engine, [a.user_id for a in todo])
+    keep = []
+    for acc in todo:
+        snap = refused.get(acc.user_id)
+        if snap is not None and snap.rejected_credentials == credentials_digest(acc):
+            when = snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
+            keys = "password/totp_secret" + (
+                "/api_key/api_secret" if acc.auth == "connect" else "")
+            report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True, error=(
+                f"account {acc.user_id}: Kite rejected these credentials at {when}; not "
+                f"trying again to avoid locking the account. Fix {keys} in the config; "
+                "the next run tries the new ones")))
+        else:
+            keep.append(acc)
+    return keep
 
 
 def _counts(snap: Snapshot) -> dict[str, int]:
@@ -190,7 +224,9 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
     duration = int((time.perf_counter() - t0) * 1000)
     try:
         store.record_failure(engine, account=user, snapshot_date=session.day,
-                             taken_at=taken_at, error=outcome.error or "", duration_ms=duration)
+                             taken_at=taken_at, error=outcome.error or "", duration_ms=duration,
+                             rejected_credentials=credentials_digest(acc)
+                             if outcome.rejected else None)
     except sa.exc.SQLAlchemyError as exc:
         log.error("account %s: could not record the failure: %s", user,
                   redact.redact(str(exc).splitlines()[0]))

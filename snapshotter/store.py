@@ -148,12 +148,24 @@ def store_snapshot(
 
 
 def record_failure(engine: sa.Engine, *, account: str, snapshot_date: date,
-                   taken_at: datetime, error: str, duration_ms: int | None = None) -> None:
+                   taken_at: datetime, error: str, duration_ms: int | None = None,
+                   rejected_credentials: str | None = None) -> None:
     with Session(engine) as session, session.begin():
         session.add(Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
                              status=SNAPSHOT_FAILED, final=False,
                              error=error[:MAX_ERROR_LENGTH], duration_ms=duration_ms,
-                             source="kite"))
+                             source="kite", rejected_credentials=rejected_credentials))
+
+
+def rejected_credentials(engine: sa.Engine, accounts: Iterable[str]) -> dict[str, Snapshot]:
+    """Per account, its latest ledger row when that row is a rejection of credentials."""
+    latest = sa.select(Snapshot.account, sa.func.max(Snapshot.id).label("id")).where(
+        Snapshot.account.in_(list(accounts)), Snapshot.status != SNAPSHOT_SUPERSEDED,
+    ).group_by(Snapshot.account).subquery()
+    query = sa.select(Snapshot).join(latest, latest.c.id == Snapshot.id).where(
+        Snapshot.rejected_credentials.is_not(None))
+    with Session(engine, expire_on_commit=False) as session:
+        return {snap.account: snap for snap in session.scalars(query)}
 
 
 def raw_payloads(engine: sa.Engine, snapshot_id: int) -> dict[str, Any]:

@@ -92,3 +92,4 @@ def credentials_fingerprint(salt: str, *secrets: str | None) -> str:
     for value in secrets:
         digest.update(b"\0" + (value or "").encode())
     return digest.hexdigest()
+

@@ -252,3 +252,32 @@ def test_simulate_command_serves_a_config_that_run_uses(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_a_rejection_on_one_host_stops_the_other_replicas(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    """Replicas share the ledger, not their state directories: once Kite rejected the
+    credentials, no replica tries the same ones again, until they change."""
+    bad = sim_accounts[0]
+    configs = {}
+    for host in ("a", "b"):
+        data = config_dict(sim, [bad], database_url, tmp_path / host / "state")
+        data["accounts"][0]["password"] = "wrong-password"
+        configs[host] = write_config(tmp_path / f"{host}.yaml", data)
+    first = run_cli("--config", str(configs["a"]), "run")
+    assert first.returncode == 78, first.stderr
+
+    def logins() -> int:
+        return len([p for _, p, u in sim.requests_log if p == "/api/login" and u == bad.user_id])
+
+    assert logins() == 1
+    other = run_cli("--config", str(configs["b"]), "run")
+    assert other.returncode == 78 and "not trying again" in other.stderr
+    assert logins() == 1  # the other host did not try the rejected password
+
+    fixed = config_dict(sim, [bad], database_url, tmp_path / "b" / "state")
+    write_config(configs["b"], fixed)
+    again = run_cli("--config", str(configs["b"]), "run")
+    assert again.returncode == 0, again.stderr
+    assert logins() == 2 and sim.login_count[bad.user_id] == 1
