@@ -231,6 +231,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days)
 
 
+def _account_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--account", action="append", metavar="USER_ID",
+                        help="only this account (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snapshotter",
@@ -245,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="snapshot every account now (applies migrations first)",
                          description="Snapshot the latest NSE session that has opened, for "
                          "every configured account (or those given with --account).")
-    run.add_argument("--account", action="append", metavar="USER_ID",
-                     help="only this account (repeatable)")
+    _account_option(run)
     run.add_argument("--force", action="store_true",
                      help="replace a final snapshot of this session too")
     run.add_argument("--from-raw", action="store_true",
@@ -283,8 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Reports from the SQL views (see README: Views).")
     rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history"])
     rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
-    rp.add_argument("--account", action="append", metavar="USER_ID",
-                    help="only this account (repeatable)")
+    _account_option(rp)
     rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -305,8 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prompts for what each account needs (password and the current code from "
         "your authenticator app; for Kite Connect, the redirected URL or request_token), logs "
         "in and caches the session for scheduled runs. Default: every auth: manual account.")
-    lg.add_argument("--account", action="append", metavar="USER_ID",
-                    help="only this account (repeatable)")
+    _account_option(lg)
     lg.add_argument("--check", action="store_true",
                     help="only check that manual accounts' cached sessions still work "
                     "(pings healthcheck_url/fail when not); never prompts")

@@ -206,10 +206,6 @@ class KiteClient:
 
     # -- session handling ----------------------------------------------------------------
 
-    @property
-    def mode(self) -> str:
-        return self.account.auth
-
     def _cache_mode(self) -> str:
         return "connect" if self.account.auth == "connect" or (
             self.account.auth == "manual" and self.account.api_key) else "web"

@@ -156,16 +156,6 @@ class TradingCalendar:
             return found
         return self.previous_session(today)
 
-    def sessions_between(self, start: date, end: date) -> list[Session]:
-        out = []
-        d = start
-        while d <= end:
-            found = self.session(d)
-            if found:
-                out.append(found)
-            d += timedelta(days=1)
-        return out
-
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

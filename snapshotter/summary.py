@@ -7,24 +7,15 @@ from datetime import date
 import sqlalchemy as sa
 from tabulate import tabulate
 
+# The figures come from the portfolio_daily view: its formulas are the only ones.
 SUMMARY_SQL = sa.text("""
-SELECT s.account,
-       s.snapshot_date,
-       s.final,
-       s.holdings_count,
-       s.positions_count,
-       s.mf_holdings_count,
-       COALESCE((SELECT SUM((h.quantity + COALESCE(h.t1_quantity, 0)) * h.last_price)
-                 FROM holdings h WHERE h.snapshot_id = s.id), 0) AS holdings_value,
-       COALESCE((SELECT SUM((h.quantity + COALESCE(h.t1_quantity, 0))
-                            * (h.last_price - h.close_price))
-                 FROM holdings h WHERE h.snapshot_id = s.id), 0) AS day_pnl,
-       COALESCE((SELECT SUM(m.quantity * m.last_price)
-                 FROM mf_holdings m WHERE m.snapshot_id = s.id), 0) AS mf_value,
-       COALESCE((SELECT SUM(f.cash) FROM funds f WHERE f.snapshot_id = s.id), 0) AS cash
-FROM snapshots s
-WHERE s.status = 'ok' AND s.snapshot_date = :day
-ORDER BY s.account
+SELECT p.account, p.snapshot_date, p.final,
+       s.holdings_count, s.positions_count, s.mf_holdings_count,
+       p.holdings_value, p.holdings_day_pnl AS day_pnl, p.mf_value, p.cash
+FROM portfolio_daily p
+JOIN snapshots s ON s.id = p.snapshot_id
+WHERE p.snapshot_date = :day
+ORDER BY p.account
 """)
 
 

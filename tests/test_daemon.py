@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time as systime
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, time
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def world(clock: ManualClock, database_url: str, tmp_path: Path
         engine.dispose()
 
 
+@contextmanager
+def running(d: Daemon, catch_up: bool = True) -> Iterator[Daemon]:
+    """A started daemon, always stopped afterwards."""
+    d.start(catch_up=catch_up)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 def _wait_for(predicate: object, seconds: float = 15) -> None:
     deadline = systime.monotonic() + seconds
     while systime.monotonic() < deadline:
@@ -99,8 +110,7 @@ def test_job_fires_at_scheduled_time(world: tuple[Config, sa.Engine, KiteSimulat
                                                   list[SimAccount]], clock: ManualClock) -> None:
     config, engine, _sim, accounts = world
     d = Daemon(config, engine, clock=clock)
-    d.start(catch_up=False)
-    try:
+    with running(d, catch_up=False):
         assert d.next_run() == _ist("2026-11-27T16:30")
         job = d.scheduler.get_job("snapshot")
         assert (job.max_instances, job.coalesce) == (1, True)
@@ -113,8 +123,6 @@ def test_job_fires_at_scheduled_time(world: tuple[Config, sa.Engine, KiteSimulat
         _wait_for(lambda: len(d.runs) == 1)
         assert _ledger(engine) == [(a.user_id, "2026-11-27", "ok", True) for a in accounts]
         assert d.next_run() == _ist("2026-11-30T16:30")
-    finally:
-        d.stop()
 
 
 def test_catch_up_after_a_missed_day(world: tuple[Config, sa.Engine, KiteSimulator,
@@ -125,24 +133,18 @@ def test_catch_up_after_a_missed_day(world: tuple[Config, sa.Engine, KiteSimulat
     # The daemon was down all Friday; it starts on Saturday morning.
     clock.set("2026-11-28T10:00")
     d = Daemon(config, engine, clock=clock)
-    d.start()
-    try:
+    with running(d):
         _wait_for(lambda: len(d.runs) == 1)
-    finally:
-        d.stop()
+        assert d.next_run() == _ist("2026-11-30T16:30")
     ledger = _ledger(engine)
     assert [r for r in ledger if r[1] == "2026-11-27"] == [
         (a.user_id, "2026-11-27", "ok", True) for a in accounts]
-    assert d.next_run() is None or d.next_run() == _ist("2026-11-30T16:30")
 
     # A restart the same day finds nothing to do and does not contact Kite.
     requests_before = len(sim.requests_log)
     again = Daemon(config, engine, clock=clock)
-    again.start()
-    try:
+    with running(again):
         _wait_for(lambda: len(again.runs) == 1)
-    finally:
-        again.stop()
     assert {o.status for o in again.runs[0].outcomes} == {"skipped"}
     assert len(sim.requests_log) == requests_before
     assert _ledger(engine) == ledger
@@ -156,8 +158,7 @@ def test_catch_up_during_session_keeps_a_complete_intraday_snapshot(
     pipeline.run_snapshot(config, engine, clock=clock, accounts=[accounts[0].user_id])
     clock.set("2026-11-27T12:00")
     d = Daemon(config, engine, clock=clock)
-    d.start()
-    try:
+    with running(d):
         _wait_for(lambda: len(d.runs) == 1)
         status = {o.account: o.status for o in d.runs[0].outcomes}
         assert status == {accounts[0].user_id: "skipped", accounts[1].user_id: "ok"}
@@ -165,8 +166,6 @@ def test_catch_up_during_session_keeps_a_complete_intraday_snapshot(
         clock.set("2026-11-27T16:30:01")
         d.scheduler.wakeup()
         _wait_for(lambda: len(d.runs) == 2)
-    finally:
-        d.stop()
     ok = [r for r in _ledger(engine) if r[2] == "ok"]
     assert ok == [(a.user_id, "2026-11-27", "ok", True) for a in accounts]
 
@@ -182,8 +181,7 @@ def test_transient_failure_retried_later_rejected_login_not(
     sim.fail_next(1, "503", "/oms/user/margins")
     clock.set("2026-11-27T16:30:01")
     d = Daemon(config, engine, clock=clock)
-    d.start(catch_up=False)
-    try:
+    with running(d, catch_up=False):
         d.take_due()
         first = {o.account: o for o in d.runs[0].outcomes}
         assert first[accounts[0].user_id].transient
@@ -194,8 +192,6 @@ def test_transient_failure_retried_later_rejected_login_not(
         clock.set("2026-11-27T17:00:05")
         d.scheduler.wakeup()
         _wait_for(lambda: len(d.runs) == 2)
-    finally:
-        d.stop()
     assert [(o.account, o.status) for o in d.runs[1].outcomes] == [
         (accounts[0].user_id, "ok")]
     assert len([p for _, p, u in sim.requests_log
@@ -207,15 +203,12 @@ def test_wake_from_sleep_catches_up(world: tuple[Config, sa.Engine, KiteSimulato
     config, engine, _sim, accounts = world
     clock.set("2026-11-27T10:00")
     d = Daemon(config, engine, clock=clock)
-    d.start(catch_up=False)
-    try:
+    with running(d, catch_up=False):
         d.heartbeat()
         clock.set("2026-11-28T09:00")  # the laptop slept through Friday's run
         d.heartbeat()  # schedules the catch-up as its own job and returns at once
         assert d.scheduler.get_job("wake") is not None or d.runs
         _wait_for(lambda: len(d.runs) == 1)
-    finally:
-        d.stop()
     assert [r for r in _ledger(engine)] == [
         (a.user_id, "2026-11-27", "ok", True) for a in accounts]
 
