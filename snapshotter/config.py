@@ -65,6 +65,8 @@ class KiteConfig:
     retries: int = 4
     backoff: float = 0.5
     concurrency: int = 10
+    run_timeout: float = 900.0  # seconds a whole run may take, lock wait included
+    max_response_mb: float = 16.0  # largest response body read from Kite
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ _TOP_KEYS = {
 }
 _SECTION_KEYS = {
     "database": {"url"},
-    "kite": {"base_url", "api_root", "timeout", "retries", "backoff", "concurrency"},
+    "kite": {"base_url", "api_root", "timeout", "retries", "backoff", "concurrency",
+             "run_timeout", "max_response_mb"},
     "schedule": {"time", "retry_attempts", "retry_spacing_minutes"},
     "calendar": {"holidays", "extra_sessions"},
     "logging": {"level"},
@@ -456,6 +459,8 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         retries=_number(k, "retries", "kite.", 4, int, problems, 0),
         backoff=_number(k, "backoff", "kite.", 0.5, float, problems, 0),
         concurrency=_number(k, "concurrency", "kite.", 10, int, problems, 1),
+        run_timeout=_number(k, "run_timeout", "kite.", 900.0, float, problems, 1),
+        max_response_mb=_number(k, "max_response_mb", "kite.", 16.0, float, problems, 0.001),
     )
     for key in ("base_url", "api_root"):
         url = getattr(kite, key)
