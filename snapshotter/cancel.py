@@ -8,6 +8,7 @@ thread waits: sleeps poll with ``time.sleep``, which libfaketime handles.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -42,10 +43,8 @@ class Cancel:
             self._reason = reason
             callbacks = list(self._callbacks.values())
         for callback in callbacks:
-            try:
+            with contextlib.suppress(Exception):  # e.g. a socket already closed
                 callback()
-            except Exception:  # a socket already closed, say: nothing left to stop
-                pass
 
     def on_cancel(self, callback: Callable[[], None]) -> int:
         """Call ``callback`` when cancelled (at once if already); returns a handle."""
