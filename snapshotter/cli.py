@@ -13,7 +13,12 @@ import sqlalchemy as sa
 
 from snapshotter import __version__, db, health, logs, redact
 from snapshotter.config import Config, load_config
-from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError
+from snapshotter.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    LoginRejected,
+    SnapshotterError,
+)
 
 log = logging.getLogger("snapshotter")
 
@@ -31,21 +36,52 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 @contextmanager
-def _database(args: argparse.Namespace) -> Iterator[tuple[Config, sa.Engine]]:
-    """The configured database, migrated to head; disposed of afterwards."""
-    config = _config(args)
-    engine = db.make_engine(config.database_url)
+def _database(args: argparse.Namespace, *, config: Config | None = None,
+              deadline: float | None = None,
+              writable: bool = False) -> Iterator[tuple[Config, sa.Engine]]:
+    """The configured database, migrated to head (and checked writable when asked);
+    disposed of afterwards. An unreachable database is one line and exit 75."""
+    config = config or _config(args)
+    url = config.database_url
+    engine = db.make_engine(url)
     try:
-        db.upgrade(config.database_url, engine)
-        yield config, engine
+        try:
+            db.upgrade(url, engine, deadline=deadline)
+            if writable:
+                db.check_writable(engine, url)
+        except sa.exc.SQLAlchemyError as exc:
+            if db.is_connection_error(exc):
+                raise db.unavailable(exc, url) from None
+            raise
+        try:
+            yield config, engine
+        except sa.exc.SQLAlchemyError as exc:
+            if db.is_connection_error(exc):
+                raise db.unavailable(exc, url) from None
+            raise
     finally:
         engine.dispose()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    config = _config(args)
+    # One deadline for the whole run, waiting for another run's lock included.
+    deadline = time.monotonic() + config.kite.run_timeout
+    try:
+        return _run(args, config, deadline)
+    except SnapshotterError as exc:
+        # Every failed run pings the failure URL, the database unreachable included.
+        health.ping(config.healthcheck_url, ok=False, message=redact.redact(str(exc)))
+        raise
+
+
+def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     from snapshotter import pipeline
 
-    with _database(args) as (config, engine):
+    with _database(args, config=config, deadline=deadline, writable=not args.from_raw) \
+            as (config, engine):
         if args.from_raw:
             replayed = pipeline.replay_raw(
                 engine, [a.strip().upper() for a in args.account] if args.account else None)
@@ -55,7 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"error: {redact.redact(failure)}", file=sys.stderr)
             return 1 if replayed.failures else 0
         result = pipeline.run_snapshot(config, engine, accounts=args.account or None,
-                                       force=args.force, on_outcome=_print_outcome)
+                                       force=args.force, on_outcome=_print_outcome,
+                                       deadline=deadline)
         if all(o.status == pipeline.SKIPPED for o in result.outcomes):
             print(f"nothing to do: every account has a final snapshot of the "
                   f"{result.session.day} session")
@@ -352,6 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import sqlalchemy.exc
 
         if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+            if db.is_connection_error(exc):
+                print(f"error: {redact.redact(str(db.unavailable(exc, '')))}", file=sys.stderr)
+                return DatabaseUnavailable.exit_code
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"error: database: {redact.redact(first)}", file=sys.stderr)
             return 1

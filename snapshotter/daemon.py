@@ -9,10 +9,12 @@ that lacks a complete snapshot of the latest session (or a final one once it clo
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
+from time import monotonic as _monotonic
 from types import FrameType
 from typing import Any
 
@@ -23,6 +25,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from snapshotter import health, pipeline
+from snapshotter.cancel import Cancel
 from snapshotter.config import Config
 from snapshotter.sessions import IST, SETTLE_MARGIN, Session, TradingCalendar, utc_now
 
@@ -34,6 +37,9 @@ MISFIRE_GRACE = 6 * 3600  # seconds: a late run still runs (APScheduler's defaul
 HEARTBEAT_SECONDS = 60
 SLEEP_GAP = timedelta(minutes=3)  # a heartbeat this late means the machine slept
 LOGIN_CHECK_BEFORE_CLOSE = timedelta(hours=1)  # auth: manual accounts' session check
+STALL_SECONDS = 120.0  # a run this long without progress is stuck (without a watchdog)
+STOP_GRACE = 5.0  # seconds in-flight snapshots get to finish after SIGTERM
+STOP_ABANDON = 3.0  # then seconds to record the abandoned ones; under 10 s in all
 
 
 def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
@@ -87,6 +93,10 @@ class Daemon:
         self._last_beat: datetime | None = None
         self._run_lock = threading.Lock()
         self.runs: list[pipeline.RunResult] = []
+        self._cancel: Cancel | None = None
+        self._job_started: float | None = None  # monotonic, while a run is in progress
+        self._last_progress = _monotonic()
+        self._stalled = False
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -96,10 +106,18 @@ class Daemon:
         if self.stopping.is_set():
             return None
         with self._run_lock:
-            result = pipeline.run_snapshot(
-                self.config, self.engine, accounts=accounts, catch_up=True, clock=self.clock,
-                calendar=self.calendar, should_stop=self.stopping.is_set,
-                on_outcome=self._log_outcome)
+            if self.stopping.is_set():
+                return None
+            self._cancel = Cancel()
+            self._job_started = self._last_progress = _monotonic()
+            try:
+                result = pipeline.run_snapshot(
+                    self.config, self.engine, accounts=accounts, catch_up=True,
+                    clock=self.clock, calendar=self.calendar,
+                    should_stop=self.stopping.is_set, cancel=self._cancel,
+                    on_progress=self._progress, on_outcome=self._log_outcome)
+            finally:
+                self._job_started = None
         self.runs.append(result)
         self._after_run(result, attempt, reason)
         return result
@@ -153,9 +171,32 @@ class Daemon:
             if not result.ok:
                 log.error("account %s: %s", result.account, result.message)
 
+    def _progress(self) -> None:
+        self._last_progress = _monotonic()
+
+    def stuck_for(self) -> float | None:
+        """Seconds the run in progress has gone without progress, when over the limit."""
+        if self._job_started is None:
+            return None
+        quiet = _monotonic() - self._last_progress
+        return quiet if quiet > self._stall_limit() else None
+
+    @staticmethod
+    def _stall_limit() -> float:
+        interval = health.watchdog_interval()
+        return max(interval, 1.0) if interval else STALL_SECONDS
+
     def heartbeat(self) -> None:
-        """Watchdog ping; a late heartbeat means the machine slept: catch up."""
-        health.sd_notify("WATCHDOG=1")
+        """Watchdog ping while jobs make progress; a late heartbeat means the machine
+        slept: catch up."""
+        stuck = self.stuck_for()
+        if stuck is None:
+            self._stalled = False
+            health.sd_notify("WATCHDOG=1")
+        elif not self._stalled:
+            self._stalled = True
+            log.error("the snapshot job has made no progress for %.0fs: not feeding "
+                      "systemd's watchdog", stuck)
         now = self.clock()
         last, self._last_beat = self._last_beat, now
         if last is not None and now - last > SLEEP_GAP:
@@ -197,12 +238,26 @@ class Daemon:
         return getattr(job, "next_run_time", None) if job else None
 
     def stop(self) -> None:
-        """Finish the account snapshots in flight, abandon the rest, stop the scheduler."""
+        """Let the account snapshots in flight finish for a few seconds (no new ones
+        start), then abandon them (recorded failed), and stop the scheduler."""
         self.stopping.set()
         health.sd_notify("STOPPING=1")
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=False)
+        if not self._run_lock.acquire(timeout=STOP_GRACE):
+            cancel = self._cancel
+            if cancel is not None:
+                log.info("abandoning the account snapshots still in flight")
+                cancel.cancel(pipeline.SHUTTING_DOWN)
+            if not self._run_lock.acquire(timeout=STOP_ABANDON):
+                log.error("the snapshot job did not end; exiting without it")
+                return
+        self._run_lock.release()
         log.info("daemon stopped")
+
+    @property
+    def job_running(self) -> bool:
+        return self._job_started is not None
 
 
 def run_forever(daemon: Daemon) -> int:
@@ -220,4 +275,9 @@ def run_forever(daemon: Daemon) -> int:
     while not stop.is_set():
         signal.pause()
     daemon.stop()
+    if daemon.job_running:
+        # A job stuck where nothing can interrupt it (a database call, say): its
+        # thread would keep the interpreter from exiting. Exit without it.
+        logging.shutdown()
+        os._exit(0)
     return 0

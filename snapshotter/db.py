@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+from snapshotter.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +102,10 @@ def head_revision(url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
-def upgrade(url: str, engine: sa.Engine | None = None) -> bool:
-    """Apply pending migrations; True when something was applied."""
+def upgrade(url: str, engine: sa.Engine | None = None, *,
+            deadline: float | None = None) -> bool:
+    """Apply pending migrations; True when something was applied. Waits for another
+    process's run lock at most until the monotonic ``deadline``."""
     from snapshotter.locking import run_lock
 
     own = engine is None
@@ -108,7 +113,8 @@ def upgrade(url: str, engine: sa.Engine | None = None) -> bool:
     try:
         if current_revision(engine) == head_revision(url):
             return False
-        with run_lock(url):  # two processes starting together must not both migrate
+        # two processes starting together must not both migrate
+        with run_lock(url, deadline=deadline):
             if current_revision(engine) == head_revision(url):
                 return False
             cfg = alembic_config(url)
@@ -120,3 +126,52 @@ def upgrade(url: str, engine: sa.Engine | None = None) -> bool:
     finally:
         if own:
             engine.dispose()
+
+
+def describe_url(url: str) -> str:
+    """The database as error messages name it: the SQLite path, else the URL with its
+    password hidden."""
+    try:
+        parsed = sa.make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        return "the configured database.url"
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ":memory:"
+        if path.startswith("file:"):  # a URI filename (?uri=true)
+            path = path.removeprefix("file:").split("?", 1)[0]
+        return f"SQLite database {os.path.abspath(path)}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database itself is unreachable or unwritable (not a problem with one record)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def unavailable(exc: BaseException, url: str) -> DatabaseUnavailable:
+    """One line for a database that cannot be reached or written."""
+    from snapshotter import redact
+
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(orig).__name__
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    return DatabaseUnavailable(
+        redact.redact(f"database unreachable or not writable: {describe_url(url)}: {reason}"))
+
+
+def check_writable(engine: sa.Engine, url: str) -> None:
+    """Raise ``DatabaseUnavailable`` unless the database accepts a write (rolled back):
+    checked before any login, since a web login also logs the user out of their browser."""
+    try:
+        with engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+            finally:
+                trans.rollback()
+    except sa.exc.SQLAlchemyError as exc:
+        raise unavailable(exc, url) from None

@@ -19,6 +19,18 @@ class ConfigError(SnapshotterError):
         super().__init__("\n".join(problems))
 
 
+class DatabaseUnavailable(SnapshotterError):
+    """The database cannot be reached or written; the message names it (password hidden)."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class LockTimeout(SnapshotterError):
+    """Another run held the run lock for longer than this run may wait."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
 class KiteError(SnapshotterError):
     """An error answered by Kite (its envelope) or met on the way to it."""
 

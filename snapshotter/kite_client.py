@@ -154,7 +154,9 @@ class KiteClient:
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
         prompt: Prompt | None = None,
+        cancel: Any = None,
     ):
+        self.cancel = cancel
         self.account = account
         self.kite = kite
         self.cache = cache

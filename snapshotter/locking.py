@@ -13,62 +13,100 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from snapshotter.db import normalize_url
+from snapshotter.db import describe_url, normalize_url
+from snapshotter.errors import LockTimeout
 
 log = logging.getLogger(__name__)
 
 # pg_advisory_lock key: any fixed 64-bit number unique to this program.
 ADVISORY_KEY = 0x4B495445_534E4150  # "KITESNAP"
+POLL_SECONDS = 0.5
 
 
 @contextlib.contextmanager
-def run_lock(database_url: str) -> Iterator[None]:
+def run_lock(database_url: str, *, deadline: float | None = None,
+             on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the database's run lock. While another process holds it, poll until the
+    monotonic ``deadline`` (then ``LockTimeout``); ``on_wait`` is called at each poll
+    (it may raise, e.g. when the run is cancelled)."""
     url = sa.make_url(normalize_url(database_url))
+    waiter = _Waiter(describe_url(database_url), deadline, on_wait)
     if url.get_backend_name() == "postgresql":
-        with _pg_lock(url):
+        with _pg_lock(url, waiter):
             yield
     elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        with _file_lock(Path(str(url.database)).with_suffix(".lock")):
+        with _file_lock(Path(str(url.database)).with_suffix(".lock"), waiter):
             yield
     else:
         yield
 
 
+class _Waiter:
+    def __init__(self, where: str, deadline: float | None,
+                 on_wait: Callable[[], None] | None):
+        self.where = where
+        self.deadline = deadline
+        self.on_wait = on_wait
+        self.started = time.monotonic()
+        self.announced = False
+
+    def wait(self) -> None:
+        """One poll interval of waiting for another run's lock, or ``LockTimeout``."""
+        if not self.announced:
+            log.info("another snapshotter run holds the run lock on %s; waiting for it",
+                     self.where)
+            self.announced = True
+        if self.on_wait is not None:
+            self.on_wait()
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            raise LockTimeout(
+                f"another snapshotter run still holds the run lock on {self.where} after "
+                f"{now - self.started:.0f}s; giving up (kite.run_timeout). The next run "
+                "tries again")
+        left = self.deadline - now if self.deadline is not None else POLL_SECONDS
+        time.sleep(max(0.0, min(POLL_SECONDS, left)))
+
+
 @contextlib.contextmanager
-def _pg_lock(url: sa.URL) -> Iterator[None]:
+def _pg_lock(url: sa.URL, waiter: _Waiter) -> Iterator[None]:
     engine = sa.create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
-                               {"k": ADVISORY_KEY}).scalar()
-            if not got:
-                log.info("another snapshotter holds the run lock; waiting for it")
-                conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_KEY})
+            try_lock = sa.text("SELECT pg_try_advisory_lock(:k)")
+            while not conn.execute(try_lock, {"k": ADVISORY_KEY}).scalar():
+                waiter.wait()
             try:
                 yield
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                # The connection may be gone (database lost mid-run): the server dropped
+                # the lock with it.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"),
+                                 {"k": ADVISORY_KEY})
     finally:
-        engine.dispose()
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            engine.dispose()
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _file_lock(path: Path, waiter: _Waiter) -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another snapshotter holds %s; waiting for it", path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waiter.wait()
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

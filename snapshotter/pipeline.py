@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshotter import redact, store
+from snapshotter.cancel import Cancel
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
 from snapshotter.kite_client import TOTP_STEP, KiteClient
@@ -65,8 +66,8 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 
 
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache,
-           clock: Clock) -> tuple[dict[str, Any], int]:
-    client = KiteClient(account, config.kite, cache, clock=clock)
+           clock: Clock, cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
+    client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel)
     try:
         return client.fetch_all(), client.logins
     finally:
@@ -84,15 +85,26 @@ def run_snapshot(
     calendar: TradingCalendar | None = None,
     on_outcome: Callable[[AccountOutcome], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    cancel: Cancel | None = None,
+    deadline: float | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> RunResult:
     """Snapshot every selected account for the latest session that has opened.
 
     Skips an account that has a final snapshot of that session (unless ``force``); with
     ``catch_up`` (the daemon) also one with a complete intraday snapshot while the session
     is still open. Runs under the database's run lock, and decides under it, so replicas
-    sharing one database log in and snapshot once.
+    sharing one database log in and snapshot once. The whole run, waiting for the lock
+    included, ends by the monotonic ``deadline`` (default: now + kite.run_timeout).
+    The daemon's shutdown sets ``should_stop`` (no account starts any more), then, if
+    that is not enough, ``cancel`` (requests in flight are abandoned). ``on_progress`` is
+    called while the run is alive and not stuck (the daemon's watchdog).
     """
     calendar = calendar or calendar_for(config)
+    cancel = cancel or Cancel()
+    if deadline is None:
+        deadline = time.monotonic() + config.kite.run_timeout
+    tick = on_progress or (lambda: None)
     selected = select_accounts(config, accounts)
     outcomes: list[AccountOutcome] = []
 
@@ -101,7 +113,12 @@ def run_snapshot(
         if on_outcome:
             on_outcome(outcome)
 
-    with run_lock(config.database_url):
+    def waiting_for_lock() -> None:
+        tick()
+        cancel.check()
+
+    with run_lock(config.database_url, deadline=deadline, on_wait=waiting_for_lock):
+        tick()
         now = clock()
         calendar.warn_once(now.astimezone(IST).date())
         session = calendar.latest_opened(now)
@@ -117,7 +134,9 @@ def run_snapshot(
                 todo.append(acc)
         todo = _without_rejected_credentials(engine, todo, session, report)
         if todo:
-            _snapshot_accounts(config, engine, todo, session, clock, report, should_stop)
+            run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
+                       should_stop)
+            run.snapshot_accounts(todo)
     return RunResult(session, outcomes)
 
 
@@ -159,30 +178,97 @@ def _counts(snap: Snapshot) -> dict[str, int]:
             "funds": snap.funds_count, "mf_holdings": snap.mf_holdings_count}
 
 
-def _snapshot_accounts(config: Config, engine: sa.Engine, todo: list[AccountConfig],
-                       session: Session, clock: Clock,
-                       report: Callable[[AccountOutcome], None],
-                       should_stop: Callable[[], bool]) -> None:
-    cache = TokenCache(config.state_dir)
-    _respect_other_hosts_totp(engine, cache, [a.user_id for a in todo], clock())
-    workers = min(config.kite.concurrency, len(todo))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account") as pool:
+RUN_DEADLINE = "run deadline"
+SHUTTING_DOWN = "abandoned: the daemon is shutting down"
+POLL_SECONDS = 0.1
+# After cancelling, how long requests in flight get to notice before their accounts are
+# recorded failed without them (their sockets are shut down at once, so this is slack).
+CANCEL_GRACE = 5.0
+
+
+@dataclass
+class _Run:
+    """One run's account snapshots: fetched concurrently, stored here as each ends,
+    all ended by the run's deadline. Polls with time.sleep (no timed thread waits:
+    libfaketime would freeze them)."""
+
+    config: Config
+    engine: sa.Engine
+    session: Session
+    clock: Clock
+    report: Callable[[AccountOutcome], None]
+    cancel: Cancel
+    deadline: float
+    tick: Callable[[], None]
+    should_stop: Callable[[], bool]
+
+    def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
+        config, cancel = self.config, self.cancel
+        cache = TokenCache(config.state_dir)
+        _respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
         started: dict[str, tuple[datetime, float]] = {}
 
         def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
-            if should_stop():
-                return None  # shutting down: abandon accounts not yet started
-            started[acc.user_id] = (clock(), time.perf_counter())
-            return _fetch(acc, config, cache, clock)
+            if cancel.is_set() or self.should_stop():
+                return None  # never started
+            started[acc.user_id] = (self.clock(), time.perf_counter())
+            return _fetch(acc, config, cache, self.clock, cancel)
 
-        futures = {pool.submit(job, acc): acc for acc in todo}
-        for future in as_completed(futures):
-            acc = futures[future]
-            if future.exception() is None and future.result() is None:
-                log.info("account %s: abandoned (shutting down)", acc.user_id)
-                continue
-            taken_at, t0 = started.get(acc.user_id, (clock(), time.perf_counter()))
-            report(_store_one(engine, acc, session, taken_at, t0, future))
+        pool = ThreadPoolExecutor(max_workers=min(config.kite.concurrency, len(todo)),
+                                  thread_name_prefix="account")
+        pending = {pool.submit(job, acc): acc for acc in todo}
+        cancelled_at: float | None = None
+        try:
+            while pending:
+                self.tick()
+                now = time.monotonic()
+                if not cancel.is_set() and now >= self.deadline:
+                    log.error("run deadline: kite.run_timeout (%.0fs) reached with %d "
+                              "account(s) unfinished", config.kite.run_timeout, len(pending))
+                    cancel.cancel(f"{RUN_DEADLINE}: not finished within kite.run_timeout "
+                                  f"({config.kite.run_timeout:.0f}s)")
+                if cancel.is_set() and cancelled_at is None:
+                    cancelled_at = now
+                done = [f for f in pending if f.done()]
+                if not done:
+                    if cancelled_at is not None and now - cancelled_at >= CANCEL_GRACE:
+                        break
+                    time.sleep(POLL_SECONDS)
+                    continue
+                for future in done:
+                    acc = pending.pop(future)
+                    if future.exception() is None and future.result() is None:
+                        self._not_started(acc)
+                        continue
+                    taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
+                    self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
+                                           future))
+        finally:
+            for acc in pending.values():  # still stuck after the grace period
+                self._gave_up(acc, started.get(acc.user_id))
+            pool.shutdown(wait=not pending, cancel_futures=True)
+
+    def _not_started(self, acc: AccountConfig) -> None:
+        reason = self.cancel.reason or ""
+        if not reason.startswith(RUN_DEADLINE):
+            log.info("account %s: abandoned (shutting down)", acc.user_id)
+            return
+        self._gave_up(acc, None)
+
+    def _gave_up(self, acc: AccountConfig, started: tuple[datetime, float] | None) -> None:
+        error = f"account {acc.user_id}: {self.cancel.reason or RUN_DEADLINE}"
+        taken_at, t0 = started or (self.clock(), time.perf_counter())
+        outcome = AccountOutcome(acc.user_id, FAILED, self.session.day, error=error,
+                                 transient=True)
+        try:
+            store.record_failure(self.engine, account=acc.user_id,
+                                 snapshot_date=self.session.day, taken_at=taken_at,
+                                 error=error,
+                                 duration_ms=int((time.perf_counter() - t0) * 1000))
+        except sa.exc.SQLAlchemyError as exc:
+            log.error("account %s: could not record the failure: %s", acc.user_id,
+                      redact.redact(str(exc).splitlines()[0]))
+        self.report(outcome)
 
 
 def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +114,55 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     return subprocess.run(
         [sys.executable, "-m", "snapshotter", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+LOCAL_ONLY = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+
+
+@dataclass
+class Recorder:
+    """A tiny Healthchecks stand-in on 127.0.0.1 that records every request."""
+
+    base_url: str
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    status: int = 200
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def wait(self, count: int, timeout: float = 30) -> list[tuple[str, str, str]]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count and time.monotonic() < deadline:
+            self.event.wait(0.05)
+            self.event.clear()
+        return list(self.requests)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec: Recorder
+
+    class Handler(BaseHTTPRequestHandler):
+        def _record(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode("utf-8", "replace")
+            rec.requests.append((self.command, self.path, body))
+            rec.event.set()
+            self.send_response(rec.status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        do_GET = do_POST = do_HEAD = _record
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec = Recorder(f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
