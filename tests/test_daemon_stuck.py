@@ -1,0 +1,110 @@
+"""The daemon under a stand-in systemd when its job gets stuck: WATCHDOG=1 stops while
+the job makes no progress (so systemd's watchdog can act), and comes back after."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from snapshotter.simulator import KiteSimulator, demo_accounts
+from tests.conftest import LOCAL_ONLY, config_dict, run_cli, write_config
+
+
+class Notifications:
+    """An sd_notify socket, as systemd listens on it."""
+
+    def __init__(self) -> None:
+        self.name = f"snapshotter-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float) -> list[str]:
+        """Messages received during the next ``seconds``."""
+        end, got = time.monotonic() + seconds, []
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                text = self.sock.recv(4096).decode()
+                got.extend(text.splitlines())
+                self.messages.extend((time.monotonic(), t) for t in text.splitlines())
+        return got
+
+    def until(self, message: str, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if message in self.collect(0.2):
+                return True
+        return False
+
+
+@contextlib.contextmanager
+def _block_writes(url: str) -> Iterator[None]:
+    """Another program holding a write lock on the snapshot tables."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(str(parsed.database), timeout=30, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        trans = conn.begin()
+        conn.execute(sa.text("LOCK TABLE holdings IN EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            trans.rollback()
+    engine.dispose()
+
+
+def test_watchdog_starves_while_the_job_is_stuck(database_url: str, tmp_path: Path) -> None:
+    accounts = demo_accounts(2, seed=31)
+    notify = Notifications()
+    with KiteSimulator(accounts, latency=0.5) as sim:
+        data = config_dict(sim, accounts, database_url, tmp_path / "state")
+        cfg = write_config(tmp_path / "config.yaml", data)
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        env = {**os.environ, **LOCAL_ONLY, "NOTIFY_SOCKET": "@" + notify.name,
+               "WATCHDOG_USEC": "2000000"}
+        env.pop("WATCHDOG_PID", None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snapshotter", "--config", str(cfg), "daemon"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            assert notify.until("READY=1", 60)
+            with _block_writes(database_url):
+                # The catch-up job fetches, then cannot store: stuck in the database.
+                deadline = time.monotonic() + 60
+                while sum(p.startswith("/oms/") for _, p, _ in sim.requests_log) < 8:
+                    assert time.monotonic() < deadline, sim.requests_log
+                    time.sleep(0.1)
+                notify.collect(2.5)  # the last feeds from before it got stuck
+                starved = notify.collect(4)
+                assert "WATCHDOG=1" not in starved, starved
+            # Unblocked: the job stores its snapshots and the watchdog is fed again.
+            assert notify.until("WATCHDOG=1", 20)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _out, err = proc.communicate(timeout=30)
+            notify.sock.close()
+    assert "no progress" in err and "Traceback" not in err, err
