@@ -71,9 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + config.kite.run_timeout
     try:
         return _run(args, config, deadline)
-    except SnapshotterError as exc:
+    except Exception as exc:
         # Every failed run pings the failure URL, the database unreachable included.
-        health.ping(config.healthcheck_url, ok=False, message=redact.redact(str(exc)))
+        text = str(exc) if isinstance(exc, SnapshotterError) else type(exc).__name__
+        health.ping(config.healthcheck_url, ok=False, message=redact.redact(text))
         raise
 
 

@@ -24,9 +24,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from snapshotter import health, pipeline
+from snapshotter import db, health, pipeline, redact
 from snapshotter.cancel import Cancel
 from snapshotter.config import Config
+from snapshotter.errors import SnapshotterError
 from snapshotter.sessions import IST, SETTLE_MARGIN, Session, TradingCalendar, utc_now
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,27 @@ class Daemon:
                     clock=self.clock, calendar=self.calendar,
                     should_stop=self.stopping.is_set, cancel=self._cancel,
                     on_progress=self._progress, on_outcome=self._log_outcome)
+            except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
+                self._run_failed(exc, accounts, attempt, reason)
+                return None
             finally:
                 self._job_started = None
         self.runs.append(result)
         self._after_run(result, attempt, reason)
         return result
+
+    def _run_failed(self, exc: Exception, accounts: list[str] | None, attempt: int,
+                    reason: str) -> None:
+        """The whole run failed (database unreachable, another run's lock held too
+        long): one line, the failure ping, and a retry like a transient failure."""
+        if isinstance(exc, sa.exc.SQLAlchemyError):
+            exc = db.unavailable(exc, self.config.database_url) \
+                if db.is_connection_error(exc) else SnapshotterError(
+                    f"database error ({type(exc).__name__})")
+        message = redact.redact(str(exc))
+        log.error("run failed (%s): %s", reason, message)
+        health.ping(self.config.healthcheck_url, ok=False, message=f"{reason}: {message}")
+        self._schedule_retry(accounts, attempt, "run", "the failed run")
 
     def _log_outcome(self, o: pipeline.AccountOutcome) -> None:
         counts = " ".join(f"{k}={v}" for k, v in o.counts.items())
@@ -149,20 +166,26 @@ class Daemon:
         health.ping(self.config.healthcheck_url, ok=not failed,
                     message=f"session {result.session.day} ({reason}): {summary}")
         health.sd_notify(f"STATUS=last run {result.session.day}: {summary}")
+        if retry:
+            day = result.session.day
+            self._schedule_retry(retry, attempt, str(day), f"session {day}")
+
+    def _schedule_retry(self, accounts: list[str] | None, attempt: int, key: str,
+                        what: str) -> None:
         limit = self.config.schedule.retry_attempts
-        if retry and attempt < limit and not self.stopping.is_set():
+        names = ", ".join(accounts) if accounts else "every account"
+        if attempt < limit and not self.stopping.is_set():
             when = self.clock() + timedelta(minutes=self.config.schedule.retry_spacing_minutes)
-            log.info("retrying %s at %s (attempt %d of %d)", ", ".join(retry),
+            log.info("retrying %s at %s (attempt %d of %d)", names,
                      when.astimezone(IST).strftime("%H:%M"), attempt + 1, limit)
             self.scheduler.add_job(
                 self.take_due, DateTrigger(when), kwargs={
-                    "accounts": retry, "attempt": attempt + 1, "reason": "retry"},
-                id=f"retry-{result.session.day}-{attempt + 1}-{'-'.join(retry)}",
+                    "accounts": accounts, "attempt": attempt + 1, "reason": "retry"},
+                id=f"retry-{key}-{attempt + 1}-{'-'.join(accounts or ['all'])}",
                 replace_existing=True,
                 misfire_grace_time=MISFIRE_GRACE, coalesce=True, max_instances=1)
-        elif retry:
-            log.error("giving up on %s for session %s after %d retries", ", ".join(retry),
-                      result.session.day, attempt)
+        elif not self.stopping.is_set():
+            log.error("giving up on %s for %s after %d retries", names, what, attempt)
 
     def check_manual_sessions(self) -> None:
         from snapshotter.login import check_sessions
