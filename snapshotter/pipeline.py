@@ -18,7 +18,7 @@ from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
 from snapshotter.kite_client import TOTP_STEP, KiteClient
 from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
-from snapshotter.normalize import PayloadError, normalize_all
+from snapshotter.normalize import NORMALIZERS, PayloadError, normalize_snapshot
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
 from snapshotter.token_cache import TokenCache, credentials_fingerprint
 
@@ -40,6 +40,7 @@ class AccountOutcome:
     rejected: bool = False  # Kite refused the credentials: never retry automatically
     transient: bool = False
     logins: int = 0
+    warnings: tuple[str, ...] = ()  # answers that parse but look wrong (ledger: warnings)
 
 
 @dataclass
@@ -201,35 +202,47 @@ def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: li
 
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
                t0: float, future: Any) -> AccountOutcome:
+    """Normalize and store one account's answers, or record the failed attempt (with the
+    answers it got). A lost database (``store.is_connection_error``) is raised as is."""
     user = acc.user_id
     final = taken_at >= session.settled
+    payloads: dict[str, Any] | None = None
+    failure: BaseException
     try:
         payloads, logins = future.result()
-        frames = normalize_all(payloads, user, session.day)
+        normalized = normalize_snapshot(payloads, user, session.day)
         duration = int((time.perf_counter() - t0) * 1000)
         stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
                                       taken_at=taken_at, final=final, payloads=payloads,
-                                      frames=frames, duration_ms=duration)
-        return AccountOutcome(user, OK, session.day, final=final, counts=stored.counts,
-                              logins=logins)
-    except (SnapshotterError, PayloadError, sa.exc.SQLAlchemyError) as exc:
-        error = _describe(exc, user)
-        outcome = AccountOutcome(user, FAILED, session.day, error=error,
-                                 rejected=isinstance(exc, LoginRejected),
-                                 transient=isinstance(exc, KiteError) and exc.transient)
+                                      frames=normalized.frames, duration_ms=duration,
+                                      warnings=normalized.warnings)
+        return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
+                              logins=logins, warnings=stored.warnings)
+    except (PayloadError, store.StoreError) as exc:
+        failure, error = exc, redact.redact(
+            str(exc) if isinstance(exc, store.StoreError) else f"account {user}: {exc}")
+    except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
+        if store.is_connection_error(exc):
+            raise
+        failure, error = exc, _describe(exc, user)
     except Exception as exc:  # an account's bug must not stop the others
         log.error("account %s: unexpected %s (details with -v)", user, type(exc).__name__)
         log.debug("account %s: unexpected error", user, exc_info=True)
-        outcome = AccountOutcome(user, FAILED, session.day, error=_describe(exc, user))
+        failure, error = exc, _describe(exc, user)
+    outcome = AccountOutcome(user, FAILED, session.day, error=error,
+                             rejected=isinstance(failure, LoginRejected),
+                             transient=isinstance(failure, KiteError) and failure.transient)
     duration = int((time.perf_counter() - t0) * 1000)
+    answered = payloads if payloads is not None else getattr(failure, "partial_payloads", None)
     try:
         store.record_failure(engine, account=user, snapshot_date=session.day,
                              taken_at=taken_at, error=outcome.error or "", duration_ms=duration,
                              rejected_credentials=credentials_digest(acc)
-                             if outcome.rejected else None)
+                             if outcome.rejected else None,
+                             payloads=_answers(answered))
     except sa.exc.SQLAlchemyError as exc:
-        log.error("account %s: could not record the failure: %s", user,
-                  redact.redact(str(exc).splitlines()[0]))
+        log.error("account %s: could not record the failure in the ledger (%s)", user,
+                  store.error_kind(exc))
     return outcome
 
 
@@ -242,7 +255,8 @@ def _describe(exc: BaseException, account: str) -> str:
     elif isinstance(exc, KiteError):
         text = str(exc)
     elif isinstance(exc, sa.exc.SQLAlchemyError):
-        text = f"account {account}: database error: {str(exc).splitlines()[0]}"
+        # Never the driver's text: it can quote the rows (and their data) it refused.
+        text = f"account {account}: database error while storing ({store.error_kind(exc)})"
     else:
         text = f"account {account}: {type(exc).__name__}: {exc}"
     return redact.redact(text)
@@ -255,15 +269,79 @@ class ReplayResult:
     failures: list[str]
 
 
-def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None) -> ReplayResult:
-    """Re-derive every stored snapshot's rows from its raw payloads (offline)."""
+def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None,
+               calendar: TradingCalendar | None = None) -> ReplayResult:
+    """Re-derive every stored snapshot's rows from its raw payloads (offline); then turn
+    each failed attempt that kept every answer and now normalizes into the complete
+    snapshot of its session, with its original taken_at (unless a complete snapshot of
+    that session was taken later)."""
     snaps = store.snapshots_to_replay(engine, accounts)
     rows, failures = 0, []
     for snap in snaps:
         try:
-            frames = normalize_all(store.raw_payloads(engine, snap.id), snap.account,
-                                   snap.snapshot_date)
-            rows += sum(store.replace_rows(engine, snap.id, frames).values())
-        except (PayloadError, LookupError, sa.exc.SQLAlchemyError) as exc:
-            failures.append(f"account {snap.account} {snap.snapshot_date}: {exc}")
-    return ReplayResult(len(snaps) - len(failures), rows, failures)
+            normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,
+                                            snap.snapshot_date)
+            rows += sum(store.replace_rows(engine, snap.id, normalized.frames,
+                                           normalized.warnings).values())
+        except (PayloadError, LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
+            failures.append(f"account {snap.account} {snap.snapshot_date}: "
+                            f"{_replay_error(exc)}")
+    replayed = len(snaps) - len(failures)
+    recovered, recovered_rows = _recover_failed_attempts(
+        engine, accounts, calendar or TradingCalendar(), failures)
+    return ReplayResult(replayed + recovered, rows + recovered_rows, failures)
+
+
+# -- helpers of _store_one and replay_raw -------------------------------------------------
+
+def _answers(payloads: Any) -> dict[str, Any] | None:
+    """The routes that answered, as the ledger keeps them (None: no answer)."""
+    if not isinstance(payloads, dict):
+        return None
+    return {name: body for name, body in payloads.items() if body is not None} or None
+
+
+def _replay_error(exc: BaseException) -> str:
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        if store.is_connection_error(exc):
+            raise exc
+        return f"database error ({store.error_kind(exc)})"
+    return redact.redact(str(exc))
+
+
+def _settled(calendar: TradingCalendar, day: date) -> datetime:
+    """When the session of ``day`` settled (a regular one when the calendar has none)."""
+    found = calendar.session(day) or TradingCalendar(extra_sessions=[day]).session(day)
+    assert found is not None
+    return found.settled
+
+
+def _recover_failed_attempts(engine: sa.Engine, accounts: Iterable[str] | None,
+                             calendar: TradingCalendar, failures: list[str]) -> tuple[int, int]:
+    recovered = rows = 0
+    for snap in store.failed_attempts_to_replay(engine, NORMALIZERS, accounts):
+        when = f"account {snap.account} {snap.snapshot_date}"
+        try:
+            normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,
+                                            snap.snapshot_date)
+        except PayloadError as exc:
+            log.info("%s: the failed attempt of %s still does not normalize: %s", when,
+                     snap.taken_at.astimezone(IST).strftime("%H:%M IST"), exc)
+            continue
+        try:
+            stored = store.recover_failed(
+                engine, snap.id, frames=normalized.frames, warnings=normalized.warnings,
+                after_close=snap.taken_at >= _settled(calendar, snap.snapshot_date))
+        except (LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
+            failures.append(f"{when}: {_replay_error(exc)}")
+            continue
+        if stored is None:
+            continue  # a complete snapshot of that session was taken later: it stays
+        recovered += 1
+        rows += sum(stored.counts.values())
+        log.info("%s: recovered the failed attempt of %s from its raw payloads (%s)", when,
+                 snap.taken_at.astimezone(IST).strftime("%H:%M IST"),
+                 "final" if stored.final else "not final")
+        for warning in stored.warnings:
+            log.warning("%s", warning)
+    return recovered, rows
