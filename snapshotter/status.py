@@ -77,6 +77,12 @@ def _when(snap: Snapshot) -> str:
     return snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
 
 
+def _kind(a: AccountStatus) -> str:
+    if a.last_complete is not None and a.last_complete.final:
+        return "final"
+    return "not final" if a.warnings else "intraday"
+
+
 def render(report: StatusReport) -> str:
     table = []
     for a in report.accounts:
@@ -85,8 +91,7 @@ def render(report: StatusReport) -> str:
             if a.warnings else ""
         table.append([
             a.account,
-            f"{c.snapshot_date} ({'final' if c.final else 'intraday'}, {_when(c)}{marks})" if c
-            else "never",
+            f"{c.snapshot_date} ({_kind(a)}, {_when(c)}{marks})" if c else "never",
             f"{f.snapshot_date}: {(f.error or '')[:80]}" if f else "-",
             "yes" if a.has_latest else "NO",
         ])
