@@ -85,6 +85,8 @@ def _print_outcome(outcome: object) -> None:
         if outcome.warnings and not outcome.final:
             kind = ("not final because of the warning(s) above: a later run fetches again "
                     "and keeps it once the same answer comes 30 minutes apart")
+        elif outcome.warnings:
+            kind = "final (the same answer came 30 minutes apart: kept, warnings and all)"
         print(f"{outcome.account} {day}: ok, {kind} ({counts})")
 
 
