@@ -117,7 +117,14 @@ def _print_outcome(outcome: object) -> None:
     elif outcome.status == SKIPPED:
         print(f"{outcome.account} {day}: skipped, final snapshot already stored ({counts})")
     else:
+        for warning in outcome.warnings:
+            print(f"warning: {redact.redact(warning)}", file=sys.stderr)
         kind = "final" if outcome.final else "intraday (not final)"
+        if outcome.warnings and not outcome.final:
+            kind = ("not final because of the warning(s) above: a later run fetches again "
+                    "and keeps it once the same answer comes 30 minutes apart")
+        elif outcome.warnings:
+            kind = "final (the same answer came 30 minutes apart: kept, warnings and all)"
         print(f"{outcome.account} {day}: ok, {kind} ({counts})")
 
 

@@ -24,7 +24,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from snapshotter import db, health, pipeline, redact
+from snapshotter import db, health, pipeline, redact, store
 from snapshotter.cancel import Cancel
 from snapshotter.config import Config
 from snapshotter.errors import SnapshotterError
@@ -169,6 +169,7 @@ class Daemon:
         if retry:
             day = result.session.day
             self._schedule_retry(retry, attempt, str(day), f"session {day}")
+        self._confirm_warnings(result, attempt)
 
     def _schedule_retry(self, accounts: list[str] | None, attempt: int, key: str,
                         what: str) -> None:
@@ -186,6 +187,34 @@ class Daemon:
                 misfire_grace_time=MISFIRE_GRACE, coalesce=True, max_instances=1)
         elif not self.stopping.is_set():
             log.error("giving up on %s for %s after %d retries", names, what, attempt)
+
+    def _confirm_warnings(self, result: pipeline.RunResult, attempt: int) -> None:
+        """A snapshot with warnings is complete but not final: after the close, fetch it
+        again once WARNING_CONFIRM_AFTER has passed, when the same answer makes it final."""
+        warned = [o for o in result.outcomes
+                  if o.status == pipeline.OK and o.warnings and not o.final]
+        for o in warned:
+            for warning in o.warnings:
+                log.warning("%s", warning)
+        now = self.clock()
+        recheck = [o.account for o in warned]
+        if not recheck or now < result.session.settled or self.stopping.is_set():
+            return
+        limit = self.config.schedule.retry_attempts
+        if attempt >= limit:
+            log.warning("%s: snapshot of session %s left not final (warnings) after %d "
+                        "retries", ", ".join(recheck), result.session.day, attempt)
+            return
+        when = now + max(store.WARNING_CONFIRM_AFTER,
+                         timedelta(minutes=self.config.schedule.retry_spacing_minutes))
+        log.info("%s: not final because of warnings; fetching again at %s to confirm",
+                 ", ".join(recheck), when.astimezone(IST).strftime("%H:%M"))
+        self.scheduler.add_job(
+            self.take_due, DateTrigger(when), kwargs={
+                "accounts": recheck, "attempt": attempt + 1, "reason": "confirm warnings"},
+            id=f"confirm-{result.session.day}-{attempt + 1}-{'-'.join(recheck)}",
+            replace_existing=True, misfire_grace_time=MISFIRE_GRACE, coalesce=True,
+            max_instances=1)
 
     def check_manual_sessions(self) -> None:
         from snapshotter.login import check_sessions

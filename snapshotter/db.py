@@ -144,10 +144,15 @@ def describe_url(url: str) -> str:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """The database itself is unreachable or unwritable (not a problem with one record)."""
+    """The database could not be reached or written (connection lost, server gone, file
+    read-only or locked), as opposed to refusing the data: worth keeping the payloads and
+    trying again later. PostgreSQL data, constraint, syntax and size errors are not."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return not sqlstate.startswith(("22", "23", "42", "54"))
 
 
 def unavailable(exc: BaseException, url: str) -> DatabaseUnavailable:

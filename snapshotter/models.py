@@ -78,6 +78,9 @@ class Snapshot(Base):
     # secret, app key/secret; the high-entropy TOTP secret makes it useless to guess
     # from), so every replica refuses to try the same credentials again.
     rejected_credentials: Mapped[str | None] = mapped_column(sa.Text)
+    # Answers that parse but look wrong (normalize.normalize_snapshot, store): one plain
+    # sentence per line, naming the account, route and record. NULL when none.
+    warnings: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.CheckConstraint("status IN ('ok', 'failed', 'superseded')", name="status"),
@@ -156,11 +159,12 @@ def _data_table(name: str, columns: dict[str, str], natural_key: tuple[str, ...]
     )
 
 
-holdings = _data_table("holdings", normalize.HOLDING_COLUMNS, ("exchange", "tradingsymbol"))
+holdings = _data_table("holdings", normalize.HOLDING_COLUMNS, normalize.NATURAL_KEYS["holdings"])
 positions = _data_table("positions", normalize.POSITION_COLUMNS,
-                        ("position_type", "exchange", "tradingsymbol", "product"))
-funds = _data_table("funds", normalize.FUNDS_COLUMNS, ("segment",))
-mf_holdings = _data_table("mf_holdings", normalize.MF_COLUMNS, ("folio", "tradingsymbol"))
+                        normalize.NATURAL_KEYS["positions"])
+funds = _data_table("funds", normalize.FUNDS_COLUMNS, normalize.NATURAL_KEYS["funds"])
+mf_holdings = _data_table("mf_holdings", normalize.MF_COLUMNS,
+                          normalize.NATURAL_KEYS["mf_holdings"])
 
 DATA_TABLES: dict[str, sa.Table] = {
     "holdings": holdings, "positions": positions, "funds": funds, "mf_holdings": mf_holdings,

@@ -5,19 +5,27 @@ Kite's field names are kept. Nested objects are flattened (``mtf.quantity`` ->
 fields we do not know yet are kept, as a dict, in the ``extra`` column (JSON in the
 database). Floats are
 rounded to 6 decimals to drop float noise (``0.5999999999999659`` -> ``0.6``).
+
+So that both databases store the same thing: NUL characters (and lone UTF-16 surrogates)
+in any text become U+FFFD; NaN and +-Infinity inside ``extra`` become JSON null; a key
+column longer than ``MAX_KEY_LENGTH`` is a payload error. ``normalize_snapshot`` also
+collapses identical duplicate records (a warning), refuses conflicting ones (an error
+naming the key) and warns of holdings without a ``last_price``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 FLOAT_DECIMALS = 6
@@ -83,15 +91,51 @@ _DTYPES: dict[str, Any] = {"str": "string", "int": "Int64", "float": "Float64",
                            "bool": "boolean", "datetime": DATETIME_DTYPE, "date": object}
 
 
+# table -> the columns that identify a record within one account snapshot (the tables'
+# unique constraints, with account and snapshot_date)
+NATURAL_KEYS: dict[str, tuple[str, ...]] = {
+    "holdings": ("exchange", "tradingsymbol"),
+    "positions": ("position_type", "exchange", "tradingsymbol", "product"),
+    "funds": ("segment",),
+    "mf_holdings": ("folio", "tradingsymbol"),
+}
+# Key columns are indexed: PostgreSQL refuses an index entry over ~2700 bytes, SQLite
+# takes anything; one limit, well above any real symbol, keeps both the same.
+MAX_KEY_LENGTH = 256
+
+
 class PayloadError(ValueError):
     """A payload that cannot be read as Kite's documented shape."""
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8) -> U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def clean_json(value: Any) -> Any:
+    """A copy of a JSON value that every database stores as valid JSON: NaN and
+    +-Infinity -> null, text (keys too) through ``clean_text``."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    return value
 
 
 def _split(record: Mapping[str, Any], fields: Mapping[str, str],
            nested: Mapping[str, Mapping[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Known fields (flattened) and the unknown rest of one record.
 
-    Unknown values are deep-copied so that the frame never shares objects with the payload.
+    Unknown values are copied (``clean_json``) so that the frame never shares objects
+    with the payload.
     """
     row: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -106,11 +150,11 @@ def _split(record: Mapping[str, Any], fields: Mapping[str, str],
                 if child in nested[key]:
                     row[f"{key}_{child}"] = child_value
                 else:
-                    unknown[child] = copy.deepcopy(child_value)
+                    unknown[child] = clean_json(child_value)
             if unknown:
-                extra[key] = unknown
+                extra[clean_text(str(key))] = unknown
         else:
-            extra[key] = copy.deepcopy(value)
+            extra[clean_text(str(key))] = clean_json(value)
     return row, extra
 
 
@@ -194,7 +238,7 @@ def _day(value: Any, name: str) -> date:
 
 
 def _text(value: Any, name: str) -> str:
-    return str(value)
+    return clean_text(str(value))
 
 
 def _column(values: list[Any], kind: str, name: str) -> pd.Series:
@@ -297,7 +341,7 @@ def normalize_margins(raw: Any, account: str, snapshot_date: date) -> pd.DataFra
                 if leaf in known:
                     row[leaf] = value
                 else:
-                    unknown[leaf] = value
+                    unknown[leaf] = clean_json(value)
             if unknown:
                 extra[part] = unknown
         row["segment"] = str(segment)
@@ -322,16 +366,142 @@ TABLES = {"holdings": "holdings", "positions": "positions", "margins": "funds",
           "mf_holdings": "mf_holdings"}
 
 
-def normalize_all(payloads: Mapping[str, Any], account: str,
-                  snapshot_date: date) -> dict[str, pd.DataFrame]:
-    """Every payload of one account snapshot -> {table name: DataFrame}."""
-    out = {}
+def _plain(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars)."""
+    if frame.empty:
+        return []
+    names = list(frame.columns)
+    columns = [[_plain(v) for v in frame[name].tolist()] for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+ROUTES = {table: name for name, table in TABLES.items()}  # table name -> payload name
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = "?" if value is None else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def record_label(table: str, row: Mapping[str, Any]) -> str:
+    """How a message names one record: its route and natural key (``holdings NSE:INFY``)."""
+    def get(name: str) -> str:
+        return _shown(row.get(name))
+
+    if table == "holdings":
+        return f"holdings {get('exchange')}:{get('tradingsymbol')}"
+    if table == "positions":
+        return (f"positions {get('position_type')} {get('exchange')}:{get('tradingsymbol')} "
+                f"{get('product')}")
+    if table == "funds":
+        return f"margins {get('segment')}"
+    return f"mf_holdings {get('tradingsymbol')} (folio {get('folio')})"
+
+
+def _plural(field: str) -> str:
+    return field[:-1] + "ies" if field.endswith("y") else field + "s"
+
+
+def _check_key_lengths(table: str, rows: list[dict[str, Any]]) -> None:
+    for number, row in enumerate(rows, start=1):
+        for column in NATURAL_KEYS[table]:
+            value = row.get(column)
+            if isinstance(value, str) and len(value) > MAX_KEY_LENGTH:
+                raise PayloadError(
+                    f"{ROUTES[table]} record {number} ({record_label(table, row)}): "
+                    f"{column} is {len(value)} characters long, more than the "
+                    f"{MAX_KEY_LENGTH} a key column holds")
+
+
+def _deduplicate(table: str, frame: pd.DataFrame, rows: list[dict[str, Any]],
+                 account: str) -> tuple[pd.DataFrame, list[str]]:
+    """Identical records listed more than once: kept once, with a warning. Records that
+    share a natural key but differ: a PayloadError naming the key and the first field
+    that differs. A key with a NULL part is no key (the databases' unique constraints
+    let such rows be)."""
+    first: dict[tuple[Any, ...], int] = {}
+    repeats: Counter[int] = Counter()
+    dropped: set[int] = set()
+    for index, row in enumerate(rows):
+        key = tuple(row[column] for column in NATURAL_KEYS[table])
+        if any(part is None for part in key):
+            continue
+        seen = first.setdefault(key, index)
+        if seen == index:
+            continue
+        if row != rows[seen]:
+            field = next(c for c in frame.columns if row[c] != rows[seen][c])
+            raise PayloadError(f"{record_label(table, row)} twice with different "
+                               f"{_plural(field)}")
+        repeats[seen] += 1
+        dropped.add(index)
+    if not dropped:
+        return frame, []
+    warnings = [f"account {account}: {record_label(table, rows[index])} listed "
+                f"{count + 1} times, identical (stored once)"
+                for index, count in repeats.items()]
+    keep = [i for i in range(len(rows)) if i not in dropped]
+    return frame.iloc[keep].reset_index(drop=True), warnings
+
+
+def _missing_prices(table: str, rows: list[dict[str, Any]], account: str) -> list[str]:
+    """Holdings without a last_price: stored NULL, valued by the views at close_price
+    (MF holdings, which have no close, at average_price)."""
+    fallback = "close_price" if table == "holdings" else "average_price"
+    warnings = []
+    for row in rows:
+        if row.get("last_price") is None:
+            basis = f"valued at {fallback}" if row.get(fallback) is not None \
+                else f"no {fallback} either: valued at 0"
+            warnings.append(f"account {account}: {record_label(table, row)} has no "
+                            f"last_price ({basis})")
+    return warnings
+
+
+@dataclass(frozen=True)
+class Normalized:
+    frames: dict[str, pd.DataFrame]
+    warnings: tuple[str, ...]  # one plain sentence each, naming account, route and record
+
+
+def normalize_snapshot(payloads: Mapping[str, Any], account: str,
+                       snapshot_date: date) -> Normalized:
+    """Every payload of one account snapshot -> {table name: DataFrame}, and the
+    warnings about answers that parse but look wrong."""
+    frames: dict[str, pd.DataFrame] = {}
+    warnings: list[str] = []
     for name, normalizer in NORMALIZERS.items():
+        table = TABLES[name]
         try:
-            out[TABLES[name]] = normalizer(payloads.get(name), account, snapshot_date)
+            frame = normalizer(payloads.get(name), account, snapshot_date)
+            rows = frame_records(frame)
+            _check_key_lengths(table, rows)
+            frame, duplicates = _deduplicate(table, frame, rows, account)
         except PayloadError as exc:
             message = str(exc)  # some messages already start with the payload's name
             if not message.startswith(name):
                 message = f"{name}: {message}"
             raise PayloadError(message) from exc
-    return out
+        frames[table] = frame
+        warnings += duplicates
+        if table in ("holdings", "mf_holdings"):
+            warnings += _missing_prices(table, frame_records(frame), account)
+    return Normalized(frames, tuple(warnings))
+
+
+def normalize_all(payloads: Mapping[str, Any], account: str,
+                  snapshot_date: date) -> dict[str, pd.DataFrame]:
+    """Every payload of one account snapshot -> {table name: DataFrame}."""
+    return normalize_snapshot(payloads, account, snapshot_date).frames

@@ -8,18 +8,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from snapshotter import redact, store
+from snapshotter import db, redact, spool, store
 from snapshotter.cancel import Cancel
 from snapshotter.config import AccountConfig, Config
-from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
+from snapshotter.errors import DatabaseUnavailable, KiteError, LoginRejected, SnapshotterError
 from snapshotter.kite_client import TOTP_STEP, KiteClient
 from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
-from snapshotter.normalize import PayloadError, normalize_all
+from snapshotter.normalize import NORMALIZERS, PayloadError, normalize_snapshot
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
 from snapshotter.token_cache import TokenCache, credentials_fingerprint
 
@@ -41,6 +42,8 @@ class AccountOutcome:
     rejected: bool = False  # Kite refused the credentials: never retry automatically
     transient: bool = False
     logins: int = 0
+    warnings: tuple[str, ...] = ()  # answers that parse but look wrong (ledger: warnings)
+    spooled: bool = False  # the database was lost: kept in the state dir's spool
 
 
 @dataclass
@@ -52,6 +55,8 @@ class RunResult:
     def exit_code(self) -> int:
         if any(o.rejected for o in self.outcomes):
             return LoginRejected.exit_code
+        if any(o.spooled for o in self.outcomes):
+            return DatabaseUnavailable.exit_code
         return 1 if any(o.status == FAILED for o in self.outcomes) else 0
 
 
@@ -119,6 +124,7 @@ def run_snapshot(
 
     with run_lock(config.database_url, deadline=deadline, on_wait=waiting_for_lock):
         tick()
+        store_spooled(config, engine)
         now = clock()
         calendar.warn_once(now.astimezone(IST).date())
         session = calendar.latest_opened(now)
@@ -201,6 +207,7 @@ class _Run:
     deadline: float
     tick: Callable[[], None]
     should_stop: Callable[[], bool]
+    database_lost: bool = False
 
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
@@ -209,7 +216,7 @@ class _Run:
         started: dict[str, tuple[datetime, float]] = {}
 
         def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
-            if cancel.is_set() or self.should_stop():
+            if cancel.is_set() or self.should_stop() or self.database_lost:
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
             return _fetch(acc, config, cache, self.clock, cancel)
@@ -241,14 +248,24 @@ class _Run:
                         self._not_started(acc)
                         continue
                     taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
-                    self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
-                                           future))
+                    outcome = _store_one(self.engine, acc, self.session, taken_at, t0, future,
+                                         state_dir=config.state_dir,
+                                         database_url=config.database_url)
+                    self.database_lost = self.database_lost or outcome.spooled
+                    self.report(outcome)
         finally:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
 
     def _not_started(self, acc: AccountConfig) -> None:
+        if self.database_lost:
+            # Not logged in: each web login also ends the user's browser session.
+            self.report(AccountOutcome(
+                acc.user_id, FAILED, self.session.day, transient=True, spooled=True,
+                error=f"account {acc.user_id}: not fetched: the database was lost during "
+                      "this run"))
+            return
         reason = self.cancel.reason or ""
         if not reason.startswith(RUN_DEADLINE):
             log.info("account %s: abandoned (shutting down)", acc.user_id)
@@ -286,37 +303,105 @@ def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: li
 
 
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
-               t0: float, future: Any) -> AccountOutcome:
+               t0: float, future: Any, *, state_dir: Path, database_url: str) -> AccountOutcome:
+    """Normalize and store one account's answers, or record the failed attempt (with the
+    answers it got). When the database is lost, the answers go to the spool."""
     user = acc.user_id
     final = taken_at >= session.settled
+    payloads: dict[str, Any] | None = None
+    failure: BaseException
     try:
         payloads, logins = future.result()
-        frames = normalize_all(payloads, user, session.day)
+        normalized = normalize_snapshot(payloads, user, session.day)
         duration = int((time.perf_counter() - t0) * 1000)
         stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
                                       taken_at=taken_at, final=final, payloads=payloads,
-                                      frames=frames, duration_ms=duration)
-        return AccountOutcome(user, OK, session.day, final=final, counts=stored.counts,
-                              logins=logins)
-    except (SnapshotterError, PayloadError, sa.exc.SQLAlchemyError) as exc:
-        error = _describe(exc, user)
-        outcome = AccountOutcome(user, FAILED, session.day, error=error,
-                                 rejected=isinstance(exc, LoginRejected),
-                                 transient=isinstance(exc, KiteError) and exc.transient)
+                                      frames=normalized.frames, duration_ms=duration,
+                                      warnings=normalized.warnings)
+        return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
+                              logins=logins, warnings=stored.warnings)
+    except (PayloadError, store.StoreError) as exc:
+        failure, error = exc, redact.redact(
+            str(exc) if isinstance(exc, store.StoreError) else f"account {user}: {exc}")
+    except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
+        if store.is_connection_error(exc) and payloads is not None:
+            return _spool(acc, session, taken_at, final, payloads, t0, state_dir,
+                          db.unavailable(exc, database_url))
+        failure, error = exc, _describe(exc, user)
     except Exception as exc:  # an account's bug must not stop the others
         log.error("account %s: unexpected %s (details with -v)", user, type(exc).__name__)
         log.debug("account %s: unexpected error", user, exc_info=True)
-        outcome = AccountOutcome(user, FAILED, session.day, error=_describe(exc, user))
+        failure, error = exc, _describe(exc, user)
+    outcome = AccountOutcome(user, FAILED, session.day, error=error,
+                             rejected=isinstance(failure, LoginRejected),
+                             transient=isinstance(failure, KiteError) and failure.transient)
     duration = int((time.perf_counter() - t0) * 1000)
+    answered = payloads if payloads is not None else getattr(failure, "partial_payloads", None)
     try:
         store.record_failure(engine, account=user, snapshot_date=session.day,
                              taken_at=taken_at, error=outcome.error or "", duration_ms=duration,
                              rejected_credentials=credentials_digest(acc)
-                             if outcome.rejected else None)
+                             if outcome.rejected else None,
+                             payloads=_answers(answered))
     except sa.exc.SQLAlchemyError as exc:
-        log.error("account %s: could not record the failure: %s", user,
-                  redact.redact(str(exc).splitlines()[0]))
+        log.error("account %s: could not record the failure in the ledger (%s)", user,
+                  store.error_kind(exc))
     return outcome
+
+
+def _spool(acc: AccountConfig, session: Session, taken_at: datetime, final: bool,
+           payloads: dict[str, Any], t0: float, state_dir: Path,
+           lost: DatabaseUnavailable) -> AccountOutcome:
+    """The database cannot be written: keep the answers for the next run."""
+    user = acc.user_id
+    try:
+        path = spool.save(state_dir, account=user, snapshot_date=session.day,
+                          taken_at=taken_at, final=final, payloads=payloads,
+                          duration_ms=int((time.perf_counter() - t0) * 1000))
+    except OSError as exc:
+        error = (f"account {user}: {lost}; and the spool could not be written "
+                 f"({exc.strerror or type(exc).__name__}): this fetch is lost")
+    else:
+        error = (f"account {user}: {lost}; the answers are kept in {path} and stored by "
+                 "the next run that reaches the database")
+    return AccountOutcome(user, FAILED, session.day, error=redact.redact(error),
+                          transient=True, spooled=True)
+
+
+def store_spooled(config: Config, engine: sa.Engine) -> int:
+    """Store the snapshots a run spooled while the database was lost, with their
+    original taken_at and final flag (oldest first), before anything is fetched. A
+    lost database again leaves the rest spooled (and raises)."""
+    stored = 0
+    for item in spool.pending(config.state_dir):
+        current = store.complete_snapshots(engine, item.snapshot_date,
+                                           [item.account]).get(item.account)
+        if current is not None and current.taken_at >= item.taken_at:
+            log.info("spool: %s has a newer snapshot of %s; dropping %s", item.account,
+                     item.snapshot_date, item.path.name)
+            spool.discard(item)
+            continue
+        try:
+            normalized = normalize_snapshot(item.payloads, item.account, item.snapshot_date)
+            store.store_snapshot(engine, account=item.account,
+                                 snapshot_date=item.snapshot_date, taken_at=item.taken_at,
+                                 final=item.final, payloads=item.payloads,
+                                 frames=normalized.frames, duration_ms=item.duration_ms,
+                                 warnings=normalized.warnings)
+        except (PayloadError, store.StoreError) as exc:
+            log.error("spool: %s", redact.redact(f"account {item.account}: {exc}"))
+            store.record_failure(engine, account=item.account,
+                                 snapshot_date=item.snapshot_date, taken_at=item.taken_at,
+                                 error=redact.redact(f"account {item.account}: {exc}"),
+                                 duration_ms=item.duration_ms,
+                                 payloads=_answers(item.payloads))
+        else:
+            stored += 1
+            log.info("stored the snapshot of %s for session %s fetched at %s, kept in %s",
+                     item.account, item.snapshot_date,
+                     item.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST"), item.path)
+        spool.discard(item)
+    return stored
 
 
 def _describe(exc: BaseException, account: str) -> str:
@@ -328,7 +413,8 @@ def _describe(exc: BaseException, account: str) -> str:
     elif isinstance(exc, KiteError):
         text = str(exc)
     elif isinstance(exc, sa.exc.SQLAlchemyError):
-        text = f"account {account}: database error: {str(exc).splitlines()[0]}"
+        # Never the driver's text: it can quote the rows (and their data) it refused.
+        text = f"account {account}: database error while storing ({store.error_kind(exc)})"
     else:
         text = f"account {account}: {type(exc).__name__}: {exc}"
     return redact.redact(text)
@@ -341,15 +427,79 @@ class ReplayResult:
     failures: list[str]
 
 
-def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None) -> ReplayResult:
-    """Re-derive every stored snapshot's rows from its raw payloads (offline)."""
+def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None,
+               calendar: TradingCalendar | None = None) -> ReplayResult:
+    """Re-derive every stored snapshot's rows from its raw payloads (offline); then turn
+    each failed attempt that kept every answer and now normalizes into the complete
+    snapshot of its session, with its original taken_at (unless a complete snapshot of
+    that session was taken later)."""
     snaps = store.snapshots_to_replay(engine, accounts)
     rows, failures = 0, []
     for snap in snaps:
         try:
-            frames = normalize_all(store.raw_payloads(engine, snap.id), snap.account,
-                                   snap.snapshot_date)
-            rows += sum(store.replace_rows(engine, snap.id, frames).values())
-        except (PayloadError, LookupError, sa.exc.SQLAlchemyError) as exc:
-            failures.append(f"account {snap.account} {snap.snapshot_date}: {exc}")
-    return ReplayResult(len(snaps) - len(failures), rows, failures)
+            normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,
+                                            snap.snapshot_date)
+            rows += sum(store.replace_rows(engine, snap.id, normalized.frames,
+                                           normalized.warnings).values())
+        except (PayloadError, LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
+            failures.append(f"account {snap.account} {snap.snapshot_date}: "
+                            f"{_replay_error(exc)}")
+    replayed = len(snaps) - len(failures)
+    recovered, recovered_rows = _recover_failed_attempts(
+        engine, accounts, calendar or TradingCalendar(), failures)
+    return ReplayResult(replayed + recovered, rows + recovered_rows, failures)
+
+
+# -- helpers of _store_one and replay_raw -------------------------------------------------
+
+def _answers(payloads: Any) -> dict[str, Any] | None:
+    """The routes that answered, as the ledger keeps them (None: no answer)."""
+    if not isinstance(payloads, dict):
+        return None
+    return {name: body for name, body in payloads.items() if body is not None} or None
+
+
+def _replay_error(exc: BaseException) -> str:
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        if store.is_connection_error(exc):
+            raise exc
+        return f"database error ({store.error_kind(exc)})"
+    return redact.redact(str(exc))
+
+
+def _settled(calendar: TradingCalendar, day: date) -> datetime:
+    """When the session of ``day`` settled (a regular one when the calendar has none)."""
+    found = calendar.session(day) or TradingCalendar(extra_sessions=[day]).session(day)
+    assert found is not None
+    return found.settled
+
+
+def _recover_failed_attempts(engine: sa.Engine, accounts: Iterable[str] | None,
+                             calendar: TradingCalendar, failures: list[str]) -> tuple[int, int]:
+    recovered = rows = 0
+    for snap in store.failed_attempts_to_replay(engine, NORMALIZERS, accounts):
+        when = f"account {snap.account} {snap.snapshot_date}"
+        try:
+            normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,
+                                            snap.snapshot_date)
+        except PayloadError as exc:
+            log.info("%s: the failed attempt of %s still does not normalize: %s", when,
+                     snap.taken_at.astimezone(IST).strftime("%H:%M IST"), exc)
+            continue
+        try:
+            stored = store.recover_failed(
+                engine, snap.id, frames=normalized.frames, warnings=normalized.warnings,
+                after_close=snap.taken_at >= _settled(calendar, snap.snapshot_date))
+        except (LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
+            failures.append(f"{when}: {_replay_error(exc)}")
+            continue
+        if stored is None:
+            continue  # a complete snapshot of that session was taken later: it stays
+        recovered += 1
+        rows += sum(stored.counts.values())
+        log.info("%s: recovered the failed attempt of %s from its raw payloads (%s)", when,
+                 snap.taken_at.astimezone(IST).strftime("%H:%M IST"),
+                 "final" if stored.final else "not final")
+        for warning in stored.warnings:
+            log.warning("%s", warning)
+    return recovered, rows

@@ -52,7 +52,9 @@ def _query(engine: sa.Engine, sql: str, params: dict[str, Any]) -> pd.DataFrame:
 
 
 def summary(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
-    """Per account: value on the last session in range, and market P&L / return over it."""
+    """Per account: value on the last session in range, and market P&L / return over it;
+    ``warnings``: that session's snapshot's warnings (answers that looked wrong), one per
+    line, or None."""
     where, params = _where(filters, alias="p")
     inner, _ = _where(filters, alias="q")
     sql = f"""
@@ -86,7 +88,11 @@ def summary(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
         first = _query(engine, """SELECT twr_index FROM pnl_daily
                                   WHERE account = :account AND snapshot_date = :day""",
                        {"account": period["account"], "day": period["first_session"]})
+        warned = _query(engine, """SELECT warnings FROM snapshots WHERE account = :account
+                                   AND snapshot_date = :day AND status = 'ok'""",
+                        {"account": period["account"], "day": period["last_session"]})
         values = last.iloc[0].to_dict()
+        values["warnings"] = warned.iloc[0]["warnings"] if not warned.empty else None
         twr_first = float(first.iloc[0]["twr_index"] or 1.0)
         twr_last = float(values.pop("twr_index") or 1.0)
         rows.append({**period, **values,
@@ -94,7 +100,7 @@ def summary(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
     columns = ["account", "first_session", "last_session", "sessions", "total_value",
                "holdings_value", "mf_value", "cash", "positions_m2m",
                "holdings_unrealised_pnl", "holdings_day_pnl", "cash_flow", "market_pnl",
-               "return_pct", "max_drawdown_pct"]
+               "return_pct", "max_drawdown_pct", "warnings"]
     return pd.DataFrame(rows)[columns]
 
 
@@ -139,6 +145,9 @@ RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
 def _cell(value: Any, column: str) -> Any:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
+    if column == "warnings":  # the texts: `snapshotter status`, or --format json/csv
+        count = len(str(value).splitlines())
+        return f"{count} (see status)"
     if isinstance(value, float):
         return f"{value:.6f}" if column in RATIO_COLUMNS else f"{value:,.2f}"
     return value
@@ -147,7 +156,7 @@ def _cell(value: Any, column: str) -> Any:
 # What `report summary` shows in a terminal (CSV and JSON carry every column).
 SUMMARY_TABLE_COLUMNS = ["account", "last_session", "total_value", "holdings_value",
                          "mf_value", "cash", "holdings_day_pnl", "market_pnl", "return_pct",
-                         "max_drawdown_pct"]
+                         "max_drawdown_pct", "warnings"]
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:

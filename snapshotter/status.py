@@ -23,6 +23,18 @@ class AccountStatus:
     last_failure: Snapshot | None
     has_latest: bool
 
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings of the latest complete snapshot (answers that looked wrong)."""
+        text = self.last_complete.warnings if self.last_complete else None
+        return text.splitlines() if text else []
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Its latest snapshot has warnings and is not final yet (a later fetch checks)."""
+        return bool(self.warnings) and self.last_complete is not None \
+            and not self.last_complete.final
+
 
 @dataclass
 class StatusReport:
@@ -33,7 +45,7 @@ class StatusReport:
 
     @property
     def healthy(self) -> bool:
-        return all(a.has_latest for a in self.accounts)
+        return all(a.has_latest and not a.unconfirmed for a in self.accounts)
 
 
 def _latest(session: OrmSession, account: str, status: str) -> Snapshot | None:
@@ -65,14 +77,21 @@ def _when(snap: Snapshot) -> str:
     return snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
 
 
+def _kind(a: AccountStatus) -> str:
+    if a.last_complete is not None and a.last_complete.final:
+        return "final"
+    return "not final" if a.warnings else "intraday"
+
+
 def render(report: StatusReport) -> str:
     table = []
     for a in report.accounts:
         c, f = a.last_complete, a.last_failure
+        marks = f", {len(a.warnings)} warning{'s' if len(a.warnings) > 1 else ''}" \
+            if a.warnings else ""
         table.append([
             a.account,
-            f"{c.snapshot_date} ({'final' if c.final else 'intraday'}, {_when(c)})" if c
-            else "never",
+            f"{c.snapshot_date} ({_kind(a)}, {_when(c)}{marks})" if c else "never",
             f"{f.snapshot_date}: {(f.error or '')[:80]}" if f else "-",
             "yes" if a.has_latest else "NO",
         ])
@@ -83,4 +102,10 @@ def render(report: StatusReport) -> str:
         lines.append(f"warning: {report.warning}")
     lines.append(tabulate(table, headers=["account", "last complete snapshot", "last failure",
                                           "has latest session"], disable_numparse=True))
+    for a in report.accounts:
+        lines += [f"warning: {w}" for w in a.warnings]
+        if a.unconfirmed:
+            lines.append(f"warning: account {a.account}: that snapshot is not final: a later "
+                         "run fetches again and keeps it once the same answer comes 30 "
+                         "minutes apart")
     return "\n".join(lines)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from snapshotter import views
+from snapshotter.db import is_connection_error
+from snapshotter.errors import SnapshotterError
 from snapshotter.models import (
     DATA_TABLES,
     SNAPSHOT_FAILED,
@@ -25,8 +26,42 @@ from snapshotter.models import (
     Snapshot,
     SnapshotTotals,
 )
+from snapshotter.normalize import NATURAL_KEYS, clean_text, frame_records, record_label
 
 MAX_ERROR_LENGTH = 2000
+# A warned answer seen again this much later (same warnings) is taken as what Kite means.
+WARNING_CONFIRM_AFTER = timedelta(minutes=30)
+# Tables whose emptying, or losing more than half their rows, against the account's
+# previous complete snapshot is a warning.
+SHRINK_CHECKED = ("holdings", "mf_holdings")
+MAX_GONE_NAMED = 5
+
+
+class StoreError(SnapshotterError):
+    """The database refused an account snapshot's rows: one line naming the account and
+    the table (never the driver's text)."""
+
+
+def error_kind(exc: BaseException) -> str:
+    """A database error named without its text (which can quote the data it refused):
+    the driver's exception class, and PostgreSQL's SQLSTATE."""
+    orig = getattr(exc, "orig", None)
+    kind = type(orig or exc).__name__
+    sqlstate = getattr(orig, "sqlstate", None)
+    return f"{kind}, SQLSTATE {sqlstate}" if sqlstate else kind
+
+
+@contextmanager
+def _refused_as_store_error(account: str, table: str) -> Iterator[None]:
+    """normalize makes every row storable on both databases: a database refusing one
+    anyway is a case nobody foresaw, reported as one line naming account and table."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if is_connection_error(exc):
+            raise
+        raise StoreError(f"account {account}: could not store {table}: the database "
+                         f"refused a row ({error_kind(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -36,27 +71,7 @@ class StoredSnapshot:
     snapshot_date: date
     final: bool
     counts: dict[str, int]
-
-
-def _plain(value: Any) -> Any:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars)."""
-    if frame.empty:
-        return []
-    names = list(frame.columns)
-    columns = [[_plain(v) for v in frame[name].tolist()] for name in names]
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    warnings: tuple[str, ...] = ()
 
 
 def complete_snapshots(engine: sa.Engine, snapshot_date: date,
@@ -84,7 +99,7 @@ def _insert_totals(session: Session, snapshot_id: int) -> None:
                     {"first_id": snapshot_id, "last_id": snapshot_id})
 
 
-def _insert_frames(session: Session, snapshot_id: int,
+def _insert_frames(session: Session, account: str, snapshot_id: int,
                    frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
     counts = {}
     for name, table in DATA_TABLES.items():
@@ -92,7 +107,8 @@ def _insert_frames(session: Session, snapshot_id: int,
         for row in rows:
             row["snapshot_id"] = snapshot_id
         if rows:
-            session.execute(sa.insert(table), rows)
+            with _refused_as_store_error(account, name):
+                session.execute(sa.insert(table), rows)
         counts[name] = len(rows)
     return counts
 
@@ -112,6 +128,83 @@ def decompress(body: bytes) -> Any:
     return json.loads(gzip.decompress(body))
 
 
+def _shrink_warnings(session: Session, account: str, snapshot_date: date,
+                     frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Holdings or MF holdings that emptied, or lost more than half their rows, against
+    the account's previous complete snapshot of an earlier session."""
+    previous = session.scalars(
+        sa.select(Snapshot).where(Snapshot.account == account,
+                                  Snapshot.snapshot_date < snapshot_date,
+                                  Snapshot.status == SNAPSHOT_OK)
+        .order_by(Snapshot.snapshot_date.desc()).limit(1)).first()
+    if previous is None:
+        return []
+    warnings = []
+    for name in SHRINK_CHECKED:
+        table = DATA_TABLES[name]
+        before = getattr(previous, f"{name}_count")
+        now = frame_records(frames.get(name, pd.DataFrame()))
+        if not before or len(now) * 2 >= before:
+            continue
+        key = NATURAL_KEYS[name]
+        still = {tuple(row[c] for c in key) for row in now}
+        old = session.execute(sa.select(*(table.c[c] for c in key))
+                              .where(table.c.snapshot_id == previous.id)
+                              .order_by(table.c.id)).all()
+        gone = [record_label(name, dict(zip(key, row, strict=True))).split(" ", 1)[1]
+                for row in old if tuple(row) not in still]
+        named = ", ".join(gone[:MAX_GONE_NAMED])
+        if len(gone) > MAX_GONE_NAMED:
+            named += f" and {len(gone) - MAX_GONE_NAMED} more"
+        warnings.append(f"account {account}: {name} went from {before} rows on "
+                        f"{previous.snapshot_date} to {len(now)} (gone: {named})")
+    return warnings
+
+
+def _confirmed(session: Session, snap: Snapshot) -> bool:
+    """Final despite warnings: a fetch at least WARNING_CONFIRM_AFTER before this one, of
+    the same account and session, saw the very same warnings (so a user who sold
+    everything is not nagged forever)."""
+    first_seen = session.scalar(
+        sa.select(sa.func.min(Snapshot.taken_at)).where(
+            Snapshot.account == snap.account, Snapshot.snapshot_date == snap.snapshot_date,
+            Snapshot.status.in_([SNAPSHOT_OK, SNAPSHOT_SUPERSEDED]),
+            Snapshot.warnings == snap.warnings, Snapshot.id != snap.id))
+    if first_seen is None:
+        return False
+    return snap.taken_at - first_seen >= WARNING_CONFIRM_AFTER
+
+
+def _supersede(session: Session, previous: list[Snapshot]) -> None:
+    if previous:
+        _delete_rows(session, [p.id for p in previous])
+        for p in previous:
+            p.status = SNAPSHOT_SUPERSEDED
+        session.flush()
+
+
+def _fill(session: Session, snap: Snapshot, frames: Mapping[str, pd.DataFrame],
+          warnings: Sequence[str], after_close: bool) -> StoredSnapshot:
+    """A complete snapshot's rows, warnings, final flag, totals and counts."""
+    counts = _insert_frames(session, snap.account, snap.id, frames)
+    found = sorted({*warnings, *_shrink_warnings(session, snap.account, snap.snapshot_date,
+                                                 frames)})
+    snap.warnings = "\n".join(found) or None
+    snap.final = after_close and (not found or _confirmed(session, snap))
+    with _refused_as_store_error(snap.account, "snapshot_totals"):
+        _insert_totals(session, snap.id)
+    _set_counts(snap, counts)
+    return StoredSnapshot(snap.id, snap.account, snap.snapshot_date, snap.final, counts,
+                          tuple(found))
+
+
+def _complete(session: Session, account: str, snapshot_date: date) -> list[Snapshot]:
+    return list(session.scalars(
+        sa.select(Snapshot).where(Snapshot.account == account,
+                                  Snapshot.snapshot_date == snapshot_date,
+                                  Snapshot.status == SNAPSHOT_OK).with_for_update()))
+
+
 def store_snapshot(
     engine: sa.Engine,
     *,
@@ -122,39 +215,46 @@ def store_snapshot(
     payloads: Mapping[str, Any],
     frames: Mapping[str, pd.DataFrame],
     duration_ms: int | None = None,
+    warnings: Sequence[str] = (),
 ) -> StoredSnapshot:
     """All rows of one account snapshot (and its ``snapshot_totals`` row) in one
-    transaction, replacing an earlier one (whose rows and totals are deleted)."""
+    transaction, replacing an earlier one (whose rows and totals are deleted).
+
+    ``final``: taken after the session settled. A snapshot with warnings (``warnings``
+    from normalize, and the shrink check against the previous session) is final only
+    when the same warnings were already seen WARNING_CONFIRM_AFTER earlier."""
     with Session(engine) as session, session.begin():
-        previous = list(session.scalars(
-            sa.select(Snapshot).where(Snapshot.account == account,
-                                      Snapshot.snapshot_date == snapshot_date,
-                                      Snapshot.status == SNAPSHOT_OK).with_for_update()))
-        if previous:
-            _delete_rows(session, [p.id for p in previous])
-            for p in previous:
-                p.status = SNAPSHOT_SUPERSEDED
-            session.flush()
+        _supersede(session, _complete(session, account, snapshot_date))
         snap = Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
-                        status=SNAPSHOT_OK, final=final, duration_ms=duration_ms, source="kite")
+                        status=SNAPSHOT_OK, final=False, duration_ms=duration_ms,
+                        source="kite")
         session.add(snap)
-        session.flush()
-        counts = _insert_frames(session, snap.id, frames)
-        _insert_totals(session, snap.id)
-        _set_counts(snap, counts)
+        with _refused_as_store_error(account, "snapshots"):
+            session.flush()
+        stored = _fill(session, snap, frames, warnings, final)
         session.add_all(RawPayload(snapshot_id=snap.id, name=name, body=compress(body))
                         for name, body in payloads.items())
-        return StoredSnapshot(snap.id, account, snapshot_date, final, counts)
+        with _refused_as_store_error(account, "raw_payloads"):
+            session.flush()
+        return stored
 
 
 def record_failure(engine: sa.Engine, *, account: str, snapshot_date: date,
                    taken_at: datetime, error: str, duration_ms: int | None = None,
-                   rejected_credentials: str | None = None) -> None:
+                   rejected_credentials: str | None = None,
+                   payloads: Mapping[str, Any] | None = None) -> None:
+    """A failed attempt's ledger row, with the raw answers it got (``payloads``), so that
+    ``run --from-raw`` can re-derive it once normalization handles them."""
     with Session(engine) as session, session.begin():
-        session.add(Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
-                             status=SNAPSHOT_FAILED, final=False,
-                             error=error[:MAX_ERROR_LENGTH], duration_ms=duration_ms,
-                             source="kite", rejected_credentials=rejected_credentials))
+        snap = Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
+                        status=SNAPSHOT_FAILED, final=False,
+                        error=clean_text(error)[:MAX_ERROR_LENGTH], duration_ms=duration_ms,
+                        source="kite", rejected_credentials=rejected_credentials)
+        session.add(snap)
+        if payloads:
+            session.flush()
+            session.add_all(RawPayload(snapshot_id=snap.id, name=name, body=compress(body))
+                            for name, body in payloads.items())
 
 
 def rejected_credentials(engine: sa.Engine, accounts: Iterable[str]) -> dict[str, Snapshot]:
@@ -185,16 +285,54 @@ def snapshots_to_replay(engine: sa.Engine, accounts: Iterable[str] | None = None
         return list(session.scalars(query))
 
 
+def failed_attempts_to_replay(engine: sa.Engine, routes: Iterable[str],
+                              accounts: Iterable[str] | None = None) -> list[Snapshot]:
+    """Failed attempts that kept an answer from every one of ``routes`` (a partial
+    answer would re-derive into a snapshot missing parts), oldest first."""
+    names = list(routes)
+    complete = sa.select(RawPayload.snapshot_id).where(RawPayload.name.in_(names)) \
+        .group_by(RawPayload.snapshot_id) \
+        .having(sa.func.count(sa.distinct(RawPayload.name)) == len(names))
+    query = sa.select(Snapshot).where(Snapshot.status == SNAPSHOT_FAILED,
+                                      Snapshot.id.in_(complete)) \
+        .order_by(Snapshot.snapshot_date, Snapshot.taken_at, Snapshot.id)
+    if accounts is not None:
+        query = query.where(Snapshot.account.in_(list(accounts)))
+    with Session(engine, expire_on_commit=False) as session:
+        return list(session.scalars(query))
+
+
 def replace_rows(engine: sa.Engine, snapshot_id: int,
-                 frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    """Re-derive one stored snapshot's rows and totals (``run --from-raw``), in one
-    transaction."""
+                 frames: Mapping[str, pd.DataFrame],
+                 warnings: Sequence[str] = ()) -> dict[str, int]:
+    """Re-derive one stored snapshot's rows, totals and warnings (``run --from-raw``),
+    in one transaction; whether it is final stays as it was."""
     with Session(engine) as session, session.begin():
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_OK:
             raise LookupError(f"snapshot {snapshot_id} is not a complete snapshot")
+        final = snap.final
         _delete_rows(session, [snapshot_id])
-        counts = _insert_frames(session, snapshot_id, frames)
-        _insert_totals(session, snapshot_id)
-        _set_counts(snap, counts)
-        return counts
+        stored = _fill(session, snap, frames, warnings, after_close=True)
+        snap.final = final
+        return stored.counts
+
+
+def recover_failed(engine: sa.Engine, snapshot_id: int, *,
+                   frames: Mapping[str, pd.DataFrame], warnings: Sequence[str],
+                   after_close: bool) -> StoredSnapshot | None:
+    """Turn a failed attempt whose payloads now normalize into the complete snapshot of
+    its session, with its original taken_at (superseding an earlier one); None when the
+    account has a complete snapshot of that session taken later (which stays)."""
+    with Session(engine) as session, session.begin():
+        snap = session.get(Snapshot, snapshot_id, with_for_update=True)
+        if snap is None or snap.status != SNAPSHOT_FAILED:
+            raise LookupError(f"snapshot {snapshot_id} is not a failed attempt")
+        current = _complete(session, snap.account, snap.snapshot_date)
+        if any(c.taken_at >= snap.taken_at for c in current):
+            return None
+        _supersede(session, current)
+        snap.status = SNAPSHOT_OK
+        snap.error = None
+        session.flush()
+        return _fill(session, snap, frames, warnings, after_close)

@@ -79,11 +79,12 @@ One row per account and session with a complete snapshot (a failed or missed ses
 has no row). ``final`` is 1 when the snapshot was taken after the close.
 
 - ``holdings_invested`` = sum((quantity + t1_quantity) * average_price)
-- ``holdings_value`` = sum((quantity + t1_quantity) * last_price)
+- ``holdings_value`` = sum((quantity + t1_quantity) * price), where price = last_price, or
+  close_price when Kite sent none (the ledger's ``warnings`` says so)
 - ``holdings_unrealised_pnl`` = holdings_value - holdings_invested
-- ``holdings_day_pnl`` = sum((quantity + t1_quantity) * (last_price - close_price))
-- ``mf_invested`` = sum(quantity * average_price), ``mf_value`` = sum(quantity * last_price)
-  over the mutual-fund holdings
+- ``holdings_day_pnl`` = sum((quantity + t1_quantity) * (price - close_price))
+- ``mf_invested`` = sum(quantity * average_price), ``mf_value`` = sum(quantity *
+  last_price) over the mutual-fund holdings (average_price for a fund without last_price)
 - ``positions_pnl`` = sum(pnl) over net positions; ``positions_m2m`` = sum(m2m) over net
   positions whose product is not CNC (a CNC buy already shows as a T+1 holding)
 - ``cash`` = sum(cash - payout) and ``cash_flow`` = sum(intraday_payin - payout) over the
@@ -122,7 +123,8 @@ One row per account, session and instrument (exchange, tradingsymbol) held.
 
 - ``quantity`` = quantity + t1_quantity (the holding as Kite shows it; ``t1_quantity``
   is the part bought but not yet delivered)
-- ``average_price``, ``price`` (last_price), ``close_price`` (previous session's close)
+- ``average_price``, ``price`` (last_price; close_price when Kite sent none),
+  ``close_price`` (previous session's close)
 - ``invested`` = quantity * average_price, ``value`` = quantity * price,
   ``unrealised_pnl`` = quantity * (price - average_price),
   ``day_pnl`` = quantity * (price - close_price)
@@ -144,7 +146,8 @@ complete snapshot (``previous_snapshot_date``) to this one (a holding gone count
 ``day`` positions for the instrument (day_sell_price, else sell_price, where the sell
 quantity is > 0), else the previous snapshot's day positions (``price_source`` =
 'day_position'); else (``price_source`` = 'close') the new snapshot's close_price while
-the holding still exists, the old snapshot's last_price when it is gone (or has none).
+the holding still exists, the old snapshot's last_price when it is gone (or has none;
+its close_price when it had no last_price either).
 ``realised_pnl_estimate`` = quantity_sold * (sell_price - the old average_price).
 Only decreases count (a split or bonus raises the quantity: see ``corporate_actions``).
 """,
@@ -162,7 +165,7 @@ Holdings where Kite's own figures disagree with ours (complete snapshots only).
 ``field`` 'pnl': ours = (last_price - average_price) * quantity, kite = pnl;
 ``field`` 'day_change': ours = last_price - close_price (per share), kite = day_change.
 Listed when |ours - kite| > 1 and |ours - kite| > 0.5% of |kite|;
-``difference`` = ours - kite.
+``difference`` = ours - kite. A holding Kite sent without last_price has no row here.
 """,
 }
 

@@ -122,9 +122,10 @@ def test_failed_store_keeps_earlier_snapshot_and_other_accounts(
     pipeline.run_snapshot(config, engine, clock=clock)
     before = _scalar(engine, "SELECT COUNT(*) FROM holdings WHERE account = :a", a=bad)
 
-    # A payload that breaks the natural key: the whole account snapshot must roll back.
+    # A payload that breaks the natural key (one holding twice, with different
+    # quantities): the whole account snapshot must roll back.
     holdings = clocked_sim.portfolio(bad)["holdings"]
-    holdings.append(dict(holdings[0]))
+    holdings.append({**holdings[0], "quantity": holdings[0]["quantity"] + 1})
     clock.set("2026-11-27T14:00:00")
     result = pipeline.run_snapshot(config, engine, clock=clock)
     outcome = {o.account: o for o in result.outcomes}

@@ -504,15 +504,17 @@ def test_0003_backfills_snapshot_totals(database_url: str,
             for table in DATA_TABLES.values():
                 session.execute(sa.delete(table).where(table.c.snapshot_id.in_(snapshot_ids)))
 
-        # The ledger as today's models write it (later revisions added a column).
+        # The ledger as today's models write it (later revisions added columns).
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE snapshots ADD COLUMN rejected_credentials TEXT"))
+            conn.execute(sa.text("ALTER TABLE snapshots ADD COLUMN warnings TEXT"))
         with monkeypatch.context() as m:  # store as it was at 0002: no snapshot_totals
             m.setattr(store, "_insert_totals", lambda session, snapshot_id: None)
             m.setattr(store, "_delete_rows", delete_data_rows)
             load_scenario(engine)
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE snapshots DROP COLUMN rejected_credentials"))
+            conn.execute(sa.text("ALTER TABLE snapshots DROP COLUMN warnings"))
         for batch in generate(accounts=2, n_holdings=12, days=sessions(40, date(2025, 1, 6)),
                               seed=5, first_snapshot_id=1000):
             with engine.begin() as conn:
