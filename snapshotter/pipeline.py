@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshotter import redact, store
+from snapshotter.cancel import Cancel
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected, SnapshotterError
 from snapshotter.kite_client import TOTP_STEP, KiteClient
@@ -65,8 +66,8 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 
 
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache,
-           clock: Clock) -> tuple[dict[str, Any], int]:
-    client = KiteClient(account, config.kite, cache, clock=clock)
+           clock: Clock, cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
+    client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel)
     try:
         return client.fetch_all(), client.logins
     finally:
