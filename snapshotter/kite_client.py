@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlencode, urljoin, urlparse, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import pyotp
 import requests
@@ -165,7 +165,7 @@ class KiteClient:
         self.sleep = _cancellable(sleep, cancel, account.user_id) if cancel else sleep
         self.prompt = prompt
         self.logins = 0
-        self._origins = {_origin(kite.base_url), _origin(kite.api_root)}
+        self._origins = {kite_http.origin(kite.base_url), kite_http.origin(kite.api_root)}
         self.http = kite_http.new_session()
         self.http.headers.update({"User-Agent": USER_AGENT, "X-Kite-Version": KITE_VERSION})
         redact.register(*account.secrets())
@@ -207,9 +207,9 @@ class KiteClient:
         within kite.base_url / kite.api_root."""
         user = self.account.user_id
         for _hop in range(MAX_REDIRECTS + 1):
-            if _origin(url) not in self._origins:
+            if kite_http.origin(url) not in self._origins:
                 raise KiteProtocolError(
-                    f"{label}: Kite redirected to another site ({_origin_text(url)}); "
+                    f"{label}: Kite redirected to another site ({kite_http.origin_text(url)}); "
                     "not following it", account=user)
             if self._cache_mode() == "connect" and url.startswith(self.kite.api_root):
                 app_limiter(self.account.api_key or "").acquire()
@@ -543,26 +543,6 @@ def _cancellable(sleep: Callable[[float], None], cancel: Cancel,
             sleep(seconds)
             cancel.check(account)
     return sleep_unless_cancelled
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    except ValueError:
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
-
-
-def _origin_text(url: str) -> str:
-    """scheme://host[:port] of a URL, never its path or query (they may carry tokens)."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def connect_token_expiry(now: datetime) -> datetime:

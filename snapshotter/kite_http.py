@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -269,3 +270,23 @@ def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str
         return KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
                                  account=account)
     return TransientKiteError(f"cannot reach Kite ({type(exc).__name__})", account=account)
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def origin_text(url: str) -> str:
+    """scheme://host[:port] of a URL, never its path or query (they may carry tokens)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
