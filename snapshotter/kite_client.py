@@ -17,13 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import pyotp
 import requests
-from requests.adapters import HTTPAdapter
 
-from snapshotter import redact
+from snapshotter import kite_http, redact
+from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import (
     InputError,
@@ -56,6 +56,7 @@ CONNECT_SESSION_TOKEN = "/session/token"
 KITE_VERSION = "3"
 USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 TOTP_STEP = 30
+MAX_REDIRECTS = 5  # hops a data GET may follow, within Kite's own origins
 
 Clock = Callable[[], datetime]
 CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
@@ -154,49 +155,42 @@ class KiteClient:
         clock: Clock,
         sleep: Callable[[float], None] = time.sleep,
         prompt: Prompt | None = None,
-        cancel: Any = None,
+        cancel: Cancel | None = None,
     ):
-        self.cancel = cancel
         self.account = account
         self.kite = kite
         self.cache = cache
         self.clock = clock
-        self.sleep = sleep
+        self.cancel = cancel
+        self.sleep = _cancellable(sleep, cancel, account.user_id) if cancel else sleep
         self.prompt = prompt
         self.logins = 0
-        self.http = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8)
-        self.http.mount("http://", adapter)
-        self.http.mount("https://", adapter)
+        self._origins = {kite_http.origin(kite.base_url), kite_http.origin(kite.api_root)}
+        self.http = kite_http.new_session()
         self.http.headers.update({"User-Agent": USER_AGENT, "X-Kite-Version": KITE_VERSION})
         redact.register(*account.secrets())
         self._token: str | None = None
 
     # -- HTTP with retries --------------------------------------------------------------
 
-    def _request(self, method: str, url: str, *, login: bool = False, retry: bool = True,
-                 **kwargs: Any) -> Any:
+    def _request(self, method: str, url: str, label: str, *, login: bool = False,
+                 retry: bool = True, read_redirect: bool = False, **kwargs: Any) -> Any:
+        """Kite's answer to one call, retrying transient failures unless ``retry`` is off.
+
+        With ``read_redirect`` a 3xx answer is returned as the response (its Location is
+        read, not followed).
+        """
         attempts = 1 + (self.kite.retries if retry else 0)
-        limiter = app_limiter(self.account.api_key or "") \
-            if self._cache_mode() == "connect" and url.startswith(self.kite.api_root) else None
         for attempt in range(1, attempts + 1):
-            if limiter:
-                limiter.acquire()
             try:
-                resp = self.http.request(method, url, timeout=self.kite.timeout, **kwargs)
-                if 300 <= resp.status_code < 400 and not kwargs.get("allow_redirects", True):
+                resp = self._exchange(method, url, label, read_redirect=read_redirect, **kwargs)
+                if read_redirect and 300 <= resp.status_code < 400:
                     return resp
                 return _parse_envelope(resp, self.account.user_id, login=login)
+            except Cancelled:
+                raise
             except TransientKiteError as exc:
                 error: KiteError = exc
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
-                error = TransientKiteError(
-                    f"cannot reach Kite ({type(exc).__name__})", account=self.account.user_id)
-            except requests.RequestException as exc:
-                raise KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
-                                        account=self.account.user_id) from None
             if attempt == attempts:
                 raise error
             delay = self.kite.backoff * (2 ** (attempt - 1))
@@ -205,6 +199,38 @@ class KiteClient:
                      redact.redact(str(error.message)), attempt, attempts - 1, delay)
             self.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _exchange(self, method: str, url: str, label: str, *, read_redirect: bool,
+                  **kwargs: Any) -> requests.Response:
+        """One answer, never from another origin: a POST is never redirected (a resent
+        password or TOTP code can lock the account); a GET follows redirects only
+        within kite.base_url / kite.api_root."""
+        user = self.account.user_id
+        for _hop in range(MAX_REDIRECTS + 1):
+            if kite_http.origin(url) not in self._origins:
+                raise KiteProtocolError(
+                    f"{label}: Kite redirected to another site ({kite_http.origin_text(url)}); "
+                    "not following it", account=user)
+            if self._cache_mode() == "connect" and url.startswith(self.kite.api_root):
+                app_limiter(self.account.api_key or "").acquire()
+            resp = kite_http.send(
+                self.http, method, url, timeout=self.kite.timeout,
+                max_bytes=int(self.kite.max_response_mb * 2**20), label=label, account=user,
+                cancel=self.cancel, **kwargs)
+            if not 300 <= resp.status_code < 400 or read_redirect:
+                return resp
+            if method != "GET":
+                raise KiteProtocolError(
+                    f"Kite answered the {label} request with a redirect "
+                    f"(HTTP {resp.status_code}); not following it", account=user)
+            location = resp.headers.get("Location")
+            if not location:
+                raise KiteProtocolError(
+                    f"{label}: Kite answered HTTP {resp.status_code} without a Location",
+                    account=user)
+            url = urljoin(url, location)
+        raise KiteProtocolError(f"{label}: more than {MAX_REDIRECTS} redirects; not "
+                                "following them", account=user)
 
     # -- session handling ----------------------------------------------------------------
 
@@ -329,7 +355,7 @@ class KiteClient:
         if not password and self.prompt is not None:
             password = self.prompt.secret(f"Kite password for {user}: ")
             redact.register(password)
-        data = self._request("POST", f"{base}{WEB_LOGIN}", login=True,
+        data = self._request("POST", f"{base}{WEB_LOGIN}", "login", login=True,
                              data={"user_id": user, "password": password})
         if not isinstance(data, dict) or not data.get("request_id"):
             raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
@@ -345,7 +371,7 @@ class KiteClient:
             code = self.prompt.text(f"6-digit code from your authenticator app for {user}: ")
         redact.register(code)
         # Never retried: a resent code is a replay and may count as a failed 2FA.
-        self._request("POST", f"{base}{WEB_TWOFA}", login=True, retry=False, data={
+        self._request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False, data={
             "user_id": user, "request_id": data["request_id"], "twofa_value": code,
             "twofa_type": twofa_type,
         })
@@ -359,7 +385,8 @@ class KiteClient:
         user, base = self.account.user_id, self.kite.base_url
         api_key = self.account.api_key or ""
         resp = self._request("GET", f"{base}{CONNECT_LOGIN}?" + urlencode(
-            {"v": KITE_VERSION, "api_key": api_key}), login=True, allow_redirects=False)
+            {"v": KITE_VERSION, "api_key": api_key}), "connect/login", login=True,
+            read_redirect=True)
         location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
         sess_id = parse_qs(urlparse(location).query).get("sess_id", [""])[0]
         if not sess_id:
@@ -372,7 +399,7 @@ class KiteClient:
         user, base = self.account.user_id, self.kite.base_url
         resp = self._request("GET", f"{base}{CONNECT_FINISH}?" + urlencode(
             {"v": KITE_VERSION, "api_key": api_key, "sess_id": sess_id}),
-            login=True, allow_redirects=False)
+            "connect/finish", login=True, read_redirect=True)
         location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
         request_token = parse_qs(urlparse(location).query).get("request_token", [""])[0]
         if not request_token:
@@ -401,7 +428,7 @@ class KiteClient:
         checksum = hashlib.sha256((api_key + request_token + api_secret).encode()).hexdigest()
         try:
             data = self._request("POST", f"{self.kite.api_root}{CONNECT_SESSION_TOKEN}",
-                                 login=True, retry=False,
+                                 "session/token", login=True, retry=False,
                                  data={"api_key": api_key, "request_token": request_token,
                                        "checksum": checksum})
         except KiteProtocolError as exc:
@@ -426,25 +453,36 @@ class KiteClient:
 
     # -- data ----------------------------------------------------------------------------
 
-    def get(self, route: str) -> Any:
+    def get(self, route: str, label: str | None = None) -> Any:
         token = self.token()
-        return self._request("GET", self._data_url(route), headers=self._auth_header(token))
+        return self._request("GET", self._data_url(route), label or route,
+                             headers=self._auth_header(token))
 
     def fetch_all(self) -> dict[str, Any]:
-        """All data routes concurrently; on an expired session, log in again once."""
+        """All data routes concurrently; on an expired session, log in again once.
+
+        A failure after some routes answered carries their data as the exception's
+        ``partial_payloads`` (route name -> data).
+        """
         try:
             return self._fetch_routes()
-        except TokenError:
+        except TokenError as exc:
+            answered = getattr(exc, "partial_payloads", None) or {}
             if self.account.auth == "manual":
                 self.cache.clear_token(self.account.user_id)
-                raise LoginRejected(
+                raise _with_partial(LoginRejected(
                     "session expired or ended by Kite: log in again with `snapshotter login "
-                    f"--account {self.account.user_id}`", account=self.account.user_id) from None
-            log.info("account %s: session expired, logging in again", self.account.user_id)
-            self._token = None
-            self.cache.clear_token(self.account.user_id)
+                    f"--account {self.account.user_id}`", account=self.account.user_id),
+                    answered) from None
+        log.info("account %s: session expired, logging in again", self.account.user_id)
+        self._token = None
+        self.cache.clear_token(self.account.user_id)
+        try:
             self.login()
             return self._fetch_routes()
+        except KiteError as exc:
+            raise _with_partial(
+                exc, {**answered, **(getattr(exc, "partial_payloads", None) or {})}) from None
 
     def check_session(self) -> bool:
         """Does the cached session still work? Never logs in (for auth: manual)."""
@@ -454,7 +492,8 @@ class KiteClient:
             return False
         self._token = token
         try:
-            self._request("GET", self._data_url(PROFILE_ROUTE), headers=self._auth_header(token))
+            self._request("GET", self._data_url(PROFILE_ROUTE), "profile",
+                          headers=self._auth_header(token))
         except TokenError:
             return False
         return True
@@ -463,16 +502,47 @@ class KiteClient:
         self.token()
         with ThreadPoolExecutor(max_workers=len(DATA_ROUTES),
                                 thread_name_prefix=f"kite-{self.account.user_id}") as pool:
-            futures = {name: pool.submit(self.get, route) for name, route in DATA_ROUTES.items()}
-            payloads = {name: future.result() for name, future in futures.items()}
-        for name, data in payloads.items():
-            if data is None:  # never store an empty snapshot for a missing answer
-                raise KiteProtocolError(f"{name}: Kite answered success without data",
-                                        account=self.account.user_id)
+            futures = {name: pool.submit(self.get, route, name)
+                       for name, route in DATA_ROUTES.items()}
+        payloads: dict[str, Any] = {}
+        error: BaseException | None = None
+        missing: KiteError | None = None
+        for name, future in futures.items():
+            failure = future.exception()
+            if failure is not None:
+                error = error or failure
+            elif future.result() is None:  # never store an empty snapshot for no answer
+                missing = missing or KiteProtocolError(
+                    f"{name}: Kite answered success without data", account=self.account.user_id)
+            else:
+                payloads[name] = future.result()
+        error = error or missing
+        if error is not None:
+            raise _with_partial(error, payloads)
         return payloads
 
     def close(self) -> None:
         self.http.close()
+
+
+def _with_partial(error: BaseException, payloads: dict[str, Any]) -> BaseException:
+    """``error`` carrying the payloads of the routes that did answer (when any did)."""
+    if payloads and isinstance(error, KiteError):
+        error.partial_payloads = payloads  # type: ignore[attr-defined]
+    return error
+
+
+def _cancellable(sleep: Callable[[float], None], cancel: Cancel,
+                 account: str) -> Callable[[float], None]:
+    """``sleep`` that ends early, raising ``Cancelled``, when the run is cancelled."""
+    def sleep_unless_cancelled(seconds: float) -> None:
+        cancel.check(account)
+        if sleep is time.sleep:
+            cancel.sleep(seconds, account)
+        else:  # an injected clock (tests): sleep, then notice a cancel
+            sleep(seconds)
+            cancel.check(account)
+    return sleep_unless_cancelled
 
 
 def connect_token_expiry(now: datetime) -> datetime:

@@ -6,7 +6,8 @@ network: the web login (``/api/login``, ``/api/twofa``, ``/oms/...`` data routes
 ``/session/token`` and the API routes with ``token api_key:access_token``), Kite's error
 envelopes, TOTP checks with replay rejection and account blocking, a per-app rate limit, and
 injectable faults (5xx, 429, HTML from a proxy, missing ``error_type``, garbage JSON, slow
-answers). Protocol notes: ``PROTOCOL.md`` sections 1-3.
+answers, redirects, bodies that drip one byte at a time, huge bodies). Protocol notes:
+``PROTOCOL.md`` sections 1-3.
 
 Only the standard library's ``http.server`` plus ``pyotp``. Usage::
 
@@ -63,6 +64,9 @@ FAULT_KINDS = (
     "no_error_type",
     "garbage",
     "slow",
+    "redirect",
+    "drip",
+    "huge",
 )
 
 #: 2FA failures (wrong or replayed codes) after which the account is blocked
@@ -608,6 +612,9 @@ class _Fault:
     remaining: int
     kind: str
     path_prefix: str
+    location: str | None = None  # "redirect": where to (default: the request's own URL)
+    status: int | None = None  # "redirect": 3xx status (default 307)
+    user_id: str | None = None  # only requests about this user (as requests_log names them)
 
 
 @dataclass
@@ -616,6 +623,11 @@ class _Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: a streamed body instead of ``body``: written chunk by chunk, ``chunk_delay`` s apart
+    chunks: Iterable[bytes] | None = None
+    chunk_delay: float = 0.0
+    #: the streamed body's Content-Length (None: Transfer-Encoding chunked)
+    length: int | None = None
 
 
 def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
@@ -736,6 +748,9 @@ class _Handler(BaseHTTPRequestHandler):
             cookies=_parse_cookies(self.headers.get("Cookie", "")),
         )
         response = cast(_Server, self.server).sim._respond(request)
+        if response.chunks is not None:
+            self._stream(response)
+            return
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -744,6 +759,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if response.body:
             self.wfile.write(response.body)
+
+    def _stream(self, response: _Response) -> None:
+        """Write a streamed body; stop when the client goes away or the simulator stops."""
+        stopping = cast(_Server, self.server).sim._stopping
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        if response.length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(response.length))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for chunk in response.chunks or ():
+                if response.chunk_delay > 0 and stopping.wait(response.chunk_delay):
+                    return
+                if stopping.is_set():
+                    return
+                if response.length is None:
+                    chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                self.wfile.write(chunk)
+            if response.length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up (a deadline, a size limit): normal here
+            return
 
 
 _LOGIN_PAGE = """<!DOCTYPE html>
@@ -776,6 +818,12 @@ class KiteSimulator:
         self.latency = latency
         #: seconds a "slow" fault waits before answering normally
         self.slow_seconds = 5.0
+        #: seconds between the bytes of a "drip" answer
+        self.drip_seconds = 5.0
+        #: size in MB (2**20 bytes) of a "huge" answer's body
+        self.huge_mb = 20.0
+        #: a "huge" answer without Content-Length (chunked), so only counting can stop it
+        self.huge_chunked = False
         self.host = host
         self.port = port
         self.base_url = ""
@@ -870,18 +918,36 @@ class KiteSimulator:
         with self._lock:
             return self._accounts[user_id].portfolio
 
-    def fail_next(self, count: int, kind: str, path_prefix: str = "/") -> None:
+    def fail_next(
+        self,
+        count: int,
+        kind: str,
+        path_prefix: str = "/",
+        *,
+        location: str | None = None,
+        status: int | None = None,
+        user_id: str | None = None,
+    ) -> None:
         """Answer the next ``count`` requests whose path starts with ``path_prefix`` with a fault.
 
         Kinds: ``FAULT_KINDS``. Rules queue up in call order; the first matching rule is used.
+        With ``user_id``, only requests about that user match (by form field or token).
+        ``redirect`` answers ``status`` (default 307) with ``Location: location`` (default:
+        the request's own path and query, so a client that follows it sends it again);
+        ``drip`` sends the real answer's headers, then its body one byte every
+        ``drip_seconds``; ``huge`` answers a valid success envelope of ``huge_mb`` MB.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         if count < 0:
             raise ValueError("count must be >= 0")
+        if status is not None and not 300 <= status < 400:
+            raise ValueError("a redirect status is 3xx")
         if count:
             with self._lock:
-                self._faults.append(_Fault(count, kind, path_prefix))
+                self._faults.append(
+                    _Fault(count, kind, path_prefix, location, status, user_id)
+                )
 
     def expire_tokens(self, user_id: str | None = None) -> None:
         """Invalidate enctokens, access tokens and unused request tokens (all, or one user's)."""
@@ -915,14 +981,28 @@ class KiteSimulator:
 
     def _respond(self, req: _Request) -> _Response:
         with self._lock:
-            self.requests_log.append((req.method, req.path, self._identify(req)))
-            fault = self._take_fault(req.path)
+            user_id = self._identify(req)
+            self.requests_log.append((req.method, req.path, user_id))
+            fault = self._take_fault(req.path, user_id)
         if self.latency > 0:
             self._stopping.wait(self.latency)
-        if fault == "slow":
+        if fault is not None and fault.kind == "slow":
             self._stopping.wait(self.slow_seconds)
+        elif fault is not None and fault.kind == "drip":
+            answer = self._dispatch_or_error(req)
+            return _Response(
+                answer.status,
+                content_type=answer.content_type,
+                headers=answer.headers,
+                chunks=(answer.body[i : i + 1] for i in range(len(answer.body))),
+                chunk_delay=self.drip_seconds,
+                length=len(answer.body),
+            )
         elif fault is not None:
-            return self._fault_response(fault)
+            return self._fault_response(fault, req)
+        return self._dispatch_or_error(req)
+
+    def _dispatch_or_error(self, req: _Request) -> _Response:
         try:
             return self._dispatch(req)
         except Exception as exc:  # a simulator bug: answer like Kite would, visibly
@@ -948,17 +1028,24 @@ class KiteSimulator:
             return pending[0] if pending else None
         return None
 
-    def _take_fault(self, path: str) -> str | None:
+    def _take_fault(self, path: str, user_id: str | None) -> _Fault | None:
         for fault in self._faults:
-            if path.startswith(fault.path_prefix):
+            if path.startswith(fault.path_prefix) and fault.user_id in (None, user_id):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
-                return fault.kind
+                return copy.copy(fault)
         return None
 
-    @staticmethod
-    def _fault_response(kind: str) -> _Response:
+    def _fault_response(self, fault: _Fault, req: _Request) -> _Response:
+        kind = fault.kind
+        if kind == "redirect":
+            own = req.path + (f"?{urlencode(req.query)}" if req.query else "")
+            location = fault.location or own
+            return _Response(fault.status or 307, b"", "text/html; charset=utf-8",
+                             [("Location", location)])
+        if kind == "huge":
+            return self._huge_response()
         if kind in _FAULT_ENVELOPES:
             status, error_type, message = _FAULT_ENVELOPES[kind]
             return _error(status, error_type, message)
@@ -971,6 +1058,23 @@ class KiteSimulator:
             body = b'{"status": "success", "data": [{"tradingsymbol": "INF'
             return _Response(200, body, "application/json")
         raise AssertionError(kind)
+
+    def _huge_response(self) -> _Response:
+        """``{"status": "success", "data": ["xxx..."]}`` of ``huge_mb`` MB, made as sent."""
+        head, tail = b'{"status": "success", "data": ["', b'"]}'
+        total = max(int(self.huge_mb * 2**20), len(head) + len(tail))
+        padding = total - len(head) - len(tail)
+
+        def chunks() -> Iterable[bytes]:
+            yield head
+            piece = b"x" * 65536
+            left = padding
+            while left > 0:
+                yield piece[: min(left, len(piece))]
+                left -= len(piece)
+            yield tail
+
+        return _Response(200, chunks=chunks(), length=None if self.huge_chunked else total)
 
     def _dispatch(self, req: _Request) -> _Response:
         path = req.path.rstrip("/") or "/"

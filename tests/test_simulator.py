@@ -430,11 +430,74 @@ def test_slow_fault_times_out_then_answers_normally(
     assert time.monotonic() - start >= 0.3
 
 
+def test_redirect_fault_points_back_or_elsewhere_for_one_user(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    victim, other = accounts[0], accounts[1]
+    sim.fail_next(1, "redirect", "/api/login", user_id=victim.user_id)
+    s = requests.Session()
+    r = login(sim, s, other)  # another user's login is not affected
+    assert r.status_code == 200
+    r = s.post(f"{sim.base_url}/api/login?x=1",
+               data={"user_id": victim.user_id, "password": victim.password},
+               allow_redirects=False)
+    assert (r.status_code, r.headers["Location"]) == (307, "/api/login?x=1")
+    sim.fail_next(1, "redirect", "/oms/", location="http://127.0.0.1:9/x", status=302)
+    r = requests.get(sim.base_url + "/oms/user/profile", allow_redirects=False)
+    assert (r.status_code, r.headers["Location"]) == (302, "http://127.0.0.1:9/x")
+    with pytest.raises(ValueError):
+        sim.fail_next(1, "redirect", status=200)
+
+
+def test_drip_fault_sends_the_real_answer_byte_by_byte(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    _, tok = web_login(sim, accounts[0], clock)
+    expected = oms(sim, "/oms/user/margins", tok).content
+    sim.drip_seconds = 0.2
+    sim.fail_next(1, "drip", "/oms/user/margins")
+    start = time.monotonic()
+    with requests.get(
+        sim.base_url + "/oms/user/margins",
+        headers={"Authorization": f"enctoken {tok}"},
+        stream=True,
+        timeout=2,
+    ) as r:
+        assert r.headers["Content-Length"] == str(len(expected))
+        assert r.raw.read(3) == expected[:3]
+    assert 0.5 <= time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_huge_fault_is_a_valid_envelope_of_the_given_size(
+    sim: KiteSimulator, chunked: bool
+) -> None:
+    sim.huge_mb, sim.huge_chunked = 0.5, chunked
+    sim.fail_next(1, "huge", "/oms/portfolio/holdings")
+    r = requests.get(sim.base_url + "/oms/portfolio/holdings")
+    assert len(r.content) == 2**19
+    assert ("Content-Length" in r.headers) is not chunked
+    assert r.json()["status"] == "success"
+
+
+def test_a_dripping_answer_ends_when_the_simulator_stops(accounts: list[SimAccount]) -> None:
+    sim = KiteSimulator(accounts).start()
+    sim.drip_seconds = 30
+    sim.fail_next(1, "drip", "/oms/")
+    with requests.get(sim.base_url + "/oms/user/profile", stream=True, timeout=5) as r:
+        start = time.monotonic()
+        sim.stop()
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            next(r.iter_content(10))
+        assert time.monotonic() - start < 3
+
+
 def test_fail_next_rejects_unknown_kind(sim: KiteSimulator) -> None:
     with pytest.raises(ValueError):
         sim.fail_next(1, "418")
     assert set(FAULT_KINDS) == {
         "500", "502", "503", "504", "429", "token", "html", "no_error_type", "garbage", "slow",
+        "redirect", "drip", "huge",
     }  # fmt: skip
 
 

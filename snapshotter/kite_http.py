@@ -1,0 +1,292 @@
+"""HTTP under the Kite client: one deadline per whole request, cancellation, capped bodies.
+
+requests' ``timeout`` bounds each socket operation, not a request: a server that sends
+one byte every few seconds keeps a request alive forever. Here every request gets a
+deadline; a process-wide reaper thread polls the requests in flight (``time.sleep``, so
+libfaketime works) and shuts down the socket of any request past its deadline or
+cancelled, which wakes the thread blocked reading it at once. Bodies are read here, in
+chunks, and refused past a size limit. Nothing is retried or redirected at this layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
+from urllib3.util.retry import Retry
+
+from snapshotter.cancel import Cancel, Cancelled
+from snapshotter.errors import KiteError, KiteProtocolError, TransientKiteError
+
+REAPER_POLL_SECONDS = 0.1
+CHUNK_BYTES = 64 * 1024
+DEADLINE, CANCELLED = "deadline", "cancelled"
+
+
+class Watch:
+    """One request in flight: its deadline and the connection carrying it."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.reason: str | None = None  # DEADLINE or CANCELLED once aborted
+        self._connection: HTTPConnection | None = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    def attach(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._connection = connection
+            if self.reason is not None:
+                self._shutdown()
+
+    def abort(self, reason: str) -> None:
+        """Shut the request's socket down (again: it may have been created since)."""
+        with self._lock:
+            if self._done:
+                return
+            if self.reason is None:
+                self.reason = reason
+            self._shutdown()
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            self._connection = None
+
+    def _shutdown(self) -> None:
+        conn = self._connection
+        if conn is None:
+            return
+        for sock in (conn.sock, getattr(conn, "_watched_raw_sock", None)):
+            if sock is not None:
+                # The plain socket call, also on a TLS socket: SSLSocket.shutdown would
+                # drop its TLS state under the thread reading it.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_watches: set[Watch] = set()
+_watches_lock = threading.Lock()
+_reaper: threading.Thread | None = None
+_current = threading.local()  # the Watch of the request this thread is sending
+
+
+def _register(watch: Watch) -> None:
+    global _reaper
+    with _watches_lock:
+        _watches.add(watch)
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, name="kite-http-reaper", daemon=True)
+            _reaper.start()
+
+
+def _unregister(watch: Watch) -> None:
+    with _watches_lock:
+        _watches.discard(watch)
+
+
+def _reap() -> None:
+    global _reaper
+    while True:
+        time.sleep(REAPER_POLL_SECONDS)
+        with _watches_lock:
+            if not _watches:
+                _reaper = None
+                return
+            watches = list(_watches)
+        now = time.monotonic()
+        for watch in watches:
+            if watch.reason is not None or now >= watch.deadline:
+                watch.abort(watch.reason or DEADLINE)
+
+
+def _attach(connection: HTTPConnection) -> None:
+    watch: Watch | None = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.attach(connection)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._watched_raw_sock = sock
+        return sock
+
+    def connect(self) -> None:
+        _attach(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._watched_raw_sock = sock  # until TLS wraps it into self.sock
+        return sock
+
+    def connect(self) -> None:
+        _attach(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _attach(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
+    "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    """Connections the reaper can cut; urllib3 never retries nor redirects."""
+
+    def __init__(self) -> None:
+        super().__init__(pool_connections=4, pool_maxsize=8,
+                         max_retries=Retry(total=0, redirect=False, raise_on_redirect=False))
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):  # a SOCKS manager keeps its own pools
+            manager.pool_classes_by_scheme = _POOL_CLASSES
+        return manager
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    adapter = WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def send(session: requests.Session, method: str, url: str, *, timeout: float,
+         max_bytes: int, label: str, account: str, cancel: Cancel | None = None,
+         **kwargs: Any) -> requests.Response:
+    """One request, never redirected, answered whole within ``timeout`` seconds.
+
+    Returns the response with its body read (``resp.content``). Raises ``Cancelled``,
+    ``TransientKiteError`` (deadline, connection trouble) or ``KiteProtocolError``
+    (body over ``max_bytes``, a request requests refuses).
+    """
+    if cancel is not None:
+        cancel.check(account)
+    watch = Watch(time.monotonic() + timeout)
+    handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
+    _register(watch)
+    resp: requests.Response | None = None
+    failure: BaseException | None = None
+    try:
+        if cancel is not None:
+            cancel.check(account)
+        _current.watch = watch
+        try:
+            resp = session.request(method, url, timeout=(timeout, timeout),
+                                   allow_redirects=False, stream=True, **kwargs)
+        finally:
+            _current.watch = None
+        _read_body(resp, max_bytes, label, account)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        failure = exc
+    except BaseException:
+        _end(watch, cancel, handle, resp, reusable=False)
+        raise
+    # Once cut, even an answer that parsed is incomplete (e.g. headers ended by the cut).
+    _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
+    if failure is not None or watch.reason is not None or resp is None:
+        raise _failure(watch, failure, timeout, label, account, cancel)
+    return resp
+
+
+def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Response | None,
+         *, reusable: bool) -> None:
+    watch.finish()
+    _unregister(watch)
+    if cancel is not None:
+        cancel.forget(handle)
+    if resp is not None:
+        if reusable:
+            resp.raw.release_conn()
+        else:  # partly read or cut: never reuse the connection
+            resp.raw.close()
+            resp.close()
+
+
+def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> None:
+    too_large = KiteProtocolError(
+        f"{label}: answer larger than {max_bytes / 2**20:g} MB (kite.max_response_mb); "
+        "not read", account=account)
+    length = resp.headers.get("Content-Length", "").strip()
+    if length.isdigit() and int(length) > max_bytes:
+        raise too_large
+    body = bytearray()
+    # Decoded bytes are counted: a small gzip body must not inflate past the limit.
+    for chunk in resp.raw.stream(CHUNK_BYTES, decode_content=True):
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    resp._content = bytes(body)
+
+
+def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str,
+             account: str, cancel: Cancel | None) -> KiteError:
+    if watch.reason == CANCELLED and cancel is not None:
+        return Cancelled(cancel.reason or "cancelled", account=account)
+    timed_out = isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError) \
+        and not isinstance(exc, requests.ConnectTimeout)
+    if watch.reason == DEADLINE or timed_out:
+        return TransientKiteError(f"{label}: no complete answer within {timeout:g} s",
+                                  account=account)
+    if isinstance(exc, requests.RequestException) and not isinstance(
+            exc, requests.ConnectionError | requests.Timeout
+            | requests.exceptions.ChunkedEncodingError
+            | requests.exceptions.ContentDecodingError):
+        return KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
+                                 account=account)
+    return TransientKiteError(f"cannot reach Kite ({type(exc).__name__})", account=account)
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def origin_text(url: str) -> str:
+    """scheme://host[:port] of a URL, never its path or query (they may carry tokens)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
