@@ -20,7 +20,7 @@ from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
 from snapshotter.normalize import PayloadError, normalize_all
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
-from snapshotter.token_cache import TokenCache, credentials_fingerprint
+from snapshotter.token_cache import TokenCache, credentials_fingerprint, rejection_advice
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,10 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
             when = snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
             keys = "password/totp_secret" + (
                 "/api_key/api_secret" if acc.auth == "connect" else "")
+            advice = rejection_advice(acc.user_id, keys, snap.error)
             report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True, error=(
                 f"account {acc.user_id}: Kite rejected these credentials at {when}; not "
-                f"trying again to avoid locking the account. Fix {keys} in the config; "
-                "the next run tries the new ones")))
+                f"trying again to avoid locking the account: {advice}")))
         else:
             keep.append(acc)
     return keep
@@ -238,7 +238,7 @@ def _describe(exc: BaseException, account: str) -> str:
         text = str(exc)
         if exc.error_type in ("UserException", "TwoFAException", "InputException"):
             text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
-                     "check password/totp_secret in the config")
+                     + rejection_advice(account, "password/totp_secret", exc.message))
     elif isinstance(exc, KiteError):
         text = str(exc)
     elif isinstance(exc, sa.exc.SQLAlchemyError):
