@@ -117,12 +117,12 @@ def _forget_rejection(engine: sa.Engine | None, acc: AccountConfig,
                       was_rejected: bool) -> str:
     """Clear the ledger's copy of a rejection (the cache's went with the login); what to
     tell the person about it."""
-    cleared = "; the remembered rejection is cleared: scheduled runs use these credentials again"
+    cleared = "; the remembered rejection is cleared"
     if engine is None:
-        if acc.auth == "manual":
+        if acc.auth == "manual":  # runs never log a manual account in: no ledger copy
             return cleared if was_rejected else ""
-        return ("; the database could not be opened, so a rejection the ledger remembers "
-                "stays: run this again once the database is reachable")
+        return ("; the database could not be opened, so a rejection the ledger may remember "
+                "was not cleared: run this again once the database is reachable")
     try:
         rows = store.clear_rejected_credentials(engine, acc.user_id)
     except sa.exc.SQLAlchemyError as exc:
