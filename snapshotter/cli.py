@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
 
 import sqlalchemy as sa
@@ -192,18 +192,38 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _database_if_reachable(args: argparse.Namespace,
+                           ) -> Iterator[tuple[Config, sa.Engine | None]]:
+    """As _database, but a database that cannot be opened gives None and a warning."""
+    with ExitStack() as stack:
+        try:
+            config, engine = stack.enter_context(_database(args))
+        except ConfigError:
+            raise
+        except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("cannot open the database (%s); logging in without it",
+                        redact.redact(first))
+            yield load_config(args.config), None
+            return
+        yield config, engine
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from snapshotter import login
     from snapshotter.sessions import utc_now
 
-    config = _config(args)
     if args.check:
+        config = _config(args)
         results = login.check_sessions(config, args.account or None, utc_now)
         if not results:
             print("no account uses auth: manual")
     else:
-        results = login.login_accounts(config, args.account or None, login.TerminalPrompt(),
-                                       utc_now)
+        # The database holds the ledger's copy of a rejection, which a login clears.
+        with _database_if_reachable(args) as (config, engine):
+            results = login.login_accounts(config, args.account or None,
+                                           login.TerminalPrompt(), utc_now, engine)
         if not results:
             print("no account uses auth: manual; name one with --account to log it in now")
     for r in results:

@@ -152,6 +152,7 @@ class _Problems:
     def __init__(self, source: str):
         self.source = source
         self.lines: list[str] = []
+        self.warnings: list[str] = []
         self._reported: set[str] = set()
         self._user_ids: dict[int, str] = {}
 
@@ -163,11 +164,16 @@ class _Problems:
         if key in self._reported:
             return
         self._reported.add(key)
-        shown = key
+        self.lines.append(f"{self.source}: {self._shown(key)}: {message}")
+
+    def _shown(self, key: str) -> str:
         m = re.match(r"accounts\[(\d+)\]", key)
         if m and int(m.group(1)) in self._user_ids:
-            shown = f"{m.group(0)} ({self._user_ids[int(m.group(1))]}){key[m.end():]}"
-        self.lines.append(f"{self.source}: {shown}: {message}")
+            return f"{m.group(0)} ({self._user_ids[int(m.group(1))]}){key[m.end():]}"
+        return key
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f"{self.source}: {self._shown(key)}: {message}")
 
     def unknown(self, where: str, key: str, known: set[str], present: Any) -> None:
         hint = difflib.get_close_matches(key, sorted(known), n=1)
@@ -294,6 +300,11 @@ def _read_secret_file(path_value: Any, key: str, problems: _Problems) -> Secret 
     if not text:
         problems.add(key, f"{shown} is empty")
         return None
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+            problems.warn(key, f"{path} holds a secret and is readable by group/others; run "
+                          f"`chmod 600 {path}`" if shown == str(path) else "the file it names "
+                          "holds a secret and is readable by group/others; chmod 600 it")
     return Secret(text)
 
 
@@ -508,7 +519,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         path=path, database_url=database_url, accounts=tuple(accounts), kite=kite,
         state_dir=state_dir, timezone=tz, schedule=schedule, calendar=calendar,
         healthcheck_url=str(raw["healthcheck_url"]) if raw.get("healthcheck_url") else None,
-        log_level=log_level,
+        log_level=log_level, warnings=tuple(problems.warnings),
     )
 
 
@@ -549,7 +560,7 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     config = parse_config(raw, str(path), path, read_secret_files)
-    warnings: list[str] = []
+    warnings: list[str] = list(config.warnings)
     if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(
             f"{path}: holds a literal secret and is readable by group/others; "

@@ -59,9 +59,23 @@ def _use_wal(cursor: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file 0600 before SQLite does (it would use 0644 under
+    the usual umask); SQLite gives its -wal and -shm files the database file's mode."""
+    database = sa.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # exists already, or its directory is missing: SQLite reports that
+        return
+    os.close(fd)
+
+
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        _create_private_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @sa.event.listens_for(engine, "connect")

@@ -273,7 +273,9 @@ class KiteClient:
                     f"`snapshotter login --account {user}`", account=user)
             raise LoginRejected(
                 f"no valid session: run `snapshotter login --account {user}`", account=user)
-        if not manual:
+        if not manual and self.prompt is None:
+            # Scheduled runs never retry rejected credentials; `snapshotter login` (a person
+            # at the prompt) is a deliberate try, and its success clears the rejection.
             self._refuse_after_rejection()
         try:
             if manual and self._cache_mode() == "connect":
@@ -305,15 +307,17 @@ class KiteClient:
                                        a.api_secret, *app)
 
     def _refuse_after_rejection(self) -> None:
+        from snapshotter.token_cache import rejection_advice
+
         entry = self.cache.load(self.account.user_id)
         if entry.rejected_at and entry.rejected_fingerprint == self._fingerprint(entry):
             keys = "password/totp_secret" + (
                 "/api_key/api_secret" if self._cache_mode() == "connect" else "")
+            advice = rejection_advice(self.account.user_id, keys, entry.rejected_reason)
             raise LoginRejected(
                 f"Kite rejected these credentials at {entry.rejected_at} "
-                f"({entry.rejected_reason}); not trying again to avoid locking the account. "
-                f"Fix {keys} in the config; the next run tries the new ones",
-                account=self.account.user_id)
+                f"({entry.rejected_reason}); not trying again to avoid locking the account: "
+                f"{advice}", account=self.account.user_id)
 
     def _remember_rejection(self, exc: LoginRejected) -> None:
         entry = self.cache.load(self.account.user_id)

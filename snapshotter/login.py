@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from snapshotter import health, redact
+import sqlalchemy as sa
+
+from snapshotter import health, redact, store
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected
 from snapshotter.kite_client import KiteClient, Prompt
-from snapshotter.pipeline import select_accounts
+from snapshotter.pipeline import _respect_other_hosts_totp, select_accounts
 from snapshotter.sessions import IST
 from snapshotter.token_cache import TokenCache
+
+log = logging.getLogger(__name__)
 
 
 class TerminalPrompt:
@@ -71,31 +76,59 @@ def _targets(config: Config, user_ids: list[str] | None) -> list[AccountConfig]:
 
 
 def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
-                   clock: Callable[[], datetime]) -> list[LoginResult]:
+                   clock: Callable[[], datetime],
+                   engine: sa.Engine | None = None) -> list[LoginResult]:
+    """Log each account in now. A person at the prompt is a deliberate try, so credentials
+    Kite rejected before are tried again; success clears the rejection from the session
+    cache and from the ledger (``engine``; None when the database could not be opened)."""
     cache = TokenCache(config.state_dir)
+    targets = _targets(config, user_ids)
+    if engine is not None and targets:
+        try:  # a session a run just made must not see its TOTP step sent again
+            _respect_other_hosts_totp(engine, cache, [a.user_id for a in targets], clock())
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("could not read recent attempts from the database: %s",
+                        redact.redact(str(exc).splitlines()[0]))
     results = []
-    for acc in _targets(config, user_ids):
+    for acc in targets:
         # The cached session stays until the new one replaces it: a mistyped code or a bad
-        # paste must not throw away a session that still works. A web/connect account's
-        # rejected credentials stay refused until the config changes (the client checks).
-        if acc.auth == "manual":  # a person types the credentials: forget a rejection
-            cache.update(acc.user_id, rejected_at=None, rejected_fingerprint=None,
-                         rejected_reason=None)
+        # paste must not throw away a session that still works.
         client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
         try:
+            was_rejected = cache.load(acc.user_id).rejected_at is not None
             client.login()
             entry = cache.load(acc.user_id)
             until = "until Kite ends it"
             if entry.expires_at:
                 expiry = datetime.fromisoformat(entry.expires_at).astimezone(IST)
                 until = f"until {expiry:%Y-%m-%d %H:%M} IST"
-            results.append(LoginResult(acc.user_id, True, f"logged in; session cached {until}"))
+            message = f"logged in; session cached {until}"
+            message += _forget_rejection(engine, acc, was_rejected)
+            results.append(LoginResult(acc.user_id, True, message))
         except KiteError as exc:
             results.append(LoginResult(acc.user_id, False, _describe(exc, acc.user_id),
                                        rejected=isinstance(exc, LoginRejected)))
         finally:
             client.close()
     return results
+
+
+def _forget_rejection(engine: sa.Engine | None, acc: AccountConfig,
+                      was_rejected: bool) -> str:
+    """Clear the ledger's copy of a rejection (the cache's went with the login); what to
+    tell the person about it."""
+    cleared = "; the remembered rejection is cleared"
+    if engine is None:
+        if acc.auth == "manual":  # runs never log a manual account in: no ledger copy
+            return cleared if was_rejected else ""
+        return ("; the database could not be opened, so a rejection the ledger may remember "
+                "was not cleared: run this again once the database is reachable")
+    try:
+        rows = store.clear_rejected_credentials(engine, acc.user_id)
+    except sa.exc.SQLAlchemyError as exc:
+        first = redact.redact(str(exc).splitlines()[0])
+        return f"; could not clear a rejection the ledger remembers ({first}): run this again"
+    return cleared if rows or was_rejected else ""
 
 
 def check_sessions(config: Config, user_ids: list[str] | None,

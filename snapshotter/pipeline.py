@@ -21,8 +21,9 @@ from snapshotter.kite_client import TOTP_STEP, KiteClient
 from snapshotter.locking import run_lock
 from snapshotter.models import Snapshot
 from snapshotter.normalize import NORMALIZERS, PayloadError, normalize_snapshot
+from snapshotter.private_files import StatePathError
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
-from snapshotter.token_cache import TokenCache, credentials_fingerprint
+from snapshotter.token_cache import TokenCache, credentials_fingerprint, rejection_advice
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,10 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
             when = snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
             keys = "password/totp_secret" + (
                 "/api_key/api_secret" if acc.auth == "connect" else "")
+            advice = rejection_advice(acc.user_id, keys, snap.error)
             report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True, error=(
                 f"account {acc.user_id}: Kite rejected these credentials at {when}; not "
-                f"trying again to avoid locking the account. Fix {keys} in the config; "
-                "the next run tries the new ones")))
+                f"trying again to avoid locking the account: {advice}")))
         else:
             keep.append(acc)
     return keep
@@ -358,9 +359,10 @@ def _spool(acc: AccountConfig, session: Session, taken_at: datetime, final: bool
         path = spool.save(state_dir, account=user, snapshot_date=session.day,
                           taken_at=taken_at, final=final, payloads=payloads,
                           duration_ms=int((time.perf_counter() - t0) * 1000))
-    except OSError as exc:
+    except (OSError, StatePathError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
         error = (f"account {user}: {lost}; and the spool could not be written "
-                 f"({exc.strerror or type(exc).__name__}): this fetch is lost")
+                 f"({why or type(exc).__name__}): this fetch is lost")
     else:
         error = (f"account {user}: {lost}; the answers are kept in {path} and stored by "
                  "the next run that reaches the database")
@@ -409,7 +411,7 @@ def _describe(exc: BaseException, account: str) -> str:
         text = str(exc)
         if exc.error_type in ("UserException", "TwoFAException", "InputException"):
             text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
-                     "check password/totp_secret in the config")
+                     + rejection_advice(account, "password/totp_secret", exc.message))
     elif isinstance(exc, KiteError):
         text = str(exc)
     elif isinstance(exc, sa.exc.SQLAlchemyError):

@@ -15,12 +15,17 @@ _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
-# Shapes of secrets we might see before they were registered (e.g. in a URL or header).
+# Shapes of secrets we might see before they were registered (e.g. in a URL or header):
+# a key, then its value. Only the value is masked, and only where a value stands.
 _GENERIC = re.compile(
-    r"(?i)(enctoken[= ]|authorization: ?(?:enctoken|token) |access_token=|request_token=|"
-    r"password=|twofa_value=|\"(?:access_token|enctoken|password|twofa_value)\": ?\")"
+    r"(?i)(enctoken=|authorization['\"]?: ?['\"]?(?:enctoken|token) |access_token=|"
+    r"request_token=|password=|twofa_value=|"
+    r"\"(?:access_token|enctoken|password|twofa_value)\": ?\")"
     r"([^\s&\"',;]+)"
 )
+# "enctoken VALUE" outside a header: masked when VALUE looks like a token (8+ characters
+# with a digit, capital or base64 sign), never an ordinary word ("no enctoken cookie").
+_AFTER_WORD = re.compile(r"\b((?i:enctoken) )(?=[^\s&\"',;]*[0-9A-Z+/=:])([^\s&\"',;]{8,})")
 
 
 def register(*values: str | None) -> None:
@@ -38,7 +43,8 @@ def redact(text: str) -> str:
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub("***", text)
-    return _GENERIC.sub(lambda m: m.group(1) + "***", text)
+    text = _GENERIC.sub(lambda m: m.group(1) + "***", text)
+    return _AFTER_WORD.sub(lambda m: m.group(1) + "***", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -8,12 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+
+from snapshotter.private_files import (
+    StatePathError,
+    private_dir,
+    read_private_text,
+    write_private_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,42 +41,21 @@ def spool_dir(state_dir: Path) -> Path:
     return Path(state_dir) / SPOOL_DIR
 
 
-def _private_dir(path: Path) -> Path:
-    if path.is_symlink():
-        raise OSError(f"{path} is a symlink; refusing to write the spool through it")
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.stat().st_mode & 0o077:
-        log.warning("%s was readable by others; made it private (0700)", path)
-        os.chmod(path, 0o700)
-    return path
-
-
 def save(state_dir: Path, *, account: str, snapshot_date: date, taken_at: datetime,
          final: bool, payloads: dict[str, Any], duration_ms: int | None) -> Path:
     """Write one fetched snapshot to the spool (atomically, 0600); returns its path."""
-    directory = _private_dir(spool_dir(state_dir))
+    directory = private_dir(spool_dir(state_dir))
     safe = "".join(ch for ch in account if ch.isalnum() or ch in "-_")
     path = directory / f"{safe}-{snapshot_date}-{taken_at:%Y%m%dT%H%M%S%f%z}.json"
     body = {"format": FORMAT, "account": account, "snapshot_date": snapshot_date.isoformat(),
             "taken_at": taken_at.isoformat(), "final": final, "duration_ms": duration_ms,
             "payloads": payloads}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_private_text(path, json.dumps(body, separators=(",", ":")))
     return path
 
 
 def _load(path: Path) -> Spooled:
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = json.loads(read_private_text(path))
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError("not a spooled snapshot")
     taken_at = datetime.fromisoformat(str(raw["taken_at"]))
@@ -94,15 +78,9 @@ def pending(state_dir: Path) -> list[Spooled]:
         return []
     found = []
     for path in sorted(directory.glob("*.json")):
-        if path.is_symlink():
-            log.warning("spool: ignoring %s (a symlink)", path)
-            continue
-        if path.stat().st_mode & 0o077:
-            log.warning("%s was readable by others; made it private (0600)", path)
-            os.chmod(path, 0o600)
         try:
             found.append(_load(path))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (StatePathError, OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("spool: cannot read %s (%s); left in place", path, type(exc).__name__)
     return sorted(found, key=lambda s: s.taken_at)
 

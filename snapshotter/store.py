@@ -336,3 +336,15 @@ def recover_failed(engine: sa.Engine, snapshot_id: int, *,
         snap.error = None
         session.flush()
         return _fill(session, snap, frames, warnings, after_close)
+
+
+def clear_rejected_credentials(engine: sa.Engine, account: str) -> int:
+    """Forget the ledger's record that Kite rejected ``account``'s credentials (after a
+    successful `snapshotter login`), so the next run tries them again; the failed rows
+    and their error text stay. Returns the number of rows changed."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(Snapshot).where(Snapshot.account == account,
+                                      Snapshot.rejected_credentials.is_not(None))
+            .values(rejected_credentials=None))
+        return int(result.rowcount or 0)

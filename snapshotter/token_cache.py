@@ -4,21 +4,40 @@ Holds the session token (so a same-day re-run does not log in again), the last T
 step submitted (so the same 30 s code is never sent twice, even across processes),
 and a marker left when Kite rejected the credentials (so a scheduled run does not
 retry a wrong password or code and lock the account).
+
+A file that cannot be read, is not a JSON object or holds bad fields gets one warning
+naming it and counts as no cached session: the run logs in afresh, and the lockout
+guards still hold through the ledger's copy (pipeline: recent attempts' TOTP steps and
+the rejected credentials' digest). A symlink in place of the directory or a file is
+refused (see private_files).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass
+import logging
+import threading
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from snapshotter import redact
+from snapshotter.private_files import (
+    StatePathError,
+    private_dir,
+    private_file_check,
+    read_private_text,
+    write_private_text,
+)
+
+log = logging.getLogger(__name__)
+
+# The session itself: dropped whole when any field of the file is bad. The other fields
+# (TOTP step, rejection marker) are lockout guards, each kept when it is valid.
+SESSION_FIELDS = ("mode", "token", "created_at", "expires_at")
+_TIMESTAMPS = ("created_at", "expires_at", "rejected_at")
 
 
 @dataclass
@@ -36,44 +55,106 @@ class CachedSession:
     def valid_token(self, mode: str, now: datetime) -> str | None:
         if not self.token or self.mode != mode:
             return None
-        if self.expires_at and datetime.fromisoformat(self.expires_at) <= now:
-            return None
+        if self.expires_at:
+            expires = _aware(self.expires_at)
+            if expires is None or expires <= now:
+                return None
         return self.token
+
+
+def _aware(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else None
+
+
+def _valid(name: str, value: Any) -> bool:
+    if name == "last_totp_step":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if name == "mode":
+        return isinstance(value, str)
+    if value is None:
+        return True
+    if name in _TIMESTAMPS:
+        return isinstance(value, str) and _aware(value) is not None
+    return isinstance(value, str)
+
+
+_warned: dict[str, str] = {}  # path -> the problem already reported for its content
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: Path, key: str, problem: str) -> None:
+    with _warned_lock:
+        if _warned.get(str(path)) == key:
+            return
+        _warned[str(path)] = key
+    log.warning("%s: session cache %s; treating it as no cached session", path, problem)
 
 
 class TokenCache:
     def __init__(self, directory: Path):
-        self.directory = Path(directory) / "sessions"
+        self.root = Path(directory)
+        self.directory = self.root / "sessions"
+        self._make_private()
+
+    def _make_private(self) -> None:
+        private_dir(self.root)
+        private_dir(self.directory)
+        try:
+            names = sorted(p.name for p in self.directory.iterdir())
+        except OSError as exc:
+            raise StatePathError(f"{self.directory}: cannot list the session cache: "
+                                 f"{exc.strerror or type(exc).__name__}") from None
+        for name in names:
+            if name.endswith(".json"):
+                private_file_check(self.directory / name)
 
     def _path(self, user_id: str) -> Path:
         safe = "".join(ch for ch in user_id if ch.isalnum() or ch in "-_")
         return self.directory / f"{safe}.json"
 
     def load(self, user_id: str) -> CachedSession:
+        path = self._path(user_id)
         try:
-            raw: dict[str, Any] = json.loads(self._path(user_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            text = read_private_text(path)
+        except FileNotFoundError:
             return CachedSession()
-        known = set(CachedSession.__dataclass_fields__)
-        entry = CachedSession(**{k: v for k, v in raw.items() if k in known})
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            _warn_once(path, f"unreadable:{reason}", f"cannot be read ({reason})")
+            return CachedSession()
+        key = hashlib.sha256(text.encode()).hexdigest()
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            _warn_once(path, key, "is not valid JSON")
+            return CachedSession()
+        if not isinstance(raw, dict):
+            _warn_once(path, key, f"is not a JSON object (found {type(raw).__name__})")
+            return CachedSession()
+        kept = {f.name: raw[f.name] for f in fields(CachedSession) if f.name in raw}
+        bad = [name for name, value in kept.items() if not _valid(name, value)]
+        if bad:
+            _warn_once(path, key, f"has bad fields ({', '.join(bad)})")
+            kept = {name: value for name, value in kept.items()
+                    if name not in bad and name not in SESSION_FIELDS}
+        entry = CachedSession(**kept)
         redact.register(entry.token)
         return entry
 
     def save(self, user_id: str, entry: CachedSession) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(self.directory, 0o700)
+        self._make_dirs()
         path = self._path(user_id)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(asdict(entry), fh)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private_text(path, json.dumps(asdict(entry)))
+        with _warned_lock:
+            _warned.pop(str(path), None)
+
+    def _make_dirs(self) -> None:
+        private_dir(self.root)
+        private_dir(self.directory)
 
     def update(self, user_id: str, **changes: Any) -> CachedSession:
         entry = self.load(user_id)
@@ -85,6 +166,9 @@ class TokenCache:
     def clear_token(self, user_id: str) -> None:
         self.update(user_id, token=None, created_at=None, expires_at=None)
 
+    def clear_rejection(self, user_id: str) -> None:
+        self.update(user_id, rejected_at=None, rejected_reason=None, rejected_fingerprint=None)
+
 
 def credentials_fingerprint(salt: str, *secrets: str | None) -> str:
     """A salted digest telling whether the configured credentials changed since a rejection."""
@@ -93,3 +177,12 @@ def credentials_fingerprint(salt: str, *secrets: str | None) -> str:
         digest.update(b"\0" + (value or "").encode())
     return digest.hexdigest()
 
+
+def rejection_advice(user_id: str, keys: str, reason: str | None) -> str:
+    """How to get out of a remembered rejection (kept in this cache and in the ledger)."""
+    advice = (f"fix {keys} in the config, or run `snapshotter login --account {user_id}` "
+              "once the cause is fixed")
+    if reason and "invalid totp" in reason.lower():
+        advice += ("; TOTP codes depend on the system clock: check that this machine's "
+                   "clock is right (timedatectl)")
+    return advice

@@ -711,6 +711,7 @@ def test_literal_database_password_warns(tmp_path: Path, kite_env: None,
 def test_variables_and_files_do_not_warn(tmp_path: Path, kite_env: None) -> None:
     assert load(tmp_path, MINIMAL, mode=0o644).warnings == ()
     (tmp_path / "pw").write_text(PASSWORD, encoding="utf-8")
+    (tmp_path / "pw").chmod(0o600)  # the secret file is private; the config need not be
     text = f"""\
         accounts:
           - user_id: AB1234
