@@ -142,7 +142,7 @@ def run_snapshot(
         todo = _without_rejected_credentials(engine, todo, session, report)
         if todo:
             run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
-                       should_stop)
+                       should_stop, _Database(config.database_url))
             run.snapshot_accounts(todo)
     return RunResult(session, outcomes)
 
@@ -208,7 +208,7 @@ class _Run:
     deadline: float
     tick: Callable[[], None]
     should_stop: Callable[[], bool]
-    database_lost: bool = False
+    database: _Database
 
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
@@ -217,7 +217,7 @@ class _Run:
         started: dict[str, tuple[datetime, float]] = {}
 
         def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
-            if cancel.is_set() or self.should_stop() or self.database_lost:
+            if cancel.is_set() or self.should_stop() or self.database.lost:
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
             return _fetch(acc, config, cache, self.clock, cancel)
@@ -249,18 +249,16 @@ class _Run:
                         self._not_started(acc)
                         continue
                     taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
-                    outcome = _store_one(self.engine, acc, self.session, taken_at, t0, future,
-                                         state_dir=config.state_dir,
-                                         database_url=config.database_url)
-                    self.database_lost = self.database_lost or outcome.spooled
-                    self.report(outcome)
+                    self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
+                                           future, state_dir=config.state_dir,
+                                           database=self.database))
         finally:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
 
     def _not_started(self, acc: AccountConfig) -> None:
-        if self.database_lost:
+        if self.database.lost:
             # Not logged in: each web login also ends the user's browser session.
             self.report(AccountOutcome(
                 acc.user_id, FAILED, self.session.day, transient=True, spooled=True,
@@ -303,8 +301,16 @@ def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: li
             cache.update(account, last_totp_step=step)
 
 
+@dataclass
+class _Database:
+    """Whether the database was lost during this run (then answers go to the spool)."""
+
+    url: str = ""
+    lost: DatabaseUnavailable | None = None
+
+
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
-               t0: float, future: Any, *, state_dir: Path, database_url: str) -> AccountOutcome:
+               t0: float, future: Any, *, state_dir: Path, database: _Database) -> AccountOutcome:
     """Normalize and store one account's answers, or record the failed attempt (with the
     answers it got). When the database is lost, the answers go to the spool."""
     user = acc.user_id
@@ -313,6 +319,9 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
     failure: BaseException
     try:
         payloads, logins = future.result()
+        if database.lost is not None:  # do not wait on a database already lost
+            return _spool(acc, session, taken_at, final, payloads, t0, state_dir,
+                          database.lost)
         normalized = normalize_snapshot(payloads, user, session.day)
         duration = int((time.perf_counter() - t0) * 1000)
         stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
@@ -326,8 +335,9 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
             str(exc) if isinstance(exc, store.StoreError) else f"account {user}: {exc}")
     except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
         if store.is_connection_error(exc) and payloads is not None:
+            database.lost = db.unavailable(exc, database.url)
             return _spool(acc, session, taken_at, final, payloads, t0, state_dir,
-                          db.unavailable(exc, database_url))
+                          database.lost)
         failure, error = exc, _describe(exc, user)
     except Exception as exc:  # an account's bug must not stop the others
         log.error("account %s: unexpected %s (details with -v)", user, type(exc).__name__)

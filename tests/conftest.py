@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,39 @@ def recorder() -> Iterator[Recorder]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+FAKETIME_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime",
+                     "/usr/lib/faketime")
+
+
+def _faketime_lib() -> str | None:
+    for directory in FAKETIME_LIB_DIRS:
+        lib = Path(directory) / "libfaketime.so.1"
+        if lib.exists():
+            return str(lib)
+    return None
+
+
+@pytest.fixture
+def faketime_lib() -> str:
+    lib = _faketime_lib()
+    if lib is None or shutil.which("faketime") is None:
+        if IN_CI:
+            pytest.fail("libfaketime (Debian package faketime) is required in CI")
+        pytest.skip("libfaketime not installed (apt-get install faketime)")
+    return lib
+
+
+class ShiftedClock:
+    """The simulator's clock, shifted like the client processes' (for TOTP checks)."""
+
+    def __init__(self, offset: float):
+        self.offset = offset
+
+    def __call__(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + self.offset, UTC)
+
+
+def _offset_to(target: datetime) -> int:
+    return int(target.timestamp() - time.time())

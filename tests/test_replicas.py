@@ -5,10 +5,8 @@ clock (libfaketime, as users rehearse a schedule)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,38 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
-from tests.conftest import IN_CI, config_dict, write_config
-
-FAKETIME_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime",
-                     "/usr/lib/faketime")
-
-
-def _faketime_lib() -> str | None:
-    for directory in FAKETIME_LIB_DIRS:
-        lib = Path(directory) / "libfaketime.so.1"
-        if lib.exists():
-            return str(lib)
-    return None
-
-
-@pytest.fixture
-def faketime_lib() -> str:
-    lib = _faketime_lib()
-    if lib is None or shutil.which("faketime") is None:
-        if IN_CI:
-            pytest.fail("libfaketime (Debian package faketime) is required in CI")
-        pytest.skip("libfaketime not installed (apt-get install faketime)")
-    return lib
-
-
-class ShiftedClock:
-    """The simulator's clock, shifted like the client processes' (for TOTP checks)."""
-
-    def __init__(self, offset: float):
-        self.offset = offset
-
-    def __call__(self) -> datetime:
-        return datetime.fromtimestamp(time.time() + self.offset, UTC)
+from tests.conftest import ShiftedClock, _offset_to, config_dict, write_config
 
 
 def _start_run(config: Path, lib: str, offset: int) -> subprocess.Popen[str]:
@@ -56,10 +23,6 @@ def _start_run(config: Path, lib: str, offset: int) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(config),
                              "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, stdin=subprocess.DEVNULL)
-
-
-def _offset_to(target: datetime) -> int:
-    return int(target.timestamp() - time.time())
 
 
 @pytest.mark.parametrize("apart", [0, 60], ids=["together", "a-minute-apart"])
