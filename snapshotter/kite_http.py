@@ -69,7 +69,8 @@ class Watch:
         conn = self._connection
         if conn is None:
             return
-        for sock in (conn.sock, getattr(conn, "_watched_raw_sock", None)):
+        for sock in (conn.sock, getattr(conn, "_watched_sock", None),
+                     getattr(conn, "_watched_raw_sock", None)):
             if sock is not None:
                 # The plain socket call, also on a TLS socket: SSLSocket.shutdown would
                 # drop its TLS state under the thread reading it.
@@ -121,31 +122,23 @@ def _attach(connection: HTTPConnection) -> None:
 class _WatchedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
-        self._watched_raw_sock = sock
+        self._watched_raw_sock = sock  # for HTTPS: until TLS wraps it into self.sock
         return sock
 
     def connect(self) -> None:
         _attach(self)
         super().connect()
+        # TLS detached the plain socket; and http.client drops self.sock when the answer
+        # says "Connection: close" while its body is still being read through it.
+        self._watched_sock = self.sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _attach(self)
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self._watched_raw_sock = sock  # until TLS wraps it into self.sock
-        return sock
-
-    def connect(self) -> None:
-        _attach(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    """HTTPSConnection's TLS, with the watch above (MRO: ours first)."""
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

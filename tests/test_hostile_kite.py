@@ -4,7 +4,9 @@ nor sent elsewhere, a dripping answer cannot hang a run, a huge one cannot exhau
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from snapshotter import kite_http
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig, Secret
 from snapshotter.errors import KiteError, TransientKiteError
@@ -330,3 +333,48 @@ def test_headers_dripping_past_the_deadline_time_out(
         stop.set()
         thread.join(timeout=15)
         listener.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_a_tls_answer_dripping_after_connection_close_times_out(tmp_path: Path) -> None:
+    """Over TLS, with "Connection: close" (http.client then lets go of the socket while
+    the body is still read through it), the deadline still cuts the request."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\nConnection: close\r\n\r\n")
+            for _ in range(40):  # ends by itself after 12 s: the test fails, never hangs
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    session = kite_http.new_session()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientKiteError, match="holdings: no complete answer within 1 s"):
+            kite_http.send(session, "GET", f"https://127.0.0.1:{listener.getsockname()[1]}/x",
+                           timeout=1, max_bytes=2**20, label="holdings", account="AB1234",
+                           verify=str(cert))
+        assert time.monotonic() - started < 2.5
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        listener.close()
+        session.close()
