@@ -20,7 +20,8 @@ demo: install
 test: install
 	$(BIN)/ruff check snapshotter migrations tests benchmarks
 	$(BIN)/mypy snapshotter
-	$(BIN)/pytest -q
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -n 4
 
 bench: install
 	$(BIN)/python benchmarks/bench_fetch.py

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from snapshotter import db, views
-from snapshotter.models import Snapshot, funds, holdings, mf_holdings, positions
+from snapshotter.store import engine as db
+from snapshotter.store import migrate, views
+from snapshotter.store.models import Snapshot, funds, holdings, mf_holdings, positions
 
 PG_ADMIN_URL = os.environ.get(
     "SNAPSHOTTER_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -297,7 +298,7 @@ def main() -> int:
             url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + throwaway
         engine = db.make_engine(url)
         try:
-            db.upgrade(url, engine)
+            migrate.upgrade(url, engine)
             with engine.connect() as conn:
                 empty = conn.execute(sa.text("SELECT COUNT(*) FROM snapshots")).scalar() == 0
             if empty:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from snapshotter.models import Base
+from snapshotter.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -15,7 +15,7 @@ def _url() -> str:
     if url:
         return str(url)
     from snapshotter.config import load_config
-    from snapshotter.db import normalize_url
+    from snapshotter.store.engine import normalize_url
 
     return normalize_url(load_config(None).database_url)
 
@@ -37,7 +37,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from snapshotter.db import make_engine
+    from snapshotter.store.engine import make_engine
 
     engine = make_engine(_url())
     with engine.begin() as conn:

@@ -11,7 +11,7 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from snapshotter import __version__, db, health, logs, redact
+from snapshotter import __version__, logs, redact
 from snapshotter.config import Config, load_config
 from snapshotter.errors import (
     ConfigError,
@@ -19,6 +19,9 @@ from snapshotter.errors import (
     LoginRejected,
     SnapshotterError,
 )
+from snapshotter.ops import health
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
 
 log = logging.getLogger("snapshotter")
 
@@ -46,7 +49,7 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
     engine = db.make_engine(url)
     try:
         try:
-            db.upgrade(url, engine, deadline=deadline)
+            migrate.upgrade(url, engine, deadline=deadline)
             if writable:
                 db.check_writable(engine, url)
         except sa.exc.SQLAlchemyError as exc:
@@ -130,20 +133,20 @@ def _print_outcome(outcome: object) -> None:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = _config(args)
-    applied = db.upgrade(config.database_url)
+    applied = migrate.upgrade(config.database_url)
     print("database migrated to head" if applied else "database already at head")
     return 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from snapshotter.daemon import Daemon, run_forever
+    from snapshotter.ops.daemon import Daemon, run_forever
 
     with _database(args) as (config, engine):
         return run_forever(Daemon(config, engine))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from snapshotter import status
+    from snapshotter.ops import status
     from snapshotter.sessions import utc_now
 
     with _database(args) as (config, engine):
@@ -157,7 +160,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from snapshotter.systemd_units import (
+    from snapshotter.ops.systemd_units import (
         UnitOptions,
         config_accounts,
         install_warnings,
@@ -211,19 +214,20 @@ def _database_if_reachable(args: argparse.Namespace,
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from snapshotter import login
+    from snapshotter import pipeline
+    from snapshotter.ops import login
     from snapshotter.sessions import utc_now
 
     if args.check:
         config = _config(args)
-        results = login.check_sessions(config, args.account or None, utc_now)
+        results = login.check_manual_sessions(config, args.account or None, utc_now)
         if not results:
             print("no account uses auth: manual")
     else:
         # The database holds the ledger's copy of a rejection, which a login clears.
         with _database_if_reachable(args) as (config, engine):
-            results = login.login_accounts(config, args.account or None,
-                                           login.TerminalPrompt(), utc_now, engine)
+            results = pipeline.login_accounts(config, args.account or None,
+                                              login.TerminalPrompt(), utc_now, engine)
         if not results:
             print("no account uses auth: manual; name one with --account to log it in now")
     for r in results:
@@ -237,7 +241,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from snapshotter import reports
+    from snapshotter.reports import tables as reports
 
     with _database(args) as (_, engine):
         filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
@@ -259,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from snapshotter import reports
+    from snapshotter.reports import tables as reports
 
     with _database(args) as (_, engine):
         written = reports.export(engine, Path(args.out), args.format)
@@ -270,7 +274,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_chart(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from snapshotter import chart
+    from snapshotter.reports import chart
 
     account = args.account.upper() if args.account else None
     with _database(args) as (_, engine):

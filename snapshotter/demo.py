@@ -13,14 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from snapshotter import db, pipeline
+from snapshotter import pipeline
 from snapshotter.config import parse_config
-from snapshotter.daemon import fire_time
-from snapshotter.demo_market import DemoMarket
 from snapshotter.progress import Progress
-from snapshotter.sessions import ManualClock, Session, TradingCalendar, utc_now
+from snapshotter.reports.summary import summary_table
+from snapshotter.sessions import ManualClock, Session, TradingCalendar, fire_time, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, serve_forever_cli
-from snapshotter.summary import summary_table
+from snapshotter.simulator.market import DemoMarket
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
 
 
 def demo_config_dict(base_url: str, accounts: list[SimAccount], database_url: str,
@@ -83,7 +84,7 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
                                                out / "state"), "<demo>")
         engine = db.make_engine(database_url)
         try:
-            db.upgrade(database_url, engine)
+            migrate.upgrade(database_url, engine)
             print(f"Kite simulator on {sim.base_url}; database {out / 'demo.db'}")
             print(f"snapshotting {len(sessions)} NSE session(s), {sessions[0].day} to "
                   f"{sessions[-1].day}, for {accounts} simulated account(s)")
@@ -125,7 +126,8 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
 def _history_outputs(engine: sa.Engine, out: Path) -> None:
     """Report and chart from the stored history, when those modules are present."""
     try:
-        from snapshotter import chart, reports
+        from snapshotter.reports import chart
+        from snapshotter.reports import tables as reports
     except ImportError:
         return
     print()

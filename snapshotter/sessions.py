@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -173,3 +174,26 @@ class ManualClock:
     def set(self, ist_text: str) -> None:
         """Set to a local IST time, e.g. "2026-11-27T16:30"."""
         self.now = datetime.fromisoformat(ist_text).replace(tzinfo=IST)
+
+
+def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
+    """When to snapshot ``session``: the later of schedule.time and its settled close."""
+    scheduled = datetime.combine(session.day, run_time, tzinfo=tz)
+    return max(scheduled, session.settled)
+
+
+def next_fire_time(calendar: TradingCalendar, run_time: time, earliest: datetime,
+                   tz: Any = IST, *, before_close: timedelta | None = None
+                   ) -> datetime | None:
+    """The first scheduled snapshot time at or after ``earliest`` (``fire_time`` of each
+    session; or ``before_close`` ahead of each close, for the manual-login check)."""
+    day = earliest.astimezone(IST).date() - timedelta(days=1)
+    for _ in range(400):
+        session = calendar.session(day)
+        if session is not None:
+            when = session.close - before_close if before_close is not None \
+                else fire_time(session, run_time, tz)
+            if when >= earliest:
+                return when
+        day += timedelta(days=1)
+    return None

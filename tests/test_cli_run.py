@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from snapshotter import normalize
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount
-from snapshotter.token_cache import TokenCache
 from tests.conftest import config_dict, run_cli, write_config
 
 IST = ZoneInfo("Asia/Kolkata")

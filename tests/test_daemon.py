@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, pipeline
+from snapshotter import pipeline
 from snapshotter.config import Config, parse_config
-from snapshotter.daemon import Daemon, SessionTrigger
+from snapshotter.ops.daemon import Daemon, SessionTrigger
 from snapshotter.sessions import IST, ManualClock, TradingCalendar
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
 from tests.conftest import config_dict, write_config
 
 
@@ -76,7 +78,7 @@ def world(clock: ManualClock, database_url: str, tmp_path: Path
     with KiteSimulator(accounts, clock=clock) as sim:
         config = parse_config(config_dict(sim, accounts, database_url, tmp_path / "state"))
         engine = db.make_engine(database_url)
-        db.upgrade(database_url, engine)
+        migrate.upgrade(database_url, engine)
         yield config, engine, sim, accounts
         engine.dispose()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from snapshotter.locking import ADVISORY_KEY
 from snapshotter.simulator import KiteSimulator, SimAccount
+from snapshotter.store.lock import ADVISORY_KEY
 from tests.conftest import LOCAL_ONLY, Recorder, config_dict, run_cli, write_config
 
 
@@ -118,7 +118,7 @@ def test_waiting_for_another_runs_lock_ends_at_run_timeout(
 
 
 def test_describe_url_names_the_sqlite_file_of_a_uri(tmp_path: Path) -> None:
-    from snapshotter.db import describe_url
+    from snapshotter.store.engine import describe_url
 
     path = tmp_path / "x.db"
     assert describe_url(f"sqlite:///file:{path}?mode=ro&uri=true") == f"SQLite database {path}"

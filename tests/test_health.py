@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from snapshotter import health
+from snapshotter.ops import health
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import LOCAL_ONLY, Recorder, config_dict, run_cli, write_config
 
@@ -61,13 +61,13 @@ def test_ping_caps_the_body(recorder: Recorder) -> None:
 
 
 def test_ping_never_raises(recorder: Recorder, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="snapshotter.health"):
+    with caplog.at_level(logging.WARNING, logger="snapshotter.ops.health"):
         health.ping(f"http://127.0.0.1:{_closed_port()}/ping/x", ok=True, timeout=2)
     assert "health check ping failed" in caplog.text
 
     caplog.clear()
     recorder.status = 404  # e.g. a mistyped check UUID
-    with caplog.at_level(logging.WARNING, logger="snapshotter.health"):
+    with caplog.at_level(logging.WARNING, logger="snapshotter.ops.health"):
         health.ping(f"{recorder.base_url}/ping/unknown", ok=True)
     assert "HTTP 404" in caplog.text
 

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import kite_http
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig, Secret
 from snapshotter.errors import KiteError, TransientKiteError
-from snapshotter.kite_client import KiteClient
+from snapshotter.kite import http as kite_http
+from snapshotter.kite.client import KiteClient
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp
-from snapshotter.token_cache import TokenCache
 from tests.conftest import config_dict, run_cli, write_config
 
 API_KEY, API_SECRET = "hostileapp1", "hostile-app-secret-0a1b2c3d"

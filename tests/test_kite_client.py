@@ -20,9 +20,9 @@ from snapshotter.errors import (
     TokenError,
     TransientKiteError,
 )
-from snapshotter.kite_client import KiteClient, _parse_envelope, connect_token_expiry
+from snapshotter.kite.client import KiteClient, _parse_envelope, connect_token_expiry
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
-from snapshotter.token_cache import TokenCache
 
 
 class Clock:

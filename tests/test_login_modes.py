@@ -29,9 +29,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from snapshotter.kite_client import connect_token_expiry
+from snapshotter.kite.client import connect_token_expiry
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
-from snapshotter.token_cache import TokenCache
 from tests.conftest import config_dict, write_config
 
 API_KEY = "snapapp7kq2m"

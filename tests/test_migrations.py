@@ -7,16 +7,17 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from snapshotter import db
-from snapshotter.models import Base
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
+from snapshotter.store.models import Base
 
 
 def test_migrations_match_models(database_url: str) -> None:
     engine = db.make_engine(database_url)
     try:
-        assert db.upgrade(database_url, engine) is True
-        assert db.upgrade(database_url, engine) is False
-        assert db.current_revision(engine) == db.head_revision(database_url)
+        assert migrate.upgrade(database_url, engine) is True
+        assert migrate.upgrade(database_url, engine) is False
+        assert migrate.current_revision(engine) == migrate.head_revision(database_url)
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations drifted: {diff}"
@@ -27,13 +28,13 @@ def test_migrations_match_models(database_url: str) -> None:
 def test_downgrade_to_base_and_up_again(database_url: str) -> None:
     engine = db.make_engine(database_url)
     try:
-        db.upgrade(database_url, engine)
-        cfg = db.alembic_config(database_url)
+        migrate.upgrade(database_url, engine)
+        cfg = migrate.alembic_config(database_url)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "base")
         assert not {"holdings", "snapshot_totals"} & set(sa.inspect(engine).get_table_names())
-        assert db.upgrade(database_url, engine) is True
+        assert migrate.upgrade(database_url, engine) is True
         assert {"holdings", "positions", "funds", "mf_holdings", "snapshots",
                 "raw_payloads", "snapshot_totals"} <= set(sa.inspect(engine).get_table_names())
     finally:

@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, pipeline
+from snapshotter import pipeline
 from snapshotter.config import Config, parse_config
 from snapshotter.sessions import ManualClock
 from snapshotter.simulator import KiteSimulator, SimAccount
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
 from tests.conftest import config_dict
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -37,7 +39,7 @@ def setup(clocked_sim: KiteSimulator, sim_accounts: list[SimAccount], database_u
     config = parse_config(config_dict(clocked_sim, sim_accounts, database_url,
                                       tmp_path / "state"))
     engine = db.make_engine(database_url)
-    db.upgrade(database_url, engine)
+    migrate.upgrade(database_url, engine)
     yield config, engine
     engine.dispose()
 

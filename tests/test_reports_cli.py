@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports import TABLES, VIEWS
+from snapshotter.reports.tables import TABLES, VIEWS
 from tests.conftest import run_cli, write_config
 
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.config import AccountConfig, KiteConfig, Secret
 from snapshotter.errors import LoginRejected
-from snapshotter.kite_client import KiteClient
+from snapshotter.kite.client import KiteClient
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.private_files import StatePathError, private_dir
 from snapshotter.simulator import KiteSimulator, SimAccount
-from snapshotter.token_cache import TokenCache
 from tests.conftest import config_dict, run_cli, write_config
 
 

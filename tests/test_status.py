@@ -11,10 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import db, pipeline, status
+from snapshotter import pipeline
 from snapshotter.config import Config, parse_config
+from snapshotter.ops import status
 from snapshotter.sessions import ManualClock, TradingCalendar, library_horizon, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount
+from snapshotter.store import engine as db
+from snapshotter.store import migrate
 from tests.conftest import config_dict, run_cli, write_config
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -41,7 +44,7 @@ def clocked_sim(sim_accounts: list[SimAccount], clock: ManualClock) -> Iterator[
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
     engine = db.make_engine(database_url)
-    db.upgrade(database_url, engine)
+    migrate.upgrade(database_url, engine)
     yield engine
     engine.dispose()
 

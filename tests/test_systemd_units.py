@@ -21,8 +21,8 @@ import pytest
 
 from snapshotter.config import load_config
 from snapshotter.errors import ConfigError, LoginRejected
+from snapshotter.ops.systemd_units import CREDENTIALS_SOURCE, credential_names
 from snapshotter.simulator import KiteSimulator, SimAccount
-from snapshotter.systemd_units import CREDENTIALS_SOURCE, credential_names
 from tests.conftest import IN_CI, run_cli, write_config
 
 IST = ZoneInfo("Asia/Kolkata")

@@ -33,9 +33,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from snapshotter import db, store, views
-from snapshotter.models import DATA_TABLES
 from snapshotter.normalize import normalize_all
+from snapshotter.store import engine as db
+from snapshotter.store import migrate as migrations
+from snapshotter.store import views
+from snapshotter.store import writes as store
+from snapshotter.store.models import DATA_TABLES
 from tests.conftest import create_pg_database, drop_pg_database
 
 A, B = "AA0001", "BB0002"
@@ -171,7 +174,7 @@ def load_scenario(engine: sa.Engine) -> None:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
     engine = db.make_engine(database_url)
-    db.upgrade(database_url, engine)
+    migrations.upgrade(database_url, engine)
     load_scenario(engine)
     yield engine
     engine.dispose()
@@ -445,8 +448,8 @@ def both(tmp_path: Path, postgres_server: str) -> Iterator[tuple[sa.Engine, sa.E
     pg_url = create_pg_database(postgres_server)
     engines = db.make_engine(lite_url), db.make_engine(pg_url)
     try:
-        db.upgrade(lite_url, engines[0])
-        db.upgrade(pg_url, engines[1])
+        migrations.upgrade(lite_url, engines[0])
+        migrations.upgrade(pg_url, engines[1])
         yield engines
     finally:
         for engine in engines:
@@ -491,7 +494,7 @@ def test_0003_backfills_snapshot_totals(database_url: str,
     from benchmarks.bench_views import generate, insert, sessions
 
     engine = db.make_engine(database_url)
-    cfg = db.alembic_config(database_url)
+    cfg = migrations.alembic_config(database_url)
 
     def migrate(to: str, how: Any = command.upgrade) -> None:
         with engine.begin() as conn:
@@ -541,16 +544,16 @@ def test_0003_backfills_snapshot_totals(database_url: str,
 def test_downgrade_drops_the_views_and_their_indexes(database_url: str) -> None:
     engine = db.make_engine(database_url)
     try:
-        db.upgrade(database_url, engine)
+        migrations.upgrade(database_url, engine)
         assert set(views.VIEWS) <= set(sa.inspect(engine).get_view_names())
-        cfg = db.alembic_config(database_url)
+        cfg = migrations.alembic_config(database_url)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0001")
         assert sa.inspect(engine).get_view_names() == []
         indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("holdings")}
         assert not indexes & {"ix_holdings_totals", "ix_holdings_symbol"}
-        assert db.upgrade(database_url, engine) is True
+        assert migrations.upgrade(database_url, engine) is True
         assert set(views.VIEWS) <= set(sa.inspect(engine).get_view_names())
     finally:
         engine.dispose()
@@ -561,7 +564,7 @@ def test_views_never_divide_by_zero(database_url: str) -> None:
     raises on division by zero)."""
     engine = db.make_engine(database_url)
     try:
-        db.upgrade(database_url, engine)
+        migrations.upgrade(database_url, engine)
         zero = holding("ZERO", 0, 0, 0, 0)
         for day in (D1, D2, D5):
             snapshot(engine, A, day, holdings=[zero], funds=margins(0))

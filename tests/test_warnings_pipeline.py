@@ -13,11 +13,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from snapshotter import db, normalize, pipeline, store
+from snapshotter import normalize, pipeline
 from snapshotter.config import Config, parse_config
-from snapshotter.daemon import Daemon
+from snapshotter.ops.daemon import Daemon
 from snapshotter.sessions import IST, ManualClock
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from snapshotter.store import engine as db
+from snapshotter.store import migrate as migrations
+from snapshotter.store import writes as store
 from tests.conftest import config_dict
 
 
@@ -52,7 +55,7 @@ def world(clock: ManualClock, database_url: str, tmp_path: Path
     with KiteSimulator([account], clock=clock) as sim:
         config = parse_config(config_dict(sim, [account], database_url, tmp_path / "state"))
         engine = db.make_engine(database_url)
-        db.upgrade(database_url, engine)
+        migrations.upgrade(database_url, engine)
         yield config, engine, sim, account
         engine.dispose()
 
@@ -161,7 +164,7 @@ def _views(engine: sa.Engine) -> tuple[Any, ...]:
 
 def test_migration_0006_values_unpriced_holdings_and_downgrades(database_url: str) -> None:
     engine = db.make_engine(database_url)
-    cfg = db.alembic_config(database_url)
+    cfg = migrations.alembic_config(database_url)
 
     def migrate(how: Any, to: str) -> None:
         with engine.begin() as conn:
@@ -176,7 +179,7 @@ def test_migration_0006_values_unpriced_holdings_and_downgrades(database_url: st
     # holdings value, day P&L, MF value, UNPRICED's price, its sell price once gone
     at_close = (10 * 100 + 10 * 50, 10 * (100 - 95), 2 * 30, 50, 50)
     try:
-        db.upgrade(database_url, engine)
+        migrations.upgrade(database_url, engine)
         _snapshot(engine, "AB1234", date(2026, 11, 26), [priced, unpriced], [fund])
         _snapshot(engine, "AB1234", date(2026, 11, 27), [priced], [fund])
         assert _views(engine) == pytest.approx(at_close)

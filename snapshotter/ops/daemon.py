@@ -24,11 +24,20 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from snapshotter import db, health, pipeline, redact, store
+from snapshotter import pipeline, redact
 from snapshotter.cancel import Cancel
 from snapshotter.config import Config
 from snapshotter.errors import SnapshotterError
-from snapshotter.sessions import IST, SETTLE_MARGIN, Session, TradingCalendar, utc_now
+from snapshotter.ops import health
+from snapshotter.sessions import (
+    IST,
+    SETTLE_MARGIN,
+    TradingCalendar,
+    next_fire_time,
+    utc_now,
+)
+from snapshotter.store import engine as db
+from snapshotter.store import writes as store
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +52,8 @@ STOP_GRACE = 5.0  # seconds in-flight snapshots get to finish after SIGTERM
 STOP_ABANDON = 3.0  # then seconds to record the abandoned ones; under 10 s in all
 
 
-def fire_time(session: Session, run_time: time, tz: Any = IST) -> datetime:
-    """When to snapshot ``session``: the later of schedule.time and its settled close."""
-    scheduled = datetime.combine(session.day, run_time, tzinfo=tz)
-    return max(scheduled, session.settled)
-
-
 class SessionTrigger(BaseTrigger):
-    """Fires once per NSE session, after its close (see fire_time)."""
+    """APScheduler's view of ``sessions.next_fire_time``: once per NSE session."""
 
     def __init__(self, calendar: TradingCalendar, run_time: time, tz: Any = IST,
                  before_close: timedelta | None = None):
@@ -59,24 +62,12 @@ class SessionTrigger(BaseTrigger):
         self.tz = tz
         self.before_close = before_close  # fire this long before each close instead
 
-    def _fire_time(self, session: Session) -> datetime:
-        if self.before_close is not None:
-            return session.close - self.before_close
-        return fire_time(session, self.run_time, self.tz)
-
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
         earliest = previous_fire_time + timedelta(microseconds=1) if previous_fire_time \
             else now
-        day = earliest.astimezone(IST).date() - timedelta(days=1)
-        for _ in range(400):
-            session = self.calendar.session(day)
-            if session is not None:
-                when = self._fire_time(session)
-                if when >= earliest:
-                    return when
-            day += timedelta(days=1)
-        return None
+        return next_fire_time(self.calendar, self.run_time, earliest, self.tz,
+                              before_close=self.before_close)
 
     def __str__(self) -> str:
         return f"NSE sessions at {self.run_time:%H:%M} (or close + {SETTLE_MARGIN})"
@@ -217,9 +208,9 @@ class Daemon:
             max_instances=1)
 
     def check_manual_sessions(self) -> None:
-        from snapshotter.login import check_sessions
+        from snapshotter.ops.login import check_manual_sessions
 
-        for result in check_sessions(self.config, None, self.clock):
+        for result in check_manual_sessions(self.config, None, self.clock):
             if not result.ok:
                 log.error("account %s: %s", result.account, result.message)
 

@@ -14,10 +14,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from snapshotter import views
-from snapshotter.db import is_connection_error
 from snapshotter.errors import SnapshotterError
-from snapshotter.models import (
+from snapshotter.normalize import NATURAL_KEYS, clean_text, frame_records, record_label
+from snapshotter.store import views
+from snapshotter.store.engine import is_connection_error
+from snapshotter.store.models import (
     DATA_TABLES,
     SNAPSHOT_FAILED,
     SNAPSHOT_OK,
@@ -26,7 +27,6 @@ from snapshotter.models import (
     Snapshot,
     SnapshotTotals,
 )
-from snapshotter.normalize import NATURAL_KEYS, clean_text, frame_records, record_label
 
 MAX_ERROR_LENGTH = 2000
 # A warned answer seen again this much later (same warnings) is taken as what Kite means.

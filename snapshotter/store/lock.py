@@ -20,8 +20,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from snapshotter.db import describe_url, normalize_url
 from snapshotter.errors import LockTimeout
+from snapshotter.store.engine import describe_url, normalize_url
 
 log = logging.getLogger(__name__)
 

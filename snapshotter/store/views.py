@@ -57,7 +57,7 @@ from typing import Any
 
 from alembic.script import ScriptDirectory
 
-from snapshotter.db import migrations_dir
+from snapshotter.store.migrate import migrations_dir
 
 # What the SQL that fills snapshot_totals does (the SQL is in the migrations).
 SNAPSHOT_TOTALS_DOC = """\

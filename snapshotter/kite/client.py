@@ -18,11 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urljoin, urlparse
+from zoneinfo import ZoneInfo
 
 import pyotp
 import requests
 
-from snapshotter import kite_http, redact
+from snapshotter import redact
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import (
@@ -34,10 +35,12 @@ from snapshotter.errors import (
     TokenError,
     TransientKiteError,
 )
-from snapshotter.sessions import IST
-from snapshotter.token_cache import CachedSession, TokenCache, credentials_fingerprint
+from snapshotter.kite import http as kite_http
+from snapshotter.kite.token_cache import CachedSession, TokenCache, credentials_fingerprint
 
 log = logging.getLogger(__name__)
+
+IST = ZoneInfo("Asia/Kolkata")  # Kite's times and its token expiry are IST
 
 # Data routes, relative to {base_url}/oms (web) or {api_root} (Kite Connect).
 DATA_ROUTES = {
@@ -307,7 +310,7 @@ class KiteClient:
                                        a.api_secret, *app)
 
     def _refuse_after_rejection(self) -> None:
-        from snapshotter.token_cache import rejection_advice
+        from snapshotter.kite.token_cache import rejection_advice
 
         entry = self.cache.load(self.account.user_id)
         if entry.rejected_at and entry.rejected_fingerprint == self._fingerprint(entry):

@@ -12,8 +12,8 @@ import pandas as pd
 import sqlalchemy as sa
 from tabulate import tabulate
 
-from snapshotter.models import DATA_TABLES
 from snapshotter.progress import Progress
+from snapshotter.store.models import DATA_TABLES
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
          "realised_estimate", "corporate_actions", "reconciliation")

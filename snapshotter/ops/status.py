@@ -10,10 +10,9 @@ from sqlalchemy.orm import Session as OrmSession
 from tabulate import tabulate
 
 from snapshotter.config import Config
-from snapshotter.daemon import SessionTrigger
-from snapshotter.models import SNAPSHOT_FAILED, SNAPSHOT_OK, Snapshot
 from snapshotter.pipeline import calendar_for
-from snapshotter.sessions import IST
+from snapshotter.sessions import IST, next_fire_time
+from snapshotter.store.models import SNAPSHOT_FAILED, SNAPSHOT_OK, Snapshot
 
 
 @dataclass
@@ -57,7 +56,6 @@ def _latest(session: OrmSession, account: str, status: str) -> Snapshot | None:
 def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusReport:
     calendar = calendar_for(config)
     latest = calendar.latest_opened(now)
-    trigger = SessionTrigger(calendar, config.schedule.time, config.timezone)
     rows = []
     with OrmSession(engine, expire_on_commit=False) as session:
         for acc in config.accounts:
@@ -66,7 +64,7 @@ def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusRepo
             rows.append(AccountStatus(acc.user_id, complete, failure,
                                       complete is not None
                                       and complete.snapshot_date >= latest.day))
-    next_run = trigger.get_next_fire_time(None, now)
+    next_run = next_fire_time(calendar, config.schedule.time, now, config.timezone)
     # Warn as soon as the next run falls past the holiday list (e.g. on 31 December).
     horizon_day = max(now.astimezone(IST).date(),
                       next_run.astimezone(IST).date() if next_run else latest.day)

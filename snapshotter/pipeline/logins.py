@@ -1,59 +1,25 @@
-"""`snapshotter login`: a person logs in (auth: manual), scheduled runs reuse the session."""
+"""Logging in on a person's request (`snapshotter login`, auth: manual prompts) and
+checking cached sessions (`login --check`, the daemon's check before the close)."""
 
 from __future__ import annotations
 
-import getpass
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from snapshotter import health, redact, store
+from snapshotter import redact
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected
-from snapshotter.kite_client import KiteClient, Prompt
-from snapshotter.pipeline import _respect_other_hosts_totp, select_accounts
+from snapshotter.kite.client import KiteClient, Prompt
+from snapshotter.kite.token_cache import TokenCache
+from snapshotter.pipeline.run import _respect_other_hosts_totp, select_accounts
 from snapshotter.sessions import IST
-from snapshotter.token_cache import TokenCache
+from snapshotter.store import writes as store
 
 log = logging.getLogger(__name__)
-
-
-class TerminalPrompt:
-    """Asks on the terminal; reads plain lines from stdin when it is not a terminal."""
-
-    def _line(self, label: str) -> str:
-        sys.stderr.write(label)
-        sys.stderr.flush()
-        line = sys.stdin.readline()
-        # The answer is not echoed: end the prompt's line so later output starts afresh.
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-        if not line:
-            raise KiteError("no answer on standard input")
-        return line.rstrip("\r\n")
-
-    def secret(self, label: str) -> str:
-        if not sys.stdin.isatty():
-            return self._line(label)
-        try:
-            return getpass.getpass(label)
-        except EOFError:
-            raise KiteError("no answer on the terminal") from None
-
-    def text(self, label: str) -> str:
-        if not sys.stdin.isatty():
-            return self._line(label)
-        try:
-            return input(label)
-        except EOFError:
-            raise KiteError("no answer on the terminal") from None
-
-    def show(self, message: str) -> None:
-        print(message, file=sys.stderr)
 
 
 @dataclass
@@ -133,7 +99,7 @@ def _forget_rejection(engine: sa.Engine | None, acc: AccountConfig,
 
 def check_sessions(config: Config, user_ids: list[str] | None,
                    clock: Callable[[], datetime]) -> list[LoginResult]:
-    """For manual accounts: is the cached session still good? Pings the health check if not."""
+    """For manual accounts: is the cached session still good? (Never logs in.)"""
     cache = TokenCache(config.state_dir)
     targets = [a for a in select_accounts(config, user_ids) if a.auth == "manual"]
     results = []
@@ -148,8 +114,4 @@ def check_sessions(config: Config, user_ids: list[str] | None,
         finally:
             client.close()
         results.append(LoginResult(acc.user_id, ok, message))
-    failed = [r for r in results if not r.ok]
-    if failed:
-        health.ping(config.healthcheck_url, ok=False, message="; ".join(
-            f"{r.account}: {r.message}" for r in failed))
     return results

@@ -1,0 +1,1 @@
+"""Talking to Kite: HTTP (envelope, deadlines, limits), logins, the client, the session cache."""

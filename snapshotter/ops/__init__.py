@@ -1,0 +1,1 @@
+"""Operations: the daemon, status, health pings and sd_notify, systemd units, logins."""

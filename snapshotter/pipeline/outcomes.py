@@ -1,0 +1,55 @@
+"""What a run reports: per account outcome, the run's exit code, and the digest of
+rejected credentials the ledger keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from snapshotter.config import AccountConfig
+from snapshotter.errors import DatabaseUnavailable, LoginRejected
+from snapshotter.kite.token_cache import credentials_fingerprint
+from snapshotter.sessions import Session
+
+Clock = Callable[[], datetime]
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+@dataclass
+class AccountOutcome:
+    account: str
+    status: str
+    snapshot_date: date
+    final: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    rejected: bool = False  # Kite refused the credentials: never retry automatically
+    transient: bool = False
+    logins: int = 0
+    warnings: tuple[str, ...] = ()  # answers that parse but look wrong (ledger: warnings)
+    spooled: bool = False  # the database was lost: kept in the state dir's spool
+
+
+@dataclass
+class RunResult:
+    session: Session
+    outcomes: list[AccountOutcome]
+
+    @property
+    def exit_code(self) -> int:
+        if any(o.rejected for o in self.outcomes):
+            return LoginRejected.exit_code
+        if any(o.spooled for o in self.outcomes):
+            return DatabaseUnavailable.exit_code
+        return 1 if any(o.status == FAILED for o in self.outcomes) else 0
+
+
+def credentials_digest(acc: AccountConfig) -> str | None:
+    """The same digest of an account's credentials on every host, kept in the ledger when
+    Kite rejects them. None for manual accounts (a person types them) and without a TOTP
+    or API secret, whose entropy is what keeps the digest from being guessed back."""
+    if acc.auth == "manual" or not (acc.totp_secret or acc.api_secret):
+        return None
+    return credentials_fingerprint(f"kite-snapshotter:{acc.user_id}", acc.password,
+                                   acc.totp_secret, acc.api_secret, acc.api_key)

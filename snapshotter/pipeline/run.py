@@ -1,0 +1,265 @@
+"""One run: which session, which accounts, fetched concurrently under the run lock and
+the run's deadline, each stored as it ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshotter import redact
+from snapshotter.cancel import Cancel
+from snapshotter.config import AccountConfig, Config
+from snapshotter.kite.client import TOTP_STEP, KiteClient
+from snapshotter.kite.token_cache import TokenCache, rejection_advice
+from snapshotter.pipeline.outcomes import (
+    FAILED,
+    SKIPPED,
+    AccountOutcome,
+    Clock,
+    RunResult,
+    credentials_digest,
+)
+from snapshotter.pipeline.storing import _Database, _store_one, store_spooled
+from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
+from snapshotter.store import writes as store
+from snapshotter.store.lock import run_lock
+from snapshotter.store.models import Snapshot
+
+log = logging.getLogger(__name__)
+
+def calendar_for(config: Config) -> TradingCalendar:
+    return TradingCalendar(config.calendar.holidays, config.calendar.extra_sessions)
+
+
+def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[AccountConfig]:
+    if not user_ids:
+        return list(config.accounts)
+    return [config.account(u.strip().upper()) for u in user_ids]
+
+
+def _fetch(account: AccountConfig, config: Config, cache: TokenCache,
+           clock: Clock, cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
+    client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel)
+    try:
+        return client.fetch_all(), client.logins
+    finally:
+        client.close()
+
+
+def run_snapshot(
+    config: Config,
+    engine: sa.Engine,
+    *,
+    accounts: Iterable[str] | None = None,
+    force: bool = False,
+    catch_up: bool = False,
+    clock: Clock = utc_now,
+    calendar: TradingCalendar | None = None,
+    on_outcome: Callable[[AccountOutcome], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    cancel: Cancel | None = None,
+    deadline: float | None = None,
+    on_progress: Callable[[], None] | None = None,
+) -> RunResult:
+    """Snapshot every selected account for the latest session that has opened.
+
+    Skips an account that has a final snapshot of that session (unless ``force``); with
+    ``catch_up`` (the daemon) also one with a complete intraday snapshot while the session
+    is still open. Runs under the database's run lock, and decides under it, so replicas
+    sharing one database log in and snapshot once. The whole run, waiting for the lock
+    included, ends by the monotonic ``deadline`` (default: now + kite.run_timeout).
+    The daemon's shutdown sets ``should_stop`` (no account starts any more), then, if
+    that is not enough, ``cancel`` (requests in flight are abandoned). ``on_progress`` is
+    called while the run is alive and not stuck (the daemon's watchdog).
+    """
+    calendar = calendar or calendar_for(config)
+    cancel = cancel or Cancel()
+    if deadline is None:
+        deadline = time.monotonic() + config.kite.run_timeout
+    tick = on_progress or (lambda: None)
+    selected = select_accounts(config, accounts)
+    outcomes: list[AccountOutcome] = []
+
+    def report(outcome: AccountOutcome) -> None:
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+
+    def waiting_for_lock() -> None:
+        tick()
+        cancel.check()
+
+    with run_lock(config.database_url, deadline=deadline, on_wait=waiting_for_lock):
+        tick()
+        store_spooled(config, engine)
+        now = clock()
+        calendar.warn_once(now.astimezone(IST).date())
+        session = calendar.latest_opened(now)
+        closed = now >= session.settled
+        existing = store.complete_snapshots(engine, session.day, [a.user_id for a in selected])
+        todo = []
+        for acc in selected:
+            done = existing.get(acc.user_id)
+            if done is not None and not force and (done.final or (catch_up and not closed)):
+                report(AccountOutcome(acc.user_id, SKIPPED, session.day, final=done.final,
+                                      counts=_counts(done)))
+            else:
+                todo.append(acc)
+        todo = _without_rejected_credentials(engine, todo, session, report)
+        if todo:
+            run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
+                       should_stop, _Database(config.database_url))
+            run.snapshot_accounts(todo)
+    return RunResult(session, outcomes)
+
+
+def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
+                                  session: Session,
+                                  report: Callable[[AccountOutcome], None],
+                                  ) -> list[AccountConfig]:
+    """Accounts whose latest attempt, on any host, was Kite rejecting these very
+    credentials are not tried again (Zerodha locks an account after 5 wrong 2FA)."""
+    refused = store.rejected_credentials(engine, [a.user_id for a in todo])
+    keep = []
+    for acc in todo:
+        snap = refused.get(acc.user_id)
+        if snap is not None and snap.rejected_credentials == credentials_digest(acc):
+            when = snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
+            keys = "password/totp_secret" + (
+                "/api_key/api_secret" if acc.auth == "connect" else "")
+            advice = rejection_advice(acc.user_id, keys, snap.error)
+            report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True, error=(
+                f"account {acc.user_id}: Kite rejected these credentials at {when}; not "
+                f"trying again to avoid locking the account: {advice}")))
+        else:
+            keep.append(acc)
+    return keep
+
+
+def _counts(snap: Snapshot) -> dict[str, int]:
+    return {"holdings": snap.holdings_count, "positions": snap.positions_count,
+            "funds": snap.funds_count, "mf_holdings": snap.mf_holdings_count}
+
+
+RUN_DEADLINE = "run deadline"
+SHUTTING_DOWN = "abandoned: the daemon is shutting down"
+POLL_SECONDS = 0.1
+# After cancelling, how long requests in flight get to notice before their accounts are
+# recorded failed without them (their sockets are shut down at once, so this is slack).
+CANCEL_GRACE = 5.0
+
+
+@dataclass
+class _Run:
+    """One run's account snapshots: fetched concurrently, stored here as each ends,
+    all ended by the run's deadline. Polls with time.sleep (no timed thread waits:
+    libfaketime would freeze them)."""
+
+    config: Config
+    engine: sa.Engine
+    session: Session
+    clock: Clock
+    report: Callable[[AccountOutcome], None]
+    cancel: Cancel
+    deadline: float
+    tick: Callable[[], None]
+    should_stop: Callable[[], bool]
+    database: _Database
+
+    def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
+        config, cancel = self.config, self.cancel
+        cache = TokenCache(config.state_dir)
+        _respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
+        started: dict[str, tuple[datetime, float]] = {}
+
+        def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
+            if cancel.is_set() or self.should_stop() or self.database.lost:
+                return None  # never started
+            started[acc.user_id] = (self.clock(), time.perf_counter())
+            return _fetch(acc, config, cache, self.clock, cancel)
+
+        pool = ThreadPoolExecutor(max_workers=min(config.kite.concurrency, len(todo)),
+                                  thread_name_prefix="account")
+        pending = {pool.submit(job, acc): acc for acc in todo}
+        cancelled_at: float | None = None
+        try:
+            while pending:
+                self.tick()
+                now = time.monotonic()
+                if not cancel.is_set() and now >= self.deadline:
+                    log.error("run deadline: kite.run_timeout (%.0fs) reached with %d "
+                              "account(s) unfinished", config.kite.run_timeout, len(pending))
+                    cancel.cancel(f"{RUN_DEADLINE}: not finished within kite.run_timeout "
+                                  f"({config.kite.run_timeout:.0f}s)")
+                if cancel.is_set() and cancelled_at is None:
+                    cancelled_at = now
+                done = [f for f in pending if f.done()]
+                if not done:
+                    if cancelled_at is not None and now - cancelled_at >= CANCEL_GRACE:
+                        break
+                    time.sleep(POLL_SECONDS)
+                    continue
+                for future in done:
+                    acc = pending.pop(future)
+                    if future.exception() is None and future.result() is None:
+                        self._not_started(acc)
+                        continue
+                    taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
+                    self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
+                                           future, state_dir=config.state_dir,
+                                           database=self.database))
+        finally:
+            for acc in pending.values():  # still stuck after the grace period
+                self._gave_up(acc, started.get(acc.user_id))
+            pool.shutdown(wait=not pending, cancel_futures=True)
+
+    def _not_started(self, acc: AccountConfig) -> None:
+        if self.database.lost:
+            # Not logged in: each web login also ends the user's browser session.
+            self.report(AccountOutcome(
+                acc.user_id, FAILED, self.session.day, transient=True, spooled=True,
+                error=f"account {acc.user_id}: not fetched: the database was lost during "
+                      "this run"))
+            return
+        reason = self.cancel.reason or ""
+        if not reason.startswith(RUN_DEADLINE):
+            log.info("account %s: abandoned (shutting down)", acc.user_id)
+            return
+        self._gave_up(acc, None)
+
+    def _gave_up(self, acc: AccountConfig, started: tuple[datetime, float] | None) -> None:
+        error = f"account {acc.user_id}: {self.cancel.reason or RUN_DEADLINE}"
+        taken_at, t0 = started or (self.clock(), time.perf_counter())
+        outcome = AccountOutcome(acc.user_id, FAILED, self.session.day, error=error,
+                                 transient=True)
+        try:
+            store.record_failure(self.engine, account=acc.user_id,
+                                 snapshot_date=self.session.day, taken_at=taken_at,
+                                 error=error,
+                                 duration_ms=int((time.perf_counter() - t0) * 1000))
+        except sa.exc.SQLAlchemyError as exc:
+            log.error("account %s: could not record the failure: %s", acc.user_id,
+                      redact.redact(str(exc).splitlines()[0]))
+        self.report(outcome)
+
+
+def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],
+                              now: datetime) -> None:
+    """Replicas share the ledger, not the token cache: treat the TOTP steps of attempts
+    another host began in the last minutes (which may have logged in) as used here too."""
+    query = sa.select(Snapshot.account, Snapshot.taken_at, Snapshot.duration_ms).where(
+        Snapshot.account.in_(accounts), Snapshot.taken_at >= now - timedelta(minutes=2))
+    with engine.connect() as conn:
+        recent = conn.execute(query).all()
+    for account, taken_at, duration_ms in recent:
+        step = int(taken_at.timestamp() + (duration_ms or 0) / 1000) // TOTP_STEP
+        if step > cache.load(account).last_totp_step:
+            cache.update(account, last_totp_step=step)
+

@@ -1,0 +1,169 @@
+"""Storing one account's answers: normalized and written in one transaction, recorded
+failed with the answers it got, or spooled when the database is lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from snapshotter import redact
+from snapshotter.config import AccountConfig, Config
+from snapshotter.errors import DatabaseUnavailable, KiteError, LoginRejected, SnapshotterError
+from snapshotter.kite.token_cache import rejection_advice
+from snapshotter.normalize import PayloadError, normalize_snapshot
+from snapshotter.pipeline.outcomes import (
+    FAILED,
+    OK,
+    AccountOutcome,
+    credentials_digest,
+)
+from snapshotter.private_files import StatePathError
+from snapshotter.sessions import IST, Session
+from snapshotter.store import engine as db
+from snapshotter.store import spool
+from snapshotter.store import writes as store
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class _Database:
+    """Whether the database was lost during this run (then answers go to the spool)."""
+
+    url: str = ""
+    lost: DatabaseUnavailable | None = None
+
+
+def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
+               t0: float, future: Any, *, state_dir: Path, database: _Database) -> AccountOutcome:
+    """Normalize and store one account's answers, or record the failed attempt (with the
+    answers it got). When the database is lost, the answers go to the spool."""
+    user = acc.user_id
+    final = taken_at >= session.settled
+    payloads: dict[str, Any] | None = None
+    failure: BaseException
+    try:
+        payloads, logins = future.result()
+        if database.lost is not None:  # do not wait on a database already lost
+            return _spool(acc, session, taken_at, final, payloads, t0, state_dir,
+                          database.lost)
+        normalized = normalize_snapshot(payloads, user, session.day)
+        duration = int((time.perf_counter() - t0) * 1000)
+        stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
+                                      taken_at=taken_at, final=final, payloads=payloads,
+                                      frames=normalized.frames, duration_ms=duration,
+                                      warnings=normalized.warnings)
+        return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
+                              logins=logins, warnings=stored.warnings)
+    except (PayloadError, store.StoreError) as exc:
+        failure, error = exc, redact.redact(
+            str(exc) if isinstance(exc, store.StoreError) else f"account {user}: {exc}")
+    except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
+        if store.is_connection_error(exc) and payloads is not None:
+            database.lost = db.unavailable(exc, database.url)
+            return _spool(acc, session, taken_at, final, payloads, t0, state_dir,
+                          database.lost)
+        failure, error = exc, _describe(exc, user)
+    except Exception as exc:  # an account's bug must not stop the others
+        log.error("account %s: unexpected %s (details with -v)", user, type(exc).__name__)
+        log.debug("account %s: unexpected error", user, exc_info=True)
+        failure, error = exc, _describe(exc, user)
+    outcome = AccountOutcome(user, FAILED, session.day, error=error,
+                             rejected=isinstance(failure, LoginRejected),
+                             transient=isinstance(failure, KiteError) and failure.transient)
+    duration = int((time.perf_counter() - t0) * 1000)
+    answered = payloads if payloads is not None else getattr(failure, "partial_payloads", None)
+    try:
+        store.record_failure(engine, account=user, snapshot_date=session.day,
+                             taken_at=taken_at, error=outcome.error or "", duration_ms=duration,
+                             rejected_credentials=credentials_digest(acc)
+                             if outcome.rejected else None,
+                             payloads=_answers(answered))
+    except sa.exc.SQLAlchemyError as exc:
+        log.error("account %s: could not record the failure in the ledger (%s)", user,
+                  store.error_kind(exc))
+    return outcome
+
+
+def _spool(acc: AccountConfig, session: Session, taken_at: datetime, final: bool,
+           payloads: dict[str, Any], t0: float, state_dir: Path,
+           lost: DatabaseUnavailable) -> AccountOutcome:
+    """The database cannot be written: keep the answers for the next run."""
+    user = acc.user_id
+    try:
+        path = spool.save(state_dir, account=user, snapshot_date=session.day,
+                          taken_at=taken_at, final=final, payloads=payloads,
+                          duration_ms=int((time.perf_counter() - t0) * 1000))
+    except (OSError, StatePathError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        error = (f"account {user}: {lost}; and the spool could not be written "
+                 f"({why or type(exc).__name__}): this fetch is lost")
+    else:
+        error = (f"account {user}: {lost}; the answers are kept in {path} and stored by "
+                 "the next run that reaches the database")
+    return AccountOutcome(user, FAILED, session.day, error=redact.redact(error),
+                          transient=True, spooled=True)
+
+
+def store_spooled(config: Config, engine: sa.Engine) -> int:
+    """Store the snapshots a run spooled while the database was lost, with their
+    original taken_at and final flag (oldest first), before anything is fetched. A
+    lost database again leaves the rest spooled (and raises)."""
+    stored = 0
+    for item in spool.pending(config.state_dir):
+        current = store.complete_snapshots(engine, item.snapshot_date,
+                                           [item.account]).get(item.account)
+        if current is not None and current.taken_at >= item.taken_at:
+            log.info("spool: %s has a newer snapshot of %s; dropping %s", item.account,
+                     item.snapshot_date, item.path.name)
+            spool.discard(item)
+            continue
+        try:
+            normalized = normalize_snapshot(item.payloads, item.account, item.snapshot_date)
+            store.store_snapshot(engine, account=item.account,
+                                 snapshot_date=item.snapshot_date, taken_at=item.taken_at,
+                                 final=item.final, payloads=item.payloads,
+                                 frames=normalized.frames, duration_ms=item.duration_ms,
+                                 warnings=normalized.warnings)
+        except (PayloadError, store.StoreError) as exc:
+            log.error("spool: %s", redact.redact(f"account {item.account}: {exc}"))
+            store.record_failure(engine, account=item.account,
+                                 snapshot_date=item.snapshot_date, taken_at=item.taken_at,
+                                 error=redact.redact(f"account {item.account}: {exc}"),
+                                 duration_ms=item.duration_ms,
+                                 payloads=_answers(item.payloads))
+        else:
+            stored += 1
+            log.info("stored the snapshot of %s for session %s fetched at %s, kept in %s",
+                     item.account, item.snapshot_date,
+                     item.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST"), item.path)
+        spool.discard(item)
+    return stored
+
+
+def _describe(exc: BaseException, account: str) -> str:
+    if isinstance(exc, LoginRejected):
+        text = str(exc)
+        if exc.error_type in ("UserException", "TwoFAException", "InputException"):
+            text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
+                     + rejection_advice(account, "password/totp_secret", exc.message))
+    elif isinstance(exc, KiteError):
+        text = str(exc)
+    elif isinstance(exc, sa.exc.SQLAlchemyError):
+        # Never the driver's text: it can quote the rows (and their data) it refused.
+        text = f"account {account}: database error while storing ({store.error_kind(exc)})"
+    else:
+        text = f"account {account}: {type(exc).__name__}: {exc}"
+    return redact.redact(text)
+
+
+def _answers(payloads: Any) -> dict[str, Any] | None:
+    """The routes that answered, as the ledger keeps them (None: no answer)."""
+    if not isinstance(payloads, dict):
+        return None
+    return {name: body for name, body in payloads.items() if body is not None} or None

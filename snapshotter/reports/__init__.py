@@ -1,0 +1,1 @@
+"""Reading the history: report tables, exports, the chart, summaries."""

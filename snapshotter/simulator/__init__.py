@@ -1,0 +1,17 @@
+"""The Kite simulator: a real HTTP server on 127.0.0.1 speaking Kite's web and Kite
+Connect protocols, with seeded accounts and injectable faults. Imports nothing of the
+product (only the standard library and pyotp): tests and `snapshotter demo` drive the
+production client against it over real sockets."""
+
+from snapshotter.simulator.portfolios import SimAccount, SimApp, demo_accounts, make_portfolio
+from snapshotter.simulator.protocol import FAULT_KINDS, KiteSimulator, serve_forever_cli
+
+__all__ = [
+    "FAULT_KINDS",
+    "KiteSimulator",
+    "SimAccount",
+    "SimApp",
+    "demo_accounts",
+    "make_portfolio",
+    "serve_forever_cli",
+]

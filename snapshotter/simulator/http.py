@@ -1,0 +1,217 @@
+"""The simulator's HTTP plumbing: requests and responses, the threaded server, the
+handler (streamed answers for the drip and huge faults), the route tables."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from snapshotter.simulator.protocol import KiteSimulator
+
+_WEB_ROUTES: dict[str, str] = {
+    "/oms/portfolio/holdings": "holdings",
+    "/oms/portfolio/positions": "positions",
+    "/oms/user/margins": "margins",
+    "/oms/user/margins/equity": "margins/equity",
+    "/oms/user/margins/commodity": "margins/commodity",
+    "/oms/mf/holdings": "mf_holdings",
+    "/oms/user/profile": "profile",
+    "/oms/orders": "orders",
+    "/oms/trades": "trades",
+}
+_API_ROUTES: dict[str, str] = {
+    path.removeprefix("/oms"): part for path, part in _WEB_ROUTES.items()
+}
+_POST_ROUTES = ("/api/login", "/api/twofa", "/session/token")
+_GET_ROUTES = ("/connect/login", "/connect/finish")
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    kind: str
+    path_prefix: str
+    location: str | None = None  # "redirect": where to (default: the request's own URL)
+    status: int | None = None  # "redirect": 3xx status (default 307)
+    user_id: str | None = None  # only requests about this user (as requests_log names them)
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    #: a streamed body instead of ``body``: written chunk by chunk, ``chunk_delay`` s apart
+    chunks: Iterable[bytes] | None = None
+    chunk_delay: float = 0.0
+    #: the streamed body's Content-Length (None: Transfer-Encoding chunked)
+    length: int | None = None
+
+
+def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
+    body = json.dumps(payload).encode("utf-8")
+    return _Response(status, body, "application/json", headers or [])
+
+
+def _ok(data: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
+    return _json(200, {"status": "success", "data": data}, headers)
+
+
+def _error(status: int, error_type: str, message: str) -> _Response:
+    return _json(
+        status, {"status": "error", "message": message, "error_type": error_type, "data": None}
+    )
+
+
+def _redirect(location: str) -> _Response:
+    return _Response(302, b"", "text/html; charset=utf-8", [("Location", location)])
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    form: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    cookies: dict[str, str]
+
+
+def _first_values(parsed: dict[str, list[str]]) -> dict[str, str]:
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
+def _parse_cookies(header: str) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name:
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], sim: KiteSimulator):
+        self.sim = sim
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or went away is normal here; stay quiet.
+        pass
+
+    def close_open_connections(self) -> None:
+        with self.connections_lock:
+            conns = list(self.open_connections)
+            self.open_connections.clear()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "KiteSimulator/1.0"
+    sys_version = ""
+    timeout = 300  # close idle keep-alive connections eventually
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls on keep-alive connections
+
+    def setup(self) -> None:
+        super().setup()
+        server = cast(_Server, self.server)
+        with server.connections_lock:
+            server.open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        server = cast(_Server, self.server)
+        with server.connections_lock:
+            server.open_connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        url = urlsplit(self.path)
+        form: dict[str, str] = {}
+        content_type = self.headers.get("Content-Type", "")
+        if raw and content_type.startswith("application/x-www-form-urlencoded"):
+            form = _first_values(parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        request = _Request(
+            method=self.command,
+            path=url.path,
+            query=_first_values(parse_qs(url.query, keep_blank_values=True)),
+            form=form,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            cookies=_parse_cookies(self.headers.get("Cookie", "")),
+        )
+        response = cast(_Server, self.server).sim._respond(request)
+        if response.chunks is not None:
+            self._stream(response)
+            return
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if response.body:
+            self.wfile.write(response.body)
+
+    def _stream(self, response: _Response) -> None:
+        """Write a streamed body; stop when the client goes away or the simulator stops."""
+        stopping = cast(_Server, self.server).sim._stopping
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        if response.length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(response.length))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        try:
+            for chunk in response.chunks or ():
+                if response.chunk_delay > 0 and stopping.wait(response.chunk_delay):
+                    return
+                if stopping.is_set():
+                    return
+                if response.length is None:
+                    chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                self.wfile.write(chunk)
+            if response.length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client gave up (a deadline, a size limit): normal here
+            return
+
+
