@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    packaged = here / "_migrations"  # wheel installs (see pyproject.toml)
-    return packaged if packaged.is_dir() else here.parent / "migrations"
+    package = Path(__file__).resolve().parent.parent  # snapshotter/
+    packaged = package / "_migrations"  # wheel installs (see pyproject.toml)
+    return packaged if packaged.is_dir() else package.parent / "migrations"
 
 
 def alembic_config(url: str) -> AlembicConfig:
