@@ -783,11 +783,11 @@ def free_port() -> int:
         return port
 
 
-def test_serve_forever_cli_stops_on_sigterm() -> None:
+def test_simulate_command_stops_on_sigterm() -> None:
     port = free_port()
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [sys.executable, "-m", "snapshotter.simulator", "--port", str(port), "--accounts", "1"],
+        [sys.executable, "-m", "snapshotter", "simulate", "--port", str(port), "--accounts", "1"],
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
