@@ -783,7 +783,7 @@ def free_port() -> int:
         return port
 
 
-def test_simulate_command_stops_on_sigterm() -> None:
+def test_serve_forever_cli_stops_on_sigterm() -> None:
     port = free_port()
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
