@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from snapshotter import config
+from snapshotter.config.keys import ACCOUNT_KEYS, SECTION_KEYS, TOP_KEYS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 
@@ -21,8 +22,8 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_example_config_mentions_every_key() -> None:
     text = EXAMPLE.read_text()
-    keys = set(config._TOP_KEYS) | set(config._ACCOUNT_KEYS)
-    for section in config._SECTION_KEYS.values():
+    keys = set(TOP_KEYS) | set(ACCOUNT_KEYS)
+    for section in SECTION_KEYS.values():
         keys |= section
     missing = sorted(k for k in keys if f"{k}:" not in text)
     assert missing == []

@@ -3,8 +3,10 @@ Connect protocols, with seeded accounts and injectable faults. Imports nothing o
 product (only the standard library and pyotp): tests and `snapshotter demo` drive the
 production client against it over real sockets."""
 
-from snapshotter.simulator.portfolios import SimAccount, SimApp, demo_accounts, make_portfolio
-from snapshotter.simulator.protocol import FAULT_KINDS, KiteSimulator, serve_forever_cli
+from snapshotter.simulator._faults import FAULT_KINDS
+from snapshotter.simulator.accounts import SimAccount, SimApp, demo_accounts
+from snapshotter.simulator.portfolios import make_portfolio
+from snapshotter.simulator.protocol import KiteSimulator, serve_forever_cli
 
 __all__ = [
     "FAULT_KINDS",

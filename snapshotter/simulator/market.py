@@ -12,9 +12,12 @@ import random
 from datetime import date
 from typing import Any
 
+from snapshotter.simulator._instruments import tick
+
 
 def _tick(price: float) -> float:
-    return round(max(round(price / 0.05) * 0.05, 0.05), 2)
+    """A price on the 0.05 tick that the market never moves to zero."""
+    return max(tick(price), 0.05)
 
 
 class DemoMarket:

@@ -1,175 +1,33 @@
-"""Simulated Kite accounts: credentials, profiles and seeded portfolios (holdings,
-positions, margins, MF holdings) shaped like Kite's published mock responses."""
+"""Seeded portfolios (holdings, positions, margins, MF holdings) shaped like Kite's
+published mock responses."""
 
 from __future__ import annotations
 
-import base64
-import copy
 import random
-import secrets
-import string
-from dataclasses import dataclass, field
-from datetime import date, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-
-_ALNUM = string.ascii_letters + string.digits
-
-
-def _rand_alnum(n: int) -> str:
-    return "".join(secrets.choice(_ALNUM) for _ in range(n))
-
-
-def _new_enctoken() -> str:
-    # Real enctokens are base64 text (with '+' and '/'), about 88 characters long.
-    return base64.b64encode(secrets.token_bytes(63)).decode("ascii")
-
-
-# --------------------------------------------------------------------------------------------
-# Accounts, apps and realistic portfolios
-# --------------------------------------------------------------------------------------------
-
-_DEFAULT_PROFILE: dict[str, Any] = {
-    "user_id": "",
-    "user_type": "individual",
-    "email": "",
-    "user_name": "",
-    "user_shortname": "",
-    "broker": "ZERODHA",
-    "exchanges": ["BFO", "MCX", "NSE", "CDS", "BSE", "BCD", "MF", "NFO"],
-    "products": ["CNC", "NRML", "MIS", "BO", "CO"],
-    "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
-    "avatar_url": None,
-    "meta": {"demat_consent": "physical"},
-}
-
-
-@dataclass
-class SimApp:
-    """A Kite Connect app (for the ``connect`` login mode)."""
-
-    api_key: str
-    api_secret: str
-    redirect_url: str = "http://127.0.0.1/redirect"
-
-
-@dataclass
-class SimAccount:
-    """One Zerodha account known to the simulator.
-
-    ``portfolio`` holds exactly the ``data`` of each route: ``holdings`` (list), ``positions``
-    (``{"net": [...], "day": [...]}``), ``margins`` (``{"equity": {...}, "commodity": {...}}``)
-    and ``mf_holdings`` (list). Tests may mutate it; every answer is a deep copy.
-    """
-
-    user_id: str
-    password: str
-    totp_secret: str
-    portfolio: dict[str, Any]
-    profile: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.profile = {**copy.deepcopy(_DEFAULT_PROFILE), **self.profile}
-        self.profile["user_id"] = self.user_id
-        if not self.profile["user_name"]:
-            self.profile["user_name"] = f"Sim User {self.user_id}"
-        if not self.profile["user_shortname"]:
-            self.profile["user_shortname"] = str(self.profile["user_name"]).split()[0]
-        if not self.profile["email"]:
-            self.profile["email"] = f"{self.user_id.lower()}@example.com"
-
-
-# (tradingsymbol, NSE exchange token, BSE scrip code, ISIN, typical price in INR)
-# instrument_token is exchange_token * 256 + 1 (NSE) or scrip code * 256 + 4 (BSE),
-# as in Kite's instrument dumps (SBIN: 779521 on NSE, 128028676 on BSE).
-_EQUITIES: tuple[tuple[str, int, int, str, float], ...] = (
-    ("RELIANCE", 2885, 500325, "INE002A01018", 1420.0),
-    ("TCS", 11536, 532540, "INE467B01029", 3150.0),
-    ("INFY", 1594, 500209, "INE009A01021", 1530.0),
-    ("HDFCBANK", 1333, 500180, "INE040A01034", 985.0),
-    ("ICICIBANK", 4963, 532174, "INE090A01021", 1390.0),
-    ("SBIN", 3045, 500112, "INE062A01020", 860.0),
-    ("ITC", 1660, 500875, "INE154A01025", 410.0),
-    ("LT", 11483, 500510, "INE018A01030", 3850.0),
-    ("AXISBANK", 5900, 532215, "INE238A01034", 1160.0),
-    ("KOTAKBANK", 1922, 500247, "INE237A01028", 2110.0),
-    ("BHARTIARTL", 10604, 532454, "INE397D01024", 1960.0),
-    ("HINDUNILVR", 1394, 500696, "INE030A01027", 2440.0),
-    ("TATASTEEL", 3499, 500470, "INE081A01020", 166.0),
-    ("MARUTI", 10999, 532500, "INE585B01010", 15600.0),
-    ("WIPRO", 3787, 507685, "INE075A01022", 248.0),
-    ("ASIANPAINT", 236, 500820, "INE021A01026", 2390.0),
-    ("SUNPHARMA", 3351, 524715, "INE044A01036", 1680.0),
-    ("NTPC", 11630, 532555, "INE733E01010", 338.0),
-    ("TITAN", 3506, 500114, "INE280A01028", 3620.0),
-    ("HCLTECH", 7229, 532281, "INE860A01027", 1490.0),
-    ("ONGC", 2475, 500312, "INE213A01029", 243.0),
-    ("POWERGRID", 14977, 532898, "INE752E01010", 289.0),
-    ("COALINDIA", 20374, 533278, "INE522F01014", 386.0),
-    ("ULTRACEMCO", 11532, 532538, "INE481G01011", 11900.0),
-)
-
-# (tradingsymbol, exchange, instrument_token, typical price, lot/step quantity, multiplier)
-# NFO quantities are in units (multiples of the lot size), MCX quantities in lots with the
-# price multiplier, as Kite reports them.
-_DERIVATIVES: tuple[tuple[str, str, int, float, int, int], ...] = (
-    ("NIFTY25DECFUT", "NFO", 13238274, 26050.0, 75, 1),
-    ("BANKNIFTY25DECFUT", "NFO", 13237250, 59300.0, 35, 1),
-    ("NIFTY25DEC26000CE", "NFO", 13453570, 312.0, 75, 1),
-    ("NIFTY25DEC25500PE", "NFO", 13450242, 118.0, 75, 1),
-    ("BANKNIFTY25DEC59000PE", "NFO", 13266434, 540.0, 35, 1),
-    ("GOLDM25DECFUT", "MCX", 118393607, 130450.0, 1, 10),
-    ("CRUDEOILM25DECFUT", "MCX", 118382087, 5310.0, 1, 10),
-    ("SILVERM25NOVFUT", "MCX", 118358279, 171200.0, 1, 5),
-    ("NATGASMINI25DECFUT", "MCX", 118389511, 402.0, 1, 250),
-)
-
-# (ISIN, fund name, typical NAV); the first three are the kite-mocks funds, the rest come from
-# kite-mocks/mf_instruments.csv plus one widely held fund.
-_FUNDS: tuple[tuple[str, str, float], ...] = (
-    ("INF205K01NT8", "INVESCO INDIA TAX PLAN - DIRECT PLAN", 84.86),
-    ("INF666M01451", "Indiabulls Liquid Fund - Direct Plan", 2081.4984),
-    ("INF761K01884", "BOI AXA TAX ADVANTAGE FUND - DIRECT PLAN", 101.13),
-    ("INF879O01027", "PARAG PARIKH FLEXI CAP FUND - DIRECT PLAN", 89.4312),
-    ("INF209K01YY7", "Aditya Birla Sun Life Frontline Equity Fund - Direct Plan", 556.39),
-    ("INF209K01VY3", "Aditya Birla Sun Life Index Fund - Direct Plan", 241.6988),
-    ("INF209K01VA3", "Aditya Birla Sun Life Cash Plus - Direct Plan", 436.5712),
-)
-
-
-def _tick(price: float) -> float:
-    """Round a price to Kite's 0.05 tick."""
-    return round(round(price / 0.05) * 0.05, 2)
-
-
-def _money(value: float) -> float:
-    return round(value, 2)
-
-
-def _num(value: float) -> int | float:
-    """Kite prints whole numbers as ints (``"average_price": 161``)."""
-    return int(value) if float(value).is_integer() else value
+from snapshotter.simulator._instruments import DERIVATIVES, EQUITIES, FUNDS, money, num, tick
 
 
 def _make_holdings(rng: random.Random, base_day: date) -> list[dict[str, Any]]:
-    picks = rng.sample(_EQUITIES, rng.randint(5, 12))
+    picks = rng.sample(EQUITIES, rng.randint(5, 12))
     holdings = []
     for symbol, nse_token, bse_code, isin, typical in picks:
         on_bse = rng.random() < 0.2
-        last_price = _tick(typical * rng.uniform(0.9, 1.1))
-        close_price = _tick(last_price * (1 + rng.gauss(0, 0.012)))
+        last_price = tick(typical * rng.uniform(0.9, 1.1))
+        close_price = tick(last_price * (1 + rng.gauss(0, 0.012)))
         # Target a position worth INR 10k-4L; at least one share.
         quantity = max(1, int(rng.uniform(10_000, 400_000) / last_price))
         t1_quantity = rng.randint(1, max(1, quantity // 4)) if rng.random() < 0.15 else 0
         # The average of a few buys at tick prices: a natural, untidy average like Kite's.
         lots = [rng.randint(1, 10) for _ in range(rng.randint(1, 3))]
-        lot_prices = [_tick(last_price * rng.uniform(0.65, 1.25)) for _ in lots]
+        lot_prices = [tick(last_price * rng.uniform(0.65, 1.25)) for _ in lots]
         lot_total = sum(lots)
         lot_qty = [q * quantity // lot_total for q in lots]
         lot_qty[0] += quantity - sum(lot_qty)
         cost = sum(q * p for q, p in zip(lot_qty, lot_prices, strict=True))
-        average_price = _num(round(cost / quantity, 6))
+        average_price = num(round(cost / quantity, 6))
         day_change = last_price - close_price
         authorised_day = base_day - timedelta(days=rng.randint(0, 200))
         holdings.append(
@@ -193,8 +51,8 @@ def _make_holdings(rng: random.Random, base_day: date) -> list[dict[str, Any]]:
                 "collateral_type": "",
                 "discrepancy": False,
                 "average_price": average_price,
-                "last_price": _num(last_price),
-                "close_price": _num(close_price),
+                "last_price": num(last_price),
+                "close_price": num(close_price),
                 "pnl": (last_price - average_price) * quantity,
                 "day_change": day_change,
                 "day_change_percentage": day_change / close_price * 100 if close_price else 0,
@@ -261,28 +119,28 @@ def _position_rows(
             "quantity": quantity,
             "overnight_quantity": quantity_overnight,
             "multiplier": multiplier,
-            "average_price": _num(average_price),
-            "close_price": _num(close_price),
-            "last_price": _num(last_price),
-            "value": _num(value),
-            "pnl": _num(pnl),
-            "m2m": _num(m2m),
-            "unrealised": _num(pnl),
+            "average_price": num(average_price),
+            "close_price": num(close_price),
+            "last_price": num(last_price),
+            "value": num(value),
+            "pnl": num(pnl),
+            "m2m": num(m2m),
+            "unrealised": num(pnl),
             "realised": 0,
             "buy_quantity": buy_quantity,
-            "buy_price": _num(buy_price),
-            "buy_value": _num(buy_value),
-            "buy_m2m": _num(buy_m2m),
+            "buy_price": num(buy_price),
+            "buy_value": num(buy_value),
+            "buy_m2m": num(buy_m2m),
             "sell_quantity": sell_quantity,
-            "sell_price": _num(sell_price),
-            "sell_value": _num(sell_value),
-            "sell_m2m": _num(sell_m2m),
+            "sell_price": num(sell_price),
+            "sell_value": num(sell_value),
+            "sell_m2m": num(sell_m2m),
             "day_buy_quantity": bq,
-            "day_buy_price": _num(bp if bq else 0),
-            "day_buy_value": _num(bq * bp * multiplier),
+            "day_buy_price": num(bp if bq else 0),
+            "day_buy_value": num(bq * bp * multiplier),
             "day_sell_quantity": sq,
-            "day_sell_price": _num(sp if sq else 0),
-            "day_sell_value": _num(sq * sp * multiplier),
+            "day_sell_price": num(sp if sq else 0),
+            "day_sell_value": num(sq * sp * multiplier),
         }
 
     net = row(overnight, overnight_price, close_price)
@@ -296,12 +154,12 @@ def _make_positions(rng: random.Random) -> dict[str, Any]:
     day: list[dict[str, Any]] = []
     for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
         if rng.random() < 0.6:
-            symbol, exchange, token, typical, step, multiplier = rng.choice(_DERIVATIVES)
+            symbol, exchange, token, typical, step, multiplier = rng.choice(DERIVATIVES)
             if any(p["tradingsymbol"] == symbol for p in net):
                 continue
             product = "NRML"
-            last_price = _tick(typical * rng.uniform(0.85, 1.15))
-            close_price = _tick(last_price * (1 + rng.gauss(0, 0.015)))
+            last_price = tick(typical * rng.uniform(0.85, 1.15))
+            close_price = tick(last_price * (1 + rng.gauss(0, 0.015)))
             lots = step * rng.randint(1, 4)
             kind = rng.choice(("overnight", "overnight_trimmed", "intraday"))
             if kind == "intraday":
@@ -309,35 +167,35 @@ def _make_positions(rng: random.Random) -> dict[str, Any]:
                 overnight_price = 0.0
             else:
                 overnight = lots * rng.choice((1, 1, -1))
-                overnight_price = _tick(close_price * rng.uniform(0.9, 1.1))
+                overnight_price = tick(close_price * rng.uniform(0.9, 1.1))
             if kind == "overnight":
                 day_buy: tuple[int, float] = (0, 0.0)
                 day_sell: tuple[int, float] = (0, 0.0)
             elif kind == "overnight_trimmed":
                 # Closed part of the carried position today.
                 trim = step * rng.randint(0, abs(overnight) // step)
-                price = _tick(last_price * rng.uniform(0.98, 1.02))
+                price = tick(last_price * rng.uniform(0.98, 1.02))
                 if overnight > 0:
                     day_buy, day_sell = (0, 0.0), (trim, price)
                 else:
                     day_buy, day_sell = (trim, price), (0, 0.0)
             else:
-                day_buy = (lots, _tick(last_price * rng.uniform(0.97, 1.03)))
+                day_buy = (lots, tick(last_price * rng.uniform(0.97, 1.03)))
                 closed = rng.random() < 0.5
-                day_sell = (lots if closed else 0, _tick(last_price * rng.uniform(0.97, 1.03)))
+                day_sell = (lots if closed else 0, tick(last_price * rng.uniform(0.97, 1.03)))
         else:
-            symbol, nse_token, _bse, _isin, typical = rng.choice(_EQUITIES)
+            symbol, nse_token, _bse, _isin, typical = rng.choice(EQUITIES)
             if any(p["tradingsymbol"] == symbol for p in net):
                 continue
             exchange, token, multiplier = "NSE", nse_token * 256 + 1, 1
-            last_price = _tick(typical * rng.uniform(0.9, 1.1))
-            close_price = _tick(last_price * (1 + rng.gauss(0, 0.012)))
+            last_price = tick(typical * rng.uniform(0.9, 1.1))
+            close_price = tick(last_price * (1 + rng.gauss(0, 0.012)))
             overnight, overnight_price = 0, 0.0
             quantity = max(1, int(rng.uniform(5_000, 150_000) / last_price))
-            buy_price = _tick(last_price * rng.uniform(0.985, 1.015))
+            buy_price = tick(last_price * rng.uniform(0.985, 1.015))
             if rng.random() < 0.5:
                 product = "MIS"
-                sell_price = _tick(last_price * rng.uniform(0.985, 1.015))
+                sell_price = tick(last_price * rng.uniform(0.985, 1.015))
                 sold = quantity if rng.random() < 0.6 else 0
                 if rng.random() < 0.3:  # a short intraday trade
                     day_buy, day_sell = (sold, buy_price), (quantity, sell_price)
@@ -373,43 +231,43 @@ def _segment_margins(
         for p in open_rows:
             notional = abs(p["quantity"]) * p["last_price"] * p["multiplier"]
             if p["product"] == "MIS":  # intraday leverage: 20% of the notional
-                exposure += _money(notional * 0.2)
+                exposure += money(notional * 0.2)
             elif p["tradingsymbol"].endswith(("CE", "PE")):
                 if p["quantity"] > 0:
                     option_premium += p["buy_value"]
                 else:
-                    span += _money(notional * 0.09)
-                    exposure += _money(notional * 0.02)
+                    span += money(notional * 0.09)
+                    exposure += money(notional * 0.02)
             else:
-                span += _money(notional * 0.08)
-                exposure += _money(notional * 0.02)
-        span, exposure, option_premium = _money(span), _money(exposure), _money(option_premium)
+                span += money(notional * 0.08)
+                exposure += money(notional * 0.02)
+        span, exposure, option_premium = money(span), money(exposure), money(option_premium)
         # Enough cash for the margins in use, plus a random cushion.
         used = span + exposure + option_premium
-        opening = _money(used * rng.uniform(1.1, 2.0) + rng.uniform(5_000, 600_000))
-        intraday_payin = _money(rng.uniform(1_000, 50_000)) if rng.random() < 0.15 else 0.0
+        opening = money(used * rng.uniform(1.1, 2.0) + rng.uniform(5_000, 600_000))
+        intraday_payin = money(rng.uniform(1_000, 50_000)) if rng.random() < 0.15 else 0.0
     m2m_realised = 0.0
-    debits = _money(span + exposure + option_premium)
-    cash = _money(opening + intraday_payin)
+    debits = money(span + exposure + option_premium)
+    cash = money(opening + intraday_payin)
     return {
         "enabled": enabled,
-        "net": _num(cash - debits),
+        "net": num(cash - debits),
         "available": {
             "adhoc_margin": 0,
-            "cash": _num(cash),
-            "opening_balance": _num(opening),
-            "live_balance": _num(cash - debits),
+            "cash": num(cash),
+            "opening_balance": num(opening),
+            "live_balance": num(cash - debits),
             "collateral": 0,
-            "intraday_payin": _num(intraday_payin),
+            "intraday_payin": num(intraday_payin),
         },
         "utilised": {
-            "debits": _num(debits),
-            "exposure": _num(exposure),
-            "m2m_realised": _num(m2m_realised),
+            "debits": num(debits),
+            "exposure": num(exposure),
+            "m2m_realised": num(m2m_realised),
             "m2m_unrealised": 0,
-            "option_premium": _num(option_premium),
+            "option_premium": num(option_premium),
             "payout": 0,
-            "span": _num(span),
+            "span": num(span),
             "holding_sales": 0,
             "turnover": 0,
             "liquid_collateral": 0,
@@ -431,7 +289,7 @@ def _make_margins(rng: random.Random, positions: dict[str, Any]) -> dict[str, An
 
 
 def _make_mf_holdings(rng: random.Random) -> list[dict[str, Any]]:
-    funds = rng.sample(_FUNDS, rng.randint(0, 3))
+    funds = rng.sample(FUNDS, rng.randint(0, 3))
     rows = []
     for isin, name, typical_nav in funds:
         last_price = round(typical_nav * rng.uniform(0.95, 1.05), 4)
@@ -473,26 +331,3 @@ def make_portfolio(seed: int) -> dict[str, Any]:
         "mf_holdings": mf_holdings,
     }
 
-
-_FIRST_NAMES = ("Aarav", "Diya", "Ishaan", "Kavya", "Rohan", "Ananya", "Vikram", "Meera")
-_LAST_NAMES = ("Sharma", "Iyer", "Patel", "Reddy", "Gupta", "Nair", "Mehta", "Das")
-
-
-def demo_accounts(n: int, seed: int = 1) -> list[SimAccount]:
-    """``n`` deterministic accounts ``DM0001``.. with passwords, TOTP secrets, portfolios."""
-    rng = random.Random(seed)
-    b32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    accounts = []
-    for i in range(1, n + 1):
-        user_id = f"DM{i:04d}"
-        password = "".join(rng.choice(_ALNUM) for _ in range(12))
-        totp_secret = "".join(rng.choice(b32) for _ in range(32))
-        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
-        portfolio = make_portfolio(rng.randrange(2**32))
-        profile = {
-            "user_name": f"{first} {last}",
-            "user_shortname": first,
-            "email": f"{first.lower()}.{last.lower()}.{i}@example.com",
-        }
-        accounts.append(SimAccount(user_id, password, totp_secret, portfolio, profile))
-    return accounts

@@ -1,5 +1,6 @@
-"""The simulator's HTTP plumbing: requests and responses, the threaded server, the
-handler (streamed answers for the drip and huge faults), the route tables."""
+"""Internal to the simulator: its HTTP plumbing. Requests and responses, Kite's envelopes
+and messages, the threaded server and its handler (streamed answers for the drip and huge
+faults)."""
 
 from __future__ import annotations
 
@@ -10,42 +11,25 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:
-    from snapshotter.simulator.protocol import KiteSimulator
-
-_WEB_ROUTES: dict[str, str] = {
-    "/oms/portfolio/holdings": "holdings",
-    "/oms/portfolio/positions": "positions",
-    "/oms/user/margins": "margins",
-    "/oms/user/margins/equity": "margins/equity",
-    "/oms/user/margins/commodity": "margins/commodity",
-    "/oms/mf/holdings": "mf_holdings",
-    "/oms/user/profile": "profile",
-    "/oms/orders": "orders",
-    "/oms/trades": "trades",
-}
-_API_ROUTES: dict[str, str] = {
-    path.removeprefix("/oms"): part for path, part in _WEB_ROUTES.items()
-}
-_POST_ROUTES = ("/api/login", "/api/twofa", "/session/token")
-_GET_ROUTES = ("/connect/login", "/connect/finish")
+# Messages, as Kite words them (PROTOCOL.md, kite-mocks/error_examples.json)
+MSG_INVALID_SESSION = "Invalid session"
+MSG_LOGIN_SESSION = "The login session has expired or doesn't exist. Please try again."
+MSG_BLOCKED = (
+    "Your account is blocked after too many incorrect 2FA attempts. "
+    "Reset your password to unblock it."
+)
+MSG_INVALID_TOTP = "Invalid TOTP"
+MSG_BAD_API_TOKEN = "Incorrect `api_key` or `access_token`."
+MSG_BAD_CHECKSUM = "Invalid checksum"
+MSG_BAD_REQUEST_TOKEN = "Token is invalid or has expired."
+MSG_TOO_MANY = "Too many requests"
 
 
 @dataclass
-class _Fault:
-    remaining: int
-    kind: str
-    path_prefix: str
-    location: str | None = None  # "redirect": where to (default: the request's own URL)
-    status: int | None = None  # "redirect": 3xx status (default 307)
-    user_id: str | None = None  # only requests about this user (as requests_log names them)
-
-
-@dataclass
-class _Response:
+class Response:
     status: int
     body: bytes = b""
     content_type: str = "application/json"
@@ -57,27 +41,37 @@ class _Response:
     length: int | None = None
 
 
-def _json(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
+def json_answer(
+    status: int, payload: Any, headers: list[tuple[str, str]] | None = None
+) -> Response:
     body = json.dumps(payload).encode("utf-8")
-    return _Response(status, body, "application/json", headers or [])
+    return Response(status, body, "application/json", headers or [])
 
 
-def _ok(data: Any, headers: list[tuple[str, str]] | None = None) -> _Response:
-    return _json(200, {"status": "success", "data": data}, headers)
+def ok(data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    return json_answer(200, {"status": "success", "data": data}, headers)
 
 
-def _error(status: int, error_type: str, message: str) -> _Response:
-    return _json(
+def error(status: int, error_type: str, message: str) -> Response:
+    return json_answer(
         status, {"status": "error", "message": message, "error_type": error_type, "data": None}
     )
 
 
-def _redirect(location: str) -> _Response:
-    return _Response(302, b"", "text/html; charset=utf-8", [("Location", location)])
+class Refused(Exception):
+    """Kite's error answer, raised by a check deep in a handler."""
+
+    def __init__(self, status: int, error_type: str, message: str):
+        super().__init__(message)
+        self.answer = error(status, error_type, message)
+
+
+def redirect(location: str, status: int = 302) -> Response:
+    return Response(status, b"", "text/html; charset=utf-8", [("Location", location)])
 
 
 @dataclass
-class _Request:
+class Request:
     method: str
     path: str
     query: dict[str, str]
@@ -99,12 +93,20 @@ def _parse_cookies(header: str) -> dict[str, str]:
     return cookies
 
 
-class _Server(ThreadingHTTPServer):
+class Simulator(Protocol):
+    """What the server asks of the simulator it serves."""
+
+    _stopping: threading.Event
+
+    def _respond(self, req: Request) -> Response: ...
+
+
+class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], sim: KiteSimulator):
+    def __init__(self, address: tuple[str, int], sim: Simulator):
         self.sim = sim
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
@@ -132,12 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        server = cast(_Server, self.server)
+        server = cast(Server, self.server)
         with server.connections_lock:
             server.open_connections.add(self.connection)
 
     def finish(self) -> None:
-        server = cast(_Server, self.server)
+        server = cast(Server, self.server)
         with server.connections_lock:
             server.open_connections.discard(self.connection)
         with contextlib.suppress(OSError):
@@ -166,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         if raw and content_type.startswith("application/x-www-form-urlencoded"):
             form = _first_values(parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True))
-        request = _Request(
+        request = Request(
             method=self.command,
             path=url.path,
             query=_first_values(parse_qs(url.query, keep_blank_values=True)),
@@ -174,32 +176,31 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
             cookies=_parse_cookies(self.headers.get("Cookie", "")),
         )
-        response = cast(_Server, self.server).sim._respond(request)
+        response = cast(Server, self.server).sim._respond(request)
         if response.chunks is not None:
             self._stream(response)
             return
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
+        self._send_head(response, len(response.body))
         if response.body:
             self.wfile.write(response.body)
 
-    def _stream(self, response: _Response) -> None:
-        """Write a streamed body; stop when the client goes away or the simulator stops."""
-        stopping = cast(_Server, self.server).sim._stopping
-        self.close_connection = True
+    def _send_head(self, response: Response, length: int | None) -> None:
+        """Status and headers; ``length`` None: Transfer-Encoding chunked."""
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        if response.length is None:
+        if length is None:
             self.send_header("Transfer-Encoding", "chunked")
         else:
-            self.send_header("Content-Length", str(response.length))
+            self.send_header("Content-Length", str(length))
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
+
+    def _stream(self, response: Response) -> None:
+        """Write a streamed body; stop when the client goes away or the simulator stops."""
+        stopping = cast(Server, self.server).sim._stopping
+        self.close_connection = True
+        self._send_head(response, response.length)
         try:
             for chunk in response.chunks or ():
                 if response.chunk_delay > 0 and stopping.wait(response.chunk_delay):

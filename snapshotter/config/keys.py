@@ -1,0 +1,56 @@
+"""The keys a config file may hold (config.example.yaml shows each): unknown ones get a
+"did you mean"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snapshotter.config.problems import Problems, silent_interpolate
+
+TOP_KEYS = {
+    "database", "kite", "accounts", "state_dir", "timezone", "schedule", "calendar",
+    "healthcheck_url", "logging",
+}
+SECTION_KEYS = {
+    "database": {"url"},
+    "kite": {"base_url", "api_root", "timeout", "retries", "backoff", "concurrency",
+             "run_timeout", "max_response_mb"},
+    "schedule": {"time", "retry_attempts", "retry_spacing_minutes"},
+    "calendar": {"holidays", "extra_sessions"},
+    "logging": {"level"},
+}
+ACCOUNT_KEYS = {
+    "user_id", "password", "password_file", "totp_secret", "totp_secret_file", "auth",
+    "api_key", "api_secret", "api_secret_file", "label",
+}
+SECRET_KEYS = ("password", "totp_secret", "api_secret")
+
+
+def drop_unknown_keys(raw: dict[Any, Any], problems: Problems) -> dict[Any, Any]:
+    """Report unknown keys (before interpolation, so a typo'd key gives one line) and drop them."""
+    out: dict[Any, Any] = {}
+    for key, value in raw.items():
+        if key not in TOP_KEYS:
+            problems.unknown("", str(key), TOP_KEYS, raw)
+        elif key in SECTION_KEYS and isinstance(value, dict):
+            out[key] = _known_only(value, f"{key}.", SECTION_KEYS[key], problems)
+        elif key == "accounts" and isinstance(value, list):
+            accounts: list[Any] = []
+            for i, acc in enumerate(value):
+                if isinstance(acc, dict):
+                    user_id = silent_interpolate(acc.get("user_id") or "").strip().upper()
+                    problems.name_account(i, user_id)
+                    acc = _known_only(acc, f"accounts[{i}].", ACCOUNT_KEYS, problems)
+                accounts.append(acc)
+            out[key] = accounts
+        else:
+            out[key] = value
+    return out
+
+
+def _known_only(mapping: dict[Any, Any], where: str, known: set[str],
+                problems: Problems) -> dict[Any, Any]:
+    for k in mapping:
+        if k not in known:
+            problems.unknown(where, str(k), known, mapping)
+    return {k: v for k, v in mapping.items() if k in known}

@@ -1,0 +1,94 @@
+"""Read the YAML config file (a public contract: see config.example.yaml)."""
+
+from __future__ import annotations
+
+import re
+import stat
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from snapshotter.config.keys import SECRET_KEYS
+from snapshotter.config.model import Config, resolve_config_path
+from snapshotter.config.parse import parse_config
+from snapshotter.config.problems import VAR
+from snapshotter.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps clock times as text: YAML 1.1 reads `16:30` as the number 990."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CLOCK = re.compile(r"^(?:[0-9]|[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?$")
+for _digit in "0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
+        0, ("tag:yaml.org,2002:str", _CLOCK))
+
+
+def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> Config:
+    path = resolve_config_path(cli_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([
+            f"{path}: config file not found (give --config PATH, set SNAPSHOTTER_CONFIG, "
+            "or copy config.example.yaml to config.yaml)"
+        ]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            problem += " (inside {...} or [...], put ${VAR} values in quotes)"
+        raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    config = parse_config(raw, str(path), path, read_secret_files)
+    warnings: list[str] = list(config.warnings)
+    if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.append(
+            f"{path}: holds a literal secret and is readable by group/others; "
+            f"run `chmod 600 {path}` or use ${{VAR}} / password_file"
+        )
+    if warnings:
+        config = replace(config, warnings=tuple(warnings))
+    return config
+
+
+def _is_literal(value: Any) -> bool:
+    """True for a value written in the file itself (not only ${VAR} references)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    return bool(VAR.sub("", str(value)).strip())
+
+
+def _has_literal_secret(raw: Any) -> bool:
+    """True when the file holds a secret itself (not ${VAR}, not a *_file)."""
+    if not isinstance(raw, dict):
+        return False
+    db = raw.get("database")
+    if isinstance(db, dict) and isinstance(db.get("url"), str):
+        try:
+            db_password = urlsplit(db["url"]).password
+        except ValueError:
+            db_password = None
+        if db_password and _is_literal(db_password):
+            return True
+    if not isinstance(raw.get("accounts"), list):
+        return False
+    for acc in raw["accounts"]:
+        if not isinstance(acc, dict):
+            continue
+        if any(_is_literal(acc.get(key)) for key in SECRET_KEYS):
+            return True
+    return False

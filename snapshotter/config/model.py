@@ -1,0 +1,108 @@
+"""What a validated configuration holds, with its defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from snapshotter.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+DEFAULT_DATABASE_URL = "sqlite:///snapshots.db"
+DEFAULT_BASE_URL = "https://kite.zerodha.com"
+DEFAULT_API_ROOT = "https://api.kite.trade"
+DEFAULT_TIMEZONE = "Asia/Kolkata"
+DEFAULT_LOG_LEVEL = "INFO"
+AUTH_MODES = ("web", "connect", "manual")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class Secret(str):
+    """A string whose repr never shows its value (keeps it out of logs and tracebacks)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    user_id: str
+    password: Secret | None
+    totp_secret: Secret | None
+    auth: str = "web"
+    api_key: str | None = None
+    api_secret: Secret | None = None
+    label: str | None = None
+    # The *_file values as written (e.g. "ab1234-password"): systemd credential names.
+    secret_files: tuple[str, ...] = ()
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.password, self.totp_secret, self.api_secret) if s]
+
+
+@dataclass(frozen=True)
+class KiteConfig:
+    base_url: str = DEFAULT_BASE_URL
+    api_root: str = DEFAULT_API_ROOT
+    timeout: float = 15.0
+    retries: int = 4
+    backoff: float = 0.5
+    concurrency: int = 10
+    run_timeout: float = 900.0  # seconds a whole run may take, lock wait included
+    max_response_mb: float = 16.0  # largest response body read from Kite
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    time: time = time(16, 30)
+    retry_attempts: int = 3
+    retry_spacing_minutes: int = 30
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    holidays: tuple[date, ...] = ()
+    extra_sessions: tuple[date, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    database_url: str
+    accounts: tuple[AccountConfig, ...]
+    kite: KiteConfig = field(default_factory=KiteConfig)
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TIMEZONE))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    healthcheck_url: str | None = None
+    log_level: str = DEFAULT_LOG_LEVEL
+    warnings: tuple[str, ...] = ()
+
+    def account(self, user_id: str) -> AccountConfig:
+        for acc in self.accounts:
+            if acc.user_id == user_id:
+                return acc
+        raise ConfigError([f"{self.path}: no account {user_id!r} in accounts"])
+
+    def secrets(self) -> list[str]:
+        """Every secret this config holds, the database password included."""
+        found = [s for acc in self.accounts for s in acc.secrets()]
+        match = re.match(r"^[^:/]+://[^:@/]*:([^@/]+)@", self.database_url)
+        return [*found, match.group(1)] if match else found
+
+
+def default_state_dir() -> Path:
+    """systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/snapshotter, else ~/.local/state/..."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "snapshotter"
+
+
+def resolve_config_path(cli_path: str | None) -> Path:
+    return Path(cli_path or os.environ.get("SNAPSHOTTER_CONFIG") or DEFAULT_CONFIG_PATH)

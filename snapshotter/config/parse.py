@@ -1,0 +1,173 @@
+"""Validate a config mapping: every problem is reported as one line naming the file and
+key at fault; the whole file is checked before anything runs, so a user fixes all problems
+in one go."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from snapshotter.config.accounts import parse_accounts
+from snapshotter.config.keys import drop_unknown_keys
+from snapshotter.config.model import (
+    DEFAULT_API_ROOT,
+    DEFAULT_BASE_URL,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_LOG_LEVEL,
+    DEFAULT_TIMEZONE,
+    LOG_LEVELS,
+    CalendarConfig,
+    Config,
+    KiteConfig,
+    ScheduleConfig,
+    default_state_dir,
+)
+from snapshotter.config.problems import Problems, interpolate
+from snapshotter.errors import ConfigError
+
+#: the smallest value each number key takes
+_KITE_MINIMUMS: dict[str, float] = {
+    "timeout": 0.1, "retries": 0, "backoff": 0, "concurrency": 1, "run_timeout": 1,
+    "max_response_mb": 0.001,
+}
+_SCHEDULE_MINIMUMS: dict[str, float] = {"retry_attempts": 0, "retry_spacing_minutes": 1}
+
+
+def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
+                 read_secret_files: bool = True) -> Config:
+    """Validate ``raw``; ``read_secret_files=False`` leaves *_file secrets unread (for
+    `snapshotter systemd`, which runs where only the service's credentials exist)."""
+    problems = Problems(source)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: must be a YAML mapping with database, kite, accounts"])
+    raw = drop_unknown_keys(raw, problems)
+    raw = interpolate(raw, "", problems)
+
+    db = _section(raw, "database", problems)
+    database_url = str(db.get("url") or DEFAULT_DATABASE_URL).strip()
+    if "://" not in database_url:
+        # not echoed: a URL may carry a password
+        problems.add("database.url", "not a database URL (e.g. sqlite:///snapshots.db or "
+                                     "postgresql+psycopg://user@host/db)")
+
+    k = _section(raw, "kite", problems)
+    kite = KiteConfig(
+        base_url=str(k.get("base_url") or DEFAULT_BASE_URL).strip().rstrip("/"),
+        api_root=str(k.get("api_root") or DEFAULT_API_ROOT).strip().rstrip("/"),
+        **_numbers(k, "kite.", KiteConfig(), _KITE_MINIMUMS, problems),
+    )
+    for key in ("base_url", "api_root"):
+        url = getattr(kite, key)
+        if not url.startswith(("http://", "https://")):
+            problems.add(f"kite.{key}", f"must start with http:// or https://, got {url!r}")
+
+    s = _section(raw, "schedule", problems)
+    default_schedule = ScheduleConfig()
+    run_time = default_schedule.time
+    if s.get("time") is not None:
+        value = s["time"]
+        try:
+            run_time = value if isinstance(value, time) else time.fromisoformat(str(value))
+        except ValueError:
+            problems.add("schedule.time", f"not a time (HH:MM): {value!r}")
+    schedule = ScheduleConfig(
+        time=run_time, **_numbers(s, "schedule.", default_schedule, _SCHEDULE_MINIMUMS, problems)
+    )
+    c = _section(raw, "calendar", problems)
+    calendar = CalendarConfig(
+        holidays=_dates(c.get("holidays"), "calendar.holidays", problems),
+        extra_sessions=_dates(c.get("extra_sessions"), "calendar.extra_sessions", problems),
+    )
+    log = _section(raw, "logging", problems)
+    log_level = str(log.get("level") or DEFAULT_LOG_LEVEL).strip().upper()
+    if log_level not in LOG_LEVELS:
+        problems.add("logging.level", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    tz_name = str(raw.get("timezone") or DEFAULT_TIMEZONE).strip()
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: e.g. "America" (a folder)
+        problems.add("timezone", f"unknown time zone {tz_name!r}")
+        tz = ZoneInfo(DEFAULT_TIMEZONE)
+
+    accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files)
+    if problems.lines:
+        raise ConfigError(problems.lines)
+
+    state_dir = Path(os.path.expanduser(str(raw["state_dir"]))) if raw.get("state_dir") \
+        else default_state_dir()
+    return Config(
+        path=path, database_url=database_url, accounts=tuple(accounts), kite=kite,
+        state_dir=state_dir, timezone=tz, schedule=schedule, calendar=calendar,
+        healthcheck_url=str(raw["healthcheck_url"]) if raw.get("healthcheck_url") else None,
+        log_level=log_level, warnings=tuple(problems.warnings),
+    )
+
+
+def _numbers(section: dict[str, Any], where: str, defaults: Any, minimums: dict[str, float],
+             problems: Problems) -> dict[str, Any]:
+    """The number keys of ``section`` named in ``minimums``, each of its default's type."""
+    return {key: _number(section, key, where, getattr(defaults, key), problems, minimum)
+            for key, minimum in minimums.items()}
+
+
+def _number(section: dict[str, Any], key: str, where: str, default: float,
+            problems: Problems, minimum: float) -> Any:
+    kind = type(default)
+    value = section.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):  # e.g. from ${VAR}
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            with contextlib.suppress(ValueError):
+                value = float(text)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value)):
+        problems.add(f"{where}{key}", f"must be a number, got {value!r}")
+        return default
+    if kind is int and value != int(value):
+        problems.add(f"{where}{key}", f"must be a whole number, got {value!r}")
+        return default
+    if value < minimum:
+        problems.add(f"{where}{key}", f"must be at least {minimum}")
+        return default
+    return kind(value)
+
+
+def _dates(values: Any, where: str, problems: Problems) -> tuple[date, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list):
+        problems.add(where, "must be a list of dates (YYYY-MM-DD)")
+        return ()
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, datetime):
+            out.append(v.date())
+            continue
+        if isinstance(v, date):
+            out.append(v)
+            continue
+        try:
+            out.append(date.fromisoformat(str(v).strip()))
+        except ValueError:
+            problems.add(f"{where}[{i}]", f"not a date (YYYY-MM-DD): {v!r}")
+    return tuple(out)
+
+
+def _section(raw: dict[str, Any], name: str, problems: Problems) -> dict[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, dict):
+        problems.add(name, "must be a mapping")
+        return {}
+    return value  # unknown keys were reported and dropped by drop_unknown_keys

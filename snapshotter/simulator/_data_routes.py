@@ -1,0 +1,86 @@
+"""Internal to the simulator: the data routes, on the web (``/oms/...`` with an enctoken)
+and on Kite Connect (the same paths without ``/oms``, with ``token api_key:access_token``
+and a per-app rate limit)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from typing import Any
+
+from snapshotter.simulator._http import (
+    MSG_BAD_API_TOKEN,
+    MSG_INVALID_SESSION,
+    MSG_TOO_MANY,
+    Request,
+    Response,
+    error,
+    ok,
+)
+from snapshotter.simulator._state import SimulatorState
+
+#: web path -> the part of the account it answers
+WEB_ROUTES: dict[str, str] = {
+    "/oms/portfolio/holdings": "holdings",
+    "/oms/portfolio/positions": "positions",
+    "/oms/user/margins": "margins",
+    "/oms/user/margins/equity": "margins/equity",
+    "/oms/user/margins/commodity": "margins/commodity",
+    "/oms/mf/holdings": "mf_holdings",
+    "/oms/user/profile": "profile",
+    "/oms/orders": "orders",
+    "/oms/trades": "trades",
+}
+#: Kite Connect path -> the part of the account it answers
+API_ROUTES: dict[str, str] = {
+    path.removeprefix("/oms"): part for path, part in WEB_ROUTES.items()
+}
+
+#: Kite Connect API rate limit: at most this many requests per api_key in any 1 s window
+RATE_LIMIT_PER_SECOND = 10
+
+
+class DataRoutes(SimulatorState):
+    def _web_data(self, req: Request, part: str) -> Response:
+        scheme, _, token = req.headers.get("authorization", "").partition(" ")
+        with self._lock:
+            user_id = self._enctokens.get(token.strip()) if scheme == "enctoken" else None
+            if user_id is None:
+                return error(403, "TokenException", MSG_INVALID_SESSION)
+            return ok(self._data_for(user_id, part))
+
+    def _api_data(self, req: Request, part: str) -> Response:
+        if req.headers.get("x-kite-version", "").strip() != "3":
+            return error(400, "InputException", "Invalid or missing `X-Kite-Version` header.")
+        scheme, _, cred = req.headers.get("authorization", "").partition(" ")
+        api_key, _, access_token = cred.strip().partition(":")
+        with self._lock:
+            user_id = (
+                self._access_tokens.get((api_key, access_token)) if scheme == "token" else None
+            )
+            if user_id is None:
+                return error(403, "TokenException", MSG_BAD_API_TOKEN)
+            now = time.monotonic()
+            calls = self._api_calls.setdefault(api_key, deque())
+            while calls and now - calls[0] >= 1.0:
+                calls.popleft()
+            if len(calls) >= RATE_LIMIT_PER_SECOND:
+                return error(429, "NetworkException", MSG_TOO_MANY)
+            calls.append(now)
+            return ok(self._data_for(user_id, part))
+
+    def _data_for(self, user_id: str, part: str) -> Any:
+        acc = self._accounts[user_id]
+        pf = acc.portfolio
+        if part == "profile":
+            return copy.deepcopy(acc.profile)
+        if part in ("orders", "trades"):
+            return []
+        if part == "positions":
+            return copy.deepcopy(pf.get("positions", {"net": [], "day": []}))
+        if part.startswith("margins"):
+            margins = pf.get("margins", {})
+            segment = part.partition("/")[2]
+            return copy.deepcopy(margins.get(segment, {}) if segment else margins)
+        return copy.deepcopy(pf.get(part, []))
