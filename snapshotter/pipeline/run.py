@@ -85,6 +85,8 @@ def run_snapshot(
         deadline = time.monotonic() + config.kite.run_timeout
     tick = on_progress or (lambda: None)
     selected = select_accounts(config, accounts)
+    # Every run checks the state directory (private, no symlinks), work or not.
+    TokenCache(config.state_dir)
     outcomes: list[AccountOutcome] = []
 
     def report(outcome: AccountOutcome) -> None:
