@@ -7,9 +7,8 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,20 +27,13 @@ from snapshotter.kite.auth import (
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import CachedSession, TokenCache
 from snapshotter.pipeline.logins import manual_accounts
-from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
+from snapshotter.simulator import KiteSimulator, SimAccount, SimApp
 from tests.conftest import config_dict, run_cli, write_config
+from tests.test_kite_client import Clock
+from tests.test_login_modes import rows
 
 API_KEY = "snapapp7kq2m"
 API_SECRET = "s3cret-of-the-app-9f8e7d6c5b4a"
-
-
-def _rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-    finally:
-        engine.dispose()
 
 
 def _execute(url: str, sql: str) -> None:
@@ -131,7 +123,7 @@ def test_the_cache_marker_and_the_ledger_hold_one_fingerprint(
     assert first.returncode == 78, first.stderr
     marker_file = state / "sessions" / f"{bad.user_id}.json"
     marker = json.loads(marker_file.read_text(encoding="utf-8"))
-    ledger = _rows(database_url, "SELECT rejected_credentials FROM snapshots")
+    ledger = rows(database_url, "SELECT rejected_credentials FROM snapshots")
     assert [r["rejected_credentials"] for r in ledger] == [marker["rejected_fingerprint"]]
     assert marker["rejected_fingerprint"] and marker["salt"] is None
     for secret in ("not-the-password", bad.totp_secret):
@@ -144,7 +136,7 @@ def test_the_cache_marker_and_the_ledger_hold_one_fingerprint(
     again = run_cli("--config", str(cfg), "run")
     assert again.returncode == 78 and "not trying again" in again.stderr, again.stderr
     assert _logins_sent(sim, bad.user_id) == sent
-    ledger = _rows(database_url, "SELECT rejected_credentials FROM snapshots "
+    ledger = rows(database_url, "SELECT rejected_credentials FROM snapshots "
                    "WHERE rejected_credentials IS NOT NULL")
     assert [r["rejected_credentials"] for r in ledger] == [marker["rejected_fingerprint"]]
 
@@ -193,30 +185,16 @@ def test_a_marker_from_before_the_one_fingerprint_still_refuses_the_same_credent
 # -- the session cache is read once per login ---------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 27, 11, 0, 7, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def one() -> SimAccount:
-    return demo_accounts(1, seed=3)[0]
-
-
-@pytest.fixture
-def server(one: SimAccount, clock: Clock) -> Iterator[KiteSimulator]:
-    with KiteSimulator([one], clock=clock, apps=[SimApp(API_KEY, API_SECRET)]) as sim:
+def server(sim_accounts: list[SimAccount], clock: Clock) -> Iterator[KiteSimulator]:
+    """One account, on the test's clock, with a Kite Connect app."""
+    with KiteSimulator(sim_accounts[:1], clock=clock, apps=[SimApp(API_KEY, API_SECRET)]
+                       ) as sim:
         yield sim
 
 
@@ -253,8 +231,9 @@ def _client(server: KiteSimulator, acc: SimAccount, clock: Clock, cache: TokenCa
 
 @pytest.mark.parametrize("auth", ["web", "connect"])
 def test_a_login_reads_the_session_cache_once_and_saves_the_totp_step_first(
-        auth: str, server: KiteSimulator, one: SimAccount, clock: Clock,
+        auth: str, server: KiteSimulator, sim_accounts: list[SimAccount], clock: Clock,
         tmp_path: Path) -> None:
+    one = sim_accounts[0]
     cache = CountedCache(tmp_path, server)
     client = _client(server, one, clock, cache, auth)
     assert client.fetch_all()["holdings"]
@@ -277,7 +256,9 @@ def test_a_login_reads_the_session_cache_once_and_saves_the_totp_step_first(
 
 
 def test_a_rejected_login_reads_once_and_writes_the_step_then_the_rejection(
-        server: KiteSimulator, one: SimAccount, clock: Clock, tmp_path: Path) -> None:
+        server: KiteSimulator, sim_accounts: list[SimAccount], clock: Clock,
+        tmp_path: Path) -> None:
+    one = sim_accounts[0]
     cache = CountedCache(tmp_path, server)
     client = _client(server, one, clock, cache, totp_secret="JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")
     with pytest.raises(LoginRejected, match="Invalid TOTP"):
