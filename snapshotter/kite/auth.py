@@ -41,6 +41,8 @@ CONNECT_SESSION_TOKEN = "/session/token"
 KITE_VERSION = "3"
 TOTP_STEP = 30
 
+Obtained = tuple[str, datetime | None]  # a login's token and expiry (None: till Kite ends it)
+
 
 class Prompt(Protocol):
     """What `snapshotter login` asks a person."""
@@ -137,16 +139,14 @@ class Auth(ABC):
                           entry.rejected_reason, kite_said=entry.rejected_reason)
 
     @abstractmethod
-    def _obtain(self, client: LoginClient, entry: CachedSession
-                ) -> tuple[str, datetime | None]:
-        """Log in: the token and when it expires (None: when Kite ends it)."""
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        """Log in (``entry``: the session cache, read once, saved with the TOTP step)."""
 
 
 class WebAuth(Auth):
     """auth: web — the web app's login with password and TOTP; an enctoken."""
 
-    def _obtain(self, client: LoginClient, entry: CachedSession
-                ) -> tuple[str, datetime | None]:
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
         return _web_login(client, entry), None
 
 
@@ -155,8 +155,7 @@ class ConnectAuth(Auth):
 
     connect_api = True
 
-    def _obtain(self, client: LoginClient, entry: CachedSession
-                ) -> tuple[str, datetime | None]:
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
         """PROTOCOL.md §2: connect/login -> web login -> connect/finish -> session/token."""
         api_key = self.account.api_key or ""
         sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
@@ -192,8 +191,7 @@ class ManualAuth(Auth):
 class ManualWebAuth(ManualAuth):
     """auth: manual without an api_key — the web login, asking for what the config lacks."""
 
-    def _obtain(self, client: LoginClient, entry: CachedSession
-                ) -> tuple[str, datetime | None]:
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
         return _web_login(client, entry), None
 
 
@@ -203,11 +201,12 @@ class ManualConnectAuth(ManualAuth):
 
     connect_api = True
 
-    def _obtain(self, client: LoginClient, entry: CachedSession
-                ) -> tuple[str, datetime | None]:
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
         assert client.prompt is not None
+        url = f"{client.kite.base_url}{CONNECT_LOGIN}?" + urlencode(
+            {"v": KITE_VERSION, "api_key": self.account.api_key or ""})
         client.prompt.show(f"Open this URL, log in to Kite, then paste the address you were "
-                           f"redirected to (or just its request_token):\n  {login_url(client)}")
+                           f"redirected to (or just its request_token):\n  {url}")
         answer = client.prompt.text("Redirected URL or request_token: ").strip()
         token = parse_qs(urlparse(answer).query).get("request_token", [""])[0] or answer
         if not token or "/" in token or "=" in token:
@@ -370,11 +369,6 @@ def _redirect_param(client: LoginClient, path: str, query: dict[str, str], name:
     if not value:
         raise KiteProtocolError(f"{label} gave no {name}", account=client.account.user_id)
     return value
-
-
-def login_url(client: LoginClient) -> str:
-    return f"{client.kite.base_url}{CONNECT_LOGIN}?" + urlencode(
-        {"v": KITE_VERSION, "api_key": client.account.api_key or ""})
 
 
 def _exchange_request_token(client: LoginClient, request_token: str) -> tuple[str, datetime]:
