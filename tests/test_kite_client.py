@@ -20,7 +20,9 @@ from snapshotter.errors import (
     TokenError,
     TransientKiteError,
 )
-from snapshotter.kite.client import KiteClient, _parse_envelope, connect_token_expiry
+from snapshotter.kite.auth import connect_token_expiry
+from snapshotter.kite.client import KiteClient
+from snapshotter.kite.http import parse_envelope as _parse_envelope
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 

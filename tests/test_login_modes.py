@@ -29,7 +29,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from snapshotter.kite.client import connect_token_expiry
+from snapshotter.kite.auth import connect_token_expiry
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
 from tests.conftest import config_dict, write_config

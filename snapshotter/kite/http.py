@@ -1,4 +1,5 @@
-"""HTTP under the Kite client: one deadline per whole request, cancellation, capped bodies.
+"""HTTP under the Kite client: one deadline per whole request, cancellation, capped bodies;
+Kite's answer envelope -> data or a typed error; the per-app rate limit of Kite Connect.
 
 requests' ``timeout`` bounds each socket operation, not a request: a server that sends
 one byte every few seconds keeps a request alive forever. Here every request gets a
@@ -14,6 +15,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +28,15 @@ from urllib3.poolmanager import ProxyManager
 from urllib3.util.retry import Retry
 
 from snapshotter.cancel import Cancel, Cancelled
-from snapshotter.errors import KiteError, KiteProtocolError, TransientKiteError
+from snapshotter.errors import (
+    InputError,
+    KiteError,
+    KiteProtocolError,
+    LoginRejected,
+    PermissionDenied,
+    TokenError,
+    TransientKiteError,
+)
 
 REAPER_POLL_SECONDS = 0.1
 CHUNK_BYTES = 64 * 1024
@@ -283,3 +293,78 @@ def origin_text(url: str) -> str:
     except ValueError:
         port = ""
     return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+_LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+
+
+def parse_envelope(resp: requests.Response, account: str, *, login: bool = False) -> Any:
+    """Kite's ``{"status": ..., "data"|"message"|"error_type"}`` -> data, or a typed error."""
+    status = resp.status_code
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        kind = "an HTML page" if "html" in resp.headers.get("Content-Type", "").lower() \
+            or resp.text.lstrip()[:1] == "<" else "an unparseable body"
+        raise TransientKiteError(
+            f"Kite answered {kind} instead of JSON (proxy or outage?)",
+            account=account, status=status)
+    if body.get("status") == "success" and status < 400:
+        return body.get("data")
+    message = str(body.get("message") or "no message")
+    error_type = body.get("error_type") or None
+    kwargs: dict[str, Any] = {"account": account, "status": status, "error_type": error_type}
+    if error_type in _LOGIN_ERROR_TYPES or (login and error_type is None and status in (400, 403)):
+        raise LoginRejected(message, **kwargs)
+    if login and error_type == "TokenException":
+        # A login step refused (e.g. "The login session has expired"): not a data session
+        # to renew, and never a reason to start another login on our own.
+        raise KiteProtocolError(message, **kwargs)
+    if error_type == "TokenException" or (error_type is None and status == 403):
+        raise TokenError(message, **kwargs)
+    if status in _TRANSIENT_STATUS or error_type == "NetworkException":
+        raise TransientKiteError(message, **kwargs)
+    if error_type == "PermissionException":
+        raise PermissionDenied(message, **kwargs)
+    if error_type == "InputException" or status == 400:
+        if login:
+            raise LoginRejected(message, **kwargs)
+        raise InputError(message, **kwargs)
+    raise KiteError(message, **kwargs)
+
+
+CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
+
+
+class RateLimiter:
+    """At most ``rate`` calls in any sliding one-second window, shared across threads."""
+
+    def __init__(self, rate: int, window: float = 1.05):
+        self.rate = rate
+        self.window = window
+        self._calls: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._calls and now - self._calls[0] >= self.window:
+                    self._calls.popleft()
+                if len(self._calls) < self.rate:
+                    self._calls.append(now)
+                    return
+                wait = self.window - (now - self._calls[0])
+            time.sleep(max(wait, 0.001))
+
+
+_app_limiters: dict[str, RateLimiter] = {}
+_app_limiters_lock = threading.Lock()
+
+
+def app_limiter(api_key: str) -> RateLimiter:
+    with _app_limiters_lock:
+        return _app_limiters.setdefault(api_key, RateLimiter(CONNECT_RATE))

@@ -3,7 +3,8 @@
 Holds the session token (so a same-day re-run does not log in again), the last TOTP
 step submitted (so the same 30 s code is never sent twice, even across processes),
 and a marker left when Kite rejected the credentials (so a scheduled run does not
-retry a wrong password or code and lock the account).
+retry a wrong password or code and lock the account). What these mean, and the one
+fingerprint of the credentials in the marker, is kite.auth's.
 
 A file that cannot be read, is not a JSON object or holds bad fields gets one warning
 naming it and counts as no cached session: the run logs in afresh, and the lockout
@@ -50,7 +51,7 @@ class CachedSession:
     rejected_at: str | None = None
     rejected_reason: str | None = None
     rejected_fingerprint: str | None = None
-    salt: str | None = None
+    salt: str | None = None  # only in a marker from before the one fingerprint (kite.auth)
 
     def valid_token(self, mode: str, now: datetime) -> str | None:
         if not self.token or self.mode != mode:
@@ -163,19 +164,6 @@ class TokenCache:
         self.save(user_id, entry)
         return entry
 
-    def clear_token(self, user_id: str) -> None:
-        self.update(user_id, token=None, created_at=None, expires_at=None)
-
-    def clear_rejection(self, user_id: str) -> None:
-        self.update(user_id, rejected_at=None, rejected_reason=None, rejected_fingerprint=None)
-
-
-def credentials_fingerprint(salt: str, *secrets: str | None) -> str:
-    """A salted digest telling whether the configured credentials changed since a rejection."""
-    digest = hashlib.sha256(salt.encode())
-    for value in secrets:
-        digest.update(b"\0" + (value or "").encode())
-    return digest.hexdigest()
 
 
 def rejection_advice(user_id: str, keys: str, reason: str | None) -> str:

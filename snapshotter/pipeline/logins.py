@@ -4,7 +4,7 @@ checking cached sessions (`login --check`, the daemon's check before the close).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected
-from snapshotter.kite.client import KiteClient, Prompt
+from snapshotter.kite.auth import Prompt, auth_for
+from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.pipeline.run import _respect_other_hosts_totp, select_accounts
 from snapshotter.sessions import IST
@@ -38,7 +39,12 @@ def _describe(exc: KiteError, user_id: str) -> str:
 def _targets(config: Config, user_ids: list[str] | None) -> list[AccountConfig]:
     if user_ids:
         return select_accounts(config, user_ids)
-    return [a for a in config.accounts if a.auth == "manual"]
+    return manual_accounts(config.accounts)
+
+
+def manual_accounts(accounts: Iterable[AccountConfig]) -> list[AccountConfig]:
+    """The accounts a person logs in (`snapshotter login`); runs only reuse their session."""
+    return [a for a in accounts if auth_for(a).needs_person]
 
 
 def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
@@ -61,9 +67,9 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
         # paste must not throw away a session that still works.
         client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
         try:
-            was_rejected = cache.load(acc.user_id).rejected_at is not None
-            client.login()
             entry = cache.load(acc.user_id)
+            was_rejected = entry.rejected_at is not None
+            client.login(entry)
             until = "until Kite ends it"
             if entry.expires_at:
                 expiry = datetime.fromisoformat(entry.expires_at).astimezone(IST)
@@ -85,7 +91,7 @@ def _forget_rejection(engine: sa.Engine | None, acc: AccountConfig,
     tell the person about it."""
     cleared = "; the remembered rejection is cleared"
     if engine is None:
-        if acc.auth == "manual":  # runs never log a manual account in: no ledger copy
+        if auth_for(acc).needs_person:  # runs never log it in: no ledger copy
             return cleared if was_rejected else ""
         return ("; the database could not be opened, so a rejection the ledger may remember "
                 "was not cleared: run this again once the database is reachable")
@@ -101,7 +107,7 @@ def check_sessions(config: Config, user_ids: list[str] | None,
                    clock: Callable[[], datetime]) -> list[LoginResult]:
     """For manual accounts: is the cached session still good? (Never logs in.)"""
     cache = TokenCache(config.state_dir)
-    targets = [a for a in select_accounts(config, user_ids) if a.auth == "manual"]
+    targets = manual_accounts(select_accounts(config, user_ids))
     results = []
     for acc in targets:
         client = KiteClient(acc, config.kite, cache, clock=clock)

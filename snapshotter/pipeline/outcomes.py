@@ -1,5 +1,5 @@
 """What a run reports: per account outcome, the run's exit code, and the digest of
-rejected credentials the ledger keeps."""
+rejected credentials the ledger keeps (the session cache's, kite.auth)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from snapshotter.config import AccountConfig
 from snapshotter.errors import DatabaseUnavailable, LoginRejected
-from snapshotter.kite.token_cache import credentials_fingerprint
+from snapshotter.kite.auth import credentials_fingerprint
 from snapshotter.sessions import Session
 
 Clock = Callable[[], datetime]
@@ -45,11 +44,5 @@ class RunResult:
         return 1 if any(o.status == FAILED for o in self.outcomes) else 0
 
 
-def credentials_digest(acc: AccountConfig) -> str | None:
-    """The same digest of an account's credentials on every host, kept in the ledger when
-    Kite rejects them. None for manual accounts (a person types them) and without a TOTP
-    or API secret, whose entropy is what keeps the digest from being guessed back."""
-    if acc.auth == "manual" or not (acc.totp_secret or acc.api_secret):
-        return None
-    return credentials_fingerprint(f"kite-snapshotter:{acc.user_id}", acc.password,
-                                   acc.totp_secret, acc.api_secret, acc.api_key)
+# The ledger's snapshots.rejected_credentials: the fingerprint the session cache keeps.
+credentials_digest = credentials_fingerprint

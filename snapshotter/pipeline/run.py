@@ -16,16 +16,10 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.cancel import Cancel
 from snapshotter.config import AccountConfig, Config
-from snapshotter.kite.client import TOTP_STEP, KiteClient
-from snapshotter.kite.token_cache import TokenCache, rejection_advice
-from snapshotter.pipeline.outcomes import (
-    FAILED,
-    SKIPPED,
-    AccountOutcome,
-    Clock,
-    RunResult,
-    credentials_digest,
-)
+from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
+from snapshotter.kite.client import KiteClient
+from snapshotter.kite.token_cache import TokenCache
+from snapshotter.pipeline.outcomes import FAILED, SKIPPED, AccountOutcome, Clock, RunResult
 from snapshotter.pipeline.storing import _Database, _store_one, store_spooled
 from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
 from snapshotter.store import writes as store
@@ -132,14 +126,9 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
     keep = []
     for acc in todo:
         snap = refused.get(acc.user_id)
-        if snap is not None and snap.rejected_credentials == credentials_digest(acc):
-            when = snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
-            keys = "password/totp_secret" + (
-                "/api_key/api_secret" if acc.auth == "connect" else "")
-            advice = rejection_advice(acc.user_id, keys, snap.error)
-            report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True, error=(
-                f"account {acc.user_id}: Kite rejected these credentials at {when}; not "
-                f"trying again to avoid locking the account: {advice}")))
+        if snap is not None and same_credentials(acc, snap.rejected_credentials):
+            report(AccountOutcome(acc.user_id, FAILED, session.day, rejected=True,
+                                  error=str(refusal(acc, snap.taken_at, snap.error))))
         else:
             keep.append(acc)
     return keep
@@ -260,8 +249,12 @@ def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: li
         Snapshot.account.in_(accounts), Snapshot.taken_at >= now - timedelta(minutes=2))
     with engine.connect() as conn:
         recent = conn.execute(query).all()
+    latest: dict[str, int] = {}
     for account, taken_at, duration_ms in recent:
         step = int(taken_at.timestamp() + (duration_ms or 0) / 1000) // TOTP_STEP
-        if step > cache.load(account).last_totp_step:
-            cache.update(account, last_totp_step=step)
-
+        latest[account] = max(step, latest.get(account, 0))
+    for account, step in latest.items():
+        entry = cache.load(account)
+        if step > entry.last_totp_step:
+            entry.last_totp_step = step
+            cache.save(account, entry)

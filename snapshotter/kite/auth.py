@@ -1,0 +1,411 @@
+"""Logging in to Kite: one class per login mode, chosen once from the account's config
+(``auth_for``), the TOTP steps, and the memory of credentials Kite rejected.
+
+Zerodha locks an account after 5 wrong 2FA entries, so a login never sends the same
+30 s TOTP step twice (the step is saved before the 2FA request goes out) and a scheduled
+run never tries credentials Kite rejected before. A rejection is remembered as one
+fingerprint of the credentials (``credentials_fingerprint``) in two places: the session
+cache and the ledger (so replicas on other hosts see it too).
+
+Every login URL and form field lives here: the web login is unofficial and Zerodha has
+changed it without notice (PROTOCOL.md §1-2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qs, urlencode, urlparse
+from zoneinfo import ZoneInfo
+
+import pyotp
+import requests
+
+from snapshotter import redact
+from snapshotter.config import AccountConfig, KiteConfig
+from snapshotter.errors import KiteProtocolError, LoginRejected, TransientKiteError
+from snapshotter.kite.http import app_limiter
+from snapshotter.kite.token_cache import CachedSession, TokenCache, rejection_advice
+
+log = logging.getLogger(__name__)
+
+IST = ZoneInfo("Asia/Kolkata")  # Kite's times and its token expiry are IST
+WEB_LOGIN = "/api/login"
+WEB_TWOFA = "/api/twofa"
+CONNECT_LOGIN = "/connect/login"
+CONNECT_FINISH = "/connect/finish"
+CONNECT_SESSION_TOKEN = "/session/token"
+KITE_VERSION = "3"
+TOTP_STEP = 30
+
+Obtained = tuple[str, datetime | None]  # a login's token and expiry (None: till Kite ends it)
+
+
+class Prompt(Protocol):
+    """What `snapshotter login` asks a person."""
+
+    def secret(self, label: str) -> str: ...
+
+    def text(self, label: str) -> str: ...
+
+    def show(self, message: str) -> None: ...
+
+
+class LoginClient(Protocol):
+    """What a login uses of its account's client (kite.client.KiteClient)."""
+
+    account: AccountConfig
+    kite: KiteConfig
+    cache: TokenCache
+    http: requests.Session
+    prompt: Prompt | None
+
+    def clock(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def request(self, method: str, url: str, label: str, *, login: bool = False,
+                retry: bool = True, read_redirect: bool = False, **kwargs: Any) -> Any: ...
+
+
+class Auth(ABC):
+    """One account's login mode: how it logs in and how its data calls authenticate.
+
+    A login reads the session cache once (the caller passes the loaded entry) and saves
+    it at most twice: the TOTP step before the 2FA request, then the session (or the
+    rejection).
+    """
+
+    #: data through Kite Connect (api_root, ``token api_key:access_token``, the per-app
+    #: rate limit) rather than the web app's enctoken
+    connect_api: ClassVar[bool] = False
+    #: a person logs in (`snapshotter login`); scheduled runs only reuse the session
+    needs_person: ClassVar[bool] = False
+
+    def __init__(self, account: AccountConfig):
+        self.account = account
+
+    @property
+    def session_mode(self) -> str:
+        """The kind of token this mode holds (the session cache's ``mode``)."""
+        return "connect" if self.connect_api else "web"
+
+    @property
+    def rejection_keys(self) -> str:
+        """The config keys a rejection may be about."""
+        return "password/totp_secret" + ("/api_key/api_secret" if self.connect_api else "")
+
+    def headers(self, kite: KiteConfig, token: str) -> dict[str, str]:
+        if self.connect_api:
+            return {"Authorization": f"token {self.account.api_key}:{token}"}
+        return {"Authorization": f"enctoken {token}", "Referer": f"{kite.base_url}/dashboard"}
+
+    def before_request(self, kite: KiteConfig, url: str) -> None:
+        if self.connect_api and url.startswith(kite.api_root):
+            app_limiter(self.account.api_key or "").acquire()
+
+    def log_in(self, client: LoginClient, entry: CachedSession) -> str:
+        """A fresh token, saved in ``entry`` (updated in place) and the session cache."""
+        user = self.account.user_id
+        if client.prompt is None:
+            self._may_log_in_unattended(entry, client.clock())
+        try:
+            token, expires = self._obtain(client, entry)
+        except LoginRejected as exc:
+            remember_rejection(entry, self.account, exc.message, client.clock())
+            client.cache.save(user, entry)
+            raise
+        redact.register(token)
+        entry.mode, entry.token = self.session_mode, token
+        entry.created_at = client.clock().isoformat()
+        entry.expires_at = expires.isoformat() if expires else None
+        forget_rejection(entry)
+        client.cache.save(user, entry)
+        log.info("account %s: logged in (%s)", user, self.session_mode)
+        return token
+
+    def session_ended(self) -> LoginRejected | None:
+        """Why a run stops when Kite ends the session; None: it logs in again once."""
+        return None
+
+    def _may_log_in_unattended(self, entry: CachedSession, now: datetime) -> None:
+        """Scheduled runs never retry rejected credentials; `snapshotter login` (a person
+        at the prompt) is a deliberate try, and its success clears the rejection."""
+        if rejection_applies(entry, self.account):
+            raise refusal(self.account, _parsed(entry.rejected_at) or now,
+                          entry.rejected_reason, kite_said=entry.rejected_reason)
+
+    @abstractmethod
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        """Log in (``entry``: the session cache, read once, saved with the TOTP step)."""
+
+
+class WebAuth(Auth):
+    """auth: web — the web app's login with password and TOTP; an enctoken."""
+
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        return _web_login(client, entry), None
+
+
+class ConnectAuth(Auth):
+    """auth: connect — the web login inside a Kite Connect app's flow; an access token."""
+
+    connect_api = True
+
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        """PROTOCOL.md §2: connect/login -> web login -> connect/finish -> session/token."""
+        api_key = self.account.api_key or ""
+        sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
+        _web_login(client, entry)
+        request_token = _redirect_param(client, CONNECT_FINISH,
+                                        {"api_key": api_key, "sess_id": sess_id},
+                                        "request_token")
+        return _exchange_request_token(client, request_token)
+
+
+class ManualAuth(Auth):
+    """auth: manual — a person logs in with `snapshotter login`; runs reuse the session
+    and never log in themselves."""
+
+    needs_person = True
+
+    def _may_log_in_unattended(self, entry: CachedSession, now: datetime) -> None:
+        user = self.account.user_id
+        expired = _parsed(entry.expires_at)
+        if entry.token and entry.mode == self.session_mode and expired:
+            raise LoginRejected(
+                f"session expired at {expired.astimezone(IST):%Y-%m-%d %H:%M} IST: log in "
+                f"again with `snapshotter login --account {user}`", account=user)
+        raise LoginRejected(f"no valid session: run `snapshotter login --account {user}`",
+                            account=user)
+
+    def session_ended(self) -> LoginRejected | None:
+        return LoginRejected("session expired or ended by Kite: log in again with "
+                             f"`snapshotter login --account {self.account.user_id}`",
+                             account=self.account.user_id)
+
+
+class ManualWebAuth(ManualAuth):
+    """auth: manual without an api_key — the web login, asking for what the config lacks."""
+
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        return _web_login(client, entry), None
+
+
+class ManualConnectAuth(ManualAuth):
+    """auth: manual with an api_key — the person logs in in a browser and pastes the
+    request_token Kite Connect redirected them with."""
+
+    connect_api = True
+
+    def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
+        assert client.prompt is not None
+        url = f"{client.kite.base_url}{CONNECT_LOGIN}?" + urlencode(
+            {"v": KITE_VERSION, "api_key": self.account.api_key or ""})
+        client.prompt.show(f"Open this URL, log in to Kite, then paste the address you were "
+                           f"redirected to (or just its request_token):\n  {url}")
+        answer = client.prompt.text("Redirected URL or request_token: ").strip()
+        token = parse_qs(urlparse(answer).query).get("request_token", [""])[0] or answer
+        if not token or "/" in token or "=" in token:
+            raise LoginRejected("no request_token in what was pasted",
+                                account=self.account.user_id)
+        return _exchange_request_token(client, token)
+
+
+def auth_for(account: AccountConfig) -> Auth:
+    """The account's login mode, from its config's ``auth`` (and ``api_key``)."""
+    if account.auth == "connect":
+        return ConnectAuth(account)
+    if account.auth == "manual":
+        return ManualConnectAuth(account) if account.api_key else ManualWebAuth(account)
+    return WebAuth(account)
+
+
+# -- the memory of rejected credentials -------------------------------------------------------
+
+
+def credentials_fingerprint(account: AccountConfig) -> str | None:
+    """The one digest of an account's credentials kept when Kite rejects them, in the
+    session cache and in the ledger (``snapshots.rejected_credentials``): the same on
+    every host. None for manual accounts (a person types them) and without a TOTP or API
+    secret, whose entropy is what keeps the digest from being guessed back."""
+    a = account
+    if auth_for(a).needs_person or not (a.totp_secret or a.api_secret):
+        return None
+    return _digest(f"kite-snapshotter:{a.user_id}", a.password, a.totp_secret,
+                   a.api_secret, a.api_key)
+
+
+def same_credentials(account: AccountConfig, fingerprint: str | None,
+                     legacy_salt: str | None = None) -> bool:
+    """Were these the credentials Kite rejected? (None never matches.) ``legacy_salt``:
+    a session cache marker written before the one fingerprint, salted per file."""
+    if fingerprint is None:
+        return False
+    if legacy_salt:
+        a = account
+        app = (a.api_key,) if a.api_key else ()
+        return fingerprint == _digest(legacy_salt, a.password, a.totp_secret,
+                                      a.api_secret, *app)
+    return fingerprint == credentials_fingerprint(account)
+
+
+def rejection_applies(entry: CachedSession, account: AccountConfig) -> bool:
+    """Does the session cache remember Kite rejecting the configured credentials?"""
+    return bool(entry.rejected_at) and same_credentials(
+        account, entry.rejected_fingerprint, legacy_salt=entry.salt)
+
+
+def remember_rejection(entry: CachedSession, account: AccountConfig, reason: str,
+                       now: datetime) -> None:
+    entry.rejected_at = now.isoformat()
+    entry.rejected_reason = reason
+    entry.rejected_fingerprint = credentials_fingerprint(account)
+    entry.salt = None
+
+
+def forget_rejection(entry: CachedSession) -> None:
+    entry.rejected_at = entry.rejected_reason = entry.rejected_fingerprint = None
+    entry.salt = None
+
+
+def refusal(account: AccountConfig, rejected_at: datetime, reason: str | None, *,
+            kite_said: str | None = None) -> LoginRejected:
+    """The error of a run that will not retry credentials Kite rejected at ``rejected_at``
+    (``reason``: what was said then, for the advice)."""
+    user = account.user_id
+    said = f" ({kite_said})" if kite_said else ""
+    advice = rejection_advice(user, auth_for(account).rejection_keys, reason)
+    return LoginRejected(
+        f"Kite rejected these credentials at {rejected_at.astimezone(IST):%Y-%m-%d %H:%M} "
+        f"IST{said}; not trying again to avoid locking the account: {advice}", account=user)
+
+
+def _digest(salt: str, *values: str | None) -> str:
+    digest = hashlib.sha256(salt.encode())
+    for value in values:
+        digest.update(b"\0" + (value or "").encode())
+    return digest.hexdigest()
+
+
+def _parsed(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+# -- the login steps --------------------------------------------------------------------------
+
+
+def _totp_code(client: LoginClient, entry: CachedSession) -> str:
+    """A fresh TOTP code, waiting for the next 30 s step if this one was already used;
+    the step is saved before the code is returned (so before it is sent)."""
+    user, secret = client.account.user_id, client.account.totp_secret
+    if not secret:
+        raise LoginRejected("no totp_secret configured", account=user)
+    step = int(client.clock().timestamp()) // TOTP_STEP
+    if entry.last_totp_step > step + 2:
+        # Recorded under a clock set ahead (e.g. a libfaketime rehearsal): Kite never
+        # accepted that code, so it is no reason to wait.
+        log.warning("account %s: ignoring a TOTP step recorded in the future", user)
+    elif step <= entry.last_totp_step:
+        wait = (entry.last_totp_step + 1) * TOTP_STEP - client.clock().timestamp() + 0.5
+        log.info("account %s: waiting %.0fs for a fresh TOTP code", user, wait)
+        client.sleep(min(max(wait, 0), 2 * TOTP_STEP + 1))
+        step = int(client.clock().timestamp()) // TOTP_STEP
+        if step <= entry.last_totp_step:  # a frozen or rewound clock: never replay a code
+            raise TransientKiteError(
+                "the clock did not advance to a fresh TOTP step; not resending a used code",
+                account=user)
+    entry.last_totp_step = step
+    client.cache.save(user, entry)
+    return pyotp.TOTP(secret).at(step * TOTP_STEP)
+
+
+def _web_login(client: LoginClient, entry: CachedSession) -> str:
+    """PROTOCOL.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
+    user, base, prompt = client.account.user_id, client.kite.base_url, client.prompt
+    password: str | None = client.account.password
+    if not password and prompt is not None:
+        password = prompt.secret(f"Kite password for {user}: ")
+        redact.register(password)
+    data = client.request("POST", f"{base}{WEB_LOGIN}", "login", login=True,
+                          data={"user_id": user, "password": password})
+    if not isinstance(data, dict) or not data.get("request_id"):
+        raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
+                                account=user)
+    twofa_type = str(data.get("twofa_type") or "totp")
+    if twofa_type not in ("totp", "app_code"):
+        raise LoginRejected(
+            f"account uses 2FA type {twofa_type!r}; enable external TOTP in Kite",
+            account=user)
+    if client.account.totp_secret or prompt is None:
+        code = _totp_code(client, entry)
+    else:
+        code = prompt.text(f"6-digit code from your authenticator app for {user}: ")
+    redact.register(code)
+    # Never retried: a resent code is a replay and may count as a failed 2FA.
+    client.request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False, data={
+        "user_id": user, "request_id": data["request_id"], "twofa_value": code,
+        "twofa_type": twofa_type,
+    })
+    token = client.http.cookies.get("enctoken")
+    if not token:
+        raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)
+    return token
+
+
+def _redirect_param(client: LoginClient, path: str, query: dict[str, str], name: str) -> str:
+    """The ``name`` query parameter of the address a Connect step redirects to."""
+    label = path.lstrip("/")
+    resp = client.request("GET", f"{client.kite.base_url}{path}?" + urlencode(
+        {"v": KITE_VERSION, **query}), label, login=True, read_redirect=True)
+    location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
+    value = parse_qs(urlparse(location).query).get(name, [""])[0]
+    if not value:
+        raise KiteProtocolError(f"{label} gave no {name}", account=client.account.user_id)
+    return value
+
+
+def _exchange_request_token(client: LoginClient, request_token: str) -> tuple[str, datetime]:
+    """POST /session/token with the sha256 checksum; access token valid till 06:00 IST."""
+    user = client.account.user_id
+    api_key, api_secret = client.account.api_key or "", client.account.api_secret or ""
+    redact.register(request_token)
+    checksum = hashlib.sha256((api_key + request_token + api_secret).encode()).hexdigest()
+    try:
+        data = client.request("POST", f"{client.kite.api_root}{CONNECT_SESSION_TOKEN}",
+                              "session/token", login=True, retry=False,
+                              data={"api_key": api_key, "request_token": request_token,
+                                    "checksum": checksum})
+    except KiteProtocolError as exc:
+        if exc.error_type != "TokenException":
+            raise
+        if client.prompt is not None:  # `snapshotter login`: a person pasted it
+            hint = ("check api_key and api_secret in the config, and paste a fresh "
+                    "request_token: one works once and only for a few minutes")
+        else:
+            hint = ("check api_key and api_secret in the config; not trying again "
+                    "until they change")
+        raise LoginRejected(
+            f"Kite Connect refused the session ({exc.message}): {hint}", account=user,
+            status=exc.status, error_type=exc.error_type) from None
+    token = data.get("access_token") if isinstance(data, dict) else None
+    if not token:
+        raise KiteProtocolError("session/token gave no access_token", account=user)
+    redact.register(str(token))
+    return str(token), connect_token_expiry(client.clock())
+
+
+def connect_token_expiry(now: datetime) -> datetime:
+    """Kite Connect access tokens expire at 06:00 IST the next morning."""
+    local = now.astimezone(IST)
+    expiry = local.replace(hour=6, minute=0, second=0, microsecond=0)
+    if local >= expiry:
+        expiry += timedelta(days=1)
+    return expiry
+
