@@ -256,7 +256,7 @@ class Daemon:
         self.scheduler.add_job(self.take_due, trigger, id="snapshot", name="daily snapshot",
                                max_instances=1, coalesce=True,
                                misfire_grace_time=MISFIRE_GRACE, replace_existing=True)
-        if any(a.auth == "manual" for a in self.config.accounts):
+        if pipeline.manual_accounts(self.config.accounts):
             # Tell the user in time, before the close, that a manual login is missing.
             self.scheduler.add_job(
                 self.check_manual_sessions,

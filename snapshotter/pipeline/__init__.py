@@ -1,7 +1,12 @@
 """The snapshot job: config -> kite client -> normalize -> store. The CLI, the daemon
 and the timer call it; operations reach Kite only through it."""
 
-from snapshotter.pipeline.logins import LoginResult, check_sessions, login_accounts
+from snapshotter.pipeline.logins import (
+    LoginResult,
+    check_sessions,
+    login_accounts,
+    manual_accounts,
+)
 from snapshotter.pipeline.outcomes import FAILED, OK, SKIPPED, AccountOutcome, RunResult
 from snapshotter.pipeline.replay import ReplayResult, replay_raw
 from snapshotter.pipeline.run import (
@@ -26,6 +31,7 @@ __all__ = [
     "calendar_for",
     "check_sessions",
     "login_accounts",
+    "manual_accounts",
     "replay_raw",
     "run_snapshot",
     "select_accounts",
