@@ -37,20 +37,17 @@ from snapshotter.errors import (
 )
 from snapshotter.kite import http as kite_http
 from snapshotter.kite.token_cache import CachedSession, TokenCache, credentials_fingerprint
+from snapshotter.routes import PROFILE_PATH, ROUTES, WEB_PREFIX
 
 log = logging.getLogger(__name__)
 
 IST = ZoneInfo("Asia/Kolkata")  # Kite's times and its token expiry are IST
 
-# Data routes, relative to {base_url}/oms (web) or {api_root} (Kite Connect).
-DATA_ROUTES = {
-    "holdings": "/portfolio/holdings",
-    "positions": "/portfolio/positions",
-    "margins": "/user/margins",
-    "mf_holdings": "/mf/holdings",
-}
-PROFILE_ROUTE = "/user/profile"
-WEB_DATA_PREFIX = "/oms"
+# Data routes (snapshotter/routes.py), relative to {base_url}/oms (web) or {api_root}
+# (Kite Connect).
+DATA_ROUTES = {route.name: route.connect_path for route in ROUTES}
+PROFILE_ROUTE = PROFILE_PATH
+WEB_DATA_PREFIX = WEB_PREFIX
 WEB_LOGIN = "/api/login"
 WEB_TWOFA = "/api/twofa"
 CONNECT_LOGIN = "/connect/login"
