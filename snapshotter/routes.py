@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import Literal, cast, get_args
 
 # Column kinds: str, int, float, bool, datetime (Kite's naive IST in, aware UTC out), date
 Kind = Literal["str", "int", "float", "bool", "datetime", "date"]
@@ -75,20 +75,29 @@ class Route:
         return out
 
 
+def kinds(spec: str) -> dict[str, Kind]:
+    """Columns in order from ``"name, name: kind; name: kind"`` (as Python annotates)."""
+    out: dict[str, Kind] = {}
+    for group in filter(None, (part.strip() for part in spec.split(";"))):
+        names, kind = (text.strip() for text in group.split(":"))
+        if kind not in get_args(Kind):
+            raise ValueError(f"unknown column kind {kind!r} in {group!r}")
+        out.update(dict.fromkeys((name.strip() for name in names.split(",")),
+                                 cast(Kind, kind)))
+    return out
+
+
 HOLDINGS = Route(
     name="holdings", path="/portfolio/holdings", table="holdings",
     natural_key=("exchange", "tradingsymbol"),
-    fields={
-        "tradingsymbol": "str", "exchange": "str", "instrument_token": "int", "isin": "str",
-        "product": "str", "price": "float", "quantity": "int", "used_quantity": "int",
-        "t1_quantity": "int", "realised_quantity": "int", "authorised_quantity": "int",
-        "authorised_date": "datetime", "opening_quantity": "int", "short_quantity": "int",
-        "collateral_quantity": "int", "collateral_type": "str", "discrepancy": "bool",
-        "average_price": "float", "last_price": "float", "close_price": "float",
-        "pnl": "float", "day_change": "float", "day_change_percentage": "float",
-    },
-    nested={"mtf": {"quantity": "int", "used_quantity": "int", "average_price": "float",
-                    "value": "float", "initial_margin": "float"}},
+    fields=kinds("tradingsymbol, exchange: str; instrument_token: int; isin, product: str; "
+                 "price: float; quantity, used_quantity, t1_quantity, realised_quantity, "
+                 "authorised_quantity: int; authorised_date: datetime; opening_quantity, "
+                 "short_quantity, collateral_quantity: int; collateral_type: str; "
+                 "discrepancy: bool; average_price, last_price, close_price, pnl, day_change, "
+                 "day_change_percentage: float"),
+    nested={"mtf": kinds("quantity, used_quantity: int; "
+                         "average_price, value, initial_margin: float")},
     label="holdings {exchange}:{tradingsymbol}",
     unpriced_fallback="close_price",
 )
@@ -96,33 +105,26 @@ HOLDINGS = Route(
 POSITIONS = Route(
     name="positions", path="/portfolio/positions", table="positions",
     natural_key=("position_type", "exchange", "tradingsymbol", "product"),
-    fields={
-        "tradingsymbol": "str", "exchange": "str", "instrument_token": "int", "product": "str",
-        "quantity": "int", "overnight_quantity": "int", "multiplier": "float",
-        "average_price": "float", "close_price": "float", "last_price": "float",
-        "value": "float", "pnl": "float", "m2m": "float", "unrealised": "float",
-        "realised": "float", "buy_quantity": "int", "buy_price": "float",
-        "buy_value": "float", "buy_m2m": "float", "sell_quantity": "int",
-        "sell_price": "float", "sell_value": "float", "sell_m2m": "float",
-        "day_buy_quantity": "int", "day_buy_price": "float", "day_buy_value": "float",
-        "day_sell_quantity": "int", "day_sell_price": "float", "day_sell_value": "float",
-    },
+    fields=kinds("tradingsymbol, exchange: str; instrument_token: int; product: str; "
+                 "quantity, overnight_quantity: int; multiplier, average_price, close_price, "
+                 "last_price, value, pnl, m2m, unrealised, realised: float; "
+                 "buy_quantity: int; buy_price, buy_value, buy_m2m: float; "
+                 "sell_quantity: int; sell_price, sell_value, sell_m2m: float; "
+                 "day_buy_quantity: int; day_buy_price, day_buy_value: float; "
+                 "day_sell_quantity: int; day_sell_price, day_sell_value: float"),
     label="positions {position_type} {exchange}:{tradingsymbol} {product}",
     shape="grouped", group_column="position_type", groups=("net", "day"),
 )
 
 MARGINS = Route(
     name="margins", path="/user/margins", table="funds", natural_key=("segment",),
-    fields={"enabled": "bool", "net": "float"},
+    fields=kinds("enabled: bool; net: float"),
     nested={
-        "available": {"adhoc_margin": "float", "cash": "float", "opening_balance": "float",
-                      "live_balance": "float", "collateral": "float",
-                      "intraday_payin": "float"},
-        "utilised": {"debits": "float", "exposure": "float", "m2m_realised": "float",
-                     "m2m_unrealised": "float", "option_premium": "float",
-                     "payout": "float", "span": "float", "holding_sales": "float",
-                     "turnover": "float", "liquid_collateral": "float",
-                     "stock_collateral": "float", "delivery": "float"},
+        "available": kinds("adhoc_margin, cash, opening_balance, live_balance, collateral, "
+                           "intraday_payin: float"),
+        "utilised": kinds("debits, exposure, m2m_realised, m2m_unrealised, option_premium, "
+                          "payout, span, holding_sales, turnover, liquid_collateral, "
+                          "stock_collateral, delivery: float"),
     },
     nested_prefix=False,
     label="margins {segment}",
@@ -132,11 +134,8 @@ MARGINS = Route(
 MF_HOLDINGS = Route(
     name="mf_holdings", path="/mf/holdings", table="mf_holdings",
     natural_key=("folio", "tradingsymbol"),
-    fields={
-        "folio": "str", "fund": "str", "tradingsymbol": "str", "average_price": "float",
-        "last_price": "float", "last_price_date": "date", "pledged_quantity": "float",
-        "pnl": "float", "quantity": "float",
-    },
+    fields=kinds("folio, fund, tradingsymbol: str; average_price, last_price: float; "
+                 "last_price_date: date; pledged_quantity, pnl, quantity: float"),
     label="mf_holdings {tradingsymbol} (folio {folio})",
     unpriced_fallback="average_price",
 )

@@ -39,7 +39,7 @@ _clean = np.frompyfunc(lambda text: UNSTORABLE.sub("\ufffd", text), 1, 1)
 _round = np.frompyfunc(round, 2, 1)  # Python's round: correctly rounded, unlike np.round
 _iso_date = np.frompyfunc(date.fromisoformat, 1, 1)
 _KITE_TIMES = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\n)*")
-_KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_KITE_TIME_LINE = len("2025-01-17 00:00:00\n")
 # Asia/Kolkata has been UTC+05:30 since 1945-10-15 (zoneinfo agrees for every later
 # wall time); earlier ones go through zoneinfo one at a time.
 _FIXED_IST_SINCE = np.datetime64("1946-01-01T00:00:00", "us")
@@ -96,7 +96,9 @@ def _times(raw: np.ndarray, types: np.ndarray, present: np.ndarray, block: _Bloc
     to the one-value path (zoneinfo)."""
     where = np.nonzero((types == _STR) & present)
     texts = raw[where]
-    if not texts.size or not _KITE_TIMES.fullmatch("\n".join(texts) + "\n"):
+    lines = "\n".join(texts) + "\n"
+    # as many lines as texts: none of them holds a line break of its own
+    if len(lines) != len(texts) * _KITE_TIME_LINE or not _KITE_TIMES.fullmatch(lines):
         return
     try:
         wall = texts.astype("datetime64[us]")
@@ -218,7 +220,7 @@ def frame_records(frame: pd.DataFrame,
     each with ``constants`` added."""
     if frame.empty:
         return []
-    return records(frame.columns, column_arrays(frame), constants)
+    return records(frame.columns.tolist(), column_arrays(frame), constants)
 
 
 def plain_row(columns: Mapping[str, Any], index: int, names: Sequence[str]) -> dict[str, Any]:

@@ -123,7 +123,9 @@ def _set_counts(snap: Snapshot, counts: Mapping[str, int]) -> None:
 
 
 def compress(payload: Any) -> bytes:
-    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
+    # Level 6: as small as 9 for Kite's answers, in two thirds of the time.
+    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0,
+                         compresslevel=6)
 
 
 def decompress(body: bytes) -> Any:
@@ -248,11 +250,11 @@ def store_snapshot(
         counts = {name: 0 if frames.get(name) is None else len(frames[name])
                   for name in DATA_TABLES}
         with _refused_as_store_error(account, "snapshots"):
-            inserted = session.execute(sa.insert(_LEDGER).values(
-                account=account, snapshot_date=snapshot_date, taken_at=taken_at,
-                status=SNAPSHOT_OK, final=final, duration_ms=duration_ms, source="kite",
-                warnings="\n".join(found) or None,
-                **{f"{name}_count": count for name, count in counts.items()}))
+            inserted = session.execute(sa.insert(_LEDGER), {
+                "account": account, "snapshot_date": snapshot_date, "taken_at": taken_at,
+                "status": SNAPSHOT_OK, "final": final, "duration_ms": duration_ms,
+                "source": "kite", "warnings": "\n".join(found) or None,
+                **{f"{name}_count": count for name, count in counts.items()}})
         key = cast(sa.CursorResult[Any], inserted).inserted_primary_key
         assert key is not None
         snapshot_id = int(key[0])
