@@ -37,10 +37,10 @@ from snapshotter.normalize.checks import (
 )
 from snapshotter.normalize.columns import (
     DATETIME_DTYPE,
-    STRING_DTYPE,
     convert,
     frame_records,
     plain_column,
+    string_array,
 )
 from snapshotter.normalize.records import read
 from snapshotter.normalize.values import (
@@ -56,7 +56,7 @@ __all__ = [
     "DATETIME_DTYPE", "FLOAT_DECIMALS", "FUNDS_AVAILABLE", "FUNDS_COLUMNS", "FUNDS_FIELDS",
     "FUNDS_UTILISED", "HOLDING_COLUMNS", "HOLDING_FIELDS", "HOLDING_NESTED", "KITE_TZ",
     "MAX_KEY_LENGTH", "MF_COLUMNS", "MF_FIELDS", "NATURAL_KEYS", "NORMALIZERS",
-    "POSITION_COLUMNS", "POSITION_FIELDS", "ROUTES", "TABLES", "Normalized", "PayloadError",
+    "POSITION_COLUMNS", "POSITION_FIELDS", "TABLES", "Normalized", "PayloadError",
     "clean_json", "clean_text", "frame_records", "normalize_all", "normalize_holdings",
     "normalize_margins", "normalize_mf_holdings", "normalize_positions", "normalize_route",
     "normalize_snapshot", "plain_column", "record_label",
@@ -79,7 +79,6 @@ MF_COLUMNS: dict[str, str] = dict(routes.MF_HOLDINGS.columns)
 # unique constraints, with account and snapshot_date)
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {r.table: r.natural_key for r in routes.ROUTES}
 TABLES: dict[str, str] = {r.name: r.table for r in routes.ROUTES}  # payload -> table
-ROUTES: dict[str, str] = {r.table: r.name for r in routes.ROUTES}  # table -> payload
 
 
 def _columns(route: Route, raw: Any, account: str, snapshot_date: date) -> dict[str, Any]:
@@ -88,8 +87,7 @@ def _columns(route: Route, raw: Any, account: str, snapshot_date: date) -> dict[
     count = len(extras)
     columns = convert(block, route.columns)
     return {
-        "account": STRING_DTYPE.construct_array_type()._from_sequence(
-            np.full(count, account, dtype=object), dtype=STRING_DTYPE),
+        "account": string_array(np.full(count, account, dtype=object)),
         "snapshot_date": np.full(count, snapshot_date, dtype=object),
         **columns,
         "extra": np.fromiter(extras, dtype=object, count=count),

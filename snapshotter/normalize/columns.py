@@ -121,6 +121,12 @@ _TAKE = {"int": _ints, "float": _floats, "bool": _bools, "str": _texts,
          "datetime": _times, "date": _dates}
 
 
+def string_array(texts: np.ndarray) -> Any:
+    """Text (None for NULL) as a ``string`` column (Python storage: what the database
+    takes back out of it costs a tenth of pyarrow's)."""
+    return _STRINGS._from_sequence(texts, dtype=STRING_DTYPE)
+
+
 def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
     """One column's pandas array of its kind's dtype."""
     if kind == "int":
@@ -130,7 +136,7 @@ def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
     if kind == "bool":
         return pd.arrays.BooleanArray(data, missing)
     if kind == "str":
-        return _STRINGS._from_sequence(data, dtype=STRING_DTYPE)
+        return string_array(data)
     if kind == "datetime":
         return _DATETIMES._from_sequence(data, dtype=DATETIME_DTYPE)
     return data  # date: Python dates (or None) in an object column
@@ -180,14 +186,15 @@ def convert(raw: np.ndarray, columns: Mapping[str, str]) -> dict[str, Any]:
 
 def plain_column(array: Any) -> np.ndarray:
     """One column's values as the database driver takes them: Python scalars, None for
-    NA, aware ``datetime`` for timestamps."""
+    NA, ``datetime`` for timestamps."""
+    if array.dtype.kind == "M":  # datetime64, with a zone or not
+        times = pd.array(array) if isinstance(array, np.ndarray) else array
+        values = np.asarray(times.to_pydatetime(), dtype=object)
+        values[np.asarray(times.isna())] = None
+        return values
     if isinstance(array, np.ndarray):
         values = array.astype(object)
         values[pd.isna(array)] = None
-        return values
-    if isinstance(array.dtype, pd.DatetimeTZDtype):
-        values = np.asarray(array.to_pydatetime(), dtype=object)
-        values[np.asarray(array.isna())] = None
         return values
     return np.asarray(array.to_numpy(dtype=object, na_value=None))
 
@@ -204,13 +211,13 @@ def column_arrays(frame: pd.DataFrame) -> list[Any]:
 def records(names: Sequence[Any], arrays: Sequence[Any],
             constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Columns -> plain Python rows (see ``plain_column``), each with ``constants``."""
+    if not arrays or not len(arrays[0]):
+        return []
     columns: list[Any] = [plain_column(array) for array in arrays]
     names = list(names)
     for name, value in (constants or {}).items():
         names.append(name)
         columns.append(repeat(value))
-    if not columns or not len(columns[0]):
-        return []
     return [dict(zip(names, row)) for row in zip(*columns)]  # noqa: B905 (repeat is endless)
 
 
