@@ -23,18 +23,15 @@ from snapshotter.errors import KiteError, KiteProtocolError, TokenError, Transie
 from snapshotter.kite import http as kite_http
 from snapshotter.kite.auth import KITE_VERSION, Prompt, auth_for
 from snapshotter.kite.token_cache import CachedSession, TokenCache
+from snapshotter.routes import PROFILE_PATH, ROUTES, WEB_PREFIX
 
 log = logging.getLogger(__name__)
 
-# Data routes, relative to {base_url}/oms (web) or {api_root} (Kite Connect).
-DATA_ROUTES = {
-    "holdings": "/portfolio/holdings",
-    "positions": "/portfolio/positions",
-    "margins": "/user/margins",
-    "mf_holdings": "/mf/holdings",
-}
-PROFILE_ROUTE = "/user/profile"
-WEB_DATA_PREFIX = "/oms"
+# Data routes (snapshotter/routes.py), relative to {base_url}/oms (web) or {api_root}
+# (Kite Connect).
+DATA_ROUTES = {route.name: route.connect_path for route in ROUTES}
+PROFILE_ROUTE = PROFILE_PATH
+WEB_DATA_PREFIX = WEB_PREFIX
 USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 MAX_REDIRECTS = 5  # hops a data GET may follow, within Kite's own origins
 

@@ -11,7 +11,8 @@ from datetime import date, datetime
 import sqlalchemy as sa
 
 from snapshotter import redact
-from snapshotter.normalize import NORMALIZERS, PayloadError, normalize_snapshot
+from snapshotter.normalize import PayloadError, normalize_snapshot
+from snapshotter.routes import ROUTES
 from snapshotter.sessions import IST, TradingCalendar
 from snapshotter.store import writes as store
 
@@ -67,7 +68,8 @@ def _settled(calendar: TradingCalendar, day: date) -> datetime:
 def _recover_failed_attempts(engine: sa.Engine, accounts: Iterable[str] | None,
                              calendar: TradingCalendar, failures: list[str]) -> tuple[int, int]:
     recovered = rows = 0
-    for snap in store.failed_attempts_to_replay(engine, NORMALIZERS, accounts):
+    for snap in store.failed_attempts_to_replay(engine, [r.name for r in ROUTES],
+                                                  accounts):
         when = f"account {snap.account} {snap.snapshot_date}"
         try:
             normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,

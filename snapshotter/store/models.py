@@ -1,8 +1,9 @@
 """The database schema: the product's public SQL interface (documented in README.md).
 
-The ledger, raw payloads and per-snapshot totals are typed ORM models; the four data
-tables are built from the column specs in ``normalize`` so that what normalize produces
-and what the database holds cannot drift apart. Alembic migrations create all of it.
+The ledger, raw payloads and per-snapshot totals are typed ORM models; the data tables
+are built from the route table (``snapshotter.routes``), which normalize reads too, so
+that what normalize produces and what the database holds cannot drift apart. Alembic
+migrations create all of it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import types
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from snapshotter import normalize
+from snapshotter.routes import ROUTES, Route
 
 
 class UTCDateTime(types.TypeDecorator[datetime]):
@@ -144,31 +145,26 @@ _SQL_TYPES: dict[str, Any] = {
 }
 
 
-def _data_table(name: str, columns: dict[str, str], natural_key: tuple[str, ...]) -> sa.Table:
+def _data_table(route: Route) -> sa.Table:
     return sa.Table(
-        name,
+        route.table,
         Base.metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("snapshot_id", sa.ForeignKey("snapshots.id", ondelete="CASCADE"),
                   nullable=False, index=True),
         sa.Column("account", sa.Text, nullable=False),
         sa.Column("snapshot_date", sa.Date, nullable=False),
-        *(sa.Column(col, _SQL_TYPES[kind]()) for col, kind in columns.items()),
+        *(sa.Column(col, _SQL_TYPES[kind]()) for col, kind in route.columns.items()),
         sa.Column("extra", sa.JSON),
-        sa.UniqueConstraint("account", "snapshot_date", *natural_key),
+        sa.UniqueConstraint("account", "snapshot_date", *route.natural_key),
     )
 
 
-holdings = _data_table("holdings", normalize.HOLDING_COLUMNS, normalize.NATURAL_KEYS["holdings"])
-positions = _data_table("positions", normalize.POSITION_COLUMNS,
-                        normalize.NATURAL_KEYS["positions"])
-funds = _data_table("funds", normalize.FUNDS_COLUMNS, normalize.NATURAL_KEYS["funds"])
-mf_holdings = _data_table("mf_holdings", normalize.MF_COLUMNS,
-                          normalize.NATURAL_KEYS["mf_holdings"])
-
-DATA_TABLES: dict[str, sa.Table] = {
-    "holdings": holdings, "positions": positions, "funds": funds, "mf_holdings": mf_holdings,
-}
+DATA_TABLES: dict[str, sa.Table] = {route.table: _data_table(route) for route in ROUTES}
+holdings = DATA_TABLES["holdings"]
+positions = DATA_TABLES["positions"]
+funds = DATA_TABLES["funds"]
+mf_holdings = DATA_TABLES["mf_holdings"]
 
 # Indexes for the SQL views (snapshotter/views.py; created by migration 0002): per-snapshot
 # holdings sums read from the index alone, and one instrument's history.

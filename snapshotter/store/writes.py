@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import sqlalchemy as sa
@@ -35,6 +35,10 @@ WARNING_CONFIRM_AFTER = timedelta(minutes=30)
 # previous complete snapshot is a warning.
 SHRINK_CHECKED = ("holdings", "mf_holdings")
 MAX_GONE_NAMED = 5
+# The ledger and raw payloads as Core tables: a snapshot's rows are written without the
+# ORM's unit of work.
+_LEDGER = Snapshot.metadata.tables[Snapshot.__tablename__]
+_RAW_PAYLOADS = RawPayload.metadata.tables[RawPayload.__tablename__]
 
 
 class StoreError(SnapshotterError):
@@ -101,11 +105,11 @@ def _insert_totals(session: Session, snapshot_id: int) -> None:
 
 def _insert_frames(session: Session, account: str, snapshot_id: int,
                    frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    """One executemany per table, its rows taken from the frame column by column."""
     counts = {}
     for name, table in DATA_TABLES.items():
-        rows = frame_records(frames.get(name, pd.DataFrame()))
-        for row in rows:
-            row["snapshot_id"] = snapshot_id
+        frame = frames.get(name)
+        rows = [] if frame is None else frame_records(frame, {"snapshot_id": snapshot_id})
         if rows:
             with _refused_as_store_error(account, name):
                 session.execute(sa.insert(table), rows)
@@ -114,14 +118,14 @@ def _insert_frames(session: Session, account: str, snapshot_id: int,
 
 
 def _set_counts(snap: Snapshot, counts: Mapping[str, int]) -> None:
-    snap.holdings_count = counts.get("holdings", 0)
-    snap.positions_count = counts.get("positions", 0)
-    snap.funds_count = counts.get("funds", 0)
-    snap.mf_holdings_count = counts.get("mf_holdings", 0)
+    for table in DATA_TABLES:  # the ledger's {table}_count columns
+        setattr(snap, f"{table}_count", counts.get(table, 0))
 
 
 def compress(payload: Any) -> bytes:
-    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
+    # Level 6: as small as 9 for Kite's answers, in two thirds of the time.
+    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0,
+                         compresslevel=6)
 
 
 def decompress(body: bytes) -> Any:
@@ -132,10 +136,11 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
                      frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """Holdings or MF holdings that emptied, or lost more than half their rows, against
     the account's previous complete snapshot of an earlier session."""
-    previous = session.scalars(
-        sa.select(Snapshot).where(Snapshot.account == account,
-                                  Snapshot.snapshot_date < snapshot_date,
-                                  Snapshot.status == SNAPSHOT_OK)
+    previous = session.execute(
+        sa.select(Snapshot.id, Snapshot.snapshot_date,
+                  *(getattr(Snapshot, f"{name}_count") for name in SHRINK_CHECKED))
+        .where(Snapshot.account == account, Snapshot.snapshot_date < snapshot_date,
+               Snapshot.status == SNAPSHOT_OK)
         .order_by(Snapshot.snapshot_date.desc()).limit(1)).first()
     if previous is None:
         return []
@@ -143,10 +148,12 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
     for name in SHRINK_CHECKED:
         table = DATA_TABLES[name]
         before = getattr(previous, f"{name}_count")
-        now = frame_records(frames.get(name, pd.DataFrame()))
-        if not before or len(now) * 2 >= before:
+        frame = frames.get(name)
+        count = 0 if frame is None else len(frame)
+        if not before or count * 2 >= before:
             continue
         key = NATURAL_KEYS[name]
+        now = [] if frame is None else frame_records(frame[list(key)])
         still = {tuple(row[c] for c in key) for row in now}
         old = session.execute(sa.select(*(table.c[c] for c in key))
                               .where(table.c.snapshot_id == previous.id)
@@ -157,40 +164,52 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
         if len(gone) > MAX_GONE_NAMED:
             named += f" and {len(gone) - MAX_GONE_NAMED} more"
         warnings.append(f"account {account}: {name} went from {before} rows on "
-                        f"{previous.snapshot_date} to {len(now)} (gone: {named})")
+                        f"{previous.snapshot_date} to {count} (gone: {named})")
     return warnings
 
 
-def _confirmed(session: Session, snap: Snapshot) -> bool:
-    """Final despite warnings: a fetch at least WARNING_CONFIRM_AFTER before this one, of
-    the same account and session, saw the very same warnings (so a user who sold
-    everything is not nagged forever)."""
-    first_seen = session.scalar(
-        sa.select(sa.func.min(Snapshot.taken_at)).where(
-            Snapshot.account == snap.account, Snapshot.snapshot_date == snap.snapshot_date,
-            Snapshot.status.in_([SNAPSHOT_OK, SNAPSHOT_SUPERSEDED]),
-            Snapshot.warnings == snap.warnings, Snapshot.id != snap.id))
+def _confirmed(session: Session, account: str, snapshot_date: date, taken_at: datetime,
+               warnings: str, snapshot_id: int | None) -> bool:
+    """Final despite warnings: a fetch at least WARNING_CONFIRM_AFTER before this one
+    (``snapshot_id``, None while it is not written yet), of the same account and
+    session, saw the very same warnings (so a user who sold everything is not nagged
+    forever)."""
+    query = sa.select(sa.func.min(Snapshot.taken_at)).where(
+        Snapshot.account == account, Snapshot.snapshot_date == snapshot_date,
+        Snapshot.status.in_([SNAPSHOT_OK, SNAPSHOT_SUPERSEDED]), Snapshot.warnings == warnings)
+    if snapshot_id is not None:
+        query = query.where(Snapshot.id != snapshot_id)
+    first_seen = session.scalar(query)
     if first_seen is None:
         return False
-    return snap.taken_at - first_seen >= WARNING_CONFIRM_AFTER
+    return taken_at - first_seen >= WARNING_CONFIRM_AFTER
 
 
-def _supersede(session: Session, previous: list[Snapshot]) -> None:
-    if previous:
-        _delete_rows(session, [p.id for p in previous])
-        for p in previous:
-            p.status = SNAPSHOT_SUPERSEDED
-        session.flush()
+def _verdict(session: Session, account: str, snapshot_date: date, taken_at: datetime,
+             frames: Mapping[str, pd.DataFrame], warnings: Sequence[str], after_close: bool,
+             snapshot_id: int | None = None) -> tuple[list[str], bool]:
+    """A complete snapshot's warnings (normalize's and the shrink check's), and whether
+    it is final."""
+    found = sorted({*warnings, *_shrink_warnings(session, account, snapshot_date, frames)})
+    final = after_close and (not found or _confirmed(
+        session, account, snapshot_date, taken_at, "\n".join(found), snapshot_id))
+    return found, final
+
+
+def _supersede(session: Session, snapshot_ids: list[int]) -> None:
+    if snapshot_ids:
+        _delete_rows(session, snapshot_ids)
+        session.execute(sa.update(_LEDGER).where(_LEDGER.c.id.in_(snapshot_ids))
+                        .values(status=SNAPSHOT_SUPERSEDED))
 
 
 def _fill(session: Session, snap: Snapshot, frames: Mapping[str, pd.DataFrame],
           warnings: Sequence[str], after_close: bool) -> StoredSnapshot:
-    """A complete snapshot's rows, warnings, final flag, totals and counts."""
-    counts = _insert_frames(session, snap.account, snap.id, frames)
-    found = sorted({*warnings, *_shrink_warnings(session, snap.account, snap.snapshot_date,
-                                                 frames)})
+    """An existing ledger row's rows, warnings, final flag, totals and counts."""
+    found, snap.final = _verdict(session, snap.account, snap.snapshot_date, snap.taken_at,
+                                 frames, warnings, after_close, snap.id)
     snap.warnings = "\n".join(found) or None
-    snap.final = after_close and (not found or _confirmed(session, snap))
+    counts = _insert_frames(session, snap.account, snap.id, frames)
     with _refused_as_store_error(snap.account, "snapshot_totals"):
         _insert_totals(session, snap.id)
     _set_counts(snap, counts)
@@ -198,11 +217,10 @@ def _fill(session: Session, snap: Snapshot, frames: Mapping[str, pd.DataFrame],
                           tuple(found))
 
 
-def _complete(session: Session, account: str, snapshot_date: date) -> list[Snapshot]:
-    return list(session.scalars(
-        sa.select(Snapshot).where(Snapshot.account == account,
-                                  Snapshot.snapshot_date == snapshot_date,
-                                  Snapshot.status == SNAPSHOT_OK).with_for_update()))
+def _complete_query(account: str, snapshot_date: date) -> sa.Select[Snapshot]:
+    return sa.select(Snapshot).where(Snapshot.account == account,
+                                     Snapshot.snapshot_date == snapshot_date,
+                                     Snapshot.status == SNAPSHOT_OK).with_for_update()
 
 
 def store_snapshot(
@@ -224,19 +242,32 @@ def store_snapshot(
     from normalize, and the shrink check against the previous session) is final only
     when the same warnings were already seen WARNING_CONFIRM_AFTER earlier."""
     with Session(engine) as session, session.begin():
-        _supersede(session, _complete(session, account, snapshot_date))
-        snap = Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
-                        status=SNAPSHOT_OK, final=False, duration_ms=duration_ms,
-                        source="kite")
-        session.add(snap)
+        current = session.execute(_complete_query(account, snapshot_date)
+                                  .with_only_columns(Snapshot.id)).scalars().all()
+        _supersede(session, list(current))
+        found, final = _verdict(session, account, snapshot_date, taken_at, frames, warnings,
+                                final)
+        counts = {name: 0 if frames.get(name) is None else len(frames[name])
+                  for name in DATA_TABLES}
         with _refused_as_store_error(account, "snapshots"):
-            session.flush()
-        stored = _fill(session, snap, frames, warnings, final)
-        session.add_all(RawPayload(snapshot_id=snap.id, name=name, body=compress(body))
-                        for name, body in payloads.items())
-        with _refused_as_store_error(account, "raw_payloads"):
-            session.flush()
-        return stored
+            inserted = session.execute(sa.insert(_LEDGER), {
+                "account": account, "snapshot_date": snapshot_date, "taken_at": taken_at,
+                "status": SNAPSHOT_OK, "final": final, "duration_ms": duration_ms,
+                "source": "kite", "warnings": "\n".join(found) or None,
+                **{f"{name}_count": count for name, count in counts.items()}})
+        key = cast(sa.CursorResult[Any], inserted).inserted_primary_key
+        assert key is not None
+        snapshot_id = int(key[0])
+        _insert_frames(session, account, snapshot_id, frames)
+        with _refused_as_store_error(account, "snapshot_totals"):
+            _insert_totals(session, snapshot_id)
+        if payloads:
+            with _refused_as_store_error(account, "raw_payloads"):
+                session.execute(sa.insert(_RAW_PAYLOADS), [
+                    {"snapshot_id": snapshot_id, "name": name, "body": compress(body)}
+                    for name, body in payloads.items()])
+        return StoredSnapshot(snapshot_id, account, snapshot_date, final, counts,
+                              tuple(found))
 
 
 def record_failure(engine: sa.Engine, *, account: str, snapshot_date: date,
@@ -328,10 +359,10 @@ def recover_failed(engine: sa.Engine, snapshot_id: int, *,
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_FAILED:
             raise LookupError(f"snapshot {snapshot_id} is not a failed attempt")
-        current = _complete(session, snap.account, snap.snapshot_date)
+        current = list(session.scalars(_complete_query(snap.account, snap.snapshot_date)))
         if any(c.taken_at >= snap.taken_at for c in current):
             return None
-        _supersede(session, current)
+        _supersede(session, [c.id for c in current])
         snap.status = SNAPSHOT_OK
         snap.error = None
         session.flush()

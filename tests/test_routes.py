@@ -1,0 +1,88 @@
+"""The route table (snapshotter/routes.py) is the one place a data route is described:
+the Kite client, normalize and the database schema all read it."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from snapshotter import normalize, routes
+from snapshotter.kite import client
+from snapshotter.normalize import PayloadError, normalize_route, normalize_snapshot
+from snapshotter.routes import Route
+from snapshotter.store.models import DATA_TABLES
+
+DAY = date(2026, 11, 27)
+
+
+def test_the_client_asks_for_every_route_of_the_table() -> None:
+    assert {r.name: r.path for r in routes.ROUTES} == client.DATA_ROUTES
+    for route in routes.ROUTES:
+        assert route.web_path == client.WEB_DATA_PREFIX + client.DATA_ROUTES[route.name]
+        assert route.connect_path == client.DATA_ROUTES[route.name]
+    assert client.PROFILE_ROUTE == routes.PROFILE_PATH
+
+
+def test_every_route_has_its_table_with_the_table_columns_and_key() -> None:
+    assert list(DATA_TABLES) == [r.table for r in routes.ROUTES]
+    for route in routes.ROUTES:
+        table = DATA_TABLES[route.table]
+        assert [c.name for c in table.columns] == [
+            "id", "snapshot_id", "account", "snapshot_date", *route.columns, "extra"]
+        [unique] = [c for c in table.constraints if c.__class__.__name__ == "UniqueConstraint"]
+        assert [c.name for c in unique.columns] == ["account", "snapshot_date",
+                                                    *route.natural_key]
+        frame = normalize_route(route, None, "AB1234", DAY)
+        assert list(frame.columns) == ["account", "snapshot_date", *route.columns, "extra"]
+    assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLES
+    assert {r.table: r.natural_key for r in routes.ROUTES} == normalize.NATURAL_KEYS
+
+
+ORDERS = Route(
+    name="orders", path="/orders", table="orders", natural_key=("status", "order_id"),
+    fields={"order_id": "str", "quantity": "int", "price": "float", "placed": "datetime",
+            "amo": "bool"},
+    nested={"meta": {"tag": "str", "day": "date"}},
+    label="orders {status} #{order_id}",
+    shape="grouped", group_column="status", groups=("open", "done"),
+)
+
+
+def test_a_new_route_is_normalized_from_its_row_alone() -> None:
+    """What adding a route takes on normalize's side: its row in the table."""
+    answer: dict[str, Any] = {
+        "done": [{"order_id": "B", "quantity": "3", "price": 0.1 + 0.2,
+                  "placed": "2026-11-27 09:15:00", "amo": False,
+                  "meta": {"tag": "x", "day": "2026-11-26", "new": 1}, "venue": "NSE"}],
+        "open": [{"order_id": "A", "quantity": 1}],
+    }
+    frame = normalize_route(ORDERS, answer, "AB1234", DAY)
+    assert list(frame.columns) == ["account", "snapshot_date", "status", "order_id",
+                                   "quantity", "price", "placed", "amo", "meta_tag",
+                                   "meta_day", "extra"]
+    assert [str(t) for t in frame.dtypes] == [
+        "string", "object", "string", "string", "Int64", "Float64", "datetime64[us, UTC]",
+        "boolean", "string", "object", "object"]
+    rows = normalize.frame_records(frame)
+    assert [(r["status"], r["order_id"], r["quantity"], r["price"]) for r in rows] == [
+        ("open", "A", 1, None), ("done", "B", 3, 0.3)]
+    assert rows[1]["placed"].isoformat() == "2026-11-27T03:45:00+00:00"
+    assert (rows[1]["meta_day"], rows[1]["extra"]) == (date(2026, 11, 26),
+                                                       {"meta": {"new": 1}, "venue": "NSE"})
+    with pytest.raises(PayloadError, match=r"^orders: expected an object with open and done"):
+        normalize_route(ORDERS, [], "AB1234", DAY)
+    with pytest.raises(PayloadError, match=r"^field quantity: not a number: 'many'"):
+        normalize_route(ORDERS, {"open": [{"order_id": "A", "quantity": "many"}]}, "AB1234",
+                        DAY)
+
+
+def test_a_record_is_named_by_its_route_label() -> None:
+    holding = {"tradingsymbol": "INFY", "exchange": "NSE", "quantity": 1, "last_price": 1}
+    with pytest.raises(PayloadError) as caught:
+        normalize_snapshot({"holdings": [holding, {**holding, "quantity": 2}]}, "AB1234", DAY)
+    assert str(caught.value) == "holdings NSE:INFY twice with different quantities"
+    assert normalize.record_label("positions", {"position_type": "net", "exchange": "NFO",
+                                                "tradingsymbol": "X" * 50}) == (
+        f"positions net NFO:{'X' * 40}... ?")
