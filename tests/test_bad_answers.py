@@ -233,7 +233,7 @@ def test_from_raw_recovers_a_failed_attempt_once_its_payloads_normalize(
     assert run_cli("--config", str(cfg), "run").returncode == 0
     holdings[0]["last_price"] += 10  # the later answer differs: it must be the one kept
     holdings.append({**holdings[0], "quantity": holdings[0]["quantity"] + 1})
-    assert run_cli("--config", str(cfg), "run").returncode == 1
+    assert run_cli("--config", str(cfg), "run", "--force").returncode == 1
     earlier, failed = _ledger(database_url, user)
     assert failed["status"] == "failed" and failed["error"]
 
