@@ -24,7 +24,7 @@ test: install
 	$(BIN)/pytest -q -n 4
 
 bench: install
-	$(BIN)/python benchmarks/bench_fetch.py
+	$(BIN)/python benchmarks/bench_all.py
 
 # After upgrading pandas_market_calendars: regenerate the NSE sessions table commands read.
 nse-calendar: install
