@@ -69,11 +69,15 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import importlib
     import time
 
     from snapshotter.ops import health
 
     config = _config(args)
+    # Loading the program is not part of the run: its deadline starts after.
+    for module in ("snapshotter.pipeline", "snapshotter.store.migrate"):
+        importlib.import_module(module)
     # One deadline for the whole run, waiting for another run's lock included.
     deadline = time.monotonic() + config.kite.run_timeout
     try:
