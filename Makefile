@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench nse-calendar
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,4 +24,8 @@ test: install
 	$(BIN)/pytest -q -n 4
 
 bench: install
-	$(BIN)/python benchmarks/bench_fetch.py
+	$(BIN)/python benchmarks/bench_all.py
+
+# After upgrading pandas_market_calendars: regenerate the NSE sessions table commands read.
+nse-calendar: install
+	$(BIN)/python -c "from snapshotter.sessions import write_nse_calendar; write_nse_calendar()"

@@ -39,3 +39,14 @@ def test_downgrade_to_base_and_up_again(database_url: str) -> None:
                 "raw_payloads", "snapshot_totals"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_the_head_read_from_the_revision_files_is_alembics(database_url: str) -> None:
+    assert migrate.head_from_files() == migrate.head_revision(database_url)
+    engine = db.make_engine(database_url)
+    try:
+        assert migrate.stamped_revision(engine) is None  # a new, empty database
+        migrate.upgrade(database_url, engine)
+        assert migrate.stamped_revision(engine) == migrate.current_revision(engine)
+    finally:
+        engine.dispose()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time
+import subprocess
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
 
+from snapshotter import nse_calendar, sessions
 from snapshotter.sessions import IST, TradingCalendar
 
 
@@ -99,3 +103,64 @@ def test_configured_holidays_and_extra_sessions_2027() -> None:
 def test_naive_now_is_refused(cal: TradingCalendar) -> None:
     with pytest.raises(ValueError):
         cal.latest_opened(datetime(2026, 11, 27, 12, 0))  # noqa: DTZ001
+
+
+# -- the committed table of the library's sessions ---------------------------------------
+
+
+def test_the_committed_nse_calendar_is_what_the_library_lists() -> None:
+    assert Path(nse_calendar.__file__).read_text(encoding="utf-8") \
+        == sessions.nse_calendar_source(), \
+        "snapshotter/nse_calendar.py is stale: run `make nse-calendar`"
+
+
+def test_every_day_of_the_table_answers_as_the_library() -> None:
+    import pandas_market_calendars as mcal
+
+    assert sessions.installed_library_version() == mcal.__version__
+    cal = TradingCalendar()
+    first, last = nse_calendar.FIRST_DAY, nse_calendar.LAST_DAY
+    schedule = mcal.get_calendar("XNSE").schedule(first.isoformat(), last.isoformat())
+    expected = {ts.date(): (row.market_open, row.market_close)
+                for ts, row in schedule.iterrows()}
+    day = first
+    while day <= last:
+        found = cal.session(day)
+        if day == date(2026, 2, 1):  # Union Budget, a Sunday (library does not know it)
+            assert found is not None and day not in expected
+        elif day not in expected:
+            assert found is None, day
+        else:
+            assert found is not None, day
+            assert (found.open, found.close) == expected[day], day
+            assert found.open.tzinfo == IST
+        day += timedelta(days=1)
+
+
+def test_days_outside_the_table_come_from_the_library() -> None:
+    cal = TradingCalendar()
+    assert not cal.is_session(date(2010, 10, 2))  # Saturday
+    assert not cal.is_session(date(2010, 1, 26))  # Republic Day
+    s = cal.session(date(2010, 10, 1))
+    assert s is not None and s.open.astimezone(IST).time() == time(9, 0)
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nprint(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=60)
+    return set(result.stdout.split())
+
+
+def test_the_calendar_within_the_table_imports_neither_pandas_nor_the_library() -> None:
+    loaded = _modules_after(
+        "from datetime import date, datetime\n"
+        "from snapshotter.sessions import IST, TradingCalendar, next_fire_time\n"
+        "cal = TradingCalendar()\n"
+        "now = datetime(2026, 12, 31, 17, 0, tzinfo=IST)\n"
+        "assert cal.latest_opened(now).day == date(2026, 12, 31)\n"
+        "assert cal.horizon_warning(date(2026, 12, 31)) is None\n"
+        "cal.warn_once(date(2026, 12, 31))\n"
+        "assert not cal.is_session(date(2024, 11, 15))\n"
+        "next_fire_time(cal, now.time(), now)")
+    assert not loaded & {"pandas", "pandas_market_calendars", "numpy"}

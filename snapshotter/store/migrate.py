@@ -1,20 +1,31 @@
-"""Migrations: every database change goes through Alembic (``migrations/``)."""
+"""Migrations: every database change goes through Alembic (``migrations/``).
+
+A database already at head is recognised without importing Alembic (a few hundred
+milliseconds): the newest revision id is read from the revision files, and compared with
+the row of the ``alembic_version`` table.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from snapshotter.store.engine import make_engine, normalize_url
 from snapshotter.store.lock import run_lock
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 log = logging.getLogger(__name__)
+
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*(.*)$", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"""["']([^"']+)["']""")
 
 
 def migrations_dir() -> Path:
@@ -24,6 +35,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["database_url"] = normalize_url(url)
@@ -31,12 +44,44 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision(url: str) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+@cache
+def head_from_files() -> str | None:
+    """The newest revision id, from the ``revision =`` and ``down_revision =`` lines of
+    the revision files; None when they are not that simple (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (migrations_dir() / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision = _REVISION.findall(text)
+        down = _DOWN_REVISION.findall(text)
+        ids = _QUOTED.findall(revision[0]) if len(revision) == 1 else []
+        if len(ids) != 1 or len(down) != 1:
+            return None
+        revisions.add(ids[0])
+        parents.update(_QUOTED.findall(down[0]))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def stamped_revision(engine: sa.Engine) -> str | None:
+    """The revision the database says it is at (None: no single one, or none)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 def upgrade(url: str, engine: sa.Engine | None = None, *,
@@ -46,12 +91,17 @@ def upgrade(url: str, engine: sa.Engine | None = None, *,
     own = engine is None
     engine = engine or make_engine(url)
     try:
+        head = head_from_files()
+        if head is not None and stamped_revision(engine) == head:
+            return False
         if current_revision(engine) == head_revision(url):
             return False
         # two processes starting together must not both migrate
         with run_lock(url, deadline=deadline):
             if current_revision(engine) == head_revision(url):
                 return False
+            from alembic import command
+
             cfg = alembic_config(url)
             with engine.begin() as conn:
                 cfg.attributes["connection"] = conn

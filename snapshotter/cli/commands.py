@@ -1,32 +1,29 @@
-"""Command line: parses options and calls one library function per command."""
+"""One function per command; each imports what it uses when it runs (this module loads
+no third-party package)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import date
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+from snapshotter import redact
+from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError
 
-from snapshotter import __version__, logs, redact
-from snapshotter.config import Config, load_config
-from snapshotter.errors import (
-    ConfigError,
-    DatabaseUnavailable,
-    LoginRejected,
-    SnapshotterError,
-)
-from snapshotter.ops import health
-from snapshotter.store import engine as db
-from snapshotter.store import migrate
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from snapshotter.config import Config
 
 log = logging.getLogger("snapshotter")
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from snapshotter.config import load_config
+
     config = load_config(args.config)
     redact.register(*config.secrets())
     for warning in config.warnings:
@@ -44,6 +41,11 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
               writable: bool = False) -> Iterator[tuple[Config, sa.Engine]]:
     """The configured database, migrated to head (and checked writable when asked);
     disposed of afterwards. An unreachable database is one line and exit 75."""
+    import sqlalchemy as sa
+
+    from snapshotter.store import engine as db
+    from snapshotter.store import migrate
+
     config = config or _config(args)
     url = config.database_url
     engine = db.make_engine(url)
@@ -67,9 +69,15 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import importlib
     import time
 
+    from snapshotter.ops import health
+
     config = _config(args)
+    # Loading the program is not part of the run: its deadline starts after.
+    for module in ("snapshotter.pipeline", "snapshotter.store.migrate"):
+        importlib.import_module(module)
     # One deadline for the whole run, waiting for another run's lock included.
     deadline = time.monotonic() + config.kite.run_timeout
     try:
@@ -83,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     from snapshotter import pipeline
+    from snapshotter.ops import health
 
     with _database(args, config=config, deadline=deadline, writable=not args.from_raw) \
             as (config, engine):
@@ -132,6 +141,8 @@ def _print_outcome(outcome: object) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from snapshotter.store import migrate
+
     config = _config(args)
     applied = migrate.upgrade(config.database_url)
     print("database migrated to head" if applied else "database already at head")
@@ -199,6 +210,10 @@ def cmd_systemd(args: argparse.Namespace) -> int:
 def _database_if_reachable(args: argparse.Namespace,
                            ) -> Iterator[tuple[Config, sa.Engine | None]]:
     """As _database, but a database that cannot be opened gives None and a warning."""
+    import sqlalchemy as sa
+
+    from snapshotter.config import load_config
+
     with ExitStack() as stack:
         try:
             config, engine = stack.enter_context(_database(args))
@@ -298,135 +313,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
     return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days)
-
-
-def _account_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--account", action="append", metavar="USER_ID",
-                        help="only this account (repeatable)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="snapshotter",
-        description="Keep a dated, queryable history of Zerodha (Kite) accounts.")
-    parser.add_argument("--version", action="version", version=f"snapshotter {__version__}")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $SNAPSHOTTER_CONFIG, else ./config.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    run = sub.add_parser("run", help="snapshot every account now (applies migrations first)",
-                         description="Snapshot the latest NSE session that has opened, for "
-                         "every configured account (or those given with --account).")
-    _account_option(run)
-    run.add_argument("--force", action="store_true",
-                     help="replace a final snapshot of this session too")
-    run.add_argument("--from-raw", action="store_true",
-                     help="re-derive stored rows from the saved raw payloads (offline)")
-    run.set_defaults(func=cmd_run)
-
-    dbp = sub.add_parser("db", help="database maintenance")
-    dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = dbsub.add_parser("upgrade", help="apply pending migrations")
-    up.set_defaults(func=cmd_db_upgrade)
-
-    daemon = sub.add_parser(
-        "daemon", help="run every NSE session after the close (APScheduler), catching up",
-        description="Long-lived scheduler: snapshots each session at schedule.time (or the "
-        "session's close plus 30 min), catches up missed sessions on start and after sleep, "
-        "retries transient failures. SIGTERM/SIGINT stop it cleanly.")
-    daemon.set_defaults(func=cmd_daemon)
-
-    st = sub.add_parser("status", help="last snapshot, last failure and next run per account",
-                        description="Exit code 1 when an account has no complete snapshot "
-                        "of the latest session that has opened (for monitoring).")
-    st.set_defaults(func=cmd_status)
-
-    sd = sub.add_parser("systemd", help="print hardened systemd unit files",
-                        description="Units for the one-shot job on a timer, or the daemon.")
-    sd.add_argument("--mode", choices=["timer", "daemon"], default="timer")
-    sd.add_argument("--user", help="run as this user (default: DynamicUser=yes)")
-    sd.add_argument("--executable", help="path of the snapshotter command")
-    sd.add_argument("--times", default="16:30,20:30", help="timer run times, IST")
-    sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
-    sd.set_defaults(func=cmd_systemd)
-
-    rp = sub.add_parser("report", help="summary, holdings, P&L or one symbol's history",
-                        description="Reports from the SQL views (see README: Views).")
-    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history"])
-    rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
-    _account_option(rp)
-    rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
-    rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
-    rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    rp.set_defaults(func=cmd_report)
-
-    ex = sub.add_parser("export", help="write every table and view as CSV or Parquet")
-    ex.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    ex.add_argument("--out", required=True, metavar="DIR")
-    ex.set_defaults(func=cmd_export)
-
-    ch = sub.add_parser("chart", help="PNG of total value, cumulative market P&L, drawdown")
-    ch.add_argument("--out", required=True, metavar="FILE.png")
-    ch.add_argument("--account", metavar="USER_ID", help="one account (default: all)")
-    ch.set_defaults(func=cmd_chart)
-
-    lg = sub.add_parser(
-        "login", help="log in now and cache the session (auth: manual; prompts)",
-        description="Prompts for what each account needs (password and the current code from "
-        "your authenticator app; for Kite Connect, the redirected URL or request_token), logs "
-        "in and caches the session for scheduled runs. Default: every auth: manual account.")
-    _account_option(lg)
-    lg.add_argument("--check", action="store_true",
-                    help="only check that manual accounts' cached sessions still work "
-                    "(pings healthcheck_url/fail when not); never prompts")
-    lg.set_defaults(func=cmd_login)
-
-    sim = sub.add_parser("simulate", help="serve the Kite simulator on 127.0.0.1")
-    sim.add_argument("--port", type=int, default=8765)
-    sim.add_argument("--accounts", type=int, default=3, help="simulated accounts")
-    sim.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    sim.add_argument("--write-config", metavar="PATH",
-                     help="write a config (mode 0600) pointing at the simulator")
-    sim.set_defaults(func=cmd_simulate)
-
-    demo = sub.add_parser("demo", help="run the real job against the simulator into SQLite")
-    demo.add_argument("--out", default="demo-output", help="directory for the demo database")
-    demo.add_argument("--accounts", type=int, default=3, help="simulated accounts")
-    demo.add_argument("--days", type=int, default=60,
-                      help="NSE sessions of history to simulate and snapshot (default 60)")
-    demo.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logs.setup("INFO", json_lines=args.json_logs)
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(f"error: {redact.redact(line)}", file=sys.stderr)
-        return exc.exit_code
-    except SnapshotterError as exc:
-        print(f"error: {redact.redact(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last line of defence: one line, no secrets
-        import sqlalchemy.exc
-
-        if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
-            if db.is_connection_error(exc):
-                print(f"error: {redact.redact(str(db.unavailable(exc, '')))}", file=sys.stderr)
-                return DatabaseUnavailable.exit_code
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"error: database: {redact.redact(first)}", file=sys.stderr)
-            return 1
-        log.debug("unexpected error", exc_info=True)
-        print(f"error: {type(exc).__name__}: {redact.redact(str(exc))}", file=sys.stderr)
-        return 1

@@ -1,0 +1,106 @@
+"""The benchmark table of issue 9: each measure, its target and what this machine does
+now. Run: `make bench` (or `.venv/bin/python benchmarks/bench_all.py`); takes a few
+minutes. Timings are of the real `snapshotter` command (start-up included) against the
+simulator, which runs in this process: on a busy machine compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import bench_fetch
+import bench_startup
+
+FETCH = "benchmarks/bench_fetch.py"
+
+
+@dataclass
+class Row:
+    measure: str
+    issue: str  # the figure in the issue, before this work
+    target: str
+    measured: float
+    unit: str
+    within: Callable[[float], bool]
+    command: str
+
+    def line(self, widths: tuple[int, ...]) -> str:
+        cells = (self.measure, self.issue, f"{self.measured:.{_digits(self.unit)}f} "
+                 f"{self.unit}".strip(), self.target,
+                 "yes" if self.within(self.measured) else "NO")
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+
+def _digits(unit: str) -> int:
+    return {"s": 2, "ms": 0, "MB": 0}.get(unit, 1)
+
+
+def _fetch(accounts: int, latency: float, concurrency: int) -> bench_fetch.FetchResult:
+    print(f"  {FETCH} --accounts {accounts} --latency {latency} --concurrency {concurrency}",
+          file=sys.stderr, flush=True)
+    result = bench_fetch.measure(accounts, latency, concurrency)
+    if result.exit_code != 0:
+        raise SystemExit(f"snapshotter run failed ({result.exit_code}):\n{result.stderr}")
+    return result
+
+
+def rows(runs: int) -> list[Row]:
+    small = _fetch(20, 0.0, 10)
+    large = _fetch(200, 0.0, 10)
+    slow = _fetch(20, 0.2, 10)
+    wide = _fetch(200, 0.2, 50)
+    deep = _fetch(200, 0.2, 10)
+    print("  benchmarks/bench_startup.py", file=sys.stderr, flush=True)
+    startup = bench_startup.measure(runs)
+    per_account_ms = (large.wall - small.wall) / (large.accounts - small.accounts) * 1000
+    return [
+        Row("200 accounts, 0 ms latency: extra wall per account over 20 accounts",
+            "~240 ms", "<= 10 ms", per_account_ms, "ms", lambda v: v <= 10,
+            f"{FETCH} --latency 0 --accounts 200, minus --accounts 20, / 180"),
+        Row("20 accounts, 200 ms latency, wall incl. start-up", "5.2-6.2 s", "<= 2.0 s",
+            slow.wall, "s", lambda v: v <= 2.0, f"{FETCH} --accounts 20 --latency 0.2"),
+        Row("200 accounts, 200 ms latency, `kite.concurrency: 50`", "-", "<= 4 s",
+            wide.wall, "s", lambda v: v <= 4.0,
+            f"{FETCH} --accounts 200 --latency 0.2 --concurrency 50"),
+        Row("`snapshotter --help` over `python -c pass`", "~1.0 s", "<= 0.25 s",
+            startup.help_over_python, "s", lambda v: v <= 0.25,
+            "benchmarks/bench_startup.py (median of 5)"),
+        Row("`snapshotter status` with 3 accounts", "2.5-3 s", "<= 0.6 s", startup.status,
+            "s", lambda v: v <= 0.6, "benchmarks/bench_startup.py (median of 5)"),
+        Row("peak RSS, 200 accounts", "-", "<= 300 MB",
+            max(large.peak_rss_mb, wide.peak_rss_mb, deep.peak_rss_mb), "MB",
+            lambda v: v <= 300, f"{FETCH} --accounts 200 (the run's own peak RSS)"),
+        Row("200 accounts, 200 ms, concurrency 10: mean requests in flight", "peak 4",
+            ">= 10", deep.mean_in_flight, "", lambda v: v >= 10,
+            f"{FETCH} --accounts 200 --latency 0.2 --concurrency 10"),
+        Row("200 accounts, 200 ms, concurrency 50: mean requests in flight", "-",
+            ">= 50", wide.mean_in_flight, "", lambda v: v >= 50,
+            f"{FETCH} --accounts 200 --latency 0.2 --concurrency 50"),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of each start-up timing")
+    args = parser.parse_args()
+    print("measuring (python " + sys.version.split()[0] + "):", file=sys.stderr)
+    table = rows(args.runs)
+    header = ("measure", "issue (before)", "measured", "target", "met")
+    cells = [(r.measure, r.issue, f"{r.measured:.{_digits(r.unit)}f} {r.unit}".strip(),
+              r.target, "yes") for r in table]
+    widths = tuple(max(len(c[i]) for c in [header, *cells]) for i in range(len(header)))
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in table:
+        print(row.line(widths))
+    print()
+    for number, row in enumerate(table, 1):
+        print(f"{number}. {row.measure}: {row.command}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Command line: parses options and calls one library function per command.
+
+A command imports what it uses when it runs: ``--help``, ``--version``, usage errors,
+``status`` and ``systemd`` never load pandas, Alembic or APScheduler (tests/test_startup.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from snapshotter import logs, redact
+from snapshotter.cli.parser import build_parser
+from snapshotter.errors import ConfigError, DatabaseUnavailable, SnapshotterError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("snapshotter")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup("INFO", json_lines=args.json_logs)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {redact.redact(line)}", file=sys.stderr)
+        return exc.exit_code
+    except SnapshotterError as exc:
+        print(f"error: {redact.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, no secrets
+        # Only a command that imported SQLAlchemy can raise its errors.
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+            from snapshotter.store import engine as db
+
+            if db.is_connection_error(exc):
+                print(f"error: {redact.redact(str(db.unavailable(exc, '')))}", file=sys.stderr)
+                return DatabaseUnavailable.exit_code
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"error: database: {redact.redact(first)}", file=sys.stderr)
+            return 1
+        log.debug("unexpected error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {redact.redact(str(exc))}", file=sys.stderr)
+        return 1
