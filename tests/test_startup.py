@@ -55,24 +55,15 @@ def test_systemd_imports_no_heavy_library(sim: KiteSimulator, sim_accounts: list
     assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
-HEAVY_FOR_STATUS = pytest.param(
-    HEAVY, marks=pytest.mark.xfail(
-        strict=True, reason="store.models builds its data tables from the column specs in "
-        "normalize, which imports pandas: they belong in a pandas-free route table"))
-
-
-@pytest.mark.parametrize("forbidden", [
-    HEAVY - {"pandas", "numpy", "pyarrow"}, HEAVY_FOR_STATUS])
 def test_status_imports_no_heavy_library(sim: KiteSimulator, sim_accounts: list[SimAccount],
-                                         database_url: str, tmp_path: Path,
-                                         forbidden: set[str]) -> None:
+                                         database_url: str, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "config.yaml", config_dict(
         sim, sim_accounts, database_url, tmp_path / "state"))
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     result, modules = imported("--config", str(cfg), "status")
     assert result.returncode == 1, result.stdout + result.stderr[-2000:]  # nothing stored
     assert "never" in result.stdout
-    assert not modules & forbidden, sorted(modules & forbidden)
+    assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
 def test_status_on_a_new_database_migrates_it(sim: KiteSimulator,
