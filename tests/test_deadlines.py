@@ -3,16 +3,18 @@ and then one byte every few seconds (the simulator's "drip" fault)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from snapshotter.simulator import KiteSimulator, demo_accounts
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from tests.conftest import LOCAL_ONLY, config_dict, write_config
 
 HOLDINGS = "/oms/portfolio/holdings"
@@ -33,16 +35,24 @@ def _ledger(url: str) -> list[dict[str, object]]:
     return rows
 
 
+@contextlib.contextmanager
+def _dripping(n: int, seed: int, database_url: str, tmp_path: Path, drip_seconds: float,
+              **kite: float) -> Iterator[tuple[KiteSimulator, list[SimAccount], Path]]:
+    """A simulator whose first account's holdings answer drips; a config for it."""
+    accounts = demo_accounts(n, seed=seed)
+    with KiteSimulator(accounts) as sim:
+        sim.drip_seconds = drip_seconds
+        sim.fail_next(1000, "drip", HOLDINGS, user_id=accounts[0].user_id)
+        data = config_dict(sim, accounts, database_url, tmp_path / "state")
+        data["kite"].update(kite)
+        yield sim, accounts, write_config(tmp_path / "config.yaml", data)
+
+
 def test_two_runs_3s_apart_against_a_dripping_account_both_end(database_url: str,
                                                                 tmp_path: Path) -> None:
-    accounts = demo_accounts(2, seed=51)
-    slow, healthy = accounts
-    with KiteSimulator(accounts) as sim:
-        sim.drip_seconds = 1.0
-        sim.fail_next(1000, "drip", HOLDINGS, user_id=slow.user_id)
-        data = config_dict(sim, accounts, database_url, tmp_path / "state")
-        data["kite"].update(timeout=5, retries=1)
-        cfg = write_config(tmp_path / "config.yaml", data)
+    with _dripping(2, 51, database_url, tmp_path, 1.0, timeout=5, retries=1) as (
+            _sim, accounts, cfg):
+        slow, healthy = accounts
         started = time.monotonic()
         first = _popen(cfg, "run")
         time.sleep(3)
@@ -61,14 +71,9 @@ def test_two_runs_3s_apart_against_a_dripping_account_both_end(database_url: str
 
 def test_a_run_ends_at_its_deadline_and_records_the_unfinished(database_url: str,
                                                                tmp_path: Path) -> None:
-    accounts = demo_accounts(2, seed=52)
-    slow, healthy = accounts
-    with KiteSimulator(accounts) as sim:
-        sim.drip_seconds = 1.0
-        sim.fail_next(1000, "drip", HOLDINGS, user_id=slow.user_id)
-        data = config_dict(sim, accounts, database_url, tmp_path / "state")
-        data["kite"].update(timeout=60, retries=0, run_timeout=4)
-        cfg = write_config(tmp_path / "config.yaml", data)
+    with _dripping(2, 52, database_url, tmp_path, 1.0, timeout=60, retries=0,
+                   run_timeout=4) as (_sim, accounts, cfg):
+        slow, healthy = accounts
         started = time.monotonic()
         proc = _popen(cfg, "run")
         _out, err = proc.communicate(timeout=60)
@@ -86,14 +91,8 @@ def test_a_run_ends_at_its_deadline_and_records_the_unfinished(database_url: str
 
 def test_daemon_exits_within_10s_of_sigterm_while_a_request_hangs(database_url: str,
                                                                   tmp_path: Path) -> None:
-    accounts = demo_accounts(1, seed=53)
-    [acc] = accounts
-    with KiteSimulator(accounts) as sim:
-        sim.drip_seconds = 2.0
-        sim.fail_next(1000, "drip", HOLDINGS, user_id=acc.user_id)
-        data = config_dict(sim, accounts, database_url, tmp_path / "state")
-        data["kite"].update(timeout=120, retries=0)
-        cfg = write_config(tmp_path / "config.yaml", data)
+    with _dripping(1, 53, database_url, tmp_path, 2.0, timeout=120, retries=0) as (
+            sim, _accounts, cfg):
         proc = _popen(cfg, "daemon")
         try:
             deadline = time.monotonic() + 60
