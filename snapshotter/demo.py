@@ -15,6 +15,7 @@ import yaml
 
 from snapshotter import pipeline
 from snapshotter.config import parse_config
+from snapshotter.errors import UsageError
 from snapshotter.progress import Progress
 from snapshotter.reports.summary import summary_table
 from snapshotter.sessions import ManualClock, Session, TradingCalendar, fire_time, utc_now
@@ -44,10 +45,14 @@ def write_private_yaml(path: Path, data: dict[str, Any]) -> None:
     os.chmod(path, 0o600)
 
 
-def simulate(*, port: int, accounts: int, latency: float, config_out: str | None) -> None:
+def simulate(*, port: int, accounts: int, latency: float, config_out: str | None,
+             force: bool = False) -> None:
     sim_accounts = demo_accounts(accounts)
     if config_out:
         path = Path(config_out)
+        if (path.exists() or path.is_symlink()) and not force:
+            # It may be the user's real config: never replace it silently.
+            raise UsageError(f"{path} exists; not overwriting it (add --force to replace it)")
         write_private_yaml(path, demo_config_dict(
             f"http://127.0.0.1:{port}", sim_accounts, "sqlite:///simulated.db",
             path.parent / "state"))

@@ -9,6 +9,12 @@ class SnapshotterError(Exception):
     exit_code = 1
 
 
+class UsageError(SnapshotterError):
+    """A command asked for something it must not do as asked (e.g. overwrite a file)."""
+
+    exit_code = 2
+
+
 class ConfigError(SnapshotterError):
     """The configuration is invalid; ``problems`` holds one line per problem."""
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -281,3 +284,23 @@ def test_a_rejection_on_one_host_stops_the_other_replicas(
     again = run_cli("--config", str(configs["b"]), "run")
     assert again.returncode == 0, again.stderr
     assert logins() == 2 and sim.login_count[bad.user_id] == 1
+
+
+def test_simulate_write_config_never_overwrites_a_file_silently(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("database: {url: 'sqlite:///mine.db'}\n")  # say, the user's real config
+    refused = run_cli("simulate", "--port", "0", "--write-config", str(cfg), timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {cfg} exists; not overwriting it (add --force to replace it)"]
+    assert cfg.read_text() == "database: {url: 'sqlite:///mine.db'}\n"
+    forced = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "simulate", "--port", "0", "--write-config",
+         str(cfg), "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert forced.stdout is not None
+        assert forced.stdout.readline().startswith(f"wrote {cfg} (mode 0600)")
+        assert "simulator accounts, not real ones" in cfg.read_text()
+    finally:
+        forced.send_signal(signal.SIGTERM)
+        forced.communicate(timeout=30)

@@ -305,7 +305,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
     demo.simulate(port=args.port, accounts=args.accounts, latency=args.latency,
-                  config_out=args.write_config)
+                  config_out=args.write_config, force=args.force)
     return 0
 
 

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     sim.add_argument("--write-config", metavar="PATH",
                      help="write a config (mode 0600) pointing at the simulator")
+    sim.add_argument("--force", action="store_true",
+                     help="with --write-config: replace an existing file")
 
     demo = _command(sub, "demo", commands.cmd_demo,
                     "run the real job against the simulator into SQLite")
