@@ -27,6 +27,8 @@ from snapshotter import nse_calendar
 if TYPE_CHECKING:
     import pandas_market_calendars as mcal
 
+    from snapshotter.config import Config
+
 LIBRARY = "pandas_market_calendars"
 IST = ZoneInfo("Asia/Kolkata")
 REGULAR_OPEN = time(9, 15)
@@ -304,3 +306,8 @@ def write_nse_calendar() -> Path:
     path = Path(nse_calendar.__file__)
     path.write_text(nse_calendar_source(), encoding="utf-8")
     return path
+
+
+def calendar_for(config: Config) -> TradingCalendar:
+    """The configured NSE calendar (holidays and extra sessions the library does not know)."""
+    return TradingCalendar(config.calendar.holidays, config.calendar.extra_sessions)

@@ -301,6 +301,20 @@ def test_a_failed_fetch_carries_the_routes_that_answered(
         name: portfolio[name] for name in ("holdings", "positions", "margins")}
 
 
+def _drip(conn: socket.socket, head: bytes, byte: bytes, stop: threading.Event) -> None:
+    """Send ``head``, then one ``byte`` every 0.3 s; ends by itself after 12 s (a test
+    that does not cut it fails, never hangs)."""
+    conn.sendall(head)
+    for _ in range(40):
+        if stop.is_set():
+            return
+        try:
+            conn.sendall(byte)
+        except OSError:
+            return
+        time.sleep(0.3)
+
+
 def test_headers_dripping_past_the_deadline_time_out(
         sim_accounts: list[SimAccount], tmp_path: Path) -> None:
     """A server that sends its status line, then one header byte every 0.3 s."""
@@ -310,15 +324,7 @@ def test_headers_dripping_past_the_deadline_time_out(
     def drip() -> None:
         conn, _ = listener.accept()
         with conn:
-            conn.sendall(b"HTTP/1.1 200 OK\r\n")
-            for _ in range(40):  # ends by itself after 12 s: the test fails, never hangs
-                if stop.is_set():
-                    return
-                try:
-                    conn.sendall(b"X")
-                except OSError:
-                    return
-                time.sleep(0.3)
+            _drip(conn, b"HTTP/1.1 200 OK\r\n", b"X", stop)
 
     thread = threading.Thread(target=drip, daemon=True)
     thread.start()
@@ -352,16 +358,8 @@ def test_a_tls_answer_dripping_after_connection_close_times_out(tmp_path: Path) 
         raw, _ = listener.accept()
         with context.wrap_socket(raw, server_side=True) as conn:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\nConnection: close\r\n\r\n")
-            for _ in range(40):  # ends by itself after 12 s: the test fails, never hangs
-                if stop.is_set():
-                    return
-                try:
-                    conn.sendall(b" ")
-                except OSError:
-                    return
-                time.sleep(0.3)
+            _drip(conn, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\nConnection: close\r\n\r\n", b" ", stop)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -50,10 +50,6 @@ def clean_json(value: Any) -> Any:
     return value
 
 
-def blank_to_none(value: Any) -> Any:
-    return None if value is None or (isinstance(value, str) and not value.strip()) else value
-
-
 _NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session as OrmSession
 from tabulate import tabulate
 
 from snapshotter.config import Config
-from snapshotter.sessions import IST, TradingCalendar, next_fire_time
+from snapshotter.sessions import IST, calendar_for, next_fire_time
 from snapshotter.store.models import SNAPSHOT_FAILED, SNAPSHOT_OK, Snapshot
 
 
@@ -53,7 +53,7 @@ def _latest(session: OrmSession, account: str, status: str) -> Snapshot | None:
 
 
 def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusReport:
-    calendar = TradingCalendar(config.calendar.holidays, config.calendar.extra_sessions)
+    calendar = calendar_for(config)
     latest = calendar.latest_opened(now)
     rows = []
     with OrmSession(engine, expire_on_commit=False) as session:

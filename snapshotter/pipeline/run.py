@@ -21,16 +21,12 @@ from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.pipeline.outcomes import FAILED, SKIPPED, AccountOutcome, Clock, RunResult
 from snapshotter.pipeline.storing import _Database, _store_one, store_spooled
-from snapshotter.sessions import IST, Session, TradingCalendar, utc_now
+from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
 from snapshotter.store import writes as store
 from snapshotter.store.lock import run_lock
 from snapshotter.store.models import Snapshot
 
 log = logging.getLogger(__name__)
-
-def calendar_for(config: Config) -> TradingCalendar:
-    return TradingCalendar(config.calendar.holidays, config.calendar.extra_sessions)
-
 
 def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[AccountConfig]:
     if not user_ids:
