@@ -276,28 +276,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from snapshotter.reports import tables as reports
 
+    out = reports.output_dir(args.out)  # before opening the database: fail fast
     with _database(args) as (_, engine):
-        written = reports.export(engine, Path(args.out), args.format)
-    print(f"wrote {len(written)} files to {args.out}")
+        written = reports.export(engine, out, args.format)
+    print(f"wrote {len(written)} files to {out.resolve()}")
     return 0
 
 
 def cmd_chart(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from snapshotter.reports import chart
 
-    account = args.account.upper() if args.account else None
+    account = args.account.strip().upper() if args.account else None
+    path = chart.output_path(args.out, account, args.per_account)
     with _database(args) as (_, engine):
-        try:
-            path = chart.write_chart(engine, Path(args.out), account)
-        except ValueError as exc:
-            raise SnapshotterError(str(exc)) from None
-    print(f"wrote {path}")
+        drawn = chart.draw(engine, path, account, args.per_account)
+    print(f"wrote {drawn.path}")
+    if drawn.note:
+        print(f"note: {drawn.note}")
     return 0
 
 

@@ -80,12 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex = _command(sub, "export", commands.cmd_export,
                   "write every table and view as CSV or Parquet")
     ex.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.add_argument("--out", required=True, metavar="DIR",
+                    help="directory for the files (created when missing)")
 
     ch = _command(sub, "chart", commands.cmd_chart,
                   "PNG of total value, cumulative market P&L, drawdown")
-    ch.add_argument("--out", required=True, metavar="FILE.png")
-    ch.add_argument("--account", metavar="USER_ID", help="one account (default: all)")
+    ch.add_argument("--out", required=True, metavar="FILE.png|DIR",
+                    help="the image file, or a directory (existing, or ending in /) to "
+                    "write portfolio.png (portfolio-ACCOUNT.png, portfolio-per-account.png) in")
+    ch.add_argument("--account", metavar="USER_ID", help="one account (default: all, summed)")
+    ch.add_argument("--per-account", action="store_true",
+                    help="one line per account instead of their sum")
 
     lg = _command(sub, "login", commands.cmd_login,
                   "log in now and cache the session (auth: manual; prompts)",

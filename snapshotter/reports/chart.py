@@ -2,66 +2,190 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 import sqlalchemy as sa
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+
+from snapshotter.errors import SnapshotterError, UsageError
+
+NUMBERS = ("total_value", "market_pnl", "drawdown", "previous_value")
+# Up to this many sessions, each one is marked on the lines.
+MARKED_SESSIONS = 40
+# With one session, the date axis spans this much on either side of it.
+ONE_SESSION_SPAN = timedelta(days=3)
 
 
-def chart_data(engine: sa.Engine, account: str | None = None) -> pd.DataFrame:
-    """Per session: total_value, cumulative market P&L and drawdown (one account or all).
+def _floats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as float64, NULL as NaN: a column that is NULL on every row (market P&L
+    and drawdown after the first session) comes back from the database untyped."""
+    for name in NUMBERS:
+        if name in frame.columns:
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+    frame["snapshot_date"] = pd.to_datetime(frame["snapshot_date"])
+    return frame
 
-    For all accounts, values and flows are summed per session and the drawdown is that
-    of the summed daily returns' index (market P&L / previous total value).
+
+def chart_data(engine: sa.Engine, account: str | None = None,
+               per_account: bool = False) -> pd.DataFrame:
+    """Per session: total_value, cumulative market P&L and drawdown (one account, all
+    accounts summed, or with ``per_account`` every account's own rows, with an
+    ``account`` column).
+
+    For all accounts summed, values and flows are summed per session and the drawdown
+    is that of the summed daily returns' index (market P&L / previous total value).
     """
     with engine.connect() as conn:
-        if account:
+        if account or per_account:
+            where = "WHERE account = :a " if account else ""
             frame = pd.read_sql(sa.text(
-                "SELECT snapshot_date, total_value, market_pnl, drawdown FROM pnl_daily "
-                "WHERE account = :a ORDER BY snapshot_date"), conn, params={"a": account})
+                "SELECT account, snapshot_date, total_value, market_pnl, drawdown "
+                f"FROM pnl_daily {where}ORDER BY account, snapshot_date"), conn,
+                params={"a": account} if account else None)
+            frame = _floats(frame)
         else:
-            frame = pd.read_sql(sa.text(
+            frame = _floats(pd.read_sql(sa.text(
                 "SELECT snapshot_date, SUM(total_value) AS total_value, "
                 "SUM(market_pnl) AS market_pnl, "
                 "SUM(total_value - COALESCE(value_change, total_value)) AS previous_value "
-                "FROM pnl_daily GROUP BY snapshot_date ORDER BY snapshot_date"), conn)
+                "FROM pnl_daily GROUP BY snapshot_date ORDER BY snapshot_date"), conn))
             returns = frame["market_pnl"] / frame["previous_value"].where(
                 frame["previous_value"] > 0)
             index = (1 + returns.fillna(0)).cumprod()
             frame["drawdown"] = index / index.cummax() - 1
-    frame["snapshot_date"] = pd.to_datetime(frame["snapshot_date"])
-    frame["cumulative_market_pnl"] = frame["market_pnl"].fillna(0).cumsum()
+    pnl = frame["market_pnl"].fillna(0)
+    frame["cumulative_market_pnl"] = (pnl.groupby(frame["account"]).cumsum()
+                                      if "account" in frame.columns else pnl.cumsum())
     return frame
 
 
-def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Path:
-    frame = chart_data(engine, account)
+def output_path(out: str, account: str | None = None, per_account: bool = False) -> Path:
+    """`chart --out`: a file, or inside a directory (one that exists, or a path ending in
+    /) a file named after what it shows: portfolio.png, portfolio-ACCOUNT.png or
+    portfolio-per-account.png."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        name = ("portfolio-per-account" if per_account
+                else f"portfolio-{account}" if account else "portfolio")
+        path = path / f"{name}.png"
+    return path
+
+
+@dataclass(frozen=True)
+class Chart:
+    path: Path
+    sessions: int
+    note: str | None  # said on the chart and by the command (one session so far)
+
+
+def draw(engine: sa.Engine, path: Path, account: str | None = None,
+         per_account: bool = False) -> Chart:
+    """Write the chart to ``path`` (its format from its suffix; .png otherwise)."""
+    if account and per_account:
+        raise UsageError("--per-account draws every account; leave out --account")
+    frame = chart_data(engine, account, per_account)
     if frame.empty:
-        raise ValueError("no snapshots to chart yet")
+        if account:
+            raise UsageError(f"no snapshots of account {account} to chart")
+        raise SnapshotterError("no snapshots to chart yet (run `snapshotter run` first)")
+    days = frame["snapshot_date"].drop_duplicates().sort_values()
+    note = None
+    if len(days) == 1:
+        note = (f"one session so far ({days.iloc[0]:%Y-%m-%d}): the lines start with "
+                "the next session's snapshot")
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    who = account or "all accounts"
-    top.plot(frame["snapshot_date"], frame["total_value"] / 1e5, label="total value",
-             color="tab:blue")
-    top.set_ylabel("total value (lakh INR)")
-    top.set_title(f"Kite Snapshotter: {who}")
+    marker = "o" if len(days) <= MARKED_SESSIONS else None
     pnl_axis = top.twinx()
-    pnl_axis.plot(frame["snapshot_date"], frame["cumulative_market_pnl"] / 1e5,
-                  label="cumulative market P&L", color="tab:green")
+    top.set_zorder(pnl_axis.get_zorder() + 1)  # total value over the P&L line
+    top.patch.set_visible(False)
+    if per_account:
+        _per_account_lines(frame, top, pnl_axis, bottom, marker)
+    else:
+        _total_lines(frame, top, pnl_axis, bottom, marker)
+    top.set_ylabel("total value (lakh INR)")
     pnl_axis.set_ylabel("cumulative market P&L (lakh INR)")
+    bottom.set_ylabel("drawdown (%)")
+    who = account or ("each account" if per_account else "all accounts")
+    top.set_title(f"Kite Snapshotter: {who}")
+    for axis in (top, bottom):
+        axis.grid(True, alpha=0.35)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if note:
+        # One date alone: without limits, matplotlib spans years around it.
+        bottom.set_xlim(days.iloc[0] - ONE_SESSION_SPAN, days.iloc[0] + ONE_SESSION_SPAN)
+        top.set_title(f"Kite Snapshotter: {who}\n{note}", fontsize=11)
+        for value in frame["total_value"]:  # a point alone says little: its value too
+            top.annotate(f"{value / 1e5:,.2f} lakh", (days.iloc[0], value / 1e5),
+                         xytext=(8, 0), textcoords="offset points", va="center",
+                         fontsize=9)
+    fig.tight_layout()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = path.suffix.lstrip(".").lower()
+        supported = fig.canvas.get_supported_filetypes()
+        fig.savefig(path, dpi=110, format=suffix if suffix in supported else "png")
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--out {path}: a parent of it is a file, not a directory") \
+            from None
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write the chart there "
+                         f"({exc.strerror or type(exc).__name__})") from None
+    finally:
+        plt.close(fig)
+    return Chart(path.resolve(), len(days), note)
+
+
+def _total_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
+                 marker: str | None) -> None:
+    dates = frame["snapshot_date"]
+    top.plot(dates, frame["total_value"] / 1e5, label="total value", color="tab:blue",
+             marker=marker, markersize=4)
+    pnl_axis.plot(dates, frame["cumulative_market_pnl"] / 1e5,
+                  label="cumulative market P&L", color="tab:green", marker=marker,
+                  markersize=3)
     lines = top.get_lines() + pnl_axis.get_lines()
     top.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
-    bottom.fill_between(frame["snapshot_date"], frame["drawdown"].fillna(0) * 100, 0,
-                        color="tab:red", alpha=0.4)
-    bottom.set_ylabel("drawdown (%)")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    drawdown = frame["drawdown"].fillna(0) * 100
+    bottom.fill_between(dates, drawdown, 0, color="tab:red", alpha=0.4)
+    bottom.plot(dates, drawdown, color="tab:red", marker=marker, markersize=3,
+                linewidth=0.8)
+
+
+def _per_account_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
+                       marker: str | None) -> None:
+    """One colour per account: total value solid, cumulative market P&L dashed."""
+    handles = []
+    for i, (name, rows) in enumerate(frame.groupby("account", sort=True)):
+        colour = f"C{i % 10}"
+        dates = rows["snapshot_date"]
+        top.plot(dates, rows["total_value"] / 1e5, color=colour, marker=marker,
+                 markersize=4)
+        pnl_axis.plot(dates, rows["cumulative_market_pnl"] / 1e5, color=colour,
+                      linestyle="--", marker=marker, markersize=3, alpha=0.8)
+        bottom.plot(dates, rows["drawdown"].fillna(0) * 100, color=colour, marker=marker,
+                    markersize=3, linewidth=1)
+        handles.append(Line2D([], [], color=colour, label=str(name)))
+    handles += [Line2D([], [], color="0.3", label="total value"),
+                Line2D([], [], color="0.3", linestyle="--",
+                       label="cumulative market P&L")]
+    top.legend(handles=handles, loc="upper left", fontsize=8,
+               ncol=2 if len(handles) > 8 else 1)
+
+
+def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Path:
+    """The chart of one account or all accounts summed, written to ``path``."""
+    return draw(engine, path, account).path

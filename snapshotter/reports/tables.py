@@ -2,22 +2,52 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
 from tabulate import tabulate
 
+from snapshotter.errors import UsageError
 from snapshotter.progress import Progress
-from snapshotter.store.models import DATA_TABLES
+from snapshotter.store.models import DATA_TABLES, Base, UTCDateTime
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from snapshotter.routes import Kind
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
          "realised_estimate", "corporate_actions", "reconciliation")
-TABLES = ("snapshots", *DATA_TABLES, "snapshot_totals")  # raw_payloads: gzip blobs, not exported
+# Every table, the ledger first; raw_payloads' gzip bodies are exported as their JSON text.
+TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
+          *sorted(set(Base.metadata.tables) - {"snapshots", "raw_payloads",
+                                               "snapshot_totals", *DATA_TABLES}))
+
+# Decimals of the numbers reports and exports write, so that no float noise shows
+# (9615.90000000003 is 9615.9): money, prices and quantities to 6, as normalize stores
+# them and the views round what they sum or derive; ratios to 10, as the views round
+# twr_index and drawdown; percentages to 8 (a ratio's 10, times 100).
+MONEY_DECIMALS = 6
+RATIO_DECIMALS = 10
+PERCENT_DECIMALS = 8
+RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
+
+
+def decimals(column: str) -> int:
+    if column in RATIO_COLUMNS:
+        return RATIO_DECIMALS
+    if column.endswith("_pct"):
+        return PERCENT_DECIMALS
+    return MONEY_DECIMALS
 
 
 @dataclass(frozen=True)
@@ -45,10 +75,47 @@ def _where(filters: Filters, date_column: str = "snapshot_date",
     return (" AND ".join(clauses) or "1 = 1"), params
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _column(values: Sequence[Any]) -> pd.Series:
+    """One column of query results, typed by what it holds: whole numbers as Int64 (so
+    that a NULL does not turn 5 into 5.0), other numbers as float64 (NULL is NaN), the
+    rest (text, dates, all-NULL) as they came."""
+    present = [v for v in values if v is not None and v is not pd.NA
+               and not (isinstance(v, float) and math.isnan(v))]
+    if not present or not all(_is_number(v) for v in present):
+        return pd.Series(values, dtype=object)
+    if all(isinstance(v, int) for v in present):
+        return pd.Series([None if v is None or v is pd.NA else v for v in values],
+                         dtype="Int64")
+    return pd.Series([math.nan if v is None or v is pd.NA else float(v) for v in values],
+                     dtype="float64")
+
+
 def _query(engine: sa.Engine, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        columns = list(result.keys())
+        rows = result.fetchall()
+    return pd.DataFrame({name: _column(values) for name, values
+                         in zip(columns, zip(*rows, strict=True), strict=True)}
+                        if rows else {name: pd.Series(dtype=object) for name in columns},
+                        columns=columns)
+
+
+def rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as the reports write them: typed (see _column) and rounded (decimals())."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype == object:
+            column = _column(list(column))
+        if pd.api.types.is_float_dtype(column):
+            column = column.round(decimals(str(name))) + 0.0  # + 0.0: no -0.0
+        out[name] = column
+    return out
 
 
 def summary(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
@@ -138,10 +205,6 @@ def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.
         ORDER BY snapshot_date, account""", params)
 
 
-# Ratios, not money: shown with 6 decimals in tables.
-RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
-
-
 def _cell(value: Any, column: str) -> Any:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
@@ -149,6 +212,7 @@ def _cell(value: Any, column: str) -> Any:
         count = len(str(value).splitlines())
         return f"{count} (see status)"
     if isinstance(value, float):
+        # Ratios, not money: 6 decimals in a table.
         return f"{value:.6f}" if column in RATIO_COLUMNS else f"{value:,.2f}"
     return value
 
@@ -160,8 +224,10 @@ SUMMARY_TABLE_COLUMNS = ["account", "last_session", "total_value", "holdings_val
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The frame as text to print (no trailing newline)."""
+    frame = rounded(frame)
     if fmt == "csv":
-        return frame.to_csv(index=False)
+        return frame.to_csv(index=False, lineterminator="\n").removesuffix("\n")
     if fmt == "json":
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         return json.dumps(records, default=str, indent=2)
@@ -174,22 +240,113 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
                     stralign="right")
 
 
+def output_dir(out: str) -> Path:
+    """`export --out DIR`: the directory, created when missing; one line when it cannot
+    be (a file of that name, a parent that is a file, no permission)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create that directory "
+                         f"({exc.strerror or type(exc).__name__}); give another") from None
+    return path
+
+
+def _kind(column: sa.ColumnElement[Any]) -> Kind:
+    """A table column's kind, in the route table's vocabulary."""
+    kind = column.type
+    if isinstance(kind, UTCDateTime | sa.DateTime):
+        return "datetime"
+    if isinstance(kind, sa.Date):
+        return "date"
+    if isinstance(kind, sa.Boolean):
+        return "bool"
+    if isinstance(kind, sa.Integer):
+        return "int"
+    if isinstance(kind, sa.Float):
+        return "float"
+    return "str"  # Text, JSON (as its text), LargeBinary (raw_payloads: the JSON inside)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes | memoryview):  # raw_payloads.body: gzip JSON
+        return gzip.decompress(bytes(value)).decode("utf-8")
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)  # a JSON column
+
+
+def _arrow_column(values: Sequence[Any], kind: Kind, name: str) -> pa.Array:
+    """One exported column: the same Arrow type from either database, NULLs included."""
+    import pyarrow as pa
+
+    if kind == "float":
+        places = decimals(name)
+        return pa.array([None if v is None else round(float(v), places) + 0.0
+                         for v in values], pa.float64())
+    if kind == "int":
+        return pa.array([None if v is None else int(v) for v in values], pa.int64())
+    if kind == "bool":
+        return pa.array([None if v is None else bool(v) for v in values], pa.bool_())
+    if kind == "date":
+        return pa.array([date.fromisoformat(v) if isinstance(v, str) else v
+                         for v in values], pa.date32())
+    if kind == "datetime":
+        return pa.array(values, pa.timestamp("us", tz="UTC"))
+    return pa.array([_text(v) for v in values], pa.string())
+
+
+# The columns that order a view's rows in an export (the views' natural keys).
+VIEW_ORDER = ("account", "snapshot_date", "exchange", "tradingsymbol", "field")
+
+
+def _read(engine: sa.Engine, name: str) -> pa.Table:
+    """A table or view, typed by the schema: SQLAlchemy's column types for tables, the
+    declared kinds (store.views.COLUMNS) for views."""
+    import pyarrow as pa
+
+    from snapshotter.store import views
+
+    if name in Base.metadata.tables:
+        table = Base.metadata.tables[name]
+        columns: list[sa.ColumnElement[Any]] = list(table.columns)
+        kinds = [_kind(c) for c in columns]
+        query = sa.select(*columns).order_by(*table.primary_key.columns)
+    else:
+        columns = list(views.typed_columns(name))
+        kinds = list(views.COLUMNS[name].values())
+        order = [c for c in columns if c.name in VIEW_ORDER]
+        query = sa.select(*columns).select_from(sa.table(name)).order_by(*order)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    by_column = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    return pa.table({c.name: _arrow_column(values, kind, c.name)
+                     for c, kind, values in zip(columns, kinds, by_column, strict=True)})
+
+
 def export(engine: sa.Engine, out_dir: Path, fmt: str) -> list[Path]:
-    """Every table and view to ``out_dir`` as CSV or Parquet."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Every table and view to ``out_dir`` as CSV or Parquet, typed by the schema (so
+    the files are the same from SQLite and PostgreSQL): dates as dates, timestamps in
+    UTC, numbers rounded as reports round them (decimals()), JSON as its text."""
+    import pyarrow.parquet as pq
+
     written = []
     names = TABLES + VIEWS
     with Progress(len(names), "tables and views") as progress:
         for name in names:
-            frame = _query(engine, f"SELECT * FROM {name}", {})
-            if "extra" in frame.columns:  # JSON column: keep it as text in flat files
-                frame["extra"] = frame["extra"].map(
-                    lambda v: v if v is None or isinstance(v, str) else json.dumps(v))
+            table = _read(engine, name)
             path = out_dir / f"{name}.{fmt}"
-            if fmt == "csv":
-                frame.to_csv(path, index=False)
-            else:
-                frame.to_parquet(path, index=False)
+            try:
+                if fmt == "csv":
+                    table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(
+                        path, index=False, lineterminator="\n")
+                else:
+                    pq.write_table(table, path)
+            except OSError as exc:
+                raise UsageError(f"--out {out_dir}: cannot write {path.name} "
+                                 f"({exc.strerror or exc})") from None
             written.append(path)
             progress.advance()
     return written

@@ -55,9 +55,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
+from snapshotter.routes import Kind, kinds
 from snapshotter.store.migrate import migrations_dir
+from snapshotter.store.models import _SQL_TYPES
 
 # What the SQL that fills snapshot_totals does (the SQL is in the migrations).
 SNAPSHOT_TOTALS_DOC = """\
@@ -168,6 +171,44 @@ Listed when |ours - kite| > 1 and |ours - kite| > 0.5% of |kite|;
 ``difference`` = ours - kite. A holding Kite sent without last_price has no row here.
 """,
 }
+
+
+# Each view's columns, in order, with their kinds (the route table's vocabulary), for
+# readers that need types the database does not give (SQLite returns a date as text and
+# a NULL as no type at all): `snapshotter export` types its Parquet files from these.
+# ``final`` and ``is_estimate`` are 0/1 in SQL, booleans here. tests/test_outputs.py checks
+# that these are the columns the views have.
+_KEY = "account: str; snapshot_date: date; snapshot_id: int"
+_MONEY = ("holdings_invested, holdings_value, holdings_unrealised_pnl, holdings_day_pnl, "
+          "mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow, "
+          "total_value: float")
+COLUMNS: dict[str, dict[str, Kind]] = {
+    "portfolio_daily": kinds(f"{_KEY}; final: bool; {_MONEY}"),
+    "portfolio_daily_all": kinds(f"snapshot_date: date; accounts: int; {_MONEY}"),
+    "pnl_daily": kinds(
+        f"{_KEY}; previous_snapshot_date: date; previous_total_value, total_value, "
+        "value_change, cash_flow, market_pnl, daily_return, twr_index, drawdown: float"),
+    "holding_daily": kinds(
+        f"{_KEY}; previous_snapshot_date: date; exchange, tradingsymbol, isin: str; "
+        "quantity, t1_quantity: int; average_price, price, close_price, invested, value, "
+        "unrealised_pnl, day_pnl, weight: float; previous_quantity, quantity_change: int"),
+    "realised_estimate": kinds(
+        f"{_KEY}; previous_snapshot_date: date; exchange, tradingsymbol: str; "
+        "previous_quantity, quantity, quantity_sold: int; sell_price: float; "
+        "price_source: str; average_price, realised_pnl_estimate: float; is_estimate: bool"),
+    "corporate_actions": kinds(
+        f"{_KEY}; previous_snapshot_date: date; exchange, tradingsymbol: str; "
+        "ratio: float; old_quantity, new_quantity: int; "
+        "old_average_price, new_average_price: float"),
+    "reconciliation": kinds(
+        f"{_KEY}; exchange, tradingsymbol, field: str; ours, kite, difference: float"),
+}
+
+
+def typed_columns(view: str) -> list[sa.ColumnClause[Any]]:
+    """The view's columns for ``sa.select(...).select_from(sa.table(view))``, typed so
+    that both databases give the same Python values (dates as dates, floats as floats)."""
+    return [sa.column(name, _SQL_TYPES[kind]()) for name, kind in COLUMNS[view].items()]
 
 
 @cache
