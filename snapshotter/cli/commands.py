@@ -291,8 +291,8 @@ def cmd_chart(args: argparse.Namespace) -> int:
     account = args.account.strip().upper() if args.account else None
     path = chart.output_path(args.out, account, args.per_account)
     with _database(args) as (_, engine):
-        drawn = chart.draw(engine, path, account, args.per_account)
-    print(f"wrote {drawn.path}")
+        drawn = chart.build(engine, account, args.per_account)
+    print(f"wrote {chart.save(drawn, path)}")
     if drawn.note:
         print(f"note: {drawn.note}")
     return 0

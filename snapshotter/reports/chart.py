@@ -7,15 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display needed
-
 import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import pandas as pd
 import sqlalchemy as sa
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # not pyplot: no display, no global figures
 from matplotlib.lines import Line2D
 
 from snapshotter.errors import SnapshotterError, UsageError
@@ -84,14 +80,13 @@ def output_path(out: str, account: str | None = None, per_account: bool = False)
 
 @dataclass(frozen=True)
 class Chart:
-    path: Path
+    figure: Figure
     sessions: int
     note: str | None  # said on the chart and by the command (one session so far)
 
 
-def draw(engine: sa.Engine, path: Path, account: str | None = None,
-         per_account: bool = False) -> Chart:
-    """Write the chart to ``path`` (its format from its suffix; .png otherwise)."""
+def build(engine: sa.Engine, account: str | None = None, per_account: bool = False) -> Chart:
+    """The chart of one account, all accounts summed, or (``per_account``) each account."""
     if account and per_account:
         raise UsageError("--per-account draws every account; leave out --account")
     frame = chart_data(engine, account, per_account)
@@ -104,8 +99,8 @@ def draw(engine: sa.Engine, path: Path, account: str | None = None,
     if len(days) == 1:
         note = (f"one session so far ({days.iloc[0]:%Y-%m-%d}): the lines start with "
                 "the next session's snapshot")
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = Figure(figsize=(10, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     marker = "o" if len(days) <= MARKED_SESSIONS else None
     pnl_axis = top.twinx()
     top.set_zorder(pnl_axis.get_zorder() + 1)  # total value over the P&L line
@@ -133,20 +128,24 @@ def draw(engine: sa.Engine, path: Path, account: str | None = None,
                          xytext=(8, 0), textcoords="offset points", va="center",
                          fontsize=9)
     fig.tight_layout()
+    return Chart(fig, len(days), note)
+
+
+def save(chart: Chart, path: Path) -> Path:
+    """Write the chart to ``path`` (in the format its suffix names; PNG otherwise) and
+    return its absolute path."""
+    suffix = path.suffix.lstrip(".").lower()
+    supported = chart.figure.canvas.get_supported_filetypes()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = path.suffix.lstrip(".").lower()
-        supported = fig.canvas.get_supported_filetypes()
-        fig.savefig(path, dpi=110, format=suffix if suffix in supported else "png")
+        chart.figure.savefig(path, dpi=110, format=suffix if suffix in supported else "png")
     except (FileExistsError, NotADirectoryError):
         raise UsageError(f"--out {path}: a parent of it is a file, not a directory") \
             from None
     except OSError as exc:
         raise UsageError(f"--out {path}: cannot write the chart there "
                          f"({exc.strerror or type(exc).__name__})") from None
-    finally:
-        plt.close(fig)
-    return Chart(path.resolve(), len(days), note)
+    return path.resolve()
 
 
 def _total_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
@@ -188,4 +187,4 @@ def _per_account_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: A
 
 def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Path:
     """The chart of one account or all accounts summed, written to ``path``."""
-    return draw(engine, path, account).path
+    return save(build(engine, account), path)
