@@ -268,6 +268,9 @@ def test_chart_options_that_cannot_be(first_runs: dict[str, Stored | None],
     cases = [
         (("--out", str(blocker / "chart.png")),
          f"error: --out {blocker / 'chart.png'}: a parent of it is a file, not a directory"),
+        (("--out", str(tmp_path / "chart.txt")),
+         f"error: --out {tmp_path / 'chart.txt'}: cannot draw a .txt file; "
+         "use .png (or .svg, .pdf)"),
         (("--out", str(tmp_path), "--account", "ZZ9999"),
          "error: no snapshots of account ZZ9999 to chart"),
         (("--out", str(tmp_path), "--account", first_run.accounts[0], "--per-account"),
@@ -277,7 +280,7 @@ def test_chart_options_that_cannot_be(first_runs: dict[str, Stored | None],
         result = run_cli("--config", config, "chart", *args)
         assert (result.returncode, result.stderr.strip().splitlines()[-1:]) == (2, [message])
         assert "Traceback" not in result.stderr
-    assert blocker.read_text() == "x"
+    assert blocker.read_text() == "x" and not (tmp_path / "chart.txt").exists()
 
 
 # --- CSV and JSON -----------------------------------------------------------------------

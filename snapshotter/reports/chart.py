@@ -132,13 +132,16 @@ def build(engine: sa.Engine, account: str | None = None, per_account: bool = Fal
 
 
 def save(chart: Chart, path: Path) -> Path:
-    """Write the chart to ``path`` (in the format its suffix names; PNG otherwise) and
+    """Write the chart to ``path`` (in the format its suffix names, PNG without one) and
     return its absolute path."""
     suffix = path.suffix.lstrip(".").lower()
     supported = chart.figure.canvas.get_supported_filetypes()
+    if suffix and suffix not in supported:
+        raise UsageError(f"--out {path}: cannot draw a .{suffix} file; "
+                         "use .png (or .svg, .pdf)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        chart.figure.savefig(path, dpi=110, format=suffix if suffix in supported else "png")
+        chart.figure.savefig(path, dpi=110, format=suffix or "png")
     except (FileExistsError, NotADirectoryError):
         raise UsageError(f"--out {path}: a parent of it is a file, not a directory") \
             from None
