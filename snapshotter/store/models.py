@@ -139,6 +139,17 @@ class SnapshotTotals(Base):
     )
 
 
+class BenchmarkDaily(Base):
+    """Daily closes of a benchmark index (``benchmark import`` / ``benchmark fetch``), one
+    row per name and date, upserted."""
+
+    __tablename__ = "benchmark_daily"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    date: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    close: Mapped[float] = mapped_column(sa.Double)
+
+
 _SQL_TYPES: dict[str, Any] = {
     "str": sa.Text, "int": sa.BigInteger, "float": sa.Double, "bool": sa.Boolean,
     "datetime": UTCDateTime, "date": sa.Date,
