@@ -156,7 +156,8 @@ class ConnectAuth(Auth):
     connect_api = True
 
     def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
-        """docs/kite-protocol.md §2: connect/login -> web login -> connect/finish -> session/token."""
+        """docs/kite-protocol.md §2: connect/login -> web login -> connect/finish ->
+        session/token."""
         api_key = self.account.api_key or ""
         sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
         _web_login(client, entry)
