@@ -49,9 +49,12 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+        if _at_variable(text, mark):
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
+        elif problem.startswith("expected <block end>"):
+            problem += " (check the indentation: the keys of one mapping line up)"
+        elif problem.startswith("mapping values are not allowed here"):
+            problem += " (check the indentation, or quote a value holding ': ')"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     config = parse_config(raw, str(path), path, read_secret_files)
     warnings: list[str] = list(config.warnings)
@@ -63,6 +66,18 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if warnings:
         config = replace(config, warnings=tuple(warnings))
     return config
+
+
+def _at_variable(text: str, mark: Any) -> bool:
+    """Did YAML stop at the ``{`` of a ``${VAR}`` (unquoted inside a flow collection)?
+    Not merely on a line holding one: an indentation error there is about indentation."""
+    if mark is None:
+        return False
+    lines = text.splitlines()
+    if mark.line >= len(lines):
+        return False
+    line, column = lines[mark.line], mark.column
+    return 0 < column < len(line) and line[column - 1:column + 1] == "${"
 
 
 def _is_literal(value: Any) -> bool:

@@ -8,7 +8,7 @@ migrations create all of it.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +55,9 @@ class Base(DeclarativeBase):
 SNAPSHOT_OK = "ok"
 SNAPSHOT_FAILED = "failed"
 SNAPSHOT_SUPERSEDED = "superseded"
+# A warned answer seen again this much later (same warnings) is taken as what Kite means
+# (store.writes); the daemon fetches a warned snapshot again after it (ops.daemon, status).
+WARNING_CONFIRM_AFTER = timedelta(minutes=30)
 
 
 class Snapshot(Base):
