@@ -44,7 +44,9 @@ def test_global_options_work_before_and_after_the_command(
     assert after.returncode == 0, after.stdout + after.stderr
     assert f"{account} " in after.stdout and ": ok, " in after.stdout
     logs = [json.loads(line) for line in after.stderr.splitlines()]  # --json-logs after run
-    assert {"DEBUG", "INFO"} <= {entry["level"] for entry in logs}  # -v after run
+    assert {"level": "DEBUG", "logger": "snapshotter",  # -v after run
+            "message": f"config {cfg}; database {database_url}"} in [
+        {k: e[k] for k in ("level", "logger", "message")} for e in logs]
 
     # Before the command: the command's own defaults must not reset them.
     before = run_cli("--config", str(cfg), "--json-logs", "status")
@@ -273,11 +275,12 @@ def test_a_database_left_in_the_working_directory_is_pointed_out(
     (work / "snapshots.db").touch()
     result = run_cli("--config", str(cfg), "status", cwd=work)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
+    warning, error = result.stderr.splitlines()
+    assert warning.split(" WARNING ", 1)[1] == (
         f"{cfg}: database.url: a relative SQLite path is relative to this file's directory "
         f"({conf / 'snapshots.db'}); the database at {work / 'snapshots.db'} (the working "
-        "directory) is not used: move it there, or give its absolute path (sqlite:////...)",
-        f"error: no database at {conf / 'snapshots.db'} (run `snapshotter run` first)"]
+        "directory) is not used: move it there, or give its absolute path (sqlite:////...)")
+    assert error == f"error: no database at {conf / 'snapshots.db'} (run `snapshotter run` first)"
 
 
 # -- run: an unusable SQLite path, named before any login --------------------------------

@@ -245,6 +245,8 @@ def test_status_command(sim: KiteSimulator, sim_accounts: list[SimAccount],
     good_cfg = write_config(tmp_path / "good.yaml", {
         **data, "accounts": [a for a in data["accounts"] if a["user_id"] != bad]})
 
+    # status never creates a database (tests/test_cli_conventions.py): make an empty one
+    assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
     empty = run_cli("--config", str(cfg), "status")
     assert empty.returncode == 1, empty.stdout + empty.stderr
     assert "Traceback" not in empty.stderr

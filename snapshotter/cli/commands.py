@@ -32,6 +32,9 @@ def _config(args: argparse.Namespace) -> Config:
         logging.getLogger().setLevel(logging.DEBUG)
     elif config.log_level != "INFO":
         logging.getLogger().setLevel(config.log_level)
+    # Which files a run uses (a relative SQLite path is resolved); the handler hides the
+    # database password.
+    log.debug("config %s; database %s", config.path, config.database_url)
     return config
 
 
