@@ -20,7 +20,8 @@ class ExitCode(IntEnum):
 
     OK = 0, "done: every account stored or skipped (nothing to do is success)"
     FAILURE = 1, ("some account failed (recorded; the others are stored); `status`: an "
-                  "account lacks the latest session; another command could not finish")
+                  "account lacks the latest session or its warnings are unconfirmed; "
+                  "another command could not finish")
     USAGE = 2, ("usage or configuration: a mistyped command or option, an invalid config, "
                 "an unknown --account, no database yet for a read command")
     LOCK_TIMEOUT = 69, ("EX_UNAVAILABLE: another run held the run lock past "
