@@ -94,7 +94,9 @@ def test_minimal_file_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     config = load_config(str(path))
 
     assert config.path == path
-    assert config.database_url == DEFAULT_DATABASE_URL == "sqlite:///snapshots.db"
+    # the default's relative path names a file beside the config file
+    assert DEFAULT_DATABASE_URL == "sqlite:///snapshots.db"
+    assert config.database_url == f"sqlite:///{tmp_path / 'snapshots.db'}"
     assert config.kite.base_url == DEFAULT_BASE_URL == "https://kite.zerodha.com"
     assert config.kite.api_root == DEFAULT_API_ROOT == "https://api.kite.trade"
     assert config.kite.concurrency >= 8
@@ -180,7 +182,7 @@ def test_every_setting_given(tmp_path: Path) -> None:
 
 def test_empty_sections_take_defaults(tmp_path: Path, kite_env: None) -> None:
     config = load(tmp_path, "database:\nkite:\nschedule:\n" + MINIMAL)
-    assert config.database_url == DEFAULT_DATABASE_URL
+    assert config.database_url == f"sqlite:///{tmp_path / 'snapshots.db'}"
     assert config.kite.concurrency >= 8
     assert config.schedule.time == time(16, 30)
 
@@ -662,10 +664,11 @@ def test_load_config_follows_the_precedence(tmp_path: Path, monkeypatch: pytest.
     for name, url in (("config.yaml", "sqlite:///cwd.db"), ("env.yaml", "sqlite:///env.db"),
                       ("cli.yaml", "sqlite:///cli.db")):
         write(tmp_path, f"database: {{url: '{url}'}}\n" + MINIMAL, name=name)
-    assert load_config(None).database_url == "sqlite:///cwd.db"
+    assert load_config(None).database_url == f"sqlite:///{tmp_path / 'cwd.db'}"
     monkeypatch.setenv("SNAPSHOTTER_CONFIG", str(tmp_path / "env.yaml"))
-    assert load_config(None).database_url == "sqlite:///env.db"
-    assert load_config(str(tmp_path / "cli.yaml")).database_url == "sqlite:///cli.db"
+    assert load_config(None).database_url == f"sqlite:///{tmp_path / 'env.db'}"
+    assert load_config(str(tmp_path / "cli.yaml")).database_url == \
+        f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 # --- permissions warning -----------------------------------------------------------------

@@ -338,6 +338,8 @@ def test_status_command_shows_each_accounts_next_run(
         every = [good, flaky, never, bad]
         attempts = 1 + parse_config(data).kite.retries  # every attempt of one run fails
 
+        # status never creates a database (tests/test_cli_conventions.py): make an empty one
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
         empty = run_cli("--config", str(cfg), "status", env=at("16:35"))
         assert empty.returncode == 1, empty.stdout + empty.stderr
         for cells in _cells(empty.stdout, every).values():
