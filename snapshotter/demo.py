@@ -93,7 +93,9 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
             print(f"Kite simulator on {sim.base_url}; database {out / 'demo.db'}")
             print(f"snapshotting {len(sessions)} NSE session(s), {sessions[0].day} to "
                   f"{sessions[-1].day}, for {accounts} simulated account(s)")
-            markets = {a.user_id: DemoMarket(seed=i, split_day=sessions[len(sessions) // 2].day)
+            # The split needs a session before it: corporate_actions compares two snapshots.
+            split_day = sessions[len(sessions) // 2].day if len(sessions) > 1 else None
+            markets = {a.user_id: DemoMarket(seed=i, split_day=split_day)
                        for i, a in enumerate(sim_accounts, start=1)}
             t0 = _time.perf_counter()
             failures = 0

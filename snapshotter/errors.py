@@ -1,24 +1,56 @@
-"""Every error the program raises on purpose. Messages never carry secrets."""
+"""Every error the program raises on purpose, and the exit code each one means.
+Messages never carry secrets."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every command: the one table (`snapshotter --help` prints it,
+    README "Exit codes" repeats it; tests/test_cli_conventions.py keeps them equal)."""
+
+    meaning: str
+
+    def __new__(cls, value: int, meaning: str) -> ExitCode:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        member.meaning = meaning
+        return member
+
+    OK = 0, "done: every account stored or skipped (nothing to do is success)"
+    FAILURE = 1, ("some account failed (recorded; the others are stored); `status`: an "
+                  "account lacks the latest session or its warnings are unconfirmed; "
+                  "another command could not finish")
+    USAGE = 2, ("usage or configuration: a mistyped command or option, an invalid config, "
+                "an unknown --account, no database yet for a read command")
+    LOCK_TIMEOUT = 69, ("EX_UNAVAILABLE: another run held the run lock past "
+                        "kite.run_timeout; nothing was fetched")
+    DATABASE_UNAVAILABLE = 75, ("EX_TEMPFAIL: the database is unreachable, missing or not "
+                                "writable (fetched answers, if any, are in the spool)")
+    CREDENTIALS_REJECTED = 78, ("EX_CONFIG: Kite rejected an account's user id, password "
+                                "or TOTP code; never retried (systemd: "
+                                "RestartPreventExitStatus=78)")
+    INTERRUPTED = 130, "interrupted (Ctrl-C)"
 
 
 class SnapshotterError(Exception):
     """Base class: an expected failure reported as one line, never a traceback."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILURE
 
 
 class UsageError(SnapshotterError):
-    """A command asked for something it must not do as asked (e.g. overwrite a file)."""
+    """A command asked for something it must not do as asked (e.g. overwrite a file), or
+    something that does not exist (an account, a database to read)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(SnapshotterError):
     """The configuration is invalid; ``problems`` holds one line per problem."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -28,13 +60,13 @@ class ConfigError(SnapshotterError):
 class DatabaseUnavailable(SnapshotterError):
     """The database cannot be reached or written; the message names it (password hidden)."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
+    exit_code = ExitCode.DATABASE_UNAVAILABLE  # EX_TEMPFAIL: try again later
 
 
 class LockTimeout(SnapshotterError):
     """Another run held the run lock for longer than this run may wait."""
 
-    exit_code = 69  # EX_UNAVAILABLE
+    exit_code = ExitCode.LOCK_TIMEOUT
 
 
 class KiteError(SnapshotterError):
@@ -79,7 +111,7 @@ class LoginRejected(KiteError):
     entries, and unblocking needs a password reset.
     """
 
-    exit_code = 78  # EX_CONFIG: systemd units list it in RestartPreventExitStatus=
+    exit_code = ExitCode.CREDENTIALS_REJECTED  # systemd: RestartPreventExitStatus=
 
 
 class InputError(KiteError):

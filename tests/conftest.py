@@ -110,12 +110,12 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The real `snapshotter` command, as a user runs it."""
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `snapshotter` command, as a user runs it (in ``cwd``, if given)."""
     return subprocess.run(
         [sys.executable, "-m", "snapshotter", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 LOCAL_ONLY = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}

@@ -24,6 +24,7 @@ from snapshotter.config import (
     resolve_config_path,
 )
 from snapshotter.errors import ConfigError
+from tests.conftest import run_cli as run_command
 
 TOTP = "JBSWY3DPEHPK3PXPKRSXG5CTMVRXEZLU"  # a valid base32 TOTP key, 32 characters like Kite's
 TOTP2 = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U"
@@ -93,7 +94,9 @@ def test_minimal_file_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     config = load_config(str(path))
 
     assert config.path == path
-    assert config.database_url == DEFAULT_DATABASE_URL == "sqlite:///snapshots.db"
+    # the default's relative path names a file beside the config file
+    assert DEFAULT_DATABASE_URL == "sqlite:///snapshots.db"
+    assert config.database_url == f"sqlite:///{tmp_path / 'snapshots.db'}"
     assert config.kite.base_url == DEFAULT_BASE_URL == "https://kite.zerodha.com"
     assert config.kite.api_root == DEFAULT_API_ROOT == "https://api.kite.trade"
     assert config.kite.concurrency >= 8
@@ -179,7 +182,7 @@ def test_every_setting_given(tmp_path: Path) -> None:
 
 def test_empty_sections_take_defaults(tmp_path: Path, kite_env: None) -> None:
     config = load(tmp_path, "database:\nkite:\nschedule:\n" + MINIMAL)
-    assert config.database_url == DEFAULT_DATABASE_URL
+    assert config.database_url == f"sqlite:///{tmp_path / 'snapshots.db'}"
     assert config.kite.concurrency >= 8
     assert config.schedule.time == time(16, 30)
 
@@ -661,10 +664,11 @@ def test_load_config_follows_the_precedence(tmp_path: Path, monkeypatch: pytest.
     for name, url in (("config.yaml", "sqlite:///cwd.db"), ("env.yaml", "sqlite:///env.db"),
                       ("cli.yaml", "sqlite:///cli.db")):
         write(tmp_path, f"database: {{url: '{url}'}}\n" + MINIMAL, name=name)
-    assert load_config(None).database_url == "sqlite:///cwd.db"
+    assert load_config(None).database_url == f"sqlite:///{tmp_path / 'cwd.db'}"
     monkeypatch.setenv("SNAPSHOTTER_CONFIG", str(tmp_path / "env.yaml"))
-    assert load_config(None).database_url == "sqlite:///env.db"
-    assert load_config(str(tmp_path / "cli.yaml")).database_url == "sqlite:///cli.db"
+    assert load_config(None).database_url == f"sqlite:///{tmp_path / 'env.db'}"
+    assert load_config(str(tmp_path / "cli.yaml")).database_url == \
+        f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 # --- permissions warning -----------------------------------------------------------------
@@ -896,3 +900,71 @@ accounts:
     assert code == 2
     assert "Hunter2-SuperSecret" not in out + err
     assert "password_file: cannot read the file it names" in err
+
+
+# --- hints that fit the mistake, through the real command ------------------------------
+
+# The one line for a TOTP code given where the key belongs (names account and key only).
+TOTP_CODE_LINE = ("accounts[0] (AB1234).totp_secret: looks like a 6-digit code from the "
+                  "authenticator app, not its key: give the base32 key (letters A-Z and "
+                  "digits 2-7) shown when enabling external TOTP")
+
+
+@pytest.mark.parametrize("written", [
+    "428193",          # YAML reads a number: "put the value in quotes" would not help
+    "012345",          # YAML 1.1 reads the octal number 5349
+    '"428193"',        # quoted: a string, still a code
+    "'428 193'",       # as some apps show it
+    "${KITE_TOTP_CODE}",  # from the environment
+    "FILE",            # totp_secret_file holding a code
+])
+def test_a_totp_code_instead_of_the_key_says_so(tmp_path: Path, kite_env: None,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                written: str) -> None:
+    monkeypatch.setenv("KITE_TOTP_CODE", "428193")
+    (tmp_path / "totp").write_text("428193\n", encoding="utf-8")
+    (tmp_path / "totp").chmod(0o600)
+    text = MINIMAL.replace("totp_secret: ${KITE_TOTP_SECRET}", (
+        f"totp_secret_file: {tmp_path / 'totp'}" if written == "FILE"
+        else f"totp_secret: {written}"))
+    path = write(tmp_path, text)
+    result = run_command("--config", str(path), "run")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"error: {path}: {TOTP_CODE_LINE}\n"
+    assert result.stdout == ""
+    for value in ("428193", "428 193", "12345", "5349"):
+        assert value not in result.stderr.replace(str(path), "")
+
+
+def test_a_key_that_is_not_a_code_is_still_malformed(tmp_path: Path, kite_env: None) -> None:
+    for written in ('"4281930"', '"42819"', '"JBSWY3DP1"'):  # not six digits: no code hint
+        line = only_problem(tmp_path, MINIMAL.replace("${KITE_TOTP_SECRET}", written))
+        assert line.startswith("accounts[0] (AB1234).totp_secret: malformed"), written
+    line = only_problem(tmp_path, MINIMAL.replace("${KITE_TOTP_SECRET}", "1234567"))
+    assert line == "accounts[0] (AB1234).totp_secret: must be a string: put the value in quotes"
+
+
+@pytest.mark.parametrize(("text", "line", "hint"), [
+    # A line indented less than its siblings, on a line that holds a ${VAR}.
+    ("accounts:\n  - user_id: AB1234\n    password: ${KITE_PASSWORD}\n"
+     "   totp_secret: ${KITE_TOTP_SECRET}\n", 4,
+     "expected <block end>, but found '<block mapping start>' (check the indentation: the "
+     "keys of one mapping line up)"),
+    # More than its siblings: YAML reads it as the value above going on.
+    ("accounts:\n  - user_id: AB1234\n    password: ${KITE_PASSWORD}\n"
+     "      totp_secret: ${KITE_TOTP_SECRET}\n", 4,
+     "mapping values are not allowed here (check the indentation, or quote a value "
+     "holding ': ')"),
+    # An unquoted ${VAR} inside {...}: its `{` opens a mapping.
+    ("database: {url: sqlite:///${HOME}/x.db}\n" + MINIMAL, 1,
+     "expected ',' or '}', but got '{' (inside {...} or [...], put ${VAR} values in quotes)"),
+    ("accounts: [{user_id: AB1234, password: ${KITE_PASSWORD}}]\n", 1,
+     "expected ',' or '}', but got '{' (inside {...} or [...], put ${VAR} values in quotes)"),
+])
+def test_yaml_errors_get_the_hint_that_fits(tmp_path: Path, kite_env: None, text: str,
+                                            line: int, hint: str) -> None:
+    path = write(tmp_path, text)
+    result = run_command("--config", str(path), "run")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == f"error: {path}: invalid YAML at line {line}: {hint}\n"
+    assert result.stdout == ""

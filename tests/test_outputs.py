@@ -272,7 +272,8 @@ def test_chart_options_that_cannot_be(first_runs: dict[str, Stored | None],
          f"error: --out {tmp_path / 'chart.txt'}: cannot draw a .txt file; "
          "use .png (or .svg, .pdf)"),
         (("--out", str(tmp_path), "--account", "ZZ9999"),
-         "error: no snapshots of account ZZ9999 to chart"),
+         f"error: no account 'ZZ9999' in {first_run.config} or the database (known: "
+         f"{', '.join(first_run.accounts)})"),
         (("--out", str(tmp_path), "--account", first_run.accounts[0], "--per-account"),
          "error: --per-account draws every account; leave out --account"),
     ]
@@ -399,7 +400,7 @@ def test_view_columns_are_declared(first_run: Stored) -> None:
 
 def test_export_out_that_is_a_file(first_runs: dict[str, Stored | None],
                                    tmp_path: Path) -> None:
-    """Was `FileExistsError: [Errno 17]`. Checked before the database is opened."""
+    """Was `FileExistsError: [Errno 17]`."""
     config = str(_pick(first_runs, "sqlite").config)
     existing = tmp_path / "exports.zip"
     existing.write_bytes(b"keep me")

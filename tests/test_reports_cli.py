@@ -99,7 +99,7 @@ def test_report_history_of_a_symbol(cfg: Path, demo_db: Path) -> None:
     rows = json.loads(result.stdout)
     assert len(rows) >= 1 and {r["tradingsymbol"] for r in rows} == {symbol}
     missing = run_cli("--config", str(cfg), "report", "history")
-    assert missing.returncode == 1 and "needs a SYMBOL" in missing.stderr
+    assert missing.returncode == 2 and "needs a SYMBOL" in missing.stderr  # usage
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

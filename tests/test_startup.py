@@ -69,6 +69,10 @@ def test_status_imports_no_heavy_library(sim: KiteSimulator, sim_accounts: list[
 def test_status_on_a_new_database_migrates_it(sim: KiteSimulator,
                                               sim_accounts: list[SimAccount],
                                               database_url: str, tmp_path: Path) -> None:
+    """An empty database that exists (PostgreSQL's CREATE DATABASE, an empty SQLite file):
+    status creates none (tests/test_cli_conventions.py) but migrates one."""
+    if database_url.startswith("sqlite"):
+        Path(database_url.removeprefix("sqlite:///")).touch()
     cfg = write_config(tmp_path / "config.yaml", config_dict(
         sim, sim_accounts, database_url, tmp_path / "state"))
     result, modules = imported("--config", str(cfg), "status")

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session as OrmSession
 
 from snapshotter import pipeline
 from snapshotter.config import Config, parse_config
 from snapshotter.ops import status
-from snapshotter.sessions import ManualClock, TradingCalendar, library_horizon, utc_now
-from snapshotter.simulator import KiteSimulator, SimAccount
+from snapshotter.sessions import ManualClock, library_horizon
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.store import engine as db
 from snapshotter.store import migrate
-from tests.conftest import config_dict, run_cli, write_config
+from snapshotter.store.models import Snapshot
+from tests.conftest import ShiftedClock, _offset_to, config_dict, run_cli, write_config
 
 IST = ZoneInfo("Asia/Kolkata")
 TOTP = "JBSWY3DPEHPK3PXPJBSWY3DP"
@@ -76,7 +79,10 @@ def test_status_from_history(clocked_sim: KiteSimulator, sim_accounts: list[SimA
     report = status.build_status(config, engine, ist("2026-11-26T18:00:00"))
     rows = _by_account(report)
     assert report.latest_session.isoformat() == "2026-11-26"
-    assert report.next_run == ist("2026-11-27T16:30:00")
+    # Final snapshots: the next session's run; the rejected login: not tried again.
+    assert rows[good].next_run == rows[other].next_run == status.NextRun(
+        ist("2026-11-27T16:30:00"))
+    assert rows[bad].next_run.at is None and "rejected" in rows[bad].next_run.note
     assert not report.healthy
     assert rows[good].has_latest and rows[other].has_latest and not rows[bad].has_latest
     first = rows[good].last_complete
@@ -98,7 +104,8 @@ def test_status_from_history(clocked_sim: KiteSimulator, sim_accounts: list[SimA
     opened = status.build_status(config, engine, ist("2026-11-27T09:20:00"))
     assert opened.latest_session.isoformat() == "2026-11-27"
     assert not any(a.has_latest for a in opened.accounts)
-    assert opened.next_run == ist("2026-11-27T16:30:00")
+    assert [a.next_run.at for a in opened.accounts] == [ist("2026-11-27T16:30:00"), None,
+                                                         ist("2026-11-27T16:30:00")]
 
     # An intraday snapshot, however early, counts as having the session.
     clock.set("2026-11-27T09:20:00")
@@ -119,14 +126,16 @@ def test_status_from_history(clocked_sim: KiteSimulator, sim_accounts: list[SimA
     assert healthy.healthy and healthy.warning is None
 
     text = status.render(intraday)
-    assert "latest session: 2026-11-27; next scheduled run: 2026-11-27 16:30 IST" in text
+    assert text.splitlines()[0] == "latest session: 2026-11-27"
     lines = {line.split()[0]: line for line in text.splitlines()[1:] if line.strip()}
+    cells = {user: re.split(r"\s{2,}", line.strip()) for user, line in lines.items()}
+    assert cells["account"][-2:] == ["has latest session", "next run"]
     assert "2026-11-27 (intraday, 2026-11-27 09:20 IST)" in lines[good]
-    assert lines[good].rstrip().endswith("yes")
+    assert cells[good][-2:] == ["yes", "2026-11-27 16:30 IST"]
     assert "2026-11-26 (final, 2026-11-26 17:00 IST)" in lines[other]
-    assert lines[other].rstrip().endswith("NO")
+    assert cells[other][-2:] == ["NO", "2026-11-27 16:30 IST"]
     assert "never" in lines[bad] and f"2026-11-26: account {bad}" in lines[bad]
-    assert lines[bad].rstrip().endswith("NO")
+    assert cells[bad][-2:] == ["NO", "none (login rejected)"]
     assert WRONG_PASSWORD not in text
     assert "warning" not in text
 
@@ -173,28 +182,54 @@ def quiet_config(database_url: str) -> Config:
     })
 
 
-@pytest.mark.parametrize(("now", "latest", "next_run"), [
-    ("2026-11-27T12:00:00", "2026-11-27", "2026-11-27T16:30:00"),  # Friday, open
-    ("2026-11-27T08:00:00", "2026-11-26", "2026-11-27T16:30:00"),  # Friday, before the open
-    ("2026-11-27T16:30:00", "2026-11-27", "2026-11-27T16:30:00"),  # the run is due now
-    ("2026-11-27T17:00:00", "2026-11-27", "2026-11-30T16:30:00"),  # Friday evening
-    ("2026-11-28T10:00:00", "2026-11-27", "2026-11-30T16:30:00"),  # Saturday -> Monday
-    ("2026-11-29T23:59:00", "2026-11-27", "2026-11-30T16:30:00"),  # Sunday night
-    ("2026-11-23T12:00:00", "2026-11-23", "2026-11-23T16:30:00"),  # day before the holiday
-    ("2026-11-23T17:00:00", "2026-11-23", "2026-11-25T16:30:00"),  # skips 2026-11-24
-    ("2026-11-24T12:00:00", "2026-11-23", "2026-11-25T16:30:00"),  # on the holiday
+def _ledger_row(engine: sa.Engine, account: str, day: str, taken_at: datetime, *,
+               final: bool = True, failed: bool = False, warnings: str | None = None) -> None:
+    """A ledger row as a run writes it (the status reads only the ledger)."""
+    with OrmSession(engine) as session, session.begin():
+        session.add(Snapshot(account=account, snapshot_date=date.fromisoformat(day),
+                             taken_at=taken_at, status="failed" if failed else "ok",
+                             final=final and not failed, error="HTTP 503" if failed else None,
+                             warnings=warnings))
+
+
+@pytest.mark.parametrize(("now", "latest", "if_final", "if_lacking"), [
+    ("2026-11-27T12:00:00", "2026-11-27", None, "2026-11-27T16:30"),  # Friday, open
+    ("2026-11-27T08:00:00", "2026-11-26", "2026-11-27T16:30", None),  # before the open
+    ("2026-11-27T16:30:00", "2026-11-27", "2026-11-30T16:30", "2026-11-27T16:30"),  # due now
+    ("2026-11-27T17:00:00", "2026-11-27", "2026-11-30T16:30", None),  # Friday evening
+    ("2026-11-28T10:00:00", "2026-11-27", "2026-11-30T16:30", None),  # Saturday -> Monday
+    ("2026-11-29T23:59:00", "2026-11-27", "2026-11-30T16:30", None),  # Sunday night
+    ("2026-11-23T12:00:00", "2026-11-23", None, "2026-11-23T16:30"),  # before the holiday
+    ("2026-11-23T17:00:00", "2026-11-23", "2026-11-25T16:30", None),  # skips 2026-11-24
+    ("2026-11-24T12:00:00", "2026-11-23", "2026-11-25T16:30", None),  # on the holiday
 ])
-def test_next_run_is_the_next_session_at_1630_ist(quiet_config: Config, engine: sa.Engine,
-                                                  now: str, latest: str,
-                                                  next_run: str) -> None:
+def test_next_run_per_account(database_url: str, engine: sa.Engine, now: str, latest: str,
+                              if_final: str | None, if_lacking: str | None) -> None:
+    """An account with a final snapshot of the latest session: the next session's run;
+    one without: that session's run while it is ahead, else overdue since it."""
+    config = parse_config({"database": {"url": database_url}, "accounts": [
+        {"user_id": user, "password": "x", "totp_secret": TOTP} for user in ("AB1", "AB2")]})
+    if if_final:  # AB1 took the latest session after it settled (16:00)
+        _ledger_row(engine, "AB1", latest, ist(f"{latest}T16:10:00"))
     for when in (ist(now), ist(now).astimezone(UTC)):  # any time zone in, IST out
-        report = status.build_status(quiet_config, engine, when)
+        report = status.build_status(config, engine, when)
         assert report.latest_session.isoformat() == latest
-        assert report.next_run == ist(next_run)
         assert report.warning is None
-        assert not report.healthy  # an empty ledger
-        shown = ist(next_run).strftime("%Y-%m-%d %H:%M IST")
-        assert f"next scheduled run: {shown}" in status.render(report)
+        rows = _by_account(report)
+        lacking = rows["AB2"].next_run
+        if if_lacking:
+            assert lacking == status.NextRun(ist(if_lacking))
+        else:  # the latest session's run has passed: due at once
+            assert lacking == status.NextRun(ist(f"{latest}T16:30"), "overdue", overdue=True)
+        text = status.render(report)
+        line = next(li for li in text.splitlines() if li.startswith("AB2 "))
+        assert line.rstrip().endswith(f"{'' if if_lacking else 'overdue since '}"
+                             f"{(ist(if_lacking or latest + 'T16:30')):%Y-%m-%d %H:%M} IST")
+        assert (f"warning: account AB2: the run due {latest} 16:30 IST left no final "
+                f"snapshot of session {latest}" in text) == (if_lacking is None)
+        if if_final:
+            assert rows["AB1"].next_run == status.NextRun(ist(if_final))
+            assert rows["AB1"].has_latest and not report.healthy  # AB2 lacks it
 
 
 def test_next_run_follows_schedule_time(database_url: str, engine: sa.Engine) -> None:
@@ -203,7 +238,46 @@ def test_next_run_follows_schedule_time(database_url: str, engine: sa.Engine) ->
         "accounts": [{"user_id": "AB1234", "password": "x", "totp_secret": TOTP}],
     })
     report = status.build_status(config, engine, ist("2026-11-27T17:00:00"))
-    assert report.next_run == ist("2026-11-27T18:45:00")
+    assert report.accounts[0].next_run.at == ist("2026-11-27T18:45:00")
+    _ledger_row(engine, "AB1234", "2026-11-27", ist("2026-11-27T16:45:00"))
+    report = status.build_status(config, engine, ist("2026-11-27T17:00:00"))
+    assert report.accounts[0].next_run.at == ist("2026-11-30T18:45:00")
+
+
+def test_next_run_after_a_failed_scheduled_run(database_url: str, engine: sa.Engine) -> None:
+    """The daemon retries retry_attempts times, retry_spacing_minutes apart (a warned
+    snapshot: WARNING_CONFIRM_AFTER at least), then waits for the next session."""
+    config = parse_config({
+        "database": {"url": database_url},
+        "schedule": {"retry_attempts": 2, "retry_spacing_minutes": 20},
+        "accounts": [{"user_id": u, "password": "x", "totp_secret": TOTP}
+                     for u in ("AB1", "AB2")]})
+    _ledger_row(engine, "AB1", "2026-11-27", ist("2026-11-27T16:00:00"), failed=True)
+    _ledger_row(engine, "AB1", "2026-11-27", ist("2026-11-27T16:31:00"), failed=True)
+    _ledger_row(engine, "AB2", "2026-11-27", ist("2026-11-27T16:31:00"), final=False,
+                warnings="account AB2: holdings: a warning")
+
+    def next_runs(now: str) -> dict[str, status.NextRun]:
+        report = status.build_status(config, engine, ist(now))
+        return {a.account: a.next_run for a in report.accounts}
+
+    # One attempt since the 16:30 run (the 16:00 one was before it).
+    assert next_runs("2026-11-27T16:40:00") == {
+        "AB1": status.NextRun(ist("2026-11-27T16:51:00"), "retry 1 of 2"),
+        "AB2": status.NextRun(ist("2026-11-27T17:01:00"), "retry 1 of 2")}
+    # The retry's time has passed without it (no daemon): overdue.
+    overdue = status.NextRun(ist("2026-11-27T16:30:00"), "overdue", overdue=True)
+    assert next_runs("2026-11-27T17:05:00") == {"AB1": overdue, "AB2": overdue}
+    _ledger_row(engine, "AB1", "2026-11-27", ist("2026-11-27T16:51:00"), failed=True)
+    assert next_runs("2026-11-27T16:55:00")["AB1"] == status.NextRun(
+        ist("2026-11-27T17:11:00"), "retry 2 of 2")
+    _ledger_row(engine, "AB1", "2026-11-27", ist("2026-11-27T17:11:00"), failed=True)
+    gave_up = status.NextRun(ist("2026-11-30T16:30:00"),
+                             "gave up on 2026-11-27 after 2 retries")
+    assert next_runs("2026-11-27T17:15:00")["AB1"] == gave_up
+    report = status.build_status(config, engine, ist("2026-11-27T17:15:00"))
+    assert "2026-11-30 16:30 IST (gave up on 2026-11-27 after 2 retries)" in status.render(
+        report)
 
 
 @pytest.mark.parametrize(("now", "latest", "next_run"), [
@@ -214,9 +288,11 @@ def test_next_run_follows_schedule_time(database_url: str, engine: sa.Engine) ->
 def test_horizon_warning_for_2027(quiet_config: Config, engine: sa.Engine, now: str,
                                   latest: str, next_run: str) -> None:
     assert library_horizon().isoformat() == "2026-12-31", "update these dates"
+    if ist(now) > ist(f"{latest}T16:10:00"):  # a final snapshot of the latest session
+        _ledger_row(engine, "AB1234", latest, ist(f"{latest}T16:10:00"))
     report = status.build_status(quiet_config, engine, ist(now))
     assert report.latest_session.isoformat() == latest
-    assert report.next_run == ist(next_run)
+    assert report.accounts[0].next_run.at == ist(next_run)
     assert report.warning is not None and "2026-12-31" in report.warning
     text = status.render(report)
     assert f"warning: {report.warning}" in text
@@ -226,53 +302,82 @@ def test_horizon_warning_for_2027(quiet_config: Config, engine: sa.Engine, now: 
 # -- the command -----------------------------------------------------------------------
 
 
-def _table_rows(stdout: str, accounts: list[SimAccount]) -> dict[str, str]:
+def _cells(stdout: str, accounts: list[str]) -> dict[str, list[str]]:
+    """Each account's row of the status table, split into its cells."""
     rows = {}
     for line in stdout.splitlines():
         word = line.split(maxsplit=1)[0] if line.strip() else ""
-        if word in {a.user_id for a in accounts}:
-            rows[word] = line
-    assert set(rows) == {a.user_id for a in accounts}, stdout
+        if word in accounts:
+            rows[word] = re.split(r"\s{2,}", line.strip())
+    assert set(rows) == set(accounts), stdout
     return rows
 
 
-def test_status_command(sim: KiteSimulator, sim_accounts: list[SimAccount],
-                        database_url: str, tmp_path: Path) -> None:
-    data = config_dict(sim, sim_accounts, database_url, tmp_path / "state")
-    bad = sim_accounts[1].user_id
-    data["accounts"][1]["password"] = WRONG_PASSWORD
-    cfg = write_config(tmp_path / "config.yaml", data)
-    good_cfg = write_config(tmp_path / "good.yaml", {
-        **data, "accounts": [a for a in data["accounts"] if a["user_id"] != bad]})
+def test_status_command_shows_each_accounts_next_run(
+        faketime_lib: str, database_url: str, tmp_path: Path) -> None:
+    """Friday 2026-11-27, `schedule.time` 17:00: the account with a final snapshot waits
+    for Monday's run; the others for today's, then for the daemon's retry, or are overdue;
+    the rejected login for none."""
+    accounts = demo_accounts(4, seed=31)
+    good, flaky, never, bad = (a.user_id for a in accounts)
+    clock = ShiftedClock(0)
 
-    empty = run_cli("--config", str(cfg), "status")
-    assert empty.returncode == 1, empty.stdout + empty.stderr
-    assert "Traceback" not in empty.stderr
-    assert "next scheduled run: " in empty.stdout and "IST" in empty.stdout
-    for line in _table_rows(empty.stdout, sim_accounts).values():
-        assert "never" in line and line.rstrip().endswith("NO")
+    def at(ist_time: str) -> dict[str, str]:
+        offset = _offset_to(ist(f"2026-11-27T{ist_time}:00"))
+        clock.offset = offset
+        return {"LD_PRELOAD": faketime_lib, "FAKETIME": f"{offset:+d}",
+                "FAKETIME_DONT_FAKE_MONOTONIC": "0"}
 
-    calendar = TradingCalendar()
-    session = calendar.latest_opened(utc_now()).day
-    run = run_cli("--config", str(cfg), "run")
-    assert run.returncode == 78, run.stdout + run.stderr
+    with KiteSimulator(accounts, clock=clock) as sim:
+        data = config_dict(sim, accounts, database_url, tmp_path / "state",
+                           schedule={"time": "17:00"})
+        data["accounts"][3]["password"] = WRONG_PASSWORD
+        cfg = write_config(tmp_path / "config.yaml", data)
+        good_cfg = write_config(tmp_path / "good.yaml", {**data,
+                                                         "accounts": data["accounts"][:1]})
+        every = [good, flaky, never, bad]
+        attempts = 1 + parse_config(data).kite.retries  # every attempt of one run fails
 
-    after = run_cli("--config", str(cfg), "status")
-    healthy = run_cli("--config", str(good_cfg), "status")
-    if calendar.latest_opened(utc_now()).day != session:
-        pytest.skip("a session opened during the test")
-    assert after.returncode == 1, after.stdout + after.stderr
-    assert f"latest session: {session}" in after.stdout, after.stdout
-    rows = _table_rows(after.stdout, sim_accounts)
-    for acc in sim_accounts:
-        line = rows[acc.user_id]
-        if acc.user_id == bad:
-            assert "never" in line and f"{session}: account {bad}" in line, after.stdout
-            assert line.rstrip().endswith("NO"), after.stdout
-        else:
-            assert f"{session} (" in line and line.rstrip().endswith("yes"), after.stdout
-            assert " - " in line, after.stdout  # no failure
-    assert WRONG_PASSWORD not in after.stdout + after.stderr
+        # status never creates a database (tests/test_cli_conventions.py): make an empty one
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        empty = run_cli("--config", str(cfg), "status", env=at("16:35"))
+        assert empty.returncode == 1, empty.stdout + empty.stderr
+        for cells in _cells(empty.stdout, every).values():
+            assert cells[1:] == ["never", "-", "NO", "2026-11-27 17:00 IST"], empty.stdout
 
-    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert "NO" not in healthy.stdout, healthy.stdout
+        # 16:40, before the 17:00 run: a run of three accounts, one failing at Kite.
+        sim.fail_next(attempts, "503", "/oms/portfolio/holdings",
+                      user_id=flaky)
+        first = run_cli("--config", str(cfg), "run", "--account", good, "--account", flaky,
+                        "--account", bad, env=at("16:40"))
+        assert first.returncode == 78, first.stdout + first.stderr
+        before = run_cli("--config", str(cfg), "status", env=at("16:50"))
+        assert before.returncode == 1, before.stdout + before.stderr
+        cells = _cells(before.stdout, every)
+        assert cells[good][-2:] == ["yes", "2026-11-30 17:00 IST"]  # Monday's run
+        assert cells[flaky][-2:] == ["NO", "2026-11-27 17:00 IST"]  # today's run
+        assert cells[never][-2:] == ["NO", "2026-11-27 17:00 IST"]
+        assert cells[bad][-2:] == ["NO", "none (login rejected)"]
+        assert before.stdout.splitlines()[0] == "latest session: 2026-11-27"
+        assert "next scheduled run" not in before.stdout and "overdue" not in before.stdout
+
+        # The 17:00 run fails that account again: the daemon retries it 30 minutes on;
+        # the account no run took is overdue.
+        sim.fail_next(attempts, "503", "/oms/portfolio/holdings",
+                      user_id=flaky)
+        again = run_cli("--config", str(cfg), "run", "--account", flaky, env=at("17:00"))
+        assert again.returncode == 1, again.stdout + again.stderr
+        after = run_cli("--config", str(cfg), "status", env=at("17:10"))
+        assert after.returncode == 1, after.stdout + after.stderr
+        cells = _cells(after.stdout, every)
+        assert cells[good][-1] == "2026-11-30 17:00 IST"
+        assert cells[flaky][-1].startswith("2026-11-27 17:30 IST (retry 1 of 3)"), after.stdout
+        assert cells[never][-1] == "overdue since 2026-11-27 17:00 IST"
+        assert (f"warning: account {never}: the run due 2026-11-27 17:00 IST left no final "
+                "snapshot of session 2026-11-27: the daemon catches up when it starts; "
+                "`snapshotter run` takes it now") in after.stdout.splitlines()
+        assert WRONG_PASSWORD not in after.stdout + after.stderr
+
+        healthy = run_cli("--config", str(good_cfg), "status", env=at("17:10"))
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert _cells(healthy.stdout, [good])[good][-2:] == ["yes", "2026-11-30 17:00 IST"]

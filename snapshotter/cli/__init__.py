@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from snapshotter import logs, redact
-from snapshotter.cli.parser import build_parser
-from snapshotter.errors import ConfigError, DatabaseUnavailable, SnapshotterError
+from snapshotter.cli.parser import build_parser, parse_args
+from snapshotter.errors import ConfigError, DatabaseUnavailable, ExitCode, SnapshotterError
 
 __all__ = ["build_parser", "main"]
 
@@ -21,8 +21,7 @@ log = logging.getLogger("snapshotter")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     logs.setup("INFO", json_lines=args.json_logs)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -36,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no secrets
         # Only a command that imported SQLAlchemy can raise its errors.
         sa_exc = sys.modules.get("sqlalchemy.exc")
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return DatabaseUnavailable.exit_code
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"error: database: {redact.redact(first)}", file=sys.stderr)
-            return 1
+            return ExitCode.FAILURE
         log.debug("unexpected error", exc_info=True)
         print(f"error: {type(exc).__name__}: {redact.redact(str(exc))}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE

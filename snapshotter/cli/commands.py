@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from snapshotter import redact
-from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError
+from snapshotter.errors import ConfigError, ExitCode, LoginRejected, SnapshotterError, UsageError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -32,40 +32,78 @@ def _config(args: argparse.Namespace) -> Config:
         logging.getLogger().setLevel(logging.DEBUG)
     elif config.log_level != "INFO":
         logging.getLogger().setLevel(config.log_level)
+    # Which files a run uses (a relative SQLite path is resolved); the handler hides the
+    # database password.
+    log.debug("config %s; database %s", config.path, config.database_url)
     return config
 
 
 @contextmanager
-def _database(args: argparse.Namespace, *, config: Config | None = None,
-              deadline: float | None = None,
-              writable: bool = False) -> Iterator[tuple[Config, sa.Engine]]:
-    """The configured database, migrated to head (and checked writable when asked);
-    disposed of afterwards. An unreachable database is one line and exit 75."""
+def _reachable(url: str) -> Iterator[None]:
+    """A database that cannot be reached or written is one line naming it, and exit 75."""
     import sqlalchemy as sa
+
+    from snapshotter.store import engine as db
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        if db.is_connection_error(exc):
+            raise db.unavailable(exc, url) from None
+        raise
+
+
+@contextmanager
+def _database(args: argparse.Namespace, *, config: Config | None = None,
+              deadline: float | None = None, writable: bool = False,
+              create: bool = True) -> Iterator[tuple[Config, sa.Engine]]:
+    """The configured database, migrated to head (and checked writable when asked);
+    disposed of afterwards. An unreachable database is one line and exit 75. Read
+    commands pass ``create=False``: a SQLite file that does not exist is not made."""
+    import os
 
     from snapshotter.store import engine as db
     from snapshotter.store import migrate
 
     config = config or _config(args)
     url = config.database_url
+    path = db.sqlite_path(url)
+    if not create and path is not None and not os.path.exists(path):
+        raise UsageError(f"no database at {path} (run `snapshotter run` first)")
     engine = db.make_engine(url)
     try:
-        try:
+        with _reachable(url):
             migrate.upgrade(url, engine, deadline=deadline)
             if writable:
                 db.check_writable(engine, url)
-        except sa.exc.SQLAlchemyError as exc:
-            if db.is_connection_error(exc):
-                raise db.unavailable(exc, url) from None
-            raise
-        try:
+        with _reachable(url):
             yield config, engine
-        except sa.exc.SQLAlchemyError as exc:
-            if db.is_connection_error(exc):
-                raise db.unavailable(exc, url) from None
-            raise
     finally:
         engine.dispose()
+
+
+def _known_accounts(config: Config, engine: sa.Engine, wanted: Iterable[str]) -> None:
+    """Raise ``UsageError`` for an account neither configured nor stored (a typo, most
+    likely), as `run` does for one not configured."""
+    import difflib
+
+    import sqlalchemy as sa
+
+    from snapshotter.store.models import Snapshot
+
+    wanted = [a.strip().upper() for a in wanted]
+    if not wanted:
+        return
+    with engine.connect() as conn:
+        stored = set(conn.scalars(sa.select(Snapshot.account).distinct()))
+    known = sorted(stored | {a.user_id for a in config.accounts})
+    for account in wanted:
+        if account not in known:
+            close = difflib.get_close_matches(account, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else \
+                f"known: {', '.join(known) or 'none'}"
+            raise UsageError(f"no account {account!r} in {config.path} or the database "
+                             f"({hint})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -102,7 +140,7 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
                   f"{replayed.rows} row(s) re-derived")
             for failure in replayed.failures:
                 print(f"error: {redact.redact(failure)}", file=sys.stderr)
-            return 1 if replayed.failures else 0
+            return ExitCode.FAILURE if replayed.failures else ExitCode.OK
         result = pipeline.run_snapshot(config, engine, accounts=args.account or None,
                                        force=args.force, on_outcome=_print_outcome,
                                        deadline=deadline)
@@ -112,7 +150,7 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
         # Ping on every run, "nothing to do" included: a daily check must not go quiet
         # on weekends and holidays.
         summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
-        health.ping(config.healthcheck_url, ok=result.exit_code == 0,
+        health.ping(config.healthcheck_url, ok=result.exit_code == ExitCode.OK,
                     message=f"session {result.session.day}: {summary}")
         return result.exit_code
 
@@ -144,9 +182,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from snapshotter.store import migrate
 
     config = _config(args)
-    applied = migrate.upgrade(config.database_url)
+    with _reachable(config.database_url):
+        applied = migrate.upgrade(config.database_url)
     print("database migrated to head" if applied else "database already at head")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -160,10 +199,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from snapshotter.ops import status
     from snapshotter.sessions import utc_now
 
-    with _database(args) as (config, engine):
+    with _database(args, create=False) as (config, engine):
         report = status.build_status(config, engine, utc_now())
     print(status.render(report))
-    return 0 if report.healthy else 1
+    return ExitCode.OK if report.healthy else ExitCode.FAILURE
 
 
 def cmd_systemd(args: argparse.Namespace) -> int:
@@ -191,7 +230,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
         units = render_units(options, accounts)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     for warning in install_warnings(options):
         print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir:
@@ -203,7 +242,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     else:
         for name, text in units.items():
             print(f"# /etc/systemd/system/{name}\n{text}")
-    return 0
+    return ExitCode.OK
 
 
 @contextmanager
@@ -252,19 +291,20 @@ def cmd_login(args: argparse.Namespace) -> int:
             print(f"error: account {r.account}: {r.message}", file=sys.stderr)
     if any(r.rejected for r in results):
         return LoginRejected.exit_code
-    return 0 if all(r.ok for r in results) else 1
+    return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILURE
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 
-    with _database(args) as (_, engine):
+    if args.kind == "history" and not args.symbol:
+        raise UsageError("report history needs a SYMBOL, e.g. "
+                         "`snapshotter report history INFY`")
+    with _database(args, create=False) as (config, engine):
+        _known_accounts(config, engine, args.account or ())
         filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
                                   args.start, args.end)
         if args.kind == "history":
-            if not args.symbol:
-                raise SnapshotterError("report history needs a SYMBOL, e.g. "
-                                       "`snapshotter report history INFY`")
             frame = reports.history(engine, args.symbol, filters)
         else:
             frame = {"summary": reports.summary, "holdings": reports.holdings,
@@ -272,17 +312,17 @@ def cmd_report(args: argparse.Namespace) -> int:
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[reports.SUMMARY_TABLE_COLUMNS]
         print(reports.render(frame, args.format))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 
-    out = reports.output_dir(args.out)  # before opening the database: fail fast
-    with _database(args) as (_, engine):
+    with _database(args, create=False) as (_, engine):
+        out = reports.output_dir(args.out)
         written = reports.export(engine, out, args.format)
     print(f"wrote {len(written)} files to {out.resolve()}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_chart(args: argparse.Namespace) -> int:
@@ -290,12 +330,13 @@ def cmd_chart(args: argparse.Namespace) -> int:
 
     account = args.account.strip().upper() if args.account else None
     path = chart.output_path(args.out, account, args.per_account)
-    with _database(args) as (_, engine):
+    with _database(args, create=False) as (config, engine):
+        _known_accounts(config, engine, [account] if account else [])
         drawn = chart.build(engine, account, args.per_account)
     print(f"wrote {chart.save(drawn, path)}")
     if drawn.note:
         print(f"note: {drawn.note}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -303,7 +344,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     demo.simulate(port=args.port, accounts=args.accounts, latency=args.latency,
                   config_out=args.write_config, force=args.force)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

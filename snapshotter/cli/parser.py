@@ -1,14 +1,89 @@
-"""The command line's options: one subcommand per function of ``commands``."""
+"""The command line's options: one subcommand per function of ``commands``.
+
+Conventions (README: Command line): the global options work before and after the
+command; a mistyped command, choice or option gets the closest one suggested and that
+command's usage; every exit code is one of ``ExitCode``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import difflib
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, NoReturn
 
 from snapshotter import __version__
 from snapshotter.cli import commands
+from snapshotter.errors import ExitCode
+
+_INVALID_CHOICE = re.compile(r"^argument (.+?): invalid choice: '([^']*)'")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 and suggest the closest command, choice or option."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {self._with_hint(message)}\n")
+
+    def _with_hint(self, message: str) -> str:
+        """``message`` with "did you mean" the closest command, choice or option."""
+        bad = _INVALID_CHOICE.search(message)
+        if bad:
+            known = [str(c) for a in self._actions if a.choices and bad.group(1) in
+                     ("/".join(a.option_strings), a.metavar, a.dest) for c in a.choices]
+            close = difflib.get_close_matches(bad.group(2), known, n=1)
+            if close:
+                at = bad.end()
+                return f"{message[:at]}: did you mean {close[0]!r}?{message[at:]}"
+            return message
+        if message.startswith("unrecognized arguments: "):
+            # compared without the dashes, which every option shares
+            options = {s.lstrip("-"): s for a in self._actions for s in a.option_strings}
+            for word in message.removeprefix("unrecognized arguments: ").split():
+                if word.startswith("-"):
+                    name = word.split("=", 1)[0].lstrip("-")
+                    close = difflib.get_close_matches(name, list(options), n=1)
+                    if close:
+                        return f"{message} (did you mean {options[close[0]]}?)"
+        return message
+
+
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; an option the command does not know is reported with that
+    command's usage (argparse would print the top-level one)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        owner: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--config, -v and --json-logs, on the top-level parser and every command: given
+    after the command they must not be reset by the command's defaults (SUPPRESS)."""
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("--config", metavar="PATH",
+                       default=None if top else argparse.SUPPRESS,
+                       help="config file (default: $SNAPSHOTTER_CONFIG, else ./config.yaml)")
+    group.add_argument("-v", "--verbose", action="store_true",
+                       default=False if top else argparse.SUPPRESS, help="debug logging")
+    group.add_argument("--json-logs", action="store_true",
+                       default=False if top else argparse.SUPPRESS,
+                       help="log JSON lines on stderr")
+
+
+def _exit_codes() -> str:
+    lines = ["exit codes (README: Exit codes):"]
+    for code in ExitCode:
+        lines += textwrap.wrap(code.meaning, width=76, initial_indent=f"  {code.value:<5}",
+                               subsequent_indent=" " * 7)
+    return "\n".join(lines)
 
 
 def _account_option(parser: argparse.ArgumentParser) -> None:
@@ -16,23 +91,29 @@ def _account_option(parser: argparse.ArgumentParser) -> None:
                         help="only this account (repeatable)")
 
 
-def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int],
-             help: str, description: str | None = None) -> argparse.ArgumentParser:
+def _subcommand(sub: Any, name: str, help: str,
+                description: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help,
                                                      description=description)
+    _global_options(parser, top=False)
+    parser.set_defaults(command_parser=parser)
+    return parser
+
+
+def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int],
+             help: str, description: str | None = None) -> argparse.ArgumentParser:
+    parser = _subcommand(sub, name, help, description)
     parser.set_defaults(func=func)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snapshotter",
-        description="Keep a dated, queryable history of Zerodha (Kite) accounts.")
+        description="Keep a dated, queryable history of Zerodha (Kite) accounts.",
+        epilog=_exit_codes(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"snapshotter {__version__}")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $SNAPSHOTTER_CONFIG, else ./config.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--json-logs", action="store_true", help="log JSON lines on stderr")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = _command(sub, "run", commands.cmd_run,
@@ -45,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--from-raw", action="store_true",
                      help="re-derive stored rows from the saved raw payloads (offline)")
 
-    dbp = sub.add_parser("db", help="database maintenance")
+    dbp = _subcommand(sub, "db", "database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     _command(dbsub, "upgrade", commands.cmd_db_upgrade, "apply pending migrations")
 

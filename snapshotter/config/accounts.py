@@ -14,6 +14,11 @@ import pyotp
 from snapshotter.config.model import AUTH_MODES, AccountConfig, Secret
 from snapshotter.config.problems import Problems
 
+# A code the authenticator app shows, given where its key belongs (never echoed).
+TOTP_CODE_GIVEN = ("looks like a 6-digit code from the authenticator app, not its key: give "
+                   "the base32 key (letters A-Z and digits 2-7) shown when enabling "
+                   "external TOTP")
+
 
 def parse_accounts(raw_accounts: Any, problems: Problems,
                    read_files: bool = True) -> list[AccountConfig]:
@@ -47,7 +52,9 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
         files = tuple(str(acc[k]) for k in ("password_file", "totp_secret_file",
                                              "api_secret_file") if acc.get(k))
         api_key = acc.get("api_key")
-        if totp is not None and not _valid_totp_secret(totp):
+        if totp is not None and _looks_like_code(totp):
+            problems.add(f"{where}totp_secret", TOTP_CODE_GIVEN)
+        elif totp is not None and not _valid_totp_secret(totp):
             problems.add(f"{where}totp_secret",
                          "malformed: expected the base32 key shown when enabling external TOTP")
         if auth == "connect" and not api_key:
@@ -83,7 +90,11 @@ def _secret(acc: dict[str, Any], name: str, where: str, problems: Problems,
         return None
     if not isinstance(inline, str):
         # YAML turns unquoted 012345 into 5349 and `on` into true: never guess a secret.
-        problems.add(f"{where}{name}", "must be a string: put the value in quotes")
+        if name == "totp_secret" and isinstance(inline, int) and not isinstance(inline, bool) \
+                and 0 <= inline < 10**6:
+            problems.add(f"{where}{name}", TOTP_CODE_GIVEN)  # quoting would not help
+        else:
+            problems.add(f"{where}{name}", "must be a string: put the value in quotes")
         return None
     return Secret(inline)
 
@@ -117,6 +128,12 @@ def _read_secret_file(path_value: Any, key: str, problems: Problems) -> Secret |
                           f"`chmod 600 {path}`" if shown == str(path) else "the file it names "
                           "holds a secret and is readable by group/others; chmod 600 it")
     return Secret(text)
+
+
+def _looks_like_code(secret: str) -> bool:
+    """Six digits (spaces aside): what the app shows every 30 s, not the key behind it."""
+    digits = secret.replace(" ", "")
+    return len(digits) == 6 and digits.isascii() and digits.isdigit()
 
 
 def _valid_totp_secret(secret: str) -> bool:

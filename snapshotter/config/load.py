@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
 import stat
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 
@@ -49,12 +52,19 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        lines = text.splitlines()
-        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+        if _at_variable(text, mark):
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
+        elif problem.startswith("expected <block end>"):
+            problem += " (check the indentation: the keys of one mapping line up)"
+        elif problem.startswith("mapping values are not allowed here"):
+            problem += " (check the indentation, or quote a value holding ': ')"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
     config = parse_config(raw, str(path), path, read_secret_files)
     warnings: list[str] = list(config.warnings)
+    database_url = resolve_sqlite_url(config.database_url, path.parent)
+    if database_url != config.database_url:
+        warnings += _moved_database_warnings(path, config.database_url)
+        config = replace(config, database_url=database_url)
     if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(
             f"{path}: holds a literal secret and is readable by group/others; "
@@ -63,6 +73,18 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if warnings:
         config = replace(config, warnings=tuple(warnings))
     return config
+
+
+def _at_variable(text: str, mark: Any) -> bool:
+    """Did YAML stop at the ``{`` of a ``${VAR}`` (unquoted inside a flow collection)?
+    Not merely on a line holding one: an indentation error there is about indentation."""
+    if mark is None:
+        return False
+    lines = text.splitlines()
+    if mark.line >= len(lines):
+        return False
+    line, column = lines[mark.line], mark.column
+    return 0 < column < len(line) and line[column - 1:column + 1] == "${"
 
 
 def _is_literal(value: Any) -> bool:
@@ -92,3 +114,43 @@ def _has_literal_secret(raw: Any) -> bool:
         if any(_is_literal(acc.get(key)) for key in SECRET_KEYS):
             return True
     return False
+
+
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///(?:file:)?)([^?]*)(\?.*)?$")
+
+
+def _relative_sqlite_path(url: str) -> tuple[str, str, str] | None:
+    """(head, path, query) of a SQLite URL naming a relative file; None for any other."""
+    match = _SQLITE_URL.match(url)
+    if not match:
+        return None
+    head, path, query = match.group(1), match.group(2), match.group(3) or ""
+    if path in ("", ":memory:") or path.startswith("/"):
+        return None
+    return head, path, query
+
+
+def resolve_sqlite_url(url: str, config_dir: Path) -> str:
+    """A relative SQLite path (``sqlite:///snapshots.db``, the default included) names
+    a file in the config file's directory, wherever the command runs."""
+    parts = _relative_sqlite_path(url)
+    if parts is None:
+        return url
+    head, path, query = parts
+    base = quote(os.path.abspath(config_dir), safe="/")  # the URL is percent-decoded
+    return f"{head}{posixpath.normpath(posixpath.join(base, path))}{query}"
+
+
+def _moved_database_warnings(config_path: Path, url: str) -> list[str]:
+    """Earlier versions read a relative SQLite path against the working directory: say so
+    when a database stands there and none beside the config file."""
+    parts = _relative_sqlite_path(url)
+    if parts is None:
+        return []
+    old = os.path.abspath(unquote(parts[1]))
+    new = os.path.abspath(os.path.join(config_path.parent, unquote(parts[1])))
+    if old == new or os.path.exists(new) or not os.path.exists(old):
+        return []
+    return [f"{config_path}: database.url: a relative SQLite path is relative to this "
+            f"file's directory ({new}); the database at {old} (the working directory) is "
+            "not used: move it there, or give its absolute path (sqlite:////...)"]

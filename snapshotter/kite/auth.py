@@ -8,7 +8,7 @@ fingerprint of the credentials (``credentials_fingerprint``) in two places: the 
 cache and the ledger (so replicas on other hosts see it too).
 
 Every login URL and form field lives here: the web login is unofficial and Zerodha has
-changed it without notice (PROTOCOL.md §1-2).
+changed it without notice (docs/kite-protocol.md §1-2).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ class ConnectAuth(Auth):
     connect_api = True
 
     def _obtain(self, client: LoginClient, entry: CachedSession) -> Obtained:
-        """PROTOCOL.md §2: connect/login -> web login -> connect/finish -> session/token."""
+        """docs/kite-protocol.md §2: connect/login -> web login -> connect/finish ->
+        session/token."""
         api_key = self.account.api_key or ""
         sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
         _web_login(client, entry)
@@ -327,7 +328,7 @@ def _totp_code(client: LoginClient, entry: CachedSession) -> str:
 
 
 def _web_login(client: LoginClient, entry: CachedSession) -> str:
-    """PROTOCOL.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
+    """docs/kite-protocol.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
     user, base, prompt = client.account.user_id, client.kite.base_url, client.prompt
     password: str | None = client.account.password
     if not password and prompt is not None:

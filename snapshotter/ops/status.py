@@ -1,17 +1,39 @@
-"""`snapshotter status`: per account, the last complete snapshot, last failure, next run."""
+"""`snapshotter status`: per account, the last complete snapshot, last failure, next run.
+
+The next run is when the schedule (``schedule.time``, as the daemon keeps it) next takes
+a snapshot of that account, read from the ledger: the next session's run once the
+account has a final snapshot of the latest session; that session's run while it is
+still ahead; else the daemon's retry (``schedule.retry_attempts``, ``retry_spacing_minutes``
+apart), "overdue" when that is past too, and none while Kite's rejection of the login
+stands (runs do not try those credentials again).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session as OrmSession
 from tabulate import tabulate
 
 from snapshotter.config import Config
-from snapshotter.sessions import IST, calendar_for, next_fire_time
-from snapshotter.store.models import SNAPSHOT_FAILED, SNAPSHOT_OK, Snapshot
+from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, fire_time
+from snapshotter.store.models import (
+    SNAPSHOT_FAILED,
+    SNAPSHOT_OK,
+    WARNING_CONFIRM_AFTER,
+    Snapshot,
+)
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """When the schedule next snapshots one account (``at`` None: not while ``note``)."""
+
+    at: datetime | None
+    note: str = ""
+    overdue: bool = False  # ``at`` is the latest session's run, passed without a final one
 
 
 @dataclass
@@ -20,6 +42,7 @@ class AccountStatus:
     last_complete: Snapshot | None
     last_failure: Snapshot | None
     has_latest: bool
+    next_run: NextRun = field(default_factory=lambda: NextRun(None))
 
     @property
     def warnings(self) -> list[str]:
@@ -37,7 +60,6 @@ class AccountStatus:
 @dataclass
 class StatusReport:
     latest_session: date
-    next_run: datetime | None
     accounts: list[AccountStatus]
     warning: str | None
 
@@ -52,32 +74,88 @@ def _latest(session: OrmSession, account: str, status: str) -> Snapshot | None:
         .order_by(Snapshot.snapshot_date.desc(), Snapshot.taken_at.desc()).limit(1)).first()
 
 
+def _attempts_since(session: OrmSession, account: str, day: date,
+                    since: datetime) -> list[Snapshot]:
+    """The account's attempts at session ``day`` from ``since`` on, oldest first."""
+    return list(session.scalars(
+        sa.select(Snapshot).where(Snapshot.account == account, Snapshot.snapshot_date == day,
+                                  Snapshot.taken_at >= since)
+        .order_by(Snapshot.taken_at, Snapshot.id)))
+
+
+def _next_run(config: Config, calendar: TradingCalendar, latest: Session, now: datetime,
+              row: AccountStatus, attempts: list[Snapshot]) -> NextRun:
+    """When the schedule next snapshots this account (see the module's docstring)."""
+    run_time, tz = config.schedule.time, config.timezone
+    newest = max((s for s in (row.last_complete, row.last_failure) if s is not None),
+                 key=lambda s: s.taken_at, default=None)
+    if newest is not None and newest.status == SNAPSHOT_FAILED \
+            and newest.rejected_credentials:
+        return NextRun(None, "login rejected")
+    due = fire_time(latest, run_time, tz)
+    final = row.last_complete is not None and row.last_complete.final \
+        and row.last_complete.snapshot_date >= latest.day
+    if final:
+        return NextRun(fire_time(calendar.next_session(latest.day), run_time, tz))
+    if due >= now:
+        return NextRun(due)
+    limit = config.schedule.retry_attempts
+    if len(attempts) > limit:
+        return NextRun(fire_time(calendar.next_session(latest.day), run_time, tz),
+                       f"gave up on {latest.day} after {limit} retries")
+    if attempts:
+        last = attempts[-1]
+        spacing = timedelta(minutes=config.schedule.retry_spacing_minutes)
+        if last.status != SNAPSHOT_FAILED:  # complete with warnings: confirmed later
+            spacing = max(spacing, WARNING_CONFIRM_AFTER)
+        retry = last.taken_at + spacing
+        if retry >= now:
+            return NextRun(retry, f"retry {len(attempts)} of {limit}")
+    return NextRun(due, "overdue", overdue=True)
+
+
 def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusReport:
     calendar = calendar_for(config)
     latest = calendar.latest_opened(now)
+    due = fire_time(latest, config.schedule.time, config.timezone)
     rows = []
     with OrmSession(engine, expire_on_commit=False) as session:
         for acc in config.accounts:
             complete = _latest(session, acc.user_id, SNAPSHOT_OK)
             failure = _latest(session, acc.user_id, SNAPSHOT_FAILED)
-            rows.append(AccountStatus(acc.user_id, complete, failure,
-                                      complete is not None
-                                      and complete.snapshot_date >= latest.day))
-    next_run = next_fire_time(calendar, config.schedule.time, now, config.timezone)
-    # Warn as soon as the next run falls past the holiday list (e.g. on 31 December).
-    horizon_day = max(now.astimezone(IST).date(),
-                      next_run.astimezone(IST).date() if next_run else latest.day)
-    return StatusReport(latest.day, next_run, rows, calendar.horizon_warning(horizon_day))
-
-
-def _when(snap: Snapshot) -> str:
-    return snap.taken_at.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
+            row = AccountStatus(acc.user_id, complete, failure,
+                                complete is not None and complete.snapshot_date >= latest.day)
+            attempts = _attempts_since(session, acc.user_id, latest.day, due) \
+                if due < now else []
+            row.next_run = _next_run(config, calendar, latest, now, row, attempts)
+            rows.append(row)
+    # Warn as soon as a next run falls past the holiday list (e.g. on 31 December).
+    horizon_day = max([now.astimezone(IST).date(), latest.day]
+                      + [r.next_run.at.astimezone(IST).date() for r in rows
+                         if r.next_run.at is not None])
+    return StatusReport(latest.day, rows, calendar.horizon_warning(horizon_day))
 
 
 def _kind(a: AccountStatus) -> str:
     if a.last_complete is not None and a.last_complete.final:
         return "final"
     return "not final" if a.warnings else "intraday"
+
+
+def _ist(when: datetime) -> str:
+    return when.astimezone(IST).strftime("%Y-%m-%d %H:%M IST")
+
+
+def _when(snap: Snapshot) -> str:
+    return _ist(snap.taken_at)
+
+
+def _next(n: NextRun) -> str:
+    if n.at is None:
+        return f"none ({n.note})"
+    if n.overdue:
+        return f"overdue since {_ist(n.at)}"
+    return f"{_ist(n.at)} ({n.note})" if n.note else _ist(n.at)
 
 
 def render(report: StatusReport) -> str:
@@ -91,15 +169,19 @@ def render(report: StatusReport) -> str:
             f"{c.snapshot_date} ({_kind(a)}, {_when(c)}{marks})" if c else "never",
             f"{f.snapshot_date}: {(f.error or '')[:80]}" if f else "-",
             "yes" if a.has_latest else "NO",
+            _next(a.next_run),
         ])
-    next_run = report.next_run.astimezone(IST).strftime("%Y-%m-%d %H:%M IST") \
-        if report.next_run else "none"
-    lines = [f"latest session: {report.latest_session}; next scheduled run: {next_run}"]
+    lines = [f"latest session: {report.latest_session}"]
     if report.warning:
         lines.append(f"warning: {report.warning}")
     lines.append(tabulate(table, headers=["account", "last complete snapshot", "last failure",
-                                          "has latest session"], disable_numparse=True))
+                                          "has latest session", "next run"],
+                          disable_numparse=True))
     for a in report.accounts:
+        if a.next_run.overdue and a.next_run.at is not None:
+            lines.append(f"warning: account {a.account}: the run due {_ist(a.next_run.at)} "
+                         f"left no final snapshot of session {report.latest_session}: the "
+                         "daemon catches up when it starts; `snapshotter run` takes it now")
         lines += [f"warning: {w}" for w in a.warnings]
         if a.unconfirmed:
             lines.append(f"warning: account {a.account}: that snapshot is not final: a later "

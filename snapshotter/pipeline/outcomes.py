@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from snapshotter.errors import DatabaseUnavailable, LoginRejected
+from snapshotter.errors import DatabaseUnavailable, ExitCode, LoginRejected
 from snapshotter.kite.auth import credentials_fingerprint
 from snapshotter.sessions import Session
 
@@ -36,12 +36,13 @@ class RunResult:
     outcomes: list[AccountOutcome]
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if any(o.rejected for o in self.outcomes):
             return LoginRejected.exit_code
         if any(o.spooled for o in self.outcomes):
             return DatabaseUnavailable.exit_code
-        return 1 if any(o.status == FAILED for o in self.outcomes) else 0
+        return ExitCode.FAILURE if any(o.status == FAILED for o in self.outcomes) \
+            else ExitCode.OK
 
 
 # The ledger's snapshots.rejected_credentials: the fingerprint the session cache keeps.

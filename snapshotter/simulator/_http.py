@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
-# Messages, as Kite words them (PROTOCOL.md, kite-mocks/error_examples.json)
+# Messages, as Kite words them (docs/kite-protocol.md §5, with the reports they come from)
 MSG_INVALID_SESSION = "Invalid session"
 MSG_LOGIN_SESSION = "The login session has expired or doesn't exist. Please try again."
 MSG_BLOCKED = (

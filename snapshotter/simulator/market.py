@@ -1,5 +1,6 @@
 """A simulated market for `snapshotter demo --days N`: moves a simulator account's
-portfolio from one session to the next (prices, trades, cash in and out, a split).
+portfolio from one session to the next (prices, trades, cash in and out, a split; the
+split holding is not traded that day, so the ``corporate_actions`` view finds it).
 
 Used only with the simulator. Cash is booked the day a trade or transfer happens:
 ``available.cash`` includes today's pay-in and trades, a withdrawal requested today sits
@@ -55,8 +56,9 @@ class DemoMarket:
             h["last_price"] = _tick(h["last_price"] * (1 + rng.gauss(0.0004, 0.014)))
         positions: list[dict[str, Any]] = []
 
+        split: dict[str, Any] | None = None
         if self.split_day and day == self.split_day and holdings:
-            h = max(holdings, key=lambda x: x["last_price"])
+            h = split = max(holdings, key=lambda x: x["last_price"])
             h["quantity"] *= 2
             h["opening_quantity"] = h["realised_quantity"] = h["quantity"]
             h["average_price"] = round(h["average_price"] / 2, 6)
@@ -64,9 +66,12 @@ class DemoMarket:
             h["last_price"] = _tick(h["last_price"] / 2)
             events.append(f"1:1 bonus/split in {h['tradingsymbol']}")
 
+        # The split holding is not traded that day: a trade would hide the split from the
+        # corporate_actions view (quantity exactly times the ratio, average divided by it).
+        tradable = [x for x in holdings if x is not split]
         roll = rng.random()
-        if roll < 0.12 and holdings:  # sell part of a holding
-            h = rng.choice([x for x in holdings if x["quantity"] > 1] or holdings)
+        if roll < 0.12 and tradable:  # sell part of a holding
+            h = rng.choice([x for x in tradable if x["quantity"] > 1] or tradable)
             qty = max(1, h["quantity"] // rng.randint(2, 5))
             price = _tick(h["last_price"] * (1 + rng.uniform(-0.004, 0.004)))
             h["quantity"] -= qty
@@ -75,8 +80,8 @@ class DemoMarket:
             events.append(f"sold {qty} {h['tradingsymbol']} at {price}")
             if h["quantity"] == 0 and not h.get("t1_quantity"):
                 holdings.remove(h)
-        elif roll < 0.24 and holdings:  # buy more (delivered next session: T+1)
-            h = rng.choice(holdings)
+        elif roll < 0.24 and tradable:  # buy more (delivered next session: T+1)
+            h = rng.choice(tradable)
             qty = max(1, int(rng.uniform(10_000, 80_000) / h["last_price"]))
             price = h["last_price"]
             old = h["quantity"]

@@ -7,7 +7,7 @@ network: the web login (``/api/login``, ``/api/twofa``, ``/oms/...`` data routes
 envelopes, TOTP checks with replay rejection and account blocking, a per-app rate limit, and
 injectable faults (5xx, 429, HTML from a proxy, missing ``error_type``, garbage JSON, slow
 answers, redirects, bodies that drip one byte at a time, huge bodies). Protocol notes:
-``PROTOCOL.md`` sections 1-3.
+``docs/kite-protocol.md`` (sections 1-5; section 8 lists what is simulated).
 
 ``KiteSimulator`` puts together the state (``_state``), the web login (``_web_login``), the
 Kite Connect login (``_connect``), the data routes (``_data_routes``) and the fault injection

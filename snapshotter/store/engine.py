@@ -8,6 +8,7 @@ import math
 import os
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,6 +91,23 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+def sqlite_path(url: str) -> str | None:
+    """The absolute path of a SQLite database file; None for an in-memory SQLite database
+    and for other databases."""
+    try:
+        parsed = sa.make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = parsed.database or ""
+    if path.startswith("file:"):  # a URI filename (?uri=true)
+        path = path.removeprefix("file:").split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return os.path.abspath(path)
+
+
 def describe_url(url: str) -> str:
     """The database as error messages name it: the SQLite path, else the URL with its
     password hidden."""
@@ -98,11 +116,26 @@ def describe_url(url: str) -> str:
     except sa.exc.ArgumentError:
         return "the configured database.url"
     if parsed.get_backend_name() == "sqlite":
-        path = parsed.database or ":memory:"
-        if path.startswith("file:"):  # a URI filename (?uri=true)
-            path = path.removeprefix("file:").split("?", 1)[0]
-        return f"SQLite database {os.path.abspath(path)}"
+        return f"SQLite database {sqlite_path(url) or ':memory:'}"
     return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_file_problem(path: str) -> str | None:
+    """What keeps SQLite from opening or writing the file at ``path``, in words (None:
+    nothing the file system shows)."""
+    file = Path(path)
+    if file.is_dir():
+        return "it is a directory, not a database file"
+    if not file.parent.is_dir():
+        if file.parent.exists():
+            return f"{file.parent} is not a directory"
+        return f"directory {file.parent} does not exist"
+    if file.exists():
+        if not os.access(file, os.W_OK):
+            return "the file is read-only"
+    elif not os.access(file.parent, os.W_OK | os.X_OK):
+        return f"directory {file.parent} is read-only (the file cannot be created)"
+    return None
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -118,12 +151,22 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 def unavailable(exc: BaseException, url: str) -> DatabaseUnavailable:
-    """One line for a database that cannot be reached or written."""
+    """One line for a database that cannot be reached or written: the database (password
+    hidden) and what is wrong, in words where the file system or the server says."""
     from snapshotter import redact
 
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     reason = lines[0] if lines else type(orig).__name__
+    if "FATAL:" in reason:  # PostgreSQL's own words, e.g. database "x" does not exist
+        reason = reason.rsplit("FATAL:", 1)[1].strip()
+    path = sqlite_path(url)
+    if path is not None:
+        problem = sqlite_file_problem(path)
+        if problem:
+            reason = problem
+        elif "readonly" in reason:  # e.g. opened with ?mode=ro, or a read-only mount
+            reason = f"read-only (SQLite: {reason})"
     if len(reason) > 200:
         reason = reason[:200] + "..."
     return DatabaseUnavailable(

@@ -8,7 +8,7 @@ migrations create all of it.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +55,9 @@ class Base(DeclarativeBase):
 SNAPSHOT_OK = "ok"
 SNAPSHOT_FAILED = "failed"
 SNAPSHOT_SUPERSEDED = "superseded"
+# A warned answer seen again this much later (same warnings) is taken as what Kite means
+# (store.writes); the daemon fetches a warned snapshot again after it (ops.daemon, status).
+WARNING_CONFIRM_AFTER = timedelta(minutes=30)
 
 
 class Snapshot(Base):
@@ -137,6 +140,17 @@ class SnapshotTotals(Base):
     __table_args__ = (
         sa.Index("ix_snapshot_totals_account_date", "account", "snapshot_date"),
     )
+
+
+class BenchmarkDaily(Base):
+    """Daily closes of a benchmark index (``benchmark import`` / ``benchmark fetch``), one
+    row per name and date, upserted."""
+
+    __tablename__ = "benchmark_daily"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    date: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    close: Mapped[float] = mapped_column(sa.Double)
 
 
 _SQL_TYPES: dict[str, Any] = {

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, cast
 
 import pandas as pd
@@ -23,14 +23,13 @@ from snapshotter.store.models import (
     SNAPSHOT_FAILED,
     SNAPSHOT_OK,
     SNAPSHOT_SUPERSEDED,
+    WARNING_CONFIRM_AFTER,
     RawPayload,
     Snapshot,
     SnapshotTotals,
 )
 
 MAX_ERROR_LENGTH = 2000
-# A warned answer seen again this much later (same warnings) is taken as what Kite means.
-WARNING_CONFIRM_AFTER = timedelta(minutes=30)
 # Tables whose emptying, or losing more than half their rows, against the account's
 # previous complete snapshot is a warning.
 SHRINK_CHECKED = ("holdings", "mf_holdings")
