@@ -278,7 +278,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _closes_line(stored: StoredCloses, verb: str, by: str = "") -> str:
     changed = f", {stored.changed} changed" if stored.changed else ""
-    return (f"{stored.name}: {stored.count} closes {verb}{by} ({stored.first} .. "
+    closes = "close" if stored.count == 1 else "closes"
+    return (f"{stored.name}: {stored.count} {closes} {verb}{by} ({stored.first} .. "
             f"{stored.last}), {stored.new} new{changed}")
 
 
