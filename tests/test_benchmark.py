@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from snapshotter.kite.client import date_chunks
 from snapshotter.kite.token_cache import TokenCache
+from snapshotter.normalize.benchmark import BenchmarkFileError, parse_index_csv
 from snapshotter.sessions import IST
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, make_portfolio
 from snapshotter.simulator.market import NIFTY50, DemoMarket
@@ -386,3 +387,20 @@ def test_the_index_is_deterministic_and_the_portfolio_moves_with_it() -> None:
         previous = prices
     assert len(index_moves) > 100
     assert statistics.correlation(stock_moves, index_moves) > 0.6
+
+
+def test_what_the_csv_reader_accepts() -> None:
+    """Encodings and spellings NSE's pages (or a spreadsheet re-saving them) produce."""
+    expected = {date(2025, 12, 1): 26175.75, date(2025, 12, 2): 261757.5}
+    text = ('"INDEX NAME","DATE","CLOSE","Turnover (₹ Cr)"\r\n'
+            '"NIFTY 50","1 December 2025","26175.75","1"\r\n'
+            '"NIFTY 50","02-dec-2025"," 2,61,757.50 ","1"\r\n')
+    for data in (text.encode("utf-8"), text.encode("utf-8-sig"), text.encode("utf-16"),
+                 text.replace("₹", "Rs").encode("cp1252"), text.encode("cp1252", "replace")):
+        frame = parse_index_csv(data, "x.csv")
+        assert dict(zip(frame["date"], frame["close"], strict=True)) == expected
+        assert list(frame["date"]) == sorted(expected)
+    with pytest.raises(BenchmarkFileError, match="more than one Close column"):
+        parse_index_csv(b"Date,Close,close\n2025-12-01,1,2\n", "x.csv")
+    with pytest.raises(BenchmarkFileError, match="'inf' is not a number"):
+        parse_index_csv(b"Date,Close\n2025-12-01,inf\n", "x.csv")
