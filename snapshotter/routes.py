@@ -143,3 +143,16 @@ MF_HOLDINGS = Route(
 ROUTES: tuple[Route, ...] = (HOLDINGS, POSITIONS, MARGINS, MF_HOLDINGS)
 BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 BY_TABLE: dict[str, Route] = {route.table: route for route in ROUTES}
+
+
+# Historical candles (`snapshotter benchmark fetch`): GET {base_url}/oms{path} with the web
+# session, {api_root}{path} with Kite Connect (whose Personal plan has no market data:
+# PermissionException), ``?from=YYYY-MM-DD&to=YYYY-MM-DD`` both inclusive; the answer is
+# ``{"candles": [[timestamp, open, high, low, close, volume], ...]}``.
+HISTORICAL_PATH = "/instruments/historical/{instrument_token}/{interval}"
+# Kite refuses a day-interval request spanning more days than this: longer ranges go in
+# chunks.
+HISTORICAL_MAX_DAYS = {"day": 2000}
+# The benchmark names `benchmark fetch` knows, and their Kite instrument tokens (NSE
+# indices: the tokens Kite's instrument dump gives "NIFTY 50" and "NIFTY BANK").
+INDEX_TOKENS: dict[str, int] = {"NIFTY50": 256265, "NIFTYBANK": 260105}

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from snapshotter.config import Config
+    from snapshotter.store.benchmarks import StoredCloses
 
 log = logging.getLogger("snapshotter")
 
@@ -313,6 +314,42 @@ def cmd_report(args: argparse.Namespace) -> int:
                 frame = frame[reports.SUMMARY_TABLE_COLUMNS]
         print(reports.render(frame, args.format))
     return ExitCode.OK
+
+
+def _closes_line(stored: StoredCloses, verb: str, by: str = "") -> str:
+    changed = f", {stored.changed} changed" if stored.changed else ""
+    closes = "close" if stored.count == 1 else "closes"
+    return (f"{stored.name}: {stored.count} {closes} {verb}{by} ({stored.first} .. "
+            f"{stored.last}), {stored.new} new{changed}")
+
+
+def cmd_benchmark_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from snapshotter.normalize.benchmark import benchmark_name
+    from snapshotter.pipeline import benchmark
+
+    name = benchmark_name(args.name)
+    closes = benchmark.read_index_file(Path(args.file))  # a bad file: before the database
+    with _database(args, writable=True) as (_, engine):
+        stored = benchmark.store_closes(engine, name, closes)
+    print(_closes_line(stored, "imported"))
+    return 0
+
+
+def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
+    from snapshotter.pipeline import benchmark
+
+    with _database(args, writable=True) as (config, engine):
+        fetched = benchmark.fetch_closes(config, engine, args.name, account=args.account,
+                                         start=args.start, end=args.end)
+    by = f" from Kite with account {fetched.account}"
+    if not fetched.stored.count:
+        print(f"{fetched.stored.name}: no closes{by} for {fetched.start} .. {fetched.end} "
+              "(no session in that range)")
+    else:
+        print(_closes_line(fetched.stored, "fetched", by))
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -158,6 +158,34 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
+    bm = sub.add_parser("benchmark", help="daily closes of an index (NIFTY 50...) to "
+                        "compare returns with: import a CSV or fetch from Kite",
+                        description="Daily closes of a benchmark index, kept in table "
+                        "benchmark_daily under NAME (trimmed, upper-cased).")
+    bmsub = bm.add_subparsers(dest="benchmark_command", metavar="ACTION", required=True)
+    bi = _command(bmsub, "import", commands.cmd_benchmark_import,
+                  "daily closes from an index CSV (as NSE's index pages export it)",
+                  "Reads the Date and Close columns (others ignored) of a CSV such as "
+                  "niftyindices.com or nseindia.com export (dates like 01 Dec 2026, "
+                  "01-Dec-2026 or 2026-12-01) and upserts them. A bad file is refused whole "
+                  "(exit 2).")
+    bi.add_argument("name", metavar="NAME", help="benchmark name, e.g. NIFTY50")
+    bi.add_argument("file", metavar="FILE.csv")
+    bf = _command(bmsub, "fetch", commands.cmd_benchmark_fetch,
+                  "daily closes from Kite's historical data (a web session)",
+                  "Reads daily candles of a known index (NIFTY50, NIFTYBANK) through an "
+                  "account's Kite session, logging in as `run` does, and upserts the closes. "
+                  "Kite Connect's Personal plan has no market data: use `benchmark import` "
+                  "(exit 2).")
+    bf.add_argument("name", metavar="NAME", help="NIFTY50 or NIFTYBANK")
+    bf.add_argument("--account", metavar="USER_ID",
+                    help="the account whose session reads it (default: the first web one)")
+    bf.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                    help="first date (default: the latest stored close, else 14 days before "
+                    "the first snapshot, else a year ago)")
+    bf.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                    help="last date (default: today)")
+
     ex = _command(sub, "export", commands.cmd_export,
                   "write every table and view as CSV or Parquet")
     ex.add_argument("--format", choices=["csv", "parquet"], default="csv")

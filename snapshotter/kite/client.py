@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin
 
@@ -23,7 +23,13 @@ from snapshotter.errors import KiteError, KiteProtocolError, TokenError, Transie
 from snapshotter.kite import http as kite_http
 from snapshotter.kite.auth import KITE_VERSION, Prompt, auth_for
 from snapshotter.kite.token_cache import CachedSession, TokenCache
-from snapshotter.routes import PROFILE_PATH, ROUTES, WEB_PREFIX
+from snapshotter.routes import (
+    HISTORICAL_MAX_DAYS,
+    HISTORICAL_PATH,
+    PROFILE_PATH,
+    ROUTES,
+    WEB_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +241,50 @@ class KiteClient:
             raise _with_partial(error, payloads)
         return payloads
 
+    def historical(self, instrument_token: int, start: date, end: date,
+                   interval: str = "day") -> list[Any]:
+        """The raw candles of one instrument from ``start`` to ``end`` (inclusive), in
+        requests of at most Kite's span for the interval; on an expired session, logs in
+        again once (as ``fetch_all``) and goes on from the chunk that was refused."""
+        candles: list[Any] = []
+        relogged = False
+        for lo, hi in date_chunks(start, end, HISTORICAL_MAX_DAYS[interval]):
+            path = HISTORICAL_PATH.format(instrument_token=instrument_token, interval=interval)
+            route = f"{path}?from={lo.isoformat()}&to={hi.isoformat()}"
+            label = f"historical {instrument_token} {interval} {lo}..{hi}"
+            while True:
+                try:
+                    data = self.get(route, label)
+                    break
+                except TokenError:
+                    if relogged:
+                        raise
+                self._forget_token()
+                ended = self.auth.session_ended()
+                if ended is not None:
+                    raise ended from None
+                log.info("account %s: session expired, logging in again", self.account.user_id)
+                self.login()
+                relogged = True
+            if not isinstance(data, dict) or not isinstance(data.get("candles"), list):
+                raise KiteProtocolError(f"{label}: the answer has no list of candles",
+                                        account=self.account.user_id)
+            candles.extend(data["candles"])
+        return candles
+
     def close(self) -> None:
         self.http.close()
+
+
+def date_chunks(start: date, end: date, max_days: int) -> list[tuple[date, date]]:
+    """``start``..``end`` (inclusive) cut into consecutive ranges of at most ``max_days``
+    days each (inclusive), oldest first; none when ``start`` is after ``end``."""
+    chunks = []
+    while start <= end:
+        hi = min(end, start + timedelta(days=max_days - 1))
+        chunks.append((start, hi))
+        start = hi + timedelta(days=1)
+    return chunks
 
 
 def _with_partial(error: BaseException, payloads: dict[str, Any]) -> BaseException:

@@ -13,9 +13,9 @@ from snapshotter.simulator._http import (
     MSG_BAD_API_TOKEN,
     MSG_INVALID_SESSION,
     MSG_TOO_MANY,
+    Refused,
     Request,
     Response,
-    error,
     ok,
 )
 from snapshotter.simulator._state import SimulatorState
@@ -42,32 +42,42 @@ RATE_LIMIT_PER_SECOND = 10
 
 
 class DataRoutes(SimulatorState):
-    def _web_data(self, req: Request, part: str) -> Response:
+    def _web_user(self, req: Request) -> str:
+        """The user of a web data request's enctoken (call with ``_lock`` held)."""
         scheme, _, token = req.headers.get("authorization", "").partition(" ")
-        with self._lock:
-            user_id = self._enctokens.get(token.strip()) if scheme == "enctoken" else None
-            if user_id is None:
-                return error(403, "TokenException", MSG_INVALID_SESSION)
-            return ok(self._data_for(user_id, part))
+        user_id = self._enctokens.get(token.strip()) if scheme == "enctoken" else None
+        if user_id is None:
+            raise Refused(403, "TokenException", MSG_INVALID_SESSION)
+        return user_id
 
-    def _api_data(self, req: Request, part: str) -> Response:
+    def _api_user(self, req: Request) -> tuple[str, str]:
+        """The user and api_key of a Kite Connect data request, counted against the app's
+        rate limit (call with ``_lock`` held)."""
         if req.headers.get("x-kite-version", "").strip() != "3":
-            return error(400, "InputException", "Invalid or missing `X-Kite-Version` header.")
+            raise Refused(400, "InputException", "Invalid or missing `X-Kite-Version` header.")
         scheme, _, cred = req.headers.get("authorization", "").partition(" ")
         api_key, _, access_token = cred.strip().partition(":")
+        user_id = (
+            self._access_tokens.get((api_key, access_token)) if scheme == "token" else None
+        )
+        if user_id is None:
+            raise Refused(403, "TokenException", MSG_BAD_API_TOKEN)
+        now = time.monotonic()
+        calls = self._api_calls.setdefault(api_key, deque())
+        while calls and now - calls[0] >= 1.0:
+            calls.popleft()
+        if len(calls) >= RATE_LIMIT_PER_SECOND:
+            raise Refused(429, "NetworkException", MSG_TOO_MANY)
+        calls.append(now)
+        return user_id, api_key
+
+    def _web_data(self, req: Request, part: str) -> Response:
         with self._lock:
-            user_id = (
-                self._access_tokens.get((api_key, access_token)) if scheme == "token" else None
-            )
-            if user_id is None:
-                return error(403, "TokenException", MSG_BAD_API_TOKEN)
-            now = time.monotonic()
-            calls = self._api_calls.setdefault(api_key, deque())
-            while calls and now - calls[0] >= 1.0:
-                calls.popleft()
-            if len(calls) >= RATE_LIMIT_PER_SECOND:
-                return error(429, "NetworkException", MSG_TOO_MANY)
-            calls.append(now)
+            return ok(self._data_for(self._web_user(req), part))
+
+    def _api_data(self, req: Request, part: str) -> Response:
+        with self._lock:
+            user_id, _api_key = self._api_user(req)
             return ok(self._data_for(user_id, part))
 
     def _data_for(self, user_id: str, part: str) -> Any:

@@ -28,11 +28,13 @@ _DEFAULT_PROFILE: dict[str, Any] = {
 
 @dataclass
 class SimApp:
-    """A Kite Connect app (for the ``connect`` login mode)."""
+    """A Kite Connect app (for the ``connect`` login mode). ``market_data``: a paid plan
+    with historical data (the Personal plan, the default, gets ``PermissionException``)."""
 
     api_key: str
     api_secret: str
     redirect_url: str = "http://127.0.0.1/redirect"
+    market_data: bool = False
 
 
 @dataclass

@@ -3,15 +3,16 @@
 It lets the production client be tested over real sockets, with no Zerodha account and no
 network: the web login (``/api/login``, ``/api/twofa``, ``/oms/...`` data routes with an
 ``enctoken``), the official Kite Connect v3 flow (``/connect/login``, ``/connect/finish``,
-``/session/token`` and the API routes with ``token api_key:access_token``), Kite's error
-envelopes, TOTP checks with replay rejection and account blocking, a per-app rate limit, and
-injectable faults (5xx, 429, HTML from a proxy, missing ``error_type``, garbage JSON, slow
+``/session/token`` and the API routes with ``token api_key:access_token``), the daily
+candles of the indices its market produces (``_historical``), Kite's error envelopes, TOTP
+checks with replay rejection and account blocking, a per-app rate limit, and injectable
+faults (5xx, 429, HTML from a proxy, missing ``error_type``, garbage JSON, slow
 answers, redirects, bodies that drip one byte at a time, huge bodies). Protocol notes:
 ``docs/kite-protocol.md`` (sections 1-5; section 8 lists what is simulated).
 
 ``KiteSimulator`` puts together the state (``_state``), the web login (``_web_login``), the
-Kite Connect login (``_connect``), the data routes (``_data_routes``) and the fault injection
-(``_faults``) over the HTTP plumbing (``_http``). Its one command line is
+Kite Connect login (``_connect``), the data routes (``_data_routes``, ``_historical``) and
+the fault injection (``_faults``) over the HTTP plumbing (``_http``). Its one command line is
 ``snapshotter simulate`` (``serve_forever_cli``).
 
 Only the standard library's ``http.server`` plus ``pyotp``. Usage::
@@ -30,14 +31,15 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from snapshotter.simulator._connect import KiteConnect
-from snapshotter.simulator._data_routes import API_ROUTES, WEB_ROUTES, DataRoutes
+from snapshotter.simulator._data_routes import API_ROUTES, WEB_ROUTES
 from snapshotter.simulator._faults import FaultInjection
+from snapshotter.simulator._historical import API_HISTORICAL, WEB_HISTORICAL, HistoricalRoutes
 from snapshotter.simulator._http import Refused, Request, Response, Server, error
 from snapshotter.simulator._web_login import WebLogin
 from snapshotter.simulator.accounts import SimAccount, SimApp
 
 
-class KiteSimulator(FaultInjection, WebLogin, KiteConnect, DataRoutes):
+class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
     """A Kite server on 127.0.0.1 for tests and demos (see the module docstring).
 
     Thread-safe: every piece of state is guarded by one lock; handlers sleep (``latency``,
@@ -189,6 +191,8 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, DataRoutes):
         if path in API_ROUTES:
             part = API_ROUTES[path]
             return "GET", lambda req: self._api_data(req, part)
+        if path.startswith((WEB_HISTORICAL, API_HISTORICAL)):
+            return "GET", self._historical
         logins: dict[str, tuple[str, Callable[[Request], Response]]] = {
             "/api/login": ("POST", self._login),
             "/api/twofa": ("POST", self._twofa),
