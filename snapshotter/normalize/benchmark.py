@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from snapshotter.errors import SnapshotterError
+from snapshotter.errors import ExitCode, SnapshotterError
 from snapshotter.normalize.values import PayloadError
 
 DATE_COLUMN, CLOSE_COLUMN = "date", "close"
@@ -41,7 +41,7 @@ _ISO = r"^(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})$"
 class BenchmarkFileError(SnapshotterError):
     """A benchmark CSV that cannot be imported: nothing of it is stored."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 def benchmark_name(text: str) -> str:

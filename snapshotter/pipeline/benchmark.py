@@ -20,7 +20,13 @@ import sqlalchemy as sa
 
 from snapshotter import redact
 from snapshotter.config import AccountConfig, Config
-from snapshotter.errors import LoginRejected, PermissionDenied, SnapshotterError, UsageError
+from snapshotter.errors import (
+    ExitCode,
+    LoginRejected,
+    PermissionDenied,
+    SnapshotterError,
+    UsageError,
+)
 from snapshotter.kite.auth import auth_for, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
@@ -51,7 +57,7 @@ DEFAULT_SPAN = timedelta(days=365)
 class BenchmarkUnavailable(SnapshotterError):
     """Kite will not give this account market data (Kite Connect's Personal plan)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
