@@ -12,14 +12,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from snapshotter.sessions import TradingCalendar, utc_now
-from snapshotter.simulator import KiteSimulator, SimAccount
-from tests.conftest import LOCAL_ONLY, Recorder, config_dict, run_cli, write_config
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from tests.conftest import (
+    LOCAL_ONLY,
+    Recorder,
+    ShiftedClock,
+    config_dict,
+    run_cli,
+    write_config,
+)
 from tests.test_startup import HEAVY, imported
 
 TOKEN = "Tok3nZq9WvX27"  # stands for the token an Apprise URL carries
@@ -388,3 +396,30 @@ def test_login_check_notifies_a_manual_account_without_a_session(
                                 "(login check)")
     assert message["message"] == (f"{manual}: no valid session: run `snapshotter login "
                                   f"--account {manual}`")
+
+
+def test_notifies_under_libfaketime(faketime_lib: str, tmp_path: Path,
+                                    recorder: Recorder) -> None:
+    """A rehearsal with the clock shifted (libfaketime): the message goes out, and a
+    silent server is still given up at notify.timeout (no timed thread waits)."""
+    offset = int(datetime(2026, 11, 27, 11, 30, tzinfo=UTC).timestamp() - time.time())
+    accounts = demo_accounts(1, seed=3)
+    with KiteSimulator(accounts, clock=ShiftedClock(offset)) as sim, \
+            socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hang = f"json://127.0.0.1:{silent.getsockname()[1]}/x?rto=60&cto=60"
+        data = _config(tmp_path, sim, accounts, f"sqlite:///{tmp_path / 'snapshots.db'}",
+                       urls=[_url(recorder), hang], on=["summary"], timeout=3)
+        cfg = write_config(tmp_path / "config.yaml", data)
+        started = time.monotonic()
+        run = run_cli("--config", str(cfg), "run", env={
+            **LOCAL_ONLY, "LD_PRELOAD": faketime_lib, "FAKETIME": f"{offset:+d}",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "0"})
+        elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stderr
+    [message] = _messages(recorder)
+    assert message["title"] == "snapshotter: 1 account ok (session 2026-11-27)"
+    [line] = _warning_lines(run.stderr)
+    assert "notify.urls[1] (JSON): no answer within 3 s" in line
+    assert elapsed < 40, elapsed
