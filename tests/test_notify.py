@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -359,7 +360,10 @@ def test_the_daemon_notifies_after_its_runs(
         sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
         tmp_path: Path, recorder: Recorder) -> None:
     data = _config(tmp_path, sim, sim_accounts, database_url, urls=[_url(recorder)])
-    data["accounts"][0]["password"] = "not-the-password-77"
+    data["accounts"][0]["password"] = "not-the-password-77"  # rejected: never retried
+    data["kite"]["retries"] = 0
+    transient = sim_accounts[1].user_id
+    sim.fail_next(1, "503", "/oms/user/margins", user_id=transient)  # retried later
     cfg = write_config(tmp_path / "config.yaml", data)
     proc = subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(cfg),
                              "daemon"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -375,8 +379,13 @@ def test_the_daemon_notifies_after_its_runs(
     assert len(requests) == 1, err
     [message] = _messages(recorder)
     assert message["type"] == "failure"
-    assert message["title"].startswith("snapshotter: 1 account failed (session ")
-    assert message["message"].startswith(f"{sim_accounts[0].user_id}: failed: Invalid")
+    assert message["title"].startswith("snapshotter: 2 accounts failed (session ")
+    rejected, retried, other, retry = message["message"].splitlines()
+    assert rejected.startswith(f"{sim_accounts[0].user_id}: failed: Invalid `password`")
+    assert retried.startswith(f"{transient}: failed: ") and "HTTP 503" in retried
+    assert other == f"other accounts: {sim_accounts[2].user_id} ok"
+    assert re.fullmatch(rf"retrying {transient} at \d\d:\d\d IST \(attempt 1 of 3\)",
+                        retry), retry
     _assert_no_secrets(sim_accounts, json.dumps(message), out, err)
     assert "not-the-password-77" not in json.dumps(message) + err
 

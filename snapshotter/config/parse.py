@@ -140,7 +140,9 @@ def _notify(section: dict[str, Any], problems: Problems) -> NotifyConfig:
                                               f"({_URL_EXAMPLES}); the value is not shown")
         else:
             urls.append(Secret(url.strip()))
-    raw_on = section.get("on", list(defaults.on))
+    raw_on = section.get("on")
+    if raw_on is None:
+        raw_on = list(defaults.on)
     if isinstance(raw_on, str):
         raw_on = [raw_on]
     on: list[str] = []

@@ -174,7 +174,7 @@ class Daemon:
     def _notify(self, message: notify.Message | None) -> None:
         """Not while shutting down: the runs it abandoned are caught up on the next start."""
         if not self.stopping.is_set():
-            notify.send(self.config.notify, message)
+            notify.send(self.config.notify, message, should_stop=self.stopping.is_set)
 
     def _schedule_retry(self, accounts: list[str] | None, attempt: int, key: str,
                         what: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,19 +180,25 @@ def check(config: Config) -> None:
     (exit 2). Run by the commands that notify, before they log in."""
     if not config.notify.urls:
         return
-    apprise = _apprise()
+    source = config.path or "<config>"
+    try:
+        apprise = _apprise()
+    except ImportError:
+        raise ConfigError([f"{source}: notify.urls: needs the apprise package "
+                           "(pip install apprise)"]) from None
     asset = _asset(apprise)
     problems = []
+    known: dict[str, str] = {}
     for i, url in enumerate(config.notify.urls):
         if _instantiate(apprise, asset, url) is not None:
             continue
         scheme = url.split("://", 1)[0].lower()
-        known = _known_schemes(apprise)
+        known = known or _known_schemes(apprise)
         why = (f"Apprise does not accept this {known[scheme]} URL: a part is missing or "
                "malformed" if scheme in known else
                f"Apprise has no service {scheme}://") + \
             f" (see {SERVICES_HELP}; the value is not shown: it may hold a token)"
-        problems.append(f"{config.path or '<config>'}: notify.urls[{i}]: {why}")
+        problems.append(f"{source}: notify.urls[{i}]: {why}")
     if problems:
         raise ConfigError(problems)
 
@@ -203,9 +209,11 @@ def _known_schemes(apprise: Any) -> dict[str, str]:
             for scheme in manager.schemas()}
 
 
-def send(config: NotifyConfig, message: Message | None) -> bool:
+def send(config: NotifyConfig, message: Message | None,
+         should_stop: Callable[[], bool] = lambda: False) -> bool:
     """Deliver ``message`` to every URL, all at once, for at most ``config.timeout``
-    seconds; never raises. False (and one warning line) when a URL was not reached."""
+    seconds (or until ``should_stop``: the daemon's shutdown); never raises. False (and
+    one warning line) when a URL was not reached."""
     if message is None or not config.urls:
         return True
     try:
@@ -221,9 +229,13 @@ def send(config: NotifyConfig, message: Message | None) -> bool:
         log.warning("notification not sent: Apprise failed (%s)", type(exc).__name__)
         return False
     deadline = time.monotonic() + config.timeout
-    while any(d.running for d in deliveries) and time.monotonic() < deadline:
+    while any(d.running for d in deliveries) and time.monotonic() < deadline \
+            and not should_stop():
         time.sleep(POLL_SECONDS)
-    failures = [f"notify.urls[{d.index}] ({d.name}): {d.failure(config.timeout)}"
+    unanswered = ("abandoned: shutting down" if should_stop() else
+                  f"no answer within {config.timeout:g} s (notify.timeout)")
+    failures = [f"notify.urls[{d.index}] ({d.name}): "
+                f"{unanswered if d.running else d.reason}"
                 for d in deliveries if not d.delivered]
     if failures:
         log.warning("notification not delivered: %s; the run's result stands",
@@ -267,8 +279,3 @@ class _Delivery:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    def failure(self, timeout: float) -> str:
-        if self.running:
-            return f"no answer within {timeout:g} s (notify.timeout)"
-        return self.reason
