@@ -285,6 +285,8 @@ def test_a_server_that_never_answers_holds_the_run_for_notify_timeout_only(
     ({"url": ["json://127.0.0.1/x"]}, "notify.url: unknown key (did you mean 'urls'?)"),
     ({"urls": [f"tgramm://123456789:{TOKEN}/987654321"]},
      "notify.urls[0]: Apprise has no service tgramm://"),
+    ({"urls": [f"json://[::1/{TOKEN}"]},
+     "notify.urls[0]: Apprise does not accept this JSON URL"),
     ({"urls": ["json://127.0.0.1/x", f"tgram://{TOKEN}"]},
      "notify.urls[1]: Apprise does not accept this Telegram URL: a part is missing or "
      "malformed"),

@@ -120,7 +120,10 @@ def url_secrets(url: str) -> list[str]:
     user, host, path or query part of 8 characters or more that holds a digit or mixes
     cases (a bot token, webhook id, chat id...). A hostname with a dot is no secret, nor
     a plain word (registering "snapshotter" would mask the program's name everywhere)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 address: Apprise refuses it anyway
+        return [url]
     userinfo, at, host = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     pieces = [user, *([] if "." in host.rsplit(":", 1)[0] else [host, *host.split(":")])]
