@@ -67,7 +67,7 @@ def run_message(result: RunResult, on: Sequence[str], note: str = "") -> Message
     title = f"snapshotter: {', '.join(heads)} (session {result.session.day})"
 
     lines, others = [], []
-    for o in result.outcomes:
+    for o in sorted(result.outcomes, key=lambda o: o.account):  # not in finishing order
         if o.status == FAILED:
             lines.append(f"{o.account}: failed: {_reason(o.error or 'failed', o.account)}")
         elif o.status == OK and o.warnings:
