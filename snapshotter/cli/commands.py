@@ -111,9 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import importlib
     import time
 
-    from snapshotter.ops import health
+    from snapshotter.ops import health, notify
 
     config = _config(args)
+    notify.check(config)  # a URL Apprise refuses: exit 2 before any login
     # Loading the program is not part of the run: its deadline starts after.
     for module in ("snapshotter.pipeline", "snapshotter.store.migrate"):
         importlib.import_module(module)
@@ -125,12 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Every failed run pings the failure URL, the database unreachable included.
         text = str(exc) if isinstance(exc, SnapshotterError) else type(exc).__name__
         health.ping(config.healthcheck_url, ok=False, message=redact.redact(text))
+        notify.send(config.notify, notify.failed_run_message(text, config.notify.on))
         raise
 
 
 def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     from snapshotter import pipeline
-    from snapshotter.ops import health
+    from snapshotter.ops import health, notify
 
     with _database(args, config=config, deadline=deadline, writable=not args.from_raw) \
             as (config, engine):
@@ -153,6 +155,7 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
         summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
         health.ping(config.healthcheck_url, ok=result.exit_code == ExitCode.OK,
                     message=f"session {result.session.day}: {summary}")
+        notify.send(config.notify, notify.run_message(result, config.notify.on))
         return result.exit_code
 
 
@@ -190,9 +193,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from snapshotter.ops import notify
     from snapshotter.ops.daemon import Daemon, run_forever
 
-    with _database(args) as (config, engine):
+    config = _config(args)
+    notify.check(config)
+    with _database(args, config=config) as (config, engine):
         return run_forever(Daemon(config, engine))
 
 
@@ -274,7 +280,10 @@ def cmd_login(args: argparse.Namespace) -> int:
     from snapshotter.sessions import utc_now
 
     if args.check:
+        from snapshotter.ops import notify
+
         config = _config(args)
+        notify.check(config)
         results = login.check_manual_sessions(config, args.account or None, utc_now)
         if not results:
             print("no account uses auth: manual")

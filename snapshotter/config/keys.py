@@ -9,7 +9,7 @@ from snapshotter.config.problems import Problems, silent_interpolate
 
 TOP_KEYS = {
     "database", "kite", "accounts", "state_dir", "timezone", "schedule", "calendar",
-    "healthcheck_url", "logging",
+    "healthcheck_url", "logging", "notify",
 }
 SECTION_KEYS = {
     "database": {"url"},
@@ -18,6 +18,7 @@ SECTION_KEYS = {
     "schedule": {"time", "retry_attempts", "retry_spacing_minutes"},
     "calendar": {"holidays", "extra_sessions"},
     "logging": {"level"},
+    "notify": {"urls", "on", "timeout"},
 }
 ACCOUNT_KEYS = {
     "user_id", "password", "password_file", "totp_secret", "totp_secret_file", "auth",
@@ -33,6 +34,9 @@ def drop_unknown_keys(raw: dict[Any, Any], problems: Problems) -> dict[Any, Any]
         if key not in TOP_KEYS:
             problems.unknown("", str(key), TOP_KEYS, raw)
         elif key in SECTION_KEYS and isinstance(value, dict):
+            if key == "notify":
+                # YAML 1.1 reads the key `on` as the boolean true.
+                value = {"on" if k is True else k: v for k, v in value.items()}
             out[key] = _known_only(value, f"{key}.", SECTION_KEYS[key], problems)
         elif key == "accounts" and isinstance(value, list):
             accounts: list[Any] = []

@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 import yaml
 
 from snapshotter.config.keys import SECRET_KEYS
-from snapshotter.config.model import Config, resolve_config_path
+from snapshotter.config.model import Config, resolve_config_path, url_secrets
 from snapshotter.config.parse import parse_config
 from snapshotter.config.problems import VAR
 from snapshotter.errors import ConfigError
@@ -94,6 +94,11 @@ def _is_literal(value: Any) -> bool:
     return bool(VAR.sub("", str(value)).strip())
 
 
+def _literal_url_token(url: Any) -> bool:
+    """True for an Apprise URL with a token written in the file itself (not ${VAR})."""
+    return isinstance(url, str) and len(url_secrets(VAR.sub("", url))) > 1
+
+
 def _has_literal_secret(raw: Any) -> bool:
     """True when the file holds a secret itself (not ${VAR}, not a *_file)."""
     if not isinstance(raw, dict):
@@ -106,6 +111,10 @@ def _has_literal_secret(raw: Any) -> bool:
             db_password = None
         if db_password and _is_literal(db_password):
             return True
+    notify = raw.get("notify")
+    if isinstance(notify, dict) and isinstance(notify.get("urls"), list) \
+            and any(_literal_url_token(url) for url in notify["urls"]):
+        return True
     if not isinstance(raw.get("accounts"), list):
         return False
     for acc in raw["accounts"]:

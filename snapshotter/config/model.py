@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from snapshotter.errors import ConfigError
@@ -19,6 +20,8 @@ DEFAULT_TIMEZONE = "Asia/Kolkata"
 DEFAULT_LOG_LEVEL = "INFO"
 AUTH_MODES = ("web", "connect", "manual")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+NOTIFY_EVENTS = ("failure", "warning", "summary")
+DEFAULT_NOTIFY_ON = ("failure", "warning")
 
 
 class Secret(str):
@@ -70,6 +73,18 @@ class CalendarConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """Apprise URLs told about a run (``on``: which runs); each URL is a secret."""
+
+    urls: tuple[Secret, ...] = ()
+    on: tuple[str, ...] = DEFAULT_NOTIFY_ON
+    timeout: float = 30.0  # seconds every URL together may take, per message
+
+    def secrets(self) -> list[str]:
+        return [part for url in self.urls for part in url_secrets(url)]
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     database_url: str
@@ -81,6 +96,7 @@ class Config:
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
     healthcheck_url: str | None = None
     log_level: str = DEFAULT_LOG_LEVEL
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     warnings: tuple[str, ...] = ()
 
     def account(self, user_id: str) -> AccountConfig:
@@ -91,9 +107,29 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every secret this config holds, the database password included."""
-        found = [s for acc in self.accounts for s in acc.secrets()]
+        found = [s for acc in self.accounts for s in acc.secrets()] + self.notify.secrets()
         match = re.match(r"^[^:/]+://[^:@/]*:([^@/]+)@", self.database_url)
         return [*found, match.group(1)] if match else found
+
+
+_TOKENISH = re.compile(r"(?=.*[0-9])|(?=.*[a-z])(?=.*[A-Z])")
+
+
+def url_secrets(url: str) -> list[str]:
+    """An Apprise URL and the parts of it that may be tokens: the password, and every
+    user, host, path or query part of 8 characters or more that holds a digit or mixes
+    cases (a bot token, webhook id, chat id...). A hostname with a dot is no secret, nor
+    a plain word (registering "snapshotter" would mask the program's name everywhere)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 address: Apprise refuses it anyway
+        return [url]
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pieces = [user, *([] if "." in host.rsplit(":", 1)[0] else [host, *host.split(":")])]
+    pieces += re.split(r"[/?&=#,]", f"{parts.path}?{parts.query}#{parts.fragment}")
+    found = [url, password] if at and password else [url]
+    return found + [p for p in pieces if len(p) >= 8 and _TOKENISH.match(p)]
 
 
 def default_state_dir() -> Path:

@@ -5,8 +5,10 @@ in one go."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import os
+import re
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,13 @@ from snapshotter.config.model import (
     DEFAULT_LOG_LEVEL,
     DEFAULT_TIMEZONE,
     LOG_LEVELS,
+    NOTIFY_EVENTS,
     CalendarConfig,
     Config,
     KiteConfig,
+    NotifyConfig,
     ScheduleConfig,
+    Secret,
     default_state_dir,
 )
 from snapshotter.config.problems import Problems, interpolate
@@ -97,6 +102,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         problems.add("timezone", f"unknown time zone {tz_name!r}")
         tz = ZoneInfo(DEFAULT_TIMEZONE)
 
+    notify = _notify(_section(raw, "notify", problems), problems)
     accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files)
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -107,8 +113,53 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         path=path, database_url=database_url, accounts=tuple(accounts), kite=kite,
         state_dir=state_dir, timezone=tz, schedule=schedule, calendar=calendar,
         healthcheck_url=str(raw["healthcheck_url"]) if raw.get("healthcheck_url") else None,
-        log_level=log_level, warnings=tuple(problems.warnings),
+        log_level=log_level, notify=notify, warnings=tuple(problems.warnings),
     )
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+_URL_EXAMPLES = "e.g. tgram://BOT_TOKEN/CHAT_ID, mailto://USER:PASSWORD@gmail.com, ntfy://TOPIC"
+
+
+def _notify(section: dict[str, Any], problems: Problems) -> NotifyConfig:
+    """``notify:``: Apprise URLs (checked against Apprise by the commands that notify:
+    loading it costs what `status` must not) and the runs they hear about. A URL holds
+    tokens: a problem names its key, never its value."""
+    defaults = NotifyConfig()
+    raw_urls = section.get("urls")
+    if raw_urls is None:
+        raw_urls = []
+    if not isinstance(raw_urls, list):
+        problems.add("notify.urls", "must be a list of Apprise URLs: one `- URL` line each "
+                                    f"({_URL_EXAMPLES})")
+        raw_urls = []
+    urls = []
+    for i, url in enumerate(raw_urls):
+        if not isinstance(url, str) or not _URL.match(url.strip()):
+            problems.add(f"notify.urls[{i}]", f"not an Apprise URL: expected SCHEME://... "
+                                              f"({_URL_EXAMPLES}); the value is not shown")
+        else:
+            urls.append(Secret(url.strip()))
+    raw_on = section.get("on")
+    if raw_on is None:
+        raw_on = list(defaults.on)
+    if isinstance(raw_on, str):
+        raw_on = [raw_on]
+    on: list[str] = []
+    if not isinstance(raw_on, list):
+        problems.add("notify.on", f"must be a list of {', '.join(NOTIFY_EVENTS)}")
+        raw_on = []
+    for i, event in enumerate(raw_on):
+        value = str(event).strip().lower()
+        if value not in NOTIFY_EVENTS:
+            hint = difflib.get_close_matches(value, NOTIFY_EVENTS, n=1)
+            problems.add(f"notify.on[{i}]", f"unknown value {event!r}"
+                         + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                         + f": expected {', '.join(NOTIFY_EVENTS)}")
+        elif value not in on:
+            on.append(value)
+    timeout = _number(section, "timeout", "notify.", defaults.timeout, problems, 1)
+    return NotifyConfig(urls=tuple(urls), on=tuple(on), timeout=timeout)
 
 
 def _numbers(section: dict[str, Any], where: str, defaults: Any, minimums: dict[str, float],

@@ -28,7 +28,7 @@ from snapshotter import pipeline, redact
 from snapshotter.cancel import Cancel
 from snapshotter.config import Config
 from snapshotter.errors import SnapshotterError
-from snapshotter.ops import health
+from snapshotter.ops import health, notify
 from snapshotter.sessions import (
     IST,
     SETTLE_MARGIN,
@@ -102,6 +102,8 @@ class Daemon:
                 return None
             self._cancel = Cancel()
             self._job_started = self._last_progress = _monotonic()
+            result: pipeline.RunResult | None = None
+            failure: notify.Message | None = None
             try:
                 result = pipeline.run_snapshot(
                     self.config, self.engine, accounts=accounts, catch_up=True,
@@ -109,18 +111,21 @@ class Daemon:
                     should_stop=self.stopping.is_set, cancel=self._cancel,
                     on_progress=self._progress, on_outcome=self._log_outcome)
             except (SnapshotterError, sa.exc.SQLAlchemyError) as exc:
-                self._run_failed(exc, accounts, attempt, reason)
-                return None
+                failure = self._run_failed(exc, accounts, attempt, reason)
             finally:
                 self._job_started = None
+        if result is None:
+            self._notify(failure)  # outside the run lock: a shutdown never waits for it
+            return None
         self.runs.append(result)
         self._after_run(result, attempt, reason)
         return result
 
     def _run_failed(self, exc: Exception, accounts: list[str] | None, attempt: int,
-                    reason: str) -> None:
+                    reason: str) -> notify.Message | None:
         """The whole run failed (database unreachable, another run's lock held too
-        long): one line, the failure ping, and a retry like a transient failure."""
+        long): one line, the failure ping, a retry like a transient failure, and the
+        message to send about it."""
         if isinstance(exc, sa.exc.SQLAlchemyError):
             exc = db.unavailable(exc, self.config.database_url) \
                 if db.is_connection_error(exc) else SnapshotterError(
@@ -128,7 +133,9 @@ class Daemon:
         message = redact.redact(str(exc))
         log.error("run failed (%s): %s", reason, message)
         health.ping(self.config.healthcheck_url, ok=False, message=f"{reason}: {message}")
-        self._schedule_retry(accounts, attempt, "run", "the failed run")
+        retry = self._schedule_retry(accounts, attempt, "run", "the failed run")
+        return notify.failed_run_message(message, self.config.notify.on,
+                                         what=f"the {reason} run", note=retry)
 
     def _log_outcome(self, o: pipeline.AccountOutcome) -> None:
         counts = " ".join(f"{k}={v}" for k, v in o.counts.items())
@@ -157,27 +164,40 @@ class Daemon:
         health.ping(self.config.healthcheck_url, ok=not failed,
                     message=f"session {result.session.day} ({reason}): {summary}")
         health.sd_notify(f"STATUS=last run {result.session.day}: {summary}")
+        note = ""
         if retry:
             day = result.session.day
-            self._schedule_retry(retry, attempt, str(day), f"session {day}")
+            note = self._schedule_retry(retry, attempt, str(day), f"session {day}")
         self._confirm_warnings(result, attempt)
+        self._notify(notify.run_message(result, self.config.notify.on, note=note))
+
+    def _notify(self, message: notify.Message | None) -> None:
+        """Not while shutting down: the runs it abandoned are caught up on the next start."""
+        if not self.stopping.is_set():
+            notify.send(self.config.notify, message, should_stop=self.stopping.is_set)
 
     def _schedule_retry(self, accounts: list[str] | None, attempt: int, key: str,
-                        what: str) -> None:
+                        what: str) -> str:
+        """Schedules the retry, or gives up; says which (for the notification)."""
         limit = self.config.schedule.retry_attempts
         names = ", ".join(accounts) if accounts else "every account"
         if attempt < limit and not self.stopping.is_set():
             when = self.clock() + timedelta(minutes=self.config.schedule.retry_spacing_minutes)
-            log.info("retrying %s at %s (attempt %d of %d)", names,
-                     when.astimezone(IST).strftime("%H:%M"), attempt + 1, limit)
+            said = (f"retrying {names} at {when.astimezone(IST):%H:%M} IST (attempt "
+                    f"{attempt + 1} of {limit})")
+            log.info("%s", said)
             self.scheduler.add_job(
                 self.take_due, DateTrigger(when), kwargs={
                     "accounts": accounts, "attempt": attempt + 1, "reason": "retry"},
                 id=f"retry-{key}-{attempt + 1}-{'-'.join(accounts or ['all'])}",
                 replace_existing=True,
                 misfire_grace_time=MISFIRE_GRACE, coalesce=True, max_instances=1)
-        elif not self.stopping.is_set():
-            log.error("giving up on %s for %s after %d retries", names, what, attempt)
+            return said
+        if self.stopping.is_set():
+            return ""
+        said = f"giving up on {names} for {what} after {attempt} retries"
+        log.error("%s", said)
+        return said
 
     def _confirm_warnings(self, result: pipeline.RunResult, attempt: int) -> None:
         """A snapshot with warnings is complete but not final: after the close, fetch it

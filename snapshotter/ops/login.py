@@ -11,7 +11,7 @@ from datetime import datetime
 from snapshotter import pipeline
 from snapshotter.config import Config
 from snapshotter.errors import KiteError
-from snapshotter.ops import health
+from snapshotter.ops import health, notify
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,11 @@ class TerminalPrompt:
 def check_manual_sessions(config: Config, user_ids: list[str] | None,
                           clock: Callable[[], datetime]) -> list[pipeline.LoginResult]:
     """`login --check` and the daemon's check before the close: pings the failure URL
-    when a manual account has no working session."""
+    and notifies when a manual account has no working session."""
     results = pipeline.check_sessions(config, user_ids, clock)
     failed = [r for r in results if not r.ok]
     if failed:
         health.ping(config.healthcheck_url, ok=False, message="; ".join(
             f"{r.account}: {r.message}" for r in failed))
+        notify.send(config.notify, notify.login_message(failed, config.notify.on))
     return results
