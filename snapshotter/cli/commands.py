@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from snapshotter import redact
-from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError
+from snapshotter.errors import ConfigError, LoginRejected, SnapshotterError, UsageError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -258,9 +258,19 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 
-    with _database(args) as (_, engine):
-        filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
+    if args.benchmark and args.kind != "performance":
+        raise UsageError("--benchmark is for `snapshotter report performance`")
+    with _database(args) as (config, engine):
+        filters = reports.Filters(tuple(a.strip().upper() for a in args.account or ()),
                                   args.start, args.end)
+        if args.kind == "performance":
+            from snapshotter.reports import performance
+            from snapshotter.sessions import calendar_for
+
+            result = performance.performance(engine, calendar_for(config), filters,
+                                             args.benchmark)
+            print(performance.render(result, args.format))
+            return 0
         if args.kind == "history":
             if not args.symbol:
                 raise SnapshotterError("report history needs a SYMBOL, e.g. "
@@ -294,7 +304,11 @@ def cmd_chart(args: argparse.Namespace) -> int:
     account = args.account.upper() if args.account else None
     with _database(args) as (_, engine):
         try:
-            path = chart.write_chart(engine, Path(args.out), account)
+            if args.benchmark:
+                path = chart.write_benchmark_chart(engine, Path(args.out), args.benchmark,
+                                                   account)
+            else:
+                path = chart.write_chart(engine, Path(args.out), account)
         except ValueError as exc:
             raise SnapshotterError(str(exc)) from None
     print(f"wrote {path}")

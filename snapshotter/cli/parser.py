@@ -68,14 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
 
     rp = _command(sub, "report", commands.cmd_report,
-                  "summary, holdings, P&L or one symbol's history",
-                  "Reports from the SQL views (see README: Views).")
-    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history"])
+                  "summary, holdings, P&L, one symbol's history, or returns",
+                  "Reports from the SQL views (see README: Views). `performance`: per "
+                  "account and for ALL accounts, the NAV return, TWR, XIRR, CAGR, "
+                  "drawdown, volatility and sessions missing over the window "
+                  "(`--account ALL`: only the all-accounts row).")
+    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance"])
     rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
     _account_option(rp)
     rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rp.add_argument("--benchmark", metavar="NAME",
+                    help="report performance: compare with this index's closes "
+                    "(benchmark_daily)")
 
     ex = _command(sub, "export", commands.cmd_export,
                   "write every table and view as CSV or Parquet")
@@ -86,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "PNG of total value, cumulative market P&L, drawdown")
     ch.add_argument("--out", required=True, metavar="FILE.png")
     ch.add_argument("--account", metavar="USER_ID", help="one account (default: all)")
+    ch.add_argument("--benchmark", metavar="NAME",
+                    help="instead: the NAV against this index, both rebased to 100")
 
     lg = _command(sub, "login", commands.cmd_login,
                   "log in now and cache the session (auth: manual; prompts)",

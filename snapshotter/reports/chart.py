@@ -65,3 +65,56 @@ def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def benchmark_chart_data(engine: sa.Engine, benchmark: str, account: str | None = None,
+                         ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The benchmark's stored name, the NAV (one account's ``nav_daily``, or
+    ``nav_daily_all``) and the benchmark's closes, each rebased to 100: the NAV on its
+    first session (where the series stops and starts again, the days between count 0%),
+    the index at its last close on or before that session."""
+    from snapshotter.reports.performance import benchmark_closes
+
+    name, closes = benchmark_closes(engine, benchmark)
+    with engine.connect() as conn:
+        if account:
+            nav = pd.read_sql(sa.text(
+                "SELECT snapshot_date, nav FROM nav_daily WHERE account = :a "
+                "ORDER BY snapshot_date"), conn, params={"a": account})
+        else:
+            nav = pd.read_sql(sa.text(
+                "SELECT snapshot_date, nav FROM nav_daily_all ORDER BY snapshot_date"), conn)
+    nav["snapshot_date"] = pd.to_datetime(nav["snapshot_date"])
+    nav["rebased"] = 100 * (nav["nav"] / nav["nav"].shift()).fillna(1.0).cumprod()
+    if nav.empty:
+        return name, nav, closes.iloc[0:0]
+    first, last = nav["snapshot_date"].iloc[0], nav["snapshot_date"].iloc[-1]
+    before = closes[closes["date"] <= first]
+    start = before.index[-1] if not before.empty else 0
+    shown = closes.loc[start:]
+    shown = shown[shown["date"] <= last].copy()
+    shown["rebased"] = 100 * shown["close"] / shown["close"].iloc[0] if not shown.empty \
+        else shown["close"]
+    return name, nav, shown
+
+
+def write_benchmark_chart(engine: sa.Engine, path: Path, benchmark: str,
+                          account: str | None = None) -> Path:
+    """`chart --benchmark NAME`: the NAV against the benchmark, both rebased to 100."""
+    name, nav, closes = benchmark_chart_data(engine, benchmark, account)
+    if nav.empty:
+        raise ValueError("no snapshots to chart yet")
+    fig, axis = plt.subplots(figsize=(10, 5))
+    who = account or "all accounts"
+    axis.plot(nav["snapshot_date"], nav["rebased"], label=f"NAV, {who}", color="tab:blue")
+    axis.plot(closes["date"], closes["rebased"], label=name, color="tab:gray")
+    axis.axhline(100, color="black", linewidth=0.5)
+    axis.set_ylabel("rebased to 100")
+    axis.set_title(f"Kite Snapshotter: {who} against {name}")
+    axis.legend(loc="upper left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
