@@ -11,7 +11,7 @@ The window of an account runs from its first complete snapshot on or after ``--f
   net_flows
 - ``twr`` = product of (1 + daily_return) over the window's pnl_daily rows after
   ``from``, minus 1 (a NULL daily_return counts 1, as in pnl_daily's twr_index); for
-  ``ALL`` the same formula over nav_daily_all's value and flows
+  ``ALL`` pnl_daily's formula over nav_daily_all's value and flows
 - ``nav_return`` = nav on ``to`` / nav on ``from`` - 1; NULL when the NAV series stops
   in the window (a total value of 0 or less) or has no NAV on ``from``
 - ``xirr``: pyxirr's rate (ACT/365) of the flows from the investor's side: -start_value
@@ -67,7 +67,11 @@ class Performance:
 def _query(engine: sa.Engine, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     with engine.connect() as conn:
         result = conn.execute(sa.text(sql), params)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        # The driver's plain tuples: a frame built from SQLAlchemy's Row objects takes
+        # several times as long (a report reads every account's history).
+        assert isinstance(result, sa.CursorResult) and result.cursor is not None
+        frame = pd.DataFrame.from_records(result.cursor.fetchall(),
+                                          columns=list(result.keys()))
     if "snapshot_date" in frame.columns:
         frame = frame.rename(columns={"snapshot_date": "date"})
     if "date" in frame.columns:  # ISO text on SQLite, dates on PostgreSQL: one dtype
@@ -89,36 +93,42 @@ def _dates(filters: Filters) -> tuple[str, dict[str, Any]]:
 
 
 def _account_rows(engine: sa.Engine, filters: Filters, accounts: list[str] | None,
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """nav_daily and pnl_daily's daily_return within the dates (of ``accounts``, or all)."""
+                  ) -> pd.DataFrame:
+    """nav_daily within the dates (of ``accounts``, or every account)."""
     where, params = _dates(filters)
     if accounts is not None:
         names = {f"account_{i}": a for i, a in enumerate(accounts)}
         where += f" AND account IN ({', '.join(':' + n for n in names) or 'NULL'})"
         params.update(names)
-    rows = _query(engine, f"""
+    return _query(engine, f"""
         SELECT account, snapshot_date, total_value, cash_flow, nav FROM nav_daily
         WHERE {where} ORDER BY account, snapshot_date""", params)
-    returns = _query(engine, f"""
-        SELECT account, snapshot_date, daily_return FROM pnl_daily
-        WHERE {where} ORDER BY account, snapshot_date""", params)
-    return rows, returns
 
 
-def _all_rows(engine: sa.Engine, filters: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """nav_daily_all within the dates, as account ``ALL``, with pnl_daily's daily_return
-    formula over its value and flows (the window's first row needs none)."""
+def _all_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+    """nav_daily_all within the dates, as account ``ALL``."""
     where, params = _dates(filters)
     rows = _query(engine, f"""
         SELECT snapshot_date, total_value, cash_flow, nav FROM nav_daily_all
         WHERE {where} ORDER BY snapshot_date""", params)
     rows.insert(0, "account", ALL)
-    previous = rows["total_value"].shift()
-    change = (rows["total_value"] - previous).round(6)
-    market = (change - rows["cash_flow"]).round(6)
-    returns = rows[["account", "date"]].copy()
-    returns["daily_return"] = (market / previous.where(previous > 0)).where(market > -previous)
-    return rows, returns
+    return rows
+
+
+def _micro(values: pd.Series) -> pd.Series:
+    """Rounded to 6 decimals as the views round money: round(x * 1e6) / 1e6."""
+    return (values * 1_000_000).round() / 1_000_000
+
+
+def daily_returns(rows: pd.DataFrame) -> pd.Series:
+    """pnl_daily's daily_return, by its formula, from the rows' total_value and
+    cash_flow (rows sorted by account and date; the previous row is the account's
+    previous snapshot): market_pnl / previous total_value, NULL when that is 0 or less
+    or the return would be -100% or worse. (Reading pnl_daily itself would run its window
+    functions over every account: seconds over a long history.)"""
+    previous = rows["total_value"].groupby(rows["account"]).shift()
+    market = _micro(_micro(rows["total_value"] - previous) - rows["cash_flow"])
+    return (market / previous.where(previous > 0)).where(market > -previous)
 
 
 def _first_and_last(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -126,7 +136,7 @@ def _first_and_last(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return rows["date"] == dates.transform("min"), rows["date"] == dates.transform("max")
 
 
-def _figures(rows: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
+def _figures(rows: pd.DataFrame) -> pd.DataFrame:
     """Every figure but xirr, gaps and the benchmark's, per account, column-wise."""
     first, last = _first_and_last(rows)
     by = rows["account"]
@@ -137,10 +147,8 @@ def _figures(rows: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
     out["net_flows"] = rows["cash_flow"].where(~first, 0.0).groupby(by).sum().round(6)
     out["market_pnl"] = (out["end_value"] - out["start_value"] - out["net_flows"]).round(6)
 
-    after = returns.merge(out["from"], left_on="account", right_index=True)
-    after = after[after["date"] > after["from"]]
-    growth = (1 + after["daily_return"].fillna(0.0)).groupby(after["account"]).prod()
-    out["twr"] = growth.reindex(out.index).fillna(1.0) - 1
+    growth = (1 + daily_returns(rows).where(~first).fillna(0.0)).groupby(by).prod()
+    out["twr"] = growth - 1
 
     stopped = rows["nav"].isna() & ~first
     out["stops"] = rows["date"].where(stopped).groupby(by).min()
@@ -248,18 +256,16 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
     with_all = not wanted or ALL in wanted
     name, closes = benchmark_closes(engine, benchmark) if benchmark else (None, None)
     # Every account's rows when ALL is asked for: its gaps are theirs.
-    rows, returns = _account_rows(
-        engine, filters, None if with_all else sorted(wanted - {ALL}))
+    rows = _account_rows(engine, filters, None if with_all else sorted(wanted - {ALL}))
     if with_all:
-        all_rows, all_returns = _all_rows(engine, filters)
+        all_rows = _all_rows(engine, filters)
         if not all_rows.empty:
             rows = pd.concat([rows, all_rows], ignore_index=True)
-            returns = pd.concat([returns, all_returns], ignore_index=True)
     columns = KEYS + (BENCHMARK_KEYS if name else [])
     if rows.empty:
         return Performance(pd.DataFrame(columns=columns))
 
-    out = _figures(rows, returns)
+    out = _figures(rows)
     rates, xirr_notes = _xirr(rows)
     out["xirr"] = rates.reindex(out.index)
     gaps = _gap_dates(rows[rows["account"] != ALL], out.drop(index=ALL, errors="ignore"),

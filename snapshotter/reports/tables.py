@@ -16,8 +16,10 @@ from snapshotter.progress import Progress
 from snapshotter.store.models import DATA_TABLES
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
-         "realised_estimate", "corporate_actions", "reconciliation")
-TABLES = ("snapshots", *DATA_TABLES, "snapshot_totals")  # raw_payloads: gzip blobs, not exported
+         "realised_estimate", "corporate_actions", "reconciliation", "nav_daily",
+         "nav_daily_all")
+# raw_payloads: gzip blobs, not exported
+TABLES = ("snapshots", *DATA_TABLES, "snapshot_totals", "snapshot_nav")
 
 
 @dataclass(frozen=True)
