@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import bench_fetch
+import bench_nav
 import bench_startup
 
 FETCH = "benchmarks/bench_fetch.py"
+NAV = "benchmarks/bench_nav.py --db sqlite"
 
 
 @dataclass
@@ -55,6 +57,8 @@ def rows(runs: int) -> list[Row]:
     deep = _fetch(200, 0.2, 10)
     print("  benchmarks/bench_startup.py", file=sys.stderr, flush=True)
     startup = bench_startup.measure(runs)
+    print(f"  {NAV}", file=sys.stderr, flush=True)
+    nav = bench_nav.measure_sqlite(runs=runs)
     per_account_ms = (large.wall - small.wall) / (large.accounts - small.accounts) * 1000
     return [
         Row("200 accounts, 0 ms latency: extra wall per account over 20 accounts",
@@ -79,6 +83,12 @@ def rows(runs: int) -> list[Row]:
         Row("200 accounts, 200 ms, concurrency 50: mean requests in flight", "-",
             ">= 50", wide.mean_in_flight, "", lambda v: v >= 50,
             f"{FETCH} --accounts 200 --latency 0.2 --concurrency 50"),
+        Row("one account's `nav_daily` series, 50 accounts x 2,500 sessions (SQLite)", "-",
+            "<= 50 ms", nav["one account's NAV series"], "ms", lambda v: v <= 50,
+            f"{NAV} (median of 5)"),
+        Row("`report performance`, 50 accounts + ALL over 10 years (SQLite)", "-",
+            "<= 3 s", nav["report performance, 50 accounts + ALL, 10 years"] / 1000, "s",
+            lambda v: v <= 3.0, f"{NAV} (median of 5)"),
     ]
 
 

@@ -189,11 +189,15 @@ TABLES: dict[str, tuple[sa.Table, list[str]]] = {
 }
 
 
-def insert(conn: sa.Connection, batch: Batch, *, totals: bool = True) -> None:
+def insert(conn: sa.Connection, batch: Batch, *, totals: bool = True,
+           nav: bool | None = None) -> None:
     """SQLite: Core executemany. PostgreSQL: COPY through psycopg (same transaction).
     Then (``totals``; False for a database older than migration 0003) the batch's
     ``snapshot_totals`` rows, as ``store`` fills them: the same INSERT ... SELECT, over
-    the batch's snapshot ids (a batch holds whole snapshots)."""
+    the batch's snapshot ids (a batch holds whole snapshots); and (``nav``, by default
+    as ``totals``; False before migration 0008) each account's ``snapshot_nav`` rows from
+    its first session in the batch on, as ``store`` does (batches come in date order)."""
+    nav = totals if nav is None else nav
     for name, rows in batch.rows.items():
         if not rows:
             continue
@@ -211,6 +215,15 @@ def insert(conn: sa.Connection, batch: Batch, *, totals: bool = True) -> None:
     ids = [row[0] for row in batch.rows["snapshots"]]
     if totals and ids:
         conn.execute(sa.text(views.SNAPSHOT_TOTALS), {"first_id": min(ids), "last_id": max(ids)})
+    if nav and ids:
+        starts: dict[str, date] = {}
+        for row in batch.rows["snapshots"]:
+            starts[row[1]] = min(starts.get(row[1], row[2]), row[2])
+        for account, start in starts.items():
+            conn.execute(sa.text("DELETE FROM snapshot_nav WHERE account = :account "
+                                 "AND snapshot_date >= :start"),
+                         {"account": account, "start": start})
+            conn.execute(sa.text(views.SNAPSHOT_NAV), {"account": account, "start": start})
 
 
 def build(engine: sa.Engine, accounts: int, n_holdings: int, n_sessions: int) -> None:

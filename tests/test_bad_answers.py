@@ -15,7 +15,8 @@ from snapshotter.sessions import TradingCalendar, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
 
-DATA_TABLES = ("holdings", "positions", "funds", "mf_holdings", "snapshot_totals")
+DATA_TABLES = ("holdings", "positions", "funds", "mf_holdings", "snapshot_totals",
+               "snapshot_nav")
 
 
 def _engine(url: str) -> sa.Engine:

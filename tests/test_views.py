@@ -434,9 +434,11 @@ def _comparable(value: Any) -> Any:
 
 
 def _all_views(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every view the database has (an older revision has fewer), sorted rows."""
     out = {}
+    present = set(sa.inspect(engine).get_view_names())
     with engine.connect() as conn:
-        for name in views.VIEWS:
+        for name in (name for name in views.VIEWS if name in present):
             rows = conn.execute(sa.text(f"SELECT * FROM {name}"))
             out[name] = sorted(tuple(_comparable(v) for v in row) for row in rows)
     return out
@@ -513,6 +515,7 @@ def test_0003_backfills_snapshot_totals(database_url: str,
             conn.execute(sa.text("ALTER TABLE snapshots ADD COLUMN warnings TEXT"))
         with monkeypatch.context() as m:  # store as it was at 0002: no snapshot_totals
             m.setattr(store, "_insert_totals", lambda session, snapshot_id: None)
+            m.setattr(store, "_insert_nav", lambda session, account, start: None)
             m.setattr(store, "_delete_rows", delete_data_rows)
             load_scenario(engine)
         with engine.begin() as conn:
@@ -528,7 +531,8 @@ def test_0003_backfills_snapshot_totals(database_url: str,
 
         migrate("head")
         assert sorted(totals(engine)) == snapshot_ids(engine, "ok")
-        assert _all_views(engine) == before
+        after = _all_views(engine)
+        assert {name: rows for name, rows in after.items() if name in before} == before
         snapshot(engine, B, D6, holdings=[holding("RELIANCE", 3, 2500, 2590, 2560)],
                  funds=margins(2600))  # store works on the migrated database
         assert sorted(totals(engine)) == snapshot_ids(engine, "ok")
@@ -536,7 +540,8 @@ def test_0003_backfills_snapshot_totals(database_url: str,
 
         migrate("0002", command.downgrade)
         assert "snapshot_totals" not in sa.inspect(engine).get_table_names()
-        assert _all_views(engine) == store_after
+        assert _all_views(engine) == {name: rows for name, rows in store_after.items()
+                                      if name in before}
     finally:
         engine.dispose()
 

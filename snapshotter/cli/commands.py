@@ -310,10 +310,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.kind == "history" and not args.symbol:
         raise UsageError("report history needs a SYMBOL, e.g. "
                          "`snapshotter report history INFY`")
+    if args.benchmark and args.kind != "performance":
+        raise UsageError("--benchmark is for `snapshotter report performance`")
     with _database(args, create=False) as (config, engine):
-        _known_accounts(config, engine, args.account or ())
-        filters = reports.Filters(tuple(a.upper() for a in args.account or ()),
+        # `report performance --account ALL`: the all-accounts row alone
+        _known_accounts(config, engine, [a for a in args.account or ()
+                                         if not (args.kind == "performance"
+                                                 and a.strip().upper() == "ALL")])
+        filters = reports.Filters(tuple(a.strip().upper() for a in args.account or ()),
                                   args.start, args.end)
+        if args.kind == "performance":
+            from snapshotter.reports import performance
+            from snapshotter.sessions import calendar_for
+
+            result = performance.performance(engine, calendar_for(config), filters,
+                                             args.benchmark)
+            print(performance.render(result, args.format))
+            return 0
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
         else:
@@ -375,10 +388,15 @@ def cmd_chart(args: argparse.Namespace) -> int:
     from snapshotter.reports import chart
 
     account = args.account.strip().upper() if args.account else None
+    if args.benchmark and args.per_account:
+        raise UsageError("--benchmark draws one NAV line; leave out --per-account")
     path = chart.output_path(args.out, account, args.per_account)
     with _database(args, create=False) as (config, engine):
         _known_accounts(config, engine, [account] if account else [])
-        drawn = chart.build(engine, account, args.per_account)
+        if args.benchmark:
+            drawn = chart.build_benchmark(engine, args.benchmark, account)
+        else:
+            drawn = chart.build(engine, account, args.per_account)
     print(f"wrote {chart.save(drawn, path)}")
     if drawn.note:
         print(f"note: {drawn.note}")

@@ -149,14 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
 
     rp = _command(sub, "report", commands.cmd_report,
-                  "summary, holdings, P&L or one symbol's history",
-                  "Reports from the SQL views (see README: Views).")
-    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history"])
+                  "summary, holdings, P&L, one symbol's history, or returns",
+                  "Reports from the SQL views (see README: Views). `performance`: per "
+                  "account and for ALL accounts, the NAV return, TWR, XIRR, CAGR, "
+                  "drawdown, volatility and sessions missing over the window "
+                  "(`--account ALL`: only the all-accounts row).")
+    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance"])
     rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
     _account_option(rp)
     rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rp.add_argument("--benchmark", metavar="NAME",
+                    help="report performance: compare with this index's closes "
+                    "(benchmark_daily)")
 
     bm = sub.add_parser("benchmark", help="daily closes of an index (NIFTY 50...) to "
                         "compare returns with: import a CSV or fetch from Kite",
@@ -200,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--account", metavar="USER_ID", help="one account (default: all, summed)")
     ch.add_argument("--per-account", action="store_true",
                     help="one line per account instead of their sum")
+    ch.add_argument("--benchmark", metavar="NAME",
+                    help="instead: the NAV against this index, both rebased to 100")
 
     lg = _command(sub, "login", commands.cmd_login,
                   "log in now and cache the session (auth: manual; prompts)",

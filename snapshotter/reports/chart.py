@@ -191,3 +191,68 @@ def _per_account_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: A
 def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Path:
     """The chart of one account or all accounts summed, written to ``path``."""
     return save(build(engine, account), path)
+
+
+def benchmark_chart_data(engine: sa.Engine, benchmark: str, account: str | None = None,
+                         ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The benchmark's stored name, the NAV (one account's ``nav_daily``, or
+    ``nav_daily_all``) and the benchmark's closes, each rebased to 100: the NAV on its
+    first session (where the series stops and starts again, the days between count 0%),
+    the index at its last close on or before that session."""
+    from snapshotter.reports.performance import benchmark_closes
+
+    name, closes = benchmark_closes(engine, benchmark)
+    with engine.connect() as conn:
+        if account:
+            nav = pd.read_sql(sa.text(
+                "SELECT snapshot_date, nav FROM nav_daily WHERE account = :a "
+                "ORDER BY snapshot_date"), conn, params={"a": account})
+        else:
+            nav = pd.read_sql(sa.text(
+                "SELECT snapshot_date, nav FROM nav_daily_all ORDER BY snapshot_date"), conn)
+    nav["snapshot_date"] = pd.to_datetime(nav["snapshot_date"])
+    nav["rebased"] = 100 * (nav["nav"] / nav["nav"].shift()).fillna(1.0).cumprod()
+    if nav.empty:
+        return name, nav, closes.iloc[0:0]
+    first, last = nav["snapshot_date"].iloc[0], nav["snapshot_date"].iloc[-1]
+    before = closes[closes["date"] <= first]
+    start = before.index[-1] if not before.empty else 0
+    shown = closes.loc[start:]
+    shown = shown[shown["date"] <= last].copy()
+    shown["rebased"] = 100 * shown["close"] / shown["close"].iloc[0] if not shown.empty \
+        else shown["close"]
+    return name, nav, shown
+
+
+def build_benchmark(engine: sa.Engine, benchmark: str, account: str | None = None) -> Chart:
+    """`chart --benchmark NAME`: the NAV against the benchmark, both rebased to 100."""
+    name, nav, closes = benchmark_chart_data(engine, benchmark, account)
+    if nav.empty:
+        if account:
+            raise UsageError(f"no snapshots of account {account} to chart")
+        raise SnapshotterError("no snapshots to chart yet (run `snapshotter run` first)")
+    sessions = len(nav)
+    marker = "o" if sessions <= MARKED_SESSIONS else None
+    fig = Figure(figsize=(10, 5))
+    axis = fig.subplots()
+    who = account or "all accounts"
+    axis.plot(nav["snapshot_date"], nav["rebased"], label=f"NAV, {who}", color="tab:blue",
+              marker=marker, markersize=4)
+    axis.plot(closes["date"], closes["rebased"], label=name, color="tab:gray",
+              marker=marker, markersize=3)
+    axis.axhline(100, color="black", linewidth=0.5)
+    axis.set_ylabel("rebased to 100")
+    axis.set_title(f"Kite Snapshotter: {who} against {name}")
+    axis.legend(loc="upper left")
+    axis.grid(True, alpha=0.35)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    note = None
+    if sessions == 1:
+        day = nav["snapshot_date"].iloc[0]
+        note = (f"one session so far ({day:%Y-%m-%d}): the lines start with the next "
+                "session's snapshot")
+        axis.set_xlim(day - ONE_SESSION_SPAN, day + ONE_SESSION_SPAN)
+    fig.tight_layout()
+    return Chart(fig, sessions, note)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from snapshotter.routes import Kind
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
-         "realised_estimate", "corporate_actions", "reconciliation")
+         "realised_estimate", "corporate_actions", "reconciliation", "nav_daily",
+         "nav_daily_all")
 # Every table, the ledger first; raw_payloads' gzip bodies are exported as their JSON text.
 TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
           *sorted(set(Base.metadata.tables) - {"snapshots", "raw_payloads",

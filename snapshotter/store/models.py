@@ -142,6 +142,32 @@ class SnapshotTotals(Base):
     )
 
 
+class SnapshotNav(Base):
+    """Per complete snapshot, the account's NAV ``units`` and ``nav`` after that session
+    (base 1000; see the ``nav_daily`` view, which shows them), so that no query runs the
+    recursion over every account's history.
+
+    Derived data: ``store`` fills it with ``views.SNAPSHOT_NAV`` in the transaction that
+    writes or re-derives a snapshot, for the account from that session onwards (a NAV
+    depends on the previous one); a superseded snapshot's row goes with it. ``units`` and
+    ``nav`` are NULL where the series stops (total value 0 or less).
+    """
+
+    __tablename__ = "snapshot_nav"
+
+    snapshot_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    account: Mapped[str] = mapped_column(sa.Text)
+    snapshot_date: Mapped[date] = mapped_column(sa.Date)
+    units: Mapped[float | None] = mapped_column(sa.Double)
+    nav: Mapped[float | None] = mapped_column(sa.Double)
+
+    __table_args__ = (
+        sa.Index("ix_snapshot_nav_account_date", "account", "snapshot_date"),
+    )
+
+
 class BenchmarkDaily(Base):
     """Daily closes of a benchmark index (``benchmark import`` / ``benchmark fetch``), one
     row per name and date, upserted."""

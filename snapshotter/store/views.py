@@ -43,6 +43,9 @@ the ``snapshot_totals`` table, one row per complete snapshot, which ``store`` fi
 ``SNAPSHOT_TOTALS`` in the transaction that writes (or re-derives) the snapshot's rows,
 and which goes with them when the snapshot is superseded (a snapshot's rows changed by
 hand, bypassing ``store``, leave its totals stale: ``run --from-raw`` rebuilds both).
+Likewise the NAV recursion of ``nav_daily`` is the ``snapshot_nav`` table, which
+``store`` fills with ``SNAPSHOT_NAV`` for the account from the session it writes onwards
+(``nav_daily_all``, one row a session, recurses at query time: migration 0008 says why).
 Tables are joined on (account, snapshot_date, snapshot id), and every window is
 partitioned by account, so that both planners push ``account = ?`` down to the index
 scans (PostgreSQL through equivalence classes, SQLite through constant propagation and
@@ -73,6 +76,16 @@ These are the per-snapshot sums ``portfolio_daily`` shows, with its formulas and
 (see that view): each a correlated subquery on the snapshot's rows (by account,
 snapshot_date and snapshot id, as the views join them), so that it reads one snapshot's
 rows whatever the range. A part without rows sums to 0.
+"""
+
+SNAPSHOT_NAV_DOC = """\
+Fill ``snapshot_nav`` for one account's complete snapshots of ``start`` and after (which
+must have no row there yet: ``store`` deletes them first), continuing the recursion of
+``nav_daily`` (see that view) from the account's last ``snapshot_nav`` row before
+``start``. A recursive CTE over the account's ``portfolio_daily`` rows; no rounding (the
+same double operations in the same order on both databases give the same bits). ``store``
+runs it in the transaction that writes a snapshot (for the newest session, one row); a
+migration that (re)builds the table runs a frozen copy for every account.
 """
 
 # What each view answers, with its formulas (the SQL is in the migrations).
@@ -170,6 +183,34 @@ Holdings where Kite's own figures disagree with ours (complete snapshots only).
 Listed when |ours - kite| > 1 and |ours - kite| > 0.5% of |kite|;
 ``difference`` = ours - kite. A holding Kite sent without last_price has no row here.
 """,
+    'nav_daily': """\
+NAV units per account, as Zerodha Console's Performance Curve counts them: one row per
+``portfolio_daily`` row (complete snapshots; a failed or missed session is a gap, and
+the previous row is the previous complete snapshot), with its ``total_value`` and
+``cash_flow`` (V and f below), ``units`` and ``nav``:
+
+- first row with V > 0: nav = 1000, units = V / 1000
+- then, from the previous row's units_prev and nav_prev:
+  - f > 0 (deposit, bought at the previous NAV): units = units_prev + f / nav_prev,
+    nav = V / units
+  - f < 0 (withdrawal, sold at today's NAV): nav = (V - f) / units_prev,
+    units = units_prev + f / nav
+  - f = 0: units = units_prev, nav = V / units
+- V <= 0 (or units that would be <= 0): units and nav are NULL, and the series starts
+  again at 1000 on the next row with V > 0
+
+So nav moves only with the market: nav / previous nav - 1 is the day's return, with a
+deposit counted as invested from the start of its day (V / (V_prev + f) - 1) and a
+withdrawal as taken out at its end ((V - f) / V_prev - 1, as ``pnl_daily``'s
+daily_return). Not rounded (see ``SNAPSHOT_NAV_DOC``); read from ``snapshot_nav``.
+""",
+    'nav_daily_all': """\
+``nav_daily``'s recursion over ``portfolio_daily_all`` (every account's value and flows
+summed per session), one row per session with ``accounts``: how many accounts have a
+complete snapshot that session. A session where an account has none counts its value as
+gone (check ``accounts``). Computed at query time (a recursive CTE over one row a
+session).
+""",
 }
 
 
@@ -202,6 +243,9 @@ COLUMNS: dict[str, dict[str, Kind]] = {
         "old_average_price, new_average_price: float"),
     "reconciliation": kinds(
         f"{_KEY}; exchange, tradingsymbol, field: str; ours, kite, difference: float"),
+    "nav_daily": kinds(f"{_KEY}; total_value, cash_flow, units, nav: float"),
+    "nav_daily_all": kinds(
+        "snapshot_date: date; accounts: int; total_value, cash_flow, units, nav: float"),
 }
 
 
@@ -212,21 +256,26 @@ def typed_columns(view: str) -> list[sa.ColumnClause[Any]]:
 
 
 @cache
-def _migrated() -> tuple[dict[str, str], str]:
+def _migrated() -> tuple[dict[str, str], dict[str, str]]:
     views: dict[str, str] = {}
-    totals = ""
+    fills: dict[str, str] = {}
     scripts = ScriptDirectory(str(migrations_dir()))
     for revision in reversed(list(scripts.walk_revisions())):  # oldest first
         views.update(getattr(revision.module, "VIEWS", {}))
-        totals = getattr(revision.module, "SNAPSHOT_TOTALS", totals)
-    return views, totals
+        for name in FILLS:
+            fills[name] = getattr(revision.module, name, fills.get(name, ""))
+    return views, fills
+
+
+FILLS = ("SNAPSHOT_TOTALS", "SNAPSHOT_NAV")
+"""The SQL texts that fill the derived tables (``store`` runs them)."""
 
 
 def __getattr__(name: str) -> Any:
-    """``VIEWS`` (name -> CREATE VIEW text, in creation order) and ``SNAPSHOT_TOTALS``:
-    the newest text of each, as the migrations hold it."""
+    """``VIEWS`` (name -> CREATE VIEW text, in creation order), ``SNAPSHOT_TOTALS`` and
+    ``SNAPSHOT_NAV``: the newest text of each, as the migrations hold it."""
     if name == "VIEWS":
         return _migrated()[0]
-    if name == "SNAPSHOT_TOTALS":
-        return _migrated()[1]
+    if name in FILLS:
+        return _migrated()[1][name]
     raise AttributeError(name)

@@ -26,6 +26,7 @@ from snapshotter.store.models import (
     WARNING_CONFIRM_AFTER,
     RawPayload,
     Snapshot,
+    SnapshotNav,
     SnapshotTotals,
 )
 
@@ -88,11 +89,13 @@ def complete_snapshots(engine: sa.Engine, snapshot_date: date,
         return {snap.account: snap for snap in session.scalars(query)}
 
 
-def _delete_rows(session: Session, snapshot_ids: list[int]) -> None:
-    """A snapshot's data rows and its totals row."""
+def _delete_rows(session: Session, snapshot_ids: list[int], *, nav: bool = True) -> None:
+    """A snapshot's data rows, its totals row and (``nav``) its NAV row."""
     for table in DATA_TABLES.values():
         session.execute(sa.delete(table).where(table.c.snapshot_id.in_(snapshot_ids)))
     session.execute(sa.delete(SnapshotTotals).where(SnapshotTotals.snapshot_id.in_(snapshot_ids)))
+    if nav:
+        session.execute(sa.delete(SnapshotNav).where(SnapshotNav.snapshot_id.in_(snapshot_ids)))
 
 
 def _insert_totals(session: Session, snapshot_id: int) -> None:
@@ -100,6 +103,26 @@ def _insert_totals(session: Session, snapshot_id: int) -> None:
     SELECT: the views' formulas and rounding, in SQL, on both databases)."""
     session.execute(sa.text(views.SNAPSHOT_TOTALS),
                     {"first_id": snapshot_id, "last_id": snapshot_id})
+
+
+def _insert_nav(session: Session, account: str, start: date) -> None:
+    """The account's ``snapshot_nav`` rows from ``start`` onwards, recomputed from its
+    last row before ``start`` (a NAV depends on the previous one; for the newest session
+    that is one row): one DELETE and one INSERT ... SELECT (the recursion, in SQL)."""
+    session.execute(sa.delete(SnapshotNav).where(SnapshotNav.account == account,
+                                                 SnapshotNav.snapshot_date >= start))
+    session.execute(sa.text(views.SNAPSHOT_NAV), {"account": account, "start": start})
+
+
+def _value_and_flow(session: Session, account: str, snapshot_date: date,
+                    ) -> tuple[float, float] | None:
+    """What a snapshot's NAV depends on: (total_value, cash_flow) as portfolio_daily
+    shows them."""
+    row = session.execute(sa.text(
+        "SELECT total_value, cash_flow FROM portfolio_daily "
+        "WHERE account = :account AND snapshot_date = :day"),
+        {"account": account, "day": snapshot_date}).first()
+    return None if row is None else (row[0], row[1])
 
 
 def _insert_frames(session: Session, account: str, snapshot_id: int,
@@ -234,8 +257,9 @@ def store_snapshot(
     duration_ms: int | None = None,
     warnings: Sequence[str] = (),
 ) -> StoredSnapshot:
-    """All rows of one account snapshot (and its ``snapshot_totals`` row) in one
-    transaction, replacing an earlier one (whose rows and totals are deleted).
+    """All rows of one account snapshot (and its ``snapshot_totals`` row, and the
+    account's ``snapshot_nav`` rows from that session on) in one transaction, replacing
+    an earlier one (whose rows and totals are deleted).
 
     ``final``: taken after the session settled. A snapshot with warnings (``warnings``
     from normalize, and the shrink check against the previous session) is final only
@@ -260,6 +284,8 @@ def store_snapshot(
         _insert_frames(session, account, snapshot_id, frames)
         with _refused_as_store_error(account, "snapshot_totals"):
             _insert_totals(session, snapshot_id)
+        with _refused_as_store_error(account, "snapshot_nav"):
+            _insert_nav(session, account, snapshot_date)
         if payloads:
             with _refused_as_store_error(account, "raw_payloads"):
                 session.execute(sa.insert(_RAW_PAYLOADS), [
@@ -336,15 +362,22 @@ def replace_rows(engine: sa.Engine, snapshot_id: int,
                  frames: Mapping[str, pd.DataFrame],
                  warnings: Sequence[str] = ()) -> dict[str, int]:
     """Re-derive one stored snapshot's rows, totals and warnings (``run --from-raw``),
-    in one transaction; whether it is final stays as it was."""
+    in one transaction; whether it is final stays as it was. The account's NAV rows from
+    that session on are recomputed only when its total value or cash flow changed (so
+    that replaying a history whose figures stand costs no recursion)."""
     with Session(engine) as session, session.begin():
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_OK:
             raise LookupError(f"snapshot {snapshot_id} is not a complete snapshot")
         final = snap.final
-        _delete_rows(session, [snapshot_id])
+        before = _value_and_flow(session, snap.account, snap.snapshot_date)
+        _delete_rows(session, [snapshot_id], nav=False)
         stored = _fill(session, snap, frames, warnings, after_close=True)
         snap.final = final
+        kept = session.get(SnapshotNav, snapshot_id) is not None
+        if not kept or _value_and_flow(session, snap.account, snap.snapshot_date) != before:
+            with _refused_as_store_error(snap.account, "snapshot_nav"):
+                _insert_nav(session, snap.account, snap.snapshot_date)
         return stored.counts
 
 
@@ -365,7 +398,10 @@ def recover_failed(engine: sa.Engine, snapshot_id: int, *,
         snap.status = SNAPSHOT_OK
         snap.error = None
         session.flush()
-        return _fill(session, snap, frames, warnings, after_close)
+        stored = _fill(session, snap, frames, warnings, after_close)
+        with _refused_as_store_error(snap.account, "snapshot_nav"):
+            _insert_nav(session, snap.account, snap.snapshot_date)
+        return stored
 
 
 def clear_rejected_credentials(engine: sa.Engine, account: str) -> int:
