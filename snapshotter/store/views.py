@@ -167,6 +167,14 @@ Holdings where Kite's own figures disagree with ours (complete snapshots only).
 Listed when |ours - kite| > 1 and |ours - kite| > 0.5% of |kite|;
 ``difference`` = ours - kite. A holding Kite sent without last_price has no row here.
 """,
+    'trade_reconciliation': """\
+Where the imported trades (``snapshotter import tradebook``) and the snapshots disagree:
+per account, complete snapshot and instrument (the ISIN, or the symbol when it is
+blank), ``trades_quantity`` (what the FIFO lots hold that day, after splits and
+bonuses: ``trade_positions``) against ``holdings_quantity`` (quantity + t1_quantity,
+summed over exchanges); ``difference`` = holdings - trades. Only differences are rows,
+and only from the account's first trade on (before it the trades say nothing).
+""",
 }
 
 
