@@ -16,8 +16,11 @@ from snapshotter.progress import Progress
 from snapshotter.store.models import DATA_TABLES
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
-         "realised_estimate", "corporate_actions", "reconciliation")
+         "realised_estimate", "corporate_actions", "reconciliation", "trade_reconciliation")
 TABLES = ("snapshots", *DATA_TABLES, "snapshot_totals")  # raw_payloads: gzip blobs, not exported
+# Console imports (`snapshotter import`) and the FIFO lots built from them.
+CONSOLE_TABLES = ("console_files", "trades", "ledger_entries", "dividends",
+                  "corporate_action_entries", "realised_lots", "open_lots", "trade_positions")
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.
 
 
 # Ratios, not money: shown with 6 decimals in tables.
-RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
+RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio", "xirr"}
 
 
 def _cell(value: Any, column: str) -> Any:
@@ -178,7 +181,7 @@ def export(engine: sa.Engine, out_dir: Path, fmt: str) -> list[Path]:
     """Every table and view to ``out_dir`` as CSV or Parquet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    names = TABLES + VIEWS
+    names = TABLES + CONSOLE_TABLES + VIEWS
     with Progress(len(names), "tables and views") as progress:
         for name in names:
             frame = _query(engine, f"SELECT * FROM {name}", {})
