@@ -93,8 +93,8 @@ def _read(kind: str, data: bytes, file: str) -> _Read:
 
 def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[str],
                  account: str, *, clock: Callable[[], datetime]) -> ImportResult:
-    """Import ``paths`` (Console exports of ``kind``) into ``account``, then rebuild its
-    lots. ``account`` must be configured (else ConfigError, exit 2)."""
+    """Import ``paths`` (Console exports of ``kind``) into ``account``; after trades or
+    actions, rebuild its lots. ``account`` must be configured (else ConfigError, exit 2)."""
     user_id = config.account(account.strip().upper()).user_id
     result = ImportResult()
     deadline = time.monotonic() + config.kite.run_timeout
@@ -123,7 +123,8 @@ def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[s
                 "values; the stored one is kept" for line, trade in stored.conflicts]
             result.files.append(FileResult(path, stored.rows, stored.new, stored.known,
                                            read.detail))
-        result.lots = rebuild_lots(engine, user_id)
+        if kind in ("tradebook", "actions"):  # what the lots are built from
+            result.lots = rebuild_lots(engine, user_id)
     return result
 
 
