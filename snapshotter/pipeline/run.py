@@ -119,7 +119,8 @@ def run_snapshot(
             run.snapshot_accounts(todo)
             # A new snapshot can show a split or bonus: the FIFO lots of the accounts
             # that have imported trades are rebuilt (pipeline.imports).
-            rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK])
+            if run.database.lost is None:
+                rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK])
     return RunResult(session, outcomes)
 
 
