@@ -37,6 +37,7 @@ def test_the_contracts_hold(tree: Path) -> None:
 @pytest.mark.parametrize(("module", "line", "contract"), [
     ("normalize/__init__.py", "import snapshotter.store.writes", "normalize is pure"),
     ("store/writes.py", "import snapshotter.kite.client", "the store never imports the Kite"),
+    ("console/lots.py", "import snapshotter.store.models", "console is pure"),
     ("kite/http.py", "import pandas", "the Kite client imports neither pandas"),
     ("ops/status.py", "import snapshotter.kite.client",
      "operations reach Kite only through the pipeline"),

@@ -307,6 +307,8 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 
+    if args.kind == "tax":
+        return _report_tax(args)
     if args.kind == "history" and not args.symbol:
         raise UsageError("report history needs a SYMBOL, e.g. "
                          "`snapshotter report history INFY`")
@@ -334,6 +336,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                      "pnl": reports.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[reports.SUMMARY_TABLE_COLUMNS]
+            if args.kind == "holdings" and args.xirr:
+                from snapshotter.reports import console
+
+                frame = console.with_xirr(engine, frame)
         print(reports.render(frame, args.format))
     return ExitCode.OK
 
@@ -372,6 +378,47 @@ def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
     else:
         print(_closes_line(fetched.stored, "fetched", by))
     return 0
+
+
+def _report_tax(args: argparse.Namespace) -> int:
+    from snapshotter.errors import UsageError
+    from snapshotter.reports import console
+    from snapshotter.reports import tables as reports
+
+    if not args.fy:
+        raise UsageError("report tax needs --fy, e.g. `snapshotter report tax --fy 2025-26`")
+    with _database(args, create=False) as (config, engine):
+        _known_accounts(config, engine, args.account or ())
+        frame = console.tax(engine, args.fy, tuple(a.strip().upper()
+                                                   for a in args.account or ()))
+    note = console.tax_note(args.fy)
+    if args.format == "table":
+        print(f"{note}\n")
+        print(reports.render(frame, args.format))
+    else:  # stdout stays machine-readable
+        print(reports.render(frame, args.format))
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from snapshotter.pipeline import imports
+    from snapshotter.sessions import utc_now
+
+    config = _config(args)
+    account = config.account(args.account.strip().upper()).user_id  # unknown: exit 2
+    with _database(args, config=config, writable=True) as (config, engine):
+        result = imports.import_files(config, engine, args.kind, args.files, account,
+                                      clock=utc_now)
+    for done in result.files:
+        print(done.line())
+    for warning in result.warnings:
+        print(f"warning: {redact.redact(warning)}", file=sys.stderr)
+    for error in result.errors:
+        print(f"error: {redact.redact(error)}", file=sys.stderr)
+    if result.lots is not None:
+        print(result.lots.line())
+    return ExitCode.USAGE if result.errors else ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

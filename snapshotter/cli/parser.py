@@ -91,6 +91,15 @@ def _account_option(parser: argparse.ArgumentParser) -> None:
                         help="only this account (repeatable)")
 
 
+def _financial_year(text: str) -> str:
+    """``2025-26``: India's financial year (April to March)."""
+    start, _, end = text.strip().partition("-")
+    if not (len(start) == 4 and start.isdigit() and len(end) == 2 and end.isdigit()
+            and (int(start) + 1) % 100 == int(end)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a financial year like 2025-26")
+    return text.strip()
+
+
 def _subcommand(sub: Any, name: str, help: str,
                 description: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help,
@@ -149,12 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--output-dir", metavar="DIR", help="write the files here instead")
 
     rp = _command(sub, "report", commands.cmd_report,
-                  "summary, holdings, P&L, one symbol's history, or returns",
+                  "summary, holdings, P&L, one symbol's history, returns or tax",
                   "Reports from the SQL views (see README: Views). `performance`: per "
                   "account and for ALL accounts, the NAV return, TWR, XIRR, CAGR, "
                   "drawdown, volatility and sessions missing over the window "
-                  "(`--account ALL`: only the all-accounts row).")
-    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance"])
+                  "(`--account ALL`: only the all-accounts row). `tax`: realised P&L "
+                  "of a financial year from imported trades (an estimate).")
+    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance",
+                                     "tax"])
     rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
     _account_option(rp)
     rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
@@ -191,6 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "the first snapshot, else a year ago)")
     bf.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD",
                     help="last date (default: today)")
+    rp.add_argument("--fy", type=_financial_year, metavar="YYYY-YY",
+                    help="report tax: the financial year, e.g. 2025-26")
+    rp.add_argument("--xirr", action="store_true",
+                    help="report holdings: each holding's XIRR from its open FIFO lots "
+                    "(needs `snapshotter import tradebook`)")
+
+    imp = _command(sub, "import", commands.cmd_import,
+                   "import Console exports: tradebook, ledger, dividends, actions",
+                   "Stores Zerodha Console's exports for one account (re-imports add "
+                   "nothing twice), then rebuilds its FIFO lots. tradebook: the tradebook "
+                   "CSV or XLSX; ledger: the funds statement CSV; dividends: the equity "
+                   "dividends XLSX; actions: your own CSV of splits and bonuses "
+                   "(README: Console imports).")
+    imp.add_argument("kind", choices=["tradebook", "ledger", "dividends", "actions"])
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--account", required=True, metavar="USER_ID",
+                     help="the configured account the files belong to")
 
     ex = _command(sub, "export", commands.cmd_export,
                   "write every table and view as CSV or Parquet")

@@ -19,7 +19,15 @@ from snapshotter.config import AccountConfig, Config
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
-from snapshotter.pipeline.outcomes import FAILED, SKIPPED, AccountOutcome, Clock, RunResult
+from snapshotter.pipeline.imports import rebuild_after_run
+from snapshotter.pipeline.outcomes import (
+    FAILED,
+    OK,
+    SKIPPED,
+    AccountOutcome,
+    Clock,
+    RunResult,
+)
 from snapshotter.pipeline.storing import _Database, _store_one, store_spooled
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
 from snapshotter.store import writes as store
@@ -109,6 +117,10 @@ def run_snapshot(
             run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
                        should_stop, _Database(config.database_url))
             run.snapshot_accounts(todo)
+            # A new snapshot can show a split or bonus: the FIFO lots of the accounts
+            # that have imported trades are rebuilt (pipeline.imports).
+            if run.database.lost is None:
+                rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK])
     return RunResult(session, outcomes)
 
 

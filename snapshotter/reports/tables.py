@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
          "realised_estimate", "corporate_actions", "reconciliation", "nav_daily",
-         "nav_daily_all")
+         "nav_daily_all", "trade_reconciliation")
 # Every table, the ledger first; raw_payloads' gzip bodies are exported as their JSON text.
 TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
           *sorted(set(Base.metadata.tables) - {"snapshots", "raw_payloads",
@@ -40,7 +40,7 @@ TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
 MONEY_DECIMALS = 6
 RATIO_DECIMALS = 10
 PERCENT_DECIMALS = 8
-RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio"}
+RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio", "xirr"}
 
 
 def decimals(column: str) -> int:

@@ -179,6 +179,208 @@ class BenchmarkDaily(Base):
     close: Mapped[float] = mapped_column(sa.Double)
 
 
+# --- Console imports (``snapshotter import``; README "Console imports") ----------------
+
+LEDGER_KINDS = ("deposit", "withdrawal", "settlement", "charge", "other")
+LOT_TERMS = ("intraday", "short", "long")
+ACTION_KINDS = ("split", "bonus")
+
+
+class ConsoleFile(Base):
+    """One imported Console file: every row of ``trades``, ``ledger_entries``,
+    ``dividends`` and ``corporate_action_entries`` names the file it came from."""
+
+    __tablename__ = "console_files"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    file_name: Mapped[str] = mapped_column(sa.Text)
+    sha256: Mapped[str] = mapped_column(sa.Text)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[int] = mapped_column(sa.Integer)
+    new_rows: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('tradebook', 'ledger', 'dividends', 'actions')",
+                           name="kind"),
+    )
+
+
+class Trade(Base):
+    """One fill of Console's tradebook (``symbol`` is stored as ``tradingsymbol``, as in
+    every other table); IDs kept as text."""
+
+    __tablename__ = "trades"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
+    source_file: Mapped[str] = mapped_column(sa.Text)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    trade_date: Mapped[date] = mapped_column(sa.Date)
+    exchange: Mapped[str] = mapped_column(sa.Text)
+    segment: Mapped[str] = mapped_column(sa.Text)
+    series: Mapped[str | None] = mapped_column(sa.Text)
+    trade_type: Mapped[str] = mapped_column(sa.Text)
+    auction: Mapped[bool | None] = mapped_column(sa.Boolean)
+    quantity: Mapped[float] = mapped_column(sa.Double)
+    price: Mapped[float] = mapped_column(sa.Double)
+    trade_id: Mapped[str] = mapped_column(sa.Text)
+    order_id: Mapped[str | None] = mapped_column(sa.Text)
+    order_execution_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expiry_date: Mapped[date | None] = mapped_column(sa.Date)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account", "exchange", "trade_id"),
+        sa.CheckConstraint("trade_type IN ('buy', 'sell')", name="trade_type"),
+    )
+
+
+class LedgerEntry(Base):
+    """One line of Console's funds ledger (the Opening/Closing Balance rows are not
+    stored). ``amount`` = credit - debit (money in is positive); ``occurrence`` numbers
+    identical lines of one day (1, 2, ...) so that re-imports recognise each."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
+    source_file: Mapped[str] = mapped_column(sa.Text)
+    posting_date: Mapped[date] = mapped_column(sa.Date)
+    particulars: Mapped[str] = mapped_column(sa.Text)
+    cost_center: Mapped[str | None] = mapped_column(sa.Text)
+    voucher_type: Mapped[str] = mapped_column(sa.Text)
+    debit: Mapped[float] = mapped_column(sa.Double)
+    credit: Mapped[float] = mapped_column(sa.Double)
+    net_balance: Mapped[float] = mapped_column(sa.Double)
+    amount: Mapped[float] = mapped_column(sa.Double)
+    kind: Mapped[str] = mapped_column(sa.Text)
+    occurrence: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account", "posting_date", "voucher_type", "particulars",
+                            "debit", "credit", "occurrence"),
+        sa.CheckConstraint(
+            "kind IN ('deposit', 'withdrawal', 'settlement', 'charge', 'other')",
+            name="kind"),
+        sa.Index("ix_ledger_entries_account_kind", "account", "kind", "posting_date"),
+    )
+
+
+class Dividend(Base):
+    """One row of Console's equity dividends report."""
+
+    __tablename__ = "dividends"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
+    source_file: Mapped[str] = mapped_column(sa.Text)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    ex_date: Mapped[date] = mapped_column(sa.Date)
+    quantity: Mapped[float] = mapped_column(sa.Double)
+    dividend_per_share: Mapped[float] = mapped_column(sa.Double)
+    net_dividend_amount: Mapped[float] = mapped_column(sa.Double)
+    occurrence: Mapped[int] = mapped_column(sa.Integer)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account", "tradingsymbol", "ex_date", "dividend_per_share",
+                            "occurrence"),
+    )
+
+
+class CorporateActionEntry(Base):
+    """A split or bonus listed by the user (``snapshotter import actions``), for the
+    ones the snapshots missed or cannot tell apart (a split and a bonus look alike)."""
+
+    __tablename__ = "corporate_action_entries"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
+    source_file: Mapped[str] = mapped_column(sa.Text)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    ex_date: Mapped[date] = mapped_column(sa.Date)
+    action: Mapped[str] = mapped_column(sa.Text)
+    new_shares: Mapped[float] = mapped_column(sa.Double)
+    for_every: Mapped[float] = mapped_column(sa.Double)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account", "tradingsymbol", "ex_date", "action"),
+        sa.CheckConstraint("action IN ('split', 'bonus')", name="action"),
+    )
+
+
+class RealisedLot(Base):
+    """FIFO lots: each piece of a sale matched with the buy it closed. Derived data,
+    rebuilt per account from ``trades`` and the corporate actions by every import and
+    by ``run`` (README "FIFO lots")."""
+
+    __tablename__ = "realised_lots"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    buy_date: Mapped[date | None] = mapped_column(sa.Date)
+    sell_date: Mapped[date] = mapped_column(sa.Date)
+    quantity: Mapped[float] = mapped_column(sa.Double)
+    buy_price: Mapped[float | None] = mapped_column(sa.Double)
+    sell_price: Mapped[float] = mapped_column(sa.Double)
+    pnl: Mapped[float | None] = mapped_column(sa.Double)
+    holding_days: Mapped[int | None] = mapped_column(sa.Integer)
+    term: Mapped[str | None] = mapped_column(sa.Text)
+    unmatched: Mapped[bool] = mapped_column(sa.Boolean)
+    buy_trade_id: Mapped[str | None] = mapped_column(sa.Text)
+    sell_trade_id: Mapped[str] = mapped_column(sa.Text)
+
+    __table_args__ = (
+        sa.CheckConstraint("term IN ('intraday', 'short', 'long')", name="term"),
+        sa.Index("ix_realised_lots_account_sell_date", "account", "sell_date"),
+    )
+
+
+class OpenLot(Base):
+    """What FIFO leaves open: each buy (or bonus) lot still held, after splits."""
+
+    __tablename__ = "open_lots"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text, index=True)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    buy_date: Mapped[date] = mapped_column(sa.Date)
+    quantity: Mapped[float] = mapped_column(sa.Double)
+    buy_price: Mapped[float] = mapped_column(sa.Double)
+    buy_trade_id: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class TradePosition(Base):
+    """The quantity the trades imply per account and instrument (ISIN, or the symbol
+    when the ISIN is blank) from ``from_date`` until the day before ``to_date`` (NULL:
+    still); only non-zero quantities. ``trade_reconciliation`` compares it with the
+    snapshots' holdings."""
+
+    __tablename__ = "trade_positions"
+
+    account: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    instrument: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    from_date: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    to_date: Mapped[date | None] = mapped_column(sa.Date)
+    tradingsymbol: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str | None] = mapped_column(sa.Text)
+    quantity: Mapped[float] = mapped_column(sa.Double)
+
+
 _SQL_TYPES: dict[str, Any] = {
     "str": sa.Text, "int": sa.BigInteger, "float": sa.Double, "bool": sa.Boolean,
     "datetime": UTCDateTime, "date": sa.Date,

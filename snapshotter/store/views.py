@@ -211,6 +211,14 @@ complete snapshot that session. A session where an account has none counts its v
 gone (check ``accounts``). Computed at query time (a recursive CTE over one row a
 session).
 """,
+    'trade_reconciliation': """\
+Where the imported trades (``snapshotter import tradebook``) and the snapshots disagree:
+per account, complete snapshot and instrument (the ISIN, or the symbol when it is
+blank), ``trades_quantity`` (what the FIFO lots hold that day, after splits and
+bonuses: ``trade_positions``) against ``holdings_quantity`` (quantity + t1_quantity,
+summed over exchanges); ``difference`` = holdings - trades. Only differences are rows,
+and only from the account's first trade on (before it the trades say nothing).
+""",
 }
 
 
@@ -246,6 +254,9 @@ COLUMNS: dict[str, dict[str, Kind]] = {
     "nav_daily": kinds(f"{_KEY}; total_value, cash_flow, units, nav: float"),
     "nav_daily_all": kinds(
         "snapshot_date: date; accounts: int; total_value, cash_flow, units, nav: float"),
+    "trade_reconciliation": kinds(
+        "account: str; snapshot_date: date; instrument, tradingsymbol, isin: str; "
+        "trades_quantity, holdings_quantity, difference: float"),
 }
 
 

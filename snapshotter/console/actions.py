@@ -1,0 +1,42 @@
+"""The user's own list of splits and bonuses (``snapshotter import actions``), for the
+ones the snapshots missed, and to say which a ``corporate_actions`` row was.
+
+CSV (or XLSX) header ``symbol,isin,ex_date,action,new_shares,for_every`` (isin may be
+blank or left out):
+
+- ``split``: every ``for_every`` shares become ``new_shares`` shares (a 1:5 split of a
+  face value of 10 into 2 is ``5`` for ``1``; a consolidation ``1`` for ``10``);
+- ``bonus``: ``new_shares`` new shares for every ``for_every`` held (a 1:2 bonus is
+  ``1`` for ``2``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from snapshotter.console.files import Cells, read_table
+
+COLUMNS = ("symbol", "ex_date", "action", "new_shares", "for_every")
+OPTIONAL = ("isin",)
+KEY = ("tradingsymbol", "ex_date", "action")
+
+
+def parse(data: bytes, file: str) -> pd.DataFrame:
+    table = read_table(data, file, COLUMNS, optional=OPTIONAL,
+                       what="list of corporate actions")
+    cells = Cells(table)
+    frame = pd.DataFrame({
+        "tradingsymbol": cells.text("symbol", upper=True),
+        "isin": cells.text("isin", required=False, upper=True),
+        "ex_date": cells.date("ex_date"),
+        "action": cells.choice("action", ("split", "bonus")),
+        "new_shares": cells.number("new_shares", positive=True),
+        "for_every": cells.number("for_every", positive=True),
+        "line": table.lines,
+    })
+    repeat = frame.duplicated(list(KEY), keep="first")
+    cells.problem(repeat, lambda p: f"{frame['action'].iloc[p]} of "
+                                    f"{frame['tradingsymbol'].iloc[p]} on "
+                                    f"{frame['ex_date'].iloc[p]} is listed twice")
+    cells.done()
+    return frame

@@ -1,0 +1,277 @@
+"""Reading a Console export (CSV, or XLSX with a preamble above its header) into a
+table of cells, and typed columns out of it, each checked whole: the first bad cell of
+the file is one ``BadFile`` naming the file and its line (CSV) or row (XLSX)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from snapshotter.errors import UsageError
+
+IST = "Asia/Kolkata"
+HEADER_SEARCH_ROWS = 100  # a header further down than this is not found
+MAX_EXACT_FLOAT = 2**53  # a spreadsheet number above this is not an exact ID
+DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%Y/%m/%d")
+CLIENT_ID_LABELS = {"client_id", "client_code", "ucc"}
+
+
+class BadFile(UsageError):
+    """A file that cannot be imported as given: one line naming the file (and the line
+    or row); nothing of that file is stored. Exit code 2."""
+
+    def __init__(self, file: str, problem: str, *, line: int | None = None,
+                 where: str = "line"):
+        self.file = file
+        self.line = line
+        at = f" {where} {line}" if line is not None else ""
+        super().__init__(f"{file}:{at}: {problem}" if at else f"{file}: {problem}")
+
+
+def header_name(text: object) -> str:
+    """A header cell as a column name: ``Trade Date`` -> ``trade_date``, ``Ex-Date`` ->
+    ``ex_date``, ``ISIN`` -> ``isin``."""
+    if text is None:
+        return ""
+    return re.sub(r"[^a-z0-9]+", "_", str(text).strip().lower()).strip("_")
+
+
+@dataclass(frozen=True)
+class Table:
+    """The data rows of one export below its header, as raw cells (text for CSV, the
+    cell values for XLSX), with normalized column names and each row's line number."""
+
+    file: str
+    where: str  # "line" (CSV) or "row" (a spreadsheet row)
+    frame: pd.DataFrame
+    lines: list[int]
+    header_line: int
+    client_id: str | None = None
+
+    def bad(self, position: int | None, problem: str) -> BadFile:
+        line = self.lines[position] if position is not None else self.header_line
+        return BadFile(self.file, problem, line=line, where=self.where)
+
+
+def is_xlsx(data: bytes, file: str) -> bool:
+    return data[:4] == b"PK\x03\x04" or file.lower().endswith((".xlsx", ".xlsm"))
+
+
+def read_table(data: bytes, file: str, required: Sequence[str], *,
+               optional: Sequence[str] = (), sheet: str | None = None,
+               what: str = "Console export") -> Table:
+    """The rows below the first row that names every ``required`` column (rows above it
+    are a preamble; a "Client ID" there is kept). Fully blank rows are skipped."""
+    if is_xlsx(data, file):
+        rows = _xlsx_rows(data, file, required, sheet)
+        where = "row"
+    else:
+        rows = _csv_rows(data, file)
+        where = "line"
+    wanted = set(required)
+    for index, (_, cells) in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        names = [header_name(c) for c in cells]
+        if wanted <= set(names):
+            return _below_header(file, where, rows, index, names, [*required, *optional])
+    raise BadFile(file, f"not a {what}: no header row with the columns "
+                        f"{', '.join(required)}")
+
+
+def _csv_rows(data: bytes, file: str) -> list[tuple[int, list[Any]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadFile(file, f"not UTF-8 text (byte {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[tuple[int, list[Any]]] = []
+    start = 1
+    try:
+        for cells in reader:
+            rows.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise BadFile(file, f"not CSV: {exc}", line=start) from None
+    return rows
+
+
+def _xlsx_rows(data: bytes, file: str, required: Sequence[str],
+               sheet: str | None) -> list[tuple[int, list[Any]]]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # zipfile, XML and openpyxl errors alike: not a workbook
+        raise BadFile(file, f"not a readable XLSX workbook ({type(exc).__name__})") from None
+    try:
+        names = book.sheetnames
+        order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
+        wanted = set(required)
+        for name in order:
+            rows = [(number, list(cells)) for number, cells
+                    in enumerate(book[name].iter_rows(values_only=True), start=1)]
+            if any(wanted <= {header_name(c) for c in cells}
+                   for _, cells in rows[:HEADER_SEARCH_ROWS]):
+                return rows
+        return []
+    finally:
+        book.close()
+
+
+def _below_header(file: str, where: str, rows: list[tuple[int, list[Any]]], index: int,
+                  names: list[str], columns: Sequence[str]) -> Table:
+    header_line = rows[index][0]
+    position = {name: names.index(name) for name in columns if name in names}
+    width = len(names)
+    kept: list[list[Any]] = []
+    lines: list[int] = []
+    for line, cells in rows[index + 1:]:
+        if all(_blank(c) for c in cells):
+            continue
+        if where == "line" and len(cells) != width and not (
+                len(cells) > width and all(_blank(c) for c in cells[width:])):
+            raise BadFile(file, f"{len(cells)} fields where the header has {width}",
+                          line=line, where=where)
+        kept.append([cells[i] if i < len(cells) else None for i in position.values()])
+        lines.append(line)
+    frame = pd.DataFrame(kept, columns=list(position), dtype=object)
+    return Table(file, where, frame, lines, header_line,
+                 _client_id([cells for _, cells in rows[:index]]))
+
+
+def _blank(cell: object) -> bool:
+    return cell is None or (isinstance(cell, str) and not cell.strip())
+
+
+def _client_id(preamble: list[list[Any]]) -> str | None:
+    for cells in preamble:
+        for i, cell in enumerate(cells):
+            if header_name(cell) in CLIENT_ID_LABELS:
+                rest = [c for c in cells[i + 1:] if not _blank(c)]
+                if rest:
+                    return str(rest[0]).strip().upper()
+    return None
+
+
+def _as_text(cell: object) -> str:
+    if cell is None:
+        return ""
+    if isinstance(cell, bool):
+        return "true" if cell else "false"
+    if isinstance(cell, datetime):
+        return cell.date().isoformat() if cell.time() == datetime.min.time() \
+            else cell.isoformat()
+    if isinstance(cell, date):
+        return cell.isoformat()
+    if isinstance(cell, float) and cell.is_integer() and abs(cell) < MAX_EXACT_FLOAT:
+        return str(int(cell))
+    return str(cell).strip()
+
+
+class Cells:
+    """Typed columns out of a Table. Each method converts a whole column and notes its
+    first bad cell; ``done()`` raises the bad cell that comes first in the file."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.frame = table.frame
+        self._first: tuple[int, str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def problem(self, mask: pd.Series, describe: Any) -> None:
+        """Note the first row where ``mask`` is true; ``describe(position)`` says what
+        is wrong with it."""
+        if len(mask) and bool(mask.any()):
+            position = int(mask.to_numpy().argmax())
+            if self._first is None or position < self._first[0]:
+                self._first = (position, describe(position))
+
+    def done(self) -> None:
+        if self._first is not None:
+            raise self.table.bad(*self._first)
+
+    def raw(self, column: str) -> pd.Series:
+        if column in self.frame.columns:
+            return self.frame[column]
+        return pd.Series([None] * len(self.frame), index=self.frame.index, dtype=object)
+
+    def text(self, column: str, *, required: bool = True, upper: bool = False) -> pd.Series:
+        raw = self.raw(column)
+        self.problem(raw.map(lambda c: isinstance(c, float) and abs(c) >= MAX_EXACT_FLOAT
+                             and c.is_integer()),
+                     lambda p: f"{column} {raw.iloc[p]!r} is a spreadsheet number too large "
+                               "to be exact (export the CSV, which keeps it as text)")
+        values = raw.map(_as_text).astype(object)
+        if upper:
+            values = values.str.upper()
+        if required:
+            self.problem(values == "", lambda p: f"{column} is blank")
+        return values.where(values != "", None)
+
+    def number(self, column: str, *, positive: bool = False,
+               required: bool = True) -> pd.Series:
+        text = self.raw(column).map(_as_text).astype(object)
+        values = pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce")
+        values = values.astype("float64")
+        given = text != ""
+        bad = (given & (values.isna() | ~values.abs().lt(float("inf"))))
+        self.problem(bad, lambda p: f"{column} {text.iloc[p]!r} is not a number")
+        if required:
+            self.problem(~given, lambda p: f"{column} is blank")
+        if positive:
+            self.problem(given & ~bad & (values <= 0),
+                         lambda p: f"{column} {text.iloc[p]} is not more than 0")
+        return values
+
+    def date(self, column: str, *, required: bool = True) -> pd.Series:
+        text = self.raw(column).map(_as_text).astype(object)
+        parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[s]")
+        for fmt in DATE_FORMATS:
+            todo = parsed.isna() & (text != "")
+            if not todo.any():
+                break
+            parsed[todo] = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+        given = text != ""
+        self.problem(given & parsed.isna(),
+                     lambda p: f"{column} {text.iloc[p]!r} is not a date (YYYY-MM-DD)")
+        if required:
+            self.problem(~given, lambda p: f"{column} is blank")
+        return parsed.dt.date.astype(object).where(parsed.notna(), None)
+
+    def timestamp(self, column: str, *, required: bool = True) -> pd.Series:
+        """ISO date and time; without an offset it is India's time (Console's)."""
+        text = self.raw(column).map(_as_text).astype(object)
+        given = text != ""
+        parsed = pd.to_datetime(text.where(given, None), format="ISO8601", errors="coerce")
+        if parsed.dt.tz is None:
+            parsed = parsed.dt.tz_localize(IST, ambiguous="NaT", nonexistent="NaT")
+        parsed = parsed.dt.tz_convert("UTC")
+        self.problem(given & parsed.isna(),
+                     lambda p: f"{column} {text.iloc[p]!r} is not a date and time "
+                               "(YYYY-MM-DDTHH:MM:SS)")
+        if required:
+            self.problem(~given, lambda p: f"{column} is blank")
+        return parsed.astype(object).where(parsed.notna(), None)
+
+    def choice(self, column: str, allowed: Sequence[str], *, required: bool = True,
+               ) -> pd.Series:
+        values = self.text(column, required=required)
+        lowered = values.str.lower()
+        self.problem(values.notna() & ~lowered.isin(allowed),
+                     lambda p: f"{column} {values.iloc[p]!r} is not one of "
+                               f"{', '.join(allowed)}")
+        return lowered.where(values.notna(), None)
+
+    def boolean(self, column: str) -> pd.Series:
+        values = self.choice(column, ("true", "false", "yes", "no", "1", "0"),
+                             required=False)
+        return values.map({"true": True, "yes": True, "1": True, "false": False,
+                           "no": False, "0": False}).astype(object).where(values.notna(), None)
