@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from snapshotter import pipeline
-from snapshotter.config import parse_config
+from snapshotter.config import Config, parse_config
 from snapshotter.errors import UsageError
 from snapshotter.progress import Progress
 from snapshotter.reports.summary import summary_table
@@ -71,6 +71,9 @@ def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[
     return sessions[::-1]
 
 
+#: the index the demo compares the accounts with (the simulator's market moves with it)
+BENCHMARK = "NIFTY50"
+
 
 def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
     out = Path(out_dir).resolve()
@@ -125,20 +128,41 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
             print(f"\nrun again: {skipped} of {len(second.outcomes)} account(s) skipped "
                   "(final snapshot kept, no login)")
             _history_outputs(engine, out)
+            _returns_outputs(config, engine, out, calendar, clock)
             return 1 if failures else second.exit_code
         finally:
             engine.dispose()
 
 
 def _history_outputs(engine: sa.Engine, out: Path) -> None:
-    """Report and chart from the stored history, when those modules are present."""
-    try:
-        from snapshotter.reports import chart
-        from snapshotter.reports import tables as reports
-    except ImportError:
-        return
+    """`report summary` and `chart` of the stored history."""
+    from snapshotter.reports import chart
+    from snapshotter.reports import tables as reports
+
     print()
     frame = reports.summary(engine)
     print(reports.render(frame[reports.SUMMARY_TABLE_COLUMNS], "table"))
     path = chart.write_chart(engine, out / "portfolio.png")
     print(f"\nchart: {path}")
+
+
+def _returns_outputs(config: Config, engine: sa.Engine, out: Path, calendar: TradingCalendar,
+                     clock: ManualClock) -> None:
+    """`benchmark fetch NIFTY50` (Kite's historical route, which the simulator serves from
+    its market's index), `chart --benchmark NIFTY50` and, last, `report performance
+    --benchmark NIFTY50`."""
+    from snapshotter.pipeline import benchmark
+    from snapshotter.reports import chart, performance
+
+    fetched = benchmark.fetch_closes(config, engine, BENCHMARK, clock=clock)
+    stored = fetched.stored
+    print(f"\nbenchmark fetch {BENCHMARK}: {stored.count} daily closes of {stored.name} "
+          f"({stored.first} .. {stored.last}) from the simulator's historical route, "
+          f"with account {fetched.account}")
+    drawn = chart.build_benchmark(engine, BENCHMARK)
+    print(f"chart: {chart.save(drawn, out / 'performance.png')}")
+    if drawn.note:
+        print(f"note: {drawn.note}")
+    print(f"\nreport performance --benchmark {BENCHMARK}:\n")
+    result = performance.performance(engine, calendar, benchmark=BENCHMARK)
+    print(performance.render(result, "table"))
