@@ -156,9 +156,8 @@ def _returns_outputs(config: Config, engine: sa.Engine, out: Path, calendar: Tra
 
     fetched = benchmark.fetch_closes(config, engine, BENCHMARK, clock=clock)
     stored = fetched.stored
-    print(f"\nbenchmark fetch {BENCHMARK}: {stored.count} daily closes of {stored.name} "
-          f"({stored.first} .. {stored.last}) from the simulator's historical route, "
-          f"with account {fetched.account}")
+    print(f"\nbenchmark fetch {BENCHMARK}: {stored.count} closes ({stored.first} .. "
+          f"{stored.last}) from the simulator's historical route, account {fetched.account}")
     drawn = chart.build_benchmark(engine, BENCHMARK)
     print(f"chart: {chart.save(drawn, out / 'performance.png')}")
     if drawn.note:
