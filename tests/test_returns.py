@@ -400,25 +400,25 @@ def test_report_performance_window_and_benchmark(engine: sa.Engine) -> None:
         "max_drawdown": 1045 / 1100 - 1,
         "volatility": volatility([1045 / 1100 - 1, 1200 / 1045 - 1, 1240 / 1200 - 1]),
         "gaps": 1,
-        # the last close on or before 11-09 / the last on or before 11-02
-        "benchmark": "NIFTY50", "benchmark_return": 20800 / 20100 - 1,
-        "excess_return": (1240 / 1100 - 1) - (20800 / 20100 - 1),
+        # the last close on or before 11-09 / the last on or before 11-03
+        "benchmark": "NIFTY50", "benchmark_return": 20800 / 20400 - 1,
+        "excess_return": (1240 / 1100 - 1) - (20800 / 20400 - 1),
     })
     assert rows[A]["xirr"] == pytest.approx(xirr_by_bisection(
         [(D2, -11000), (D3, -5500), (D5, 3600), (D6, -1500 + 16430)]), rel=1e-7)
     assert result.notes == []
-    # The whole history against NIFTY50: 21000 / 20000 (10-30, the last close before 11-02)
+    # The whole history against NIFTY50: 21000 / 20100 (11-02, the first session)
     rows, _ = records(engine, benchmark="NIFTY50")
     assert {a: r["benchmark_return"] for a, r in rows.items()} == pytest.approx(
-        {A: 0.05, B: 0.05, "ALL": 0.05})
+        {A: 21000 / 20100 - 1, B: 21000 / 20100 - 1, "ALL": 21000 / 20100 - 1})
     assert rows[A]["excess_return"] is None
-    assert rows[B]["excess_return"] == pytest.approx(0.2 - 0.05)
+    assert rows[B]["excess_return"] == pytest.approx(0.2 - (21000 / 20100 - 1))
 
 
 def test_report_performance_empty_figures_say_why(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO benchmark_daily (name, date, close) "
-                             "VALUES ('LATE', :d, 100)"), {"d": D9})
+                             "VALUES ('LATE', :d, 100)"), {"d": date(2026, 11, 16)})
     rows, result = records(engine, accounts=(A, "ALL"), start=D9, benchmark="LATE")
     assert list(rows) == [A, "ALL"]
     assert rows[A]["from"] == rows[A]["to"] == "2026-11-13"
@@ -428,8 +428,8 @@ def test_report_performance_empty_figures_say_why(engine: sa.Engine) -> None:
     assert result.notes == [
         "AA0001: xirr is empty: the window has one snapshot",
         "ALL: xirr is empty: the window has one snapshot",
-        "AA0001: benchmark_return is empty: LATE has no close on or before 2026-11-12",
-        "ALL: benchmark_return is empty: LATE has no close on or before 2026-11-12"]
+        "AA0001: benchmark_return is empty: LATE has no close on or before 2026-11-13",
+        "ALL: benchmark_return is empty: LATE has no close on or before 2026-11-13"]
     # From the day A held nothing: no NAV to start from; flows 0 (-value 0 on 11-11)
     # and 0 (-20000 deposited + 20000 held on 11-12): no rate.
     rows, result = records(engine, accounts=(A,), start=D7, end=D8)
@@ -507,7 +507,7 @@ def test_report_performance_command(cfg: Path) -> None:
     check(rows[B], EXPECTED_B)
     check(rows["ALL"], EXPECTED_ALL)
     assert rows[A]["xirr"] == pytest.approx(xirr_by_bisection(A_FLOWS), rel=1e-7)
-    assert rows["ALL"]["benchmark_return"] == pytest.approx(0.05)
+    assert rows["ALL"]["benchmark_return"] == pytest.approx(21000 / 20100 - 1)
 
     table = run_cli("--config", str(cfg), "report", "performance", "--account", "aa0001",
                     "--from", "2026-11-11", "--to", "2026-11-12")

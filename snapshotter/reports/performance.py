@@ -24,7 +24,8 @@ The window of an account runs from its first complete snapshot on or after ``--f
 - ``gaps`` = NSE sessions in the window without a complete snapshot (for ALL: sessions
   on which some account lacks one within its own window)
 - ``benchmark_return`` = close on the last benchmark date <= ``to`` / close on the last
-  date <= ``from`` - 1 day, minus 1; ``excess_return`` = nav_return - benchmark_return
+  date <= ``from``, minus 1 (the same days as nav_return); ``excess_return`` =
+  nav_return - benchmark_return
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -236,7 +237,7 @@ def _close_on_or_before(days: pd.Series, closes: pd.DataFrame) -> pd.Series:
 
 def _add_benchmark(out: pd.DataFrame, name: str, closes: pd.DataFrame,
                    notes: list[str]) -> None:
-    before = out["from"] - timedelta(days=1)
+    before = out["from"]
     start = _close_on_or_before(before, closes).reindex(out.index)
     end = _close_on_or_before(out["to"], closes).reindex(out.index)
     out["benchmark"] = name
