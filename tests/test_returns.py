@@ -24,10 +24,13 @@ Benchmark NIFTY50: 10-30 20000, 11-02 20100, 11-03 20400, 11-04 20300, 11-05 205
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import math
 import statistics
+from decimal import Decimal
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -41,7 +44,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshotter.normalize import normalize_all
-from snapshotter.reports.performance import KEYS, daily_returns, performance
+from snapshotter.reports.performance import KEYS, MONEY, RATIOS, daily_returns, performance
 from snapshotter.reports.tables import Filters
 from snapshotter.sessions import TradingCalendar
 from snapshotter.store import engine as db
@@ -535,6 +538,37 @@ def test_report_performance_command(cfg: Path) -> None:
     assert unknown.stdout == ""
     misplaced = run_cli("--config", str(cfg), "report", "pnl", "--benchmark", "NIFTY50")
     assert misplaced.returncode == 2 and "--benchmark is for" in misplaced.stderr
+
+
+def _places(text: str) -> int:
+    exponent = Decimal(text).as_tuple().exponent
+    assert isinstance(exponent, int), text
+    return max(0, -exponent)
+
+
+def test_report_performance_csv_and_json_are_rounded(cfg: Path) -> None:
+    """As the other reports (README: Reports, exports and the chart): money to 6 decimals,
+    ratios to 10, no float noise, and the CSV ends with its last row (was
+    0.17236413652190373 and a blank line)."""
+    args = ["--config", str(cfg), "report", "performance", "--benchmark", "NIFTY50"]
+    out = run_cli(*args, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("\n") and not out.stdout.endswith("\n\n")
+    data = run_cli(*args, "--format", "json")
+    assert data.returncode == 0, data.stderr
+    for rows in (list(csv.DictReader(io.StringIO(out.stdout))),
+                 [{k: "" if v is None else str(v) for k, v in row.items()}
+                  for row in json.loads(data.stdout)]):
+        assert [row["account"] for row in rows] == [A, B, "ALL"]
+        for row in rows:
+            for column in (*MONEY, *RATIOS):
+                if row[column]:
+                    assert _places(row[column]) <= (6 if column in MONEY else 10), \
+                        (row["account"], column, row[column])
+        twr = {row["account"]: float(row["twr"]) for row in rows}
+        assert twr[A] == round(EXPECTED_A["twr"], 10)
+    assert max(_places(str(v)) for row in json.loads(data.stdout)
+               for k, v in row.items() if k in RATIOS and v is not None) == 10
 
 
 def test_chart_against_a_benchmark(cfg: Path, engine: sa.Engine, tmp_path: Path) -> None:
