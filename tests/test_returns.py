@@ -592,3 +592,21 @@ def test_chart_against_a_benchmark(cfg: Path, engine: sa.Engine, tmp_path: Path)
                       "--benchmark", "NOPE")
     assert unknown.returncode == 2 and "unknown benchmark 'NOPE'" in unknown.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_chart_against_a_benchmark_into_a_directory(cfg: Path, tmp_path: Path) -> None:
+    """`--out DIR` names the file after what it shows: the NAV against NIFTY50 does not
+    replace the portfolio chart already in DIR (both were DIR/portfolio.png)."""
+    out = tmp_path / "charts"
+    out.mkdir()
+    base = ["--config", str(cfg), "chart", "--out", str(out)]
+    written = []
+    for extra in ([], ["--benchmark", "nifty50"], ["--benchmark", "NIFTY50", "--account", A]):
+        result = run_cli(*base, *extra)
+        assert result.returncode == 0, result.stderr
+        written.append(result.stdout.splitlines()[0])
+    assert written == [f"wrote {out / 'portfolio.png'}",
+                       f"wrote {out / 'portfolio-vs-NIFTY50.png'}",
+                       f"wrote {out / f'portfolio-{A}-vs-NIFTY50.png'}"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"portfolio-{A}-vs-NIFTY50.png", "portfolio-vs-NIFTY50.png", "portfolio.png"]

@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "PNG of total value, cumulative market P&L, drawdown")
     ch.add_argument("--out", required=True, metavar="FILE.png|DIR",
                     help="the image file, or a directory (existing, or ending in /) to "
-                    "write portfolio.png (portfolio-ACCOUNT.png, portfolio-per-account.png) in")
+                    "write portfolio.png (portfolio-ACCOUNT.png, portfolio-per-account.png, "
+                    "portfolio-vs-NAME.png) in")
     ch.add_argument("--account", metavar="USER_ID", help="one account (default: all, summed)")
     ch.add_argument("--per-account", action="store_true",
                     help="one line per account instead of their sum")
