@@ -30,9 +30,9 @@ import itertools
 import json
 import math
 import statistics
-from decimal import Decimal
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
