@@ -28,14 +28,13 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from bench_views import PG_ADMIN_URL, generate, insert, sessions, statement
+from bench_views import bench_database, generate, insert, sessions, statement
 from sqlalchemy.orm import Session
 
 from snapshotter.reports.performance import performance
@@ -135,36 +134,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.url
-        throwaway = None
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        if url is None and args.db == "sqlite":
-            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        elif url is None:
-            throwaway = f"snapshotter_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{throwaway}"'))
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + throwaway
-        engine = db.make_engine(url)
-        try:
-            migrate.upgrade(url, engine)
-            with engine.connect() as conn:
-                empty = conn.execute(sa.text("SELECT COUNT(*) FROM snapshots")).scalar() == 0
-            if empty:
-                print(f"building {args.accounts} accounts x {args.sessions} sessions into "
-                      f"{engine.dialect.name} ...", file=sys.stderr)
-                build(engine, args.accounts, args.sessions)
-            with engine.connect() as conn:
-                n = conn.execute(sa.text("SELECT COUNT(*) FROM snapshot_nav")).scalar()
-            print(f"{engine.dialect.name}: {n:,} snapshot_nav rows")
-            measure(engine, args.runs)
-        finally:
-            engine.dispose()
-            if throwaway:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{throwaway}" WITH (FORCE)'))
-            admin.dispose()
+    with bench_database(args.db, args.url) as (engine, empty):
+        if empty:
+            print(f"building {args.accounts} accounts x {args.sessions} sessions into "
+                  f"{engine.dialect.name} ...", file=sys.stderr)
+            build(engine, args.accounts, args.sessions)
+        with engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT COUNT(*) FROM snapshot_nav")).scalar()
+        print(f"{engine.dialect.name}: {n:,} snapshot_nav rows")
+        measure(engine, args.runs)
     return 0
 
 

@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -287,6 +288,35 @@ def time_queries(engine: sa.Engine, runs: int, explain: bool) -> dict[str, float
     return medians
 
 
+@contextmanager
+def bench_database(kind: str, url: str | None) -> Iterator[tuple[sa.Engine, bool]]:
+    """The database to measure, migrated: ``url``, else a new SQLite file (``kind``
+    sqlite) or a throwaway PostgreSQL database, dropped afterwards; and whether it holds
+    no snapshot yet (the data to build)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        throwaway = None
+        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        if url is None and kind == "sqlite":
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        elif url is None:
+            throwaway = f"snapshotter_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{throwaway}"'))
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + throwaway
+        engine = db.make_engine(url)
+        try:
+            migrate.upgrade(url, engine)
+            with engine.connect() as conn:
+                empty = conn.execute(sa.text("SELECT COUNT(*) FROM snapshots")).scalar() == 0
+            yield engine, empty
+        finally:
+            engine.dispose()
+            if throwaway:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{throwaway}" WITH (FORCE)'))
+            admin.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -298,36 +328,16 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true", help="print the query plans")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        url = args.url
-        throwaway = None
-        if url is None and args.db == "sqlite":
-            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        elif url is None:
-            throwaway = f"snapshotter_bench_{uuid.uuid4().hex[:8]}"
-            admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{throwaway}"'))
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + throwaway
-        engine = db.make_engine(url)
-        try:
-            migrate.upgrade(url, engine)
-            with engine.connect() as conn:
-                empty = conn.execute(sa.text("SELECT COUNT(*) FROM snapshots")).scalar() == 0
-            if empty:
-                print(f"building {args.accounts} accounts x {args.holdings} holdings x "
-                      f"{args.sessions} sessions into {engine.dialect.name} ...",
-                      file=sys.stderr)
-                build(engine, args.accounts, args.holdings, args.sessions)
-            with engine.connect() as conn:
-                n = conn.execute(sa.text("SELECT COUNT(*) FROM holdings")).scalar()
-            print(f"{engine.dialect.name}: {n:,} holding rows")
-            time_queries(engine, args.runs, args.explain)
-        finally:
-            engine.dispose()
-            if throwaway:
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{throwaway}" WITH (FORCE)'))
+    with bench_database(args.db, args.url) as (engine, empty):
+        if empty:
+            print(f"building {args.accounts} accounts x {args.holdings} holdings x "
+                  f"{args.sessions} sessions into {engine.dialect.name} ...",
+                  file=sys.stderr)
+            build(engine, args.accounts, args.holdings, args.sessions)
+        with engine.connect() as conn:
+            n = conn.execute(sa.text("SELECT COUNT(*) FROM holdings")).scalar()
+        print(f"{engine.dialect.name}: {n:,} holding rows")
+        time_queries(engine, args.runs, args.explain)
     return 0
 
 

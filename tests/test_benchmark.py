@@ -404,3 +404,18 @@ def test_what_the_csv_reader_accepts() -> None:
         parse_index_csv(b"Date,Close,close\n2025-12-01,1,2\n", "x.csv")
     with pytest.raises(BenchmarkFileError, match="'inf' is not a number"):
         parse_index_csv(b"Date,Close\n2025-12-01,inf\n", "x.csv")
+
+
+def test_global_options_before_and_after_the_action(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    """`benchmark` takes --config, -v and --json-logs where `db` does: before its action
+    too (was "invalid choice: 'CFG'"), and lists them in its help."""
+    cfg = _config(sim, sim_accounts, database_url, tmp_path)
+    before = run_cli("benchmark", "--config", cfg, "import", "NIFTY50", str(NSE_EXPORT))
+    assert (before.returncode, before.stdout.strip()) == (
+        0, "NIFTY50: 5 closes imported (2025-12-01 .. 2025-12-05), 5 new"), before.stderr
+    after = run_cli("benchmark", "import", "NIFTY50", str(NSE_EXPORT), "--config", cfg)
+    assert after.returncode == 0 and after.stdout.strip().endswith(", 0 new"), after.stderr
+    usage = run_cli("benchmark", "--help")
+    assert usage.returncode == 0 and "--config PATH" in usage.stdout, usage.stdout

@@ -18,7 +18,8 @@ from tests.conftest import config_dict, run_cli, write_config
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
-READ_COMMANDS = [("status",), ("report", "summary"), ("export", "--out", "EXPORT"),
+READ_COMMANDS = [("status",), ("report", "summary"), ("report", "performance"),
+                 ("report", "tax", "--fy", "2025-26"), ("export", "--out", "EXPORT"),
                  ("chart", "--out", "CHART.png")]
 
 
@@ -204,7 +205,8 @@ def test_a_missing_postgres_database_is_75_for_every_command(
 # -- read commands never invent a database -----------------------------------------------
 
 
-@pytest.mark.parametrize("args", READ_COMMANDS, ids=lambda a: a[0])
+@pytest.mark.parametrize("args", READ_COMMANDS,
+                         ids=lambda a: "-".join(w for w in a[:2] if not w.startswith("-")))
 def test_read_commands_never_create_a_sqlite_database(
         args: tuple[str, ...], sim: KiteSimulator, sim_accounts: list[SimAccount],
         tmp_path: Path) -> None:

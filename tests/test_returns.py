@@ -24,12 +24,15 @@ Benchmark NIFTY50: 10-30 20000, 11-02 20100, 11-03 20400, 11-04 20300, 11-05 205
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import math
 import statistics
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshotter.normalize import normalize_all
-from snapshotter.reports.performance import KEYS, daily_returns, performance
+from snapshotter.reports.performance import KEYS, MONEY, RATIOS, daily_returns, performance
 from snapshotter.reports.tables import Filters
 from snapshotter.sessions import TradingCalendar
 from snapshotter.store import engine as db
@@ -537,6 +540,37 @@ def test_report_performance_command(cfg: Path) -> None:
     assert misplaced.returncode == 2 and "--benchmark is for" in misplaced.stderr
 
 
+def _places(text: str) -> int:
+    exponent = Decimal(text).as_tuple().exponent
+    assert isinstance(exponent, int), text
+    return max(0, -exponent)
+
+
+def test_report_performance_csv_and_json_are_rounded(cfg: Path) -> None:
+    """As the other reports (README: Reports, exports and the chart): money to 6 decimals,
+    ratios to 10, no float noise, and the CSV ends with its last row (was
+    0.17236413652190373 and a blank line)."""
+    args = ["--config", str(cfg), "report", "performance", "--benchmark", "NIFTY50"]
+    out = run_cli(*args, "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("\n") and not out.stdout.endswith("\n\n")
+    data = run_cli(*args, "--format", "json")
+    assert data.returncode == 0, data.stderr
+    for rows in (list(csv.DictReader(io.StringIO(out.stdout))),
+                 [{k: "" if v is None else str(v) for k, v in row.items()}
+                  for row in json.loads(data.stdout)]):
+        assert [row["account"] for row in rows] == [A, B, "ALL"]
+        for row in rows:
+            for column in (*MONEY, *RATIOS):
+                if row[column]:
+                    assert _places(row[column]) <= (6 if column in MONEY else 10), \
+                        (row["account"], column, row[column])
+        twr = {row["account"]: float(row["twr"]) for row in rows}
+        assert twr[A] == round(EXPECTED_A["twr"], 10)
+    assert max(_places(str(v)) for row in json.loads(data.stdout)
+               for k, v in row.items() if k in RATIOS and v is not None) == 10
+
+
 def test_chart_against_a_benchmark(cfg: Path, engine: sa.Engine, tmp_path: Path) -> None:
     from snapshotter.reports.chart import benchmark_chart_data
 
@@ -558,3 +592,21 @@ def test_chart_against_a_benchmark(cfg: Path, engine: sa.Engine, tmp_path: Path)
                       "--benchmark", "NOPE")
     assert unknown.returncode == 2 and "unknown benchmark 'NOPE'" in unknown.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_chart_against_a_benchmark_into_a_directory(cfg: Path, tmp_path: Path) -> None:
+    """`--out DIR` names the file after what it shows: the NAV against NIFTY50 does not
+    replace the portfolio chart already in DIR (both were DIR/portfolio.png)."""
+    out = tmp_path / "charts"
+    out.mkdir()
+    base = ["--config", str(cfg), "chart", "--out", str(out)]
+    written = []
+    for extra in ([], ["--benchmark", "nifty50"], ["--benchmark", "NIFTY50", "--account", A]):
+        result = run_cli(*base, *extra)
+        assert result.returncode == 0, result.stderr
+        written.append(result.stdout.splitlines()[0])
+    assert written == [f"wrote {out / 'portfolio.png'}",
+                       f"wrote {out / 'portfolio-vs-NIFTY50.png'}",
+                       f"wrote {out / f'portfolio-{A}-vs-NIFTY50.png'}"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"portfolio-{A}-vs-NIFTY50.png", "portfolio-vs-NIFTY50.png", "portfolio.png"]

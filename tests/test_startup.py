@@ -38,6 +38,9 @@ def imported(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     (("no-such-command",), 2),
     (("report", "no-such-kind"), 2),
     (("run", "--no-such-option"), 2),
+    (("benchmark", "import", "--help"), 0),
+    (("import", "tradebok"), 2),
+    (("report", "performance", "--benchmarc", "NIFTY50"), 2),
 ])
 def test_printing_commands_import_no_library(args: tuple[str, ...], code: int) -> None:
     result, modules = imported(*args)

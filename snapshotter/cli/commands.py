@@ -437,7 +437,7 @@ def cmd_chart(args: argparse.Namespace) -> int:
     account = args.account.strip().upper() if args.account else None
     if args.benchmark and args.per_account:
         raise UsageError("--benchmark draws one NAV line; leave out --per-account")
-    path = chart.output_path(args.out, account, args.per_account)
+    path = chart.output_path(args.out, account, args.per_account, args.benchmark)
     with _database(args, create=False) as (config, engine):
         _known_accounts(config, engine, [account] if account else [])
         if args.benchmark:

@@ -175,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="report performance: compare with this index's closes "
                     "(benchmark_daily)")
 
-    bm = sub.add_parser("benchmark", help="daily closes of an index (NIFTY 50...) to "
-                        "compare returns with: import a CSV or fetch from Kite",
-                        description="Daily closes of a benchmark index, kept in table "
-                        "benchmark_daily under NAME (trimmed, upper-cased).")
+    bm = _subcommand(sub, "benchmark", "daily closes of an index (NIFTY 50...) to compare "
+                     "returns with: import a CSV or fetch from Kite",
+                     "Daily closes of a benchmark index, kept in table benchmark_daily "
+                     "under NAME (trimmed, upper-cased).")
     bmsub = bm.add_subparsers(dest="benchmark_command", metavar="ACTION", required=True)
     bi = _command(bmsub, "import", commands.cmd_benchmark_import,
                   "daily closes from an index CSV (as NSE's index pages export it)",
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "PNG of total value, cumulative market P&L, drawdown")
     ch.add_argument("--out", required=True, metavar="FILE.png|DIR",
                     help="the image file, or a directory (existing, or ending in /) to "
-                    "write portfolio.png (portfolio-ACCOUNT.png, portfolio-per-account.png) in")
+                    "write portfolio.png (portfolio-ACCOUNT.png, portfolio-per-account.png, "
+                    "portfolio-vs-NAME.png) in")
     ch.add_argument("--account", metavar="USER_ID", help="one account (default: all, summed)")
     ch.add_argument("--per-account", action="store_true",
                     help="one line per account instead of their sum")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -66,14 +67,17 @@ def chart_data(engine: sa.Engine, account: str | None = None,
     return frame
 
 
-def output_path(out: str, account: str | None = None, per_account: bool = False) -> Path:
+def output_path(out: str, account: str | None = None, per_account: bool = False,
+                benchmark: str | None = None) -> Path:
     """`chart --out`: a file, or inside a directory (one that exists, or a path ending in
-    /) a file named after what it shows: portfolio.png, portfolio-ACCOUNT.png or
-    portfolio-per-account.png."""
+    /) a file named after what it shows: portfolio.png, portfolio-ACCOUNT.png,
+    portfolio-per-account.png, or with a benchmark portfolio[-ACCOUNT]-vs-NAME.png."""
     path = Path(out)
     if path.is_dir() or out.endswith(("/", os.sep)):
         name = ("portfolio-per-account" if per_account
                 else f"portfolio-{account}" if account else "portfolio")
+        if benchmark:
+            name += "-vs-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", benchmark.strip().upper())
         path = path / f"{name}.png"
     return path
 
