@@ -293,6 +293,9 @@ def test_files_that_are_not_what_they_claim(lite_cfg: Path, tmp_path: Path) -> N
     assert f"error: {tmp_path / 'nope.csv'}: cannot read: No such file or directory" \
         in missing.stderr
     assert rows(lite_cfg, "SELECT COUNT(*) FROM console_files") == [(0,)]
+    # nothing imported, nothing rebuilt (and not said to be)
+    gone = cli(lite_cfg, "import", "tradebook", str(tmp_path / "nope.csv"), "--account", ACCOUNT)
+    assert gone.returncode == 2 and "FIFO lots rebuilt" not in gone.stdout + gone.stderr
 
 
 def test_unknown_account_is_a_config_error(lite_cfg: Path) -> None:

@@ -73,6 +73,19 @@ def test_report_pnl_date_range(cfg: Path, demo_db: Path) -> None:
     assert {r["account"] for r in rows} == {"DM0001", "DM0002"}
 
 
+def test_report_into_a_closed_pipe_is_quiet(cfg: Path, demo_db: Path) -> None:
+    """`snapshotter report pnl | head -1`: the reader stops early (here at once); no
+    error, exit 0."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        ["bash", "-c", "set -o pipefail; "
+         f"'{sys.executable}' -m snapshotter --config '{cfg}' report pnl --format csv | true"],
+        capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_report_summary_and_holdings_tables(cfg: Path, demo_db: Path) -> None:
     summary = run_cli("--config", str(cfg), "report", "summary")
     assert summary.returncode == 0, summary.stderr

@@ -36,6 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # `snapshotter report ... | head`: the reader has what it wanted. Nothing more can
+        # be written; point stdout at /dev/null so that Python's exit flush stays quiet.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     except Exception as exc:  # the last line of defence: one line, no secrets
         # Only a command that imported SQLAlchemy can raise its errors.
         sa_exc = sys.modules.get("sqlalchemy.exc")

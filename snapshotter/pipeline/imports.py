@@ -123,7 +123,7 @@ def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[s
                 "values; the stored one is kept" for line, trade in stored.conflicts]
             result.files.append(FileResult(path, stored.rows, stored.new, stored.known,
                                            read.detail))
-        if kind in ("tradebook", "actions"):  # what the lots are built from
+        if kind in ("tradebook", "actions") and result.files:  # what the lots come from
             result.lots = rebuild_lots(engine, user_id)
     return result
 
