@@ -33,6 +33,7 @@ plus D's own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -148,7 +149,7 @@ EXPECTED_OWN = {
     "nav_return": NAV_OWN[-1] / 1000 - 1,
     "cagr": (NAV_OWN[-1] / 1000) ** (365 / 10) - 1,
     "max_drawdown": 0.9825 - 1,                                              # 11-09
-    "volatility": volatility([b / a - 1 for a, b in zip(NAV_OWN, NAV_OWN[1:], strict=False)]),
+    "volatility": volatility([b / a - 1 for a, b in itertools.pairwise(NAV_OWN)]),
     "gaps": 1,
 }
 OWN_FLOWS = [(D1, -10000), (D6, -3000), (D7, 4580), (D8, 20200)]
