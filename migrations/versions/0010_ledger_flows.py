@@ -90,12 +90,13 @@ series AS (
         LAG(t.snapshot_date) OVER (ORDER BY t.snapshot_date) AS previous_snapshot_date,
         LAG(t.cash_flow) OVER (ORDER BY t.snapshot_date) AS previous_cash_flow
     FROM snapshot_totals t
-    JOIN snapshots s ON s.id = t.snapshot_id AND s.status = 'ok'
-    WHERE t.account = :account
-        AND t.snapshot_date >= COALESCE((
-            SELECT MAX(p.snapshot_date)
+    JOIN snapshots s
+        ON s.account = t.account AND s.snapshot_date = t.snapshot_date
+        AND s.id = t.snapshot_id
+    WHERE t.account = :account AND s.status = 'ok'
+        AND t.snapshot_date >= COALESCE((  -- from the previous snapshot (only complete
+            SELECT MAX(p.snapshot_date)    -- snapshots have totals): one index probe
             FROM snapshot_totals p
-            JOIN snapshots ps ON ps.id = p.snapshot_id AND ps.status = 'ok'
             WHERE p.account = :account AND p.snapshot_date < :start), :start)
 )
 SELECT
