@@ -263,6 +263,7 @@ def test_0008_fills_snapshot_nav_for_existing_history(database_url: str,
         delete_rows = store._delete_rows
         with monkeypatch.context() as m:  # store as it was at 0007: no snapshot_nav
             m.setattr(store, "_insert_nav", lambda session, account, start: None)
+            m.setattr(store, "_insert_flows", lambda session, account, start: None)
             m.setattr(store, "_delete_rows",
                       lambda session, ids, nav=True: delete_rows(session, ids, nav=False))
             load_scenario(engine)

@@ -29,6 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -449,16 +450,18 @@ def _comparable(value: Any) -> Any:
     return (type(plain(value)).__name__, plain(value))
 
 
-def _all_views(engine: sa.Engine,
-               names: Iterable[str] | None = None) -> dict[str, list[tuple[Any, ...]]]:
-    """Every view the database has (an older revision has fewer), or those named; sorted
-    rows."""
+def _all_views(engine: sa.Engine, names: Iterable[str] | dict[str, list[str]] | None = None,
+               ) -> dict[str, list[tuple[Any, ...]]]:
+    """Every view the database has (an older revision has fewer), or those named (with
+    a dict: only the columns it lists, as an older revision had them); sorted rows."""
     out = {}
     present = set(sa.inspect(engine).get_view_names())
+    columns = names if isinstance(names, dict) else {}
     with engine.connect() as conn:
         for name in ((n for n in views.VIEWS if n in present) if names is None
                      else names):
-            rows = conn.execute(sa.text(f"SELECT * FROM {name}"))
+            listed = ", ".join(columns.get(name, ["*"]))
+            rows = conn.execute(sa.text(f"SELECT {listed} FROM {name}"))
             out[name] = sorted(tuple(_comparable(v) for v in row) for row in rows)
     return out
 
@@ -484,18 +487,60 @@ def test_same_results_on_sqlite_and_postgres(both: tuple[sa.Engine, sa.Engine]) 
     give the same rows, column types and values (to 9 decimals) on both databases."""
     from benchmarks.bench_views import generate, insert, sessions
 
+    days = sessions(60, date(2025, 1, 6))
     for engine in both:
         load_scenario(engine)
         load_trade_positions(engine)
-        for batch in generate(accounts=2, n_holdings=12, days=sessions(60, date(2025, 1, 6)),
-                              seed=11, first_snapshot_id=1000):
+        for batch in generate(accounts=2, n_holdings=12, days=days, seed=11,
+                              first_snapshot_id=1000):
             with engine.begin() as conn:
                 insert(conn, batch)
+        for account in ("BM0001", "BM0002"):
+            import_random_ledger(engine, account, days)
     lite, pg = (_all_views(engine) for engine in both)
     for name in views.VIEWS:
         assert lite[name], f"{name}: no rows to compare"
         assert lite[name] == pg[name], name
     assert len(lite["realised_estimate"]) > 10
+    assert sum(row[-1] == ("str", "ledger") for row in lite["portfolio_daily"]) > 100
+    [moved] = query(both[0], "SELECT COUNT(*) AS n FROM portfolio_daily p JOIN "
+                             "snapshot_totals t ON t.snapshot_id = p.snapshot_id "
+                             "WHERE p.cash_flow <> t.cash_flow")
+    assert moved["n"] > 10  # the Saturdays' deposits, on the Mondays
+
+
+def import_random_ledger(engine: sa.Engine, account: str, days: list[date]) -> None:
+    """A ledger for ``account`` as `import ledger` stores it, covering ``days``: its
+    pay-ins and payouts on their days, and a deposit on every Saturday and on every
+    session it has no complete snapshot of (flows the snapshots never show)."""
+    from snapshotter.store import console
+
+    with engine.connect() as conn:
+        flows = conn.execute(sa.text(
+            "SELECT f.snapshot_date, f.intraday_payin, f.payout FROM funds f "
+            "JOIN snapshots s ON s.id = f.snapshot_id AND s.status = 'ok' "
+            "WHERE f.account = :a AND f.segment = 'equity'"), {"a": account}).all()
+    seen = {date.fromisoformat(d) if isinstance(d, str) else d: (payin, payout)
+            for d, payin, payout in flows}
+    lines = []
+    for day in pd.date_range(days[0], days[-1]).date:
+        missed = day.weekday() == 5 or (day.weekday() < 5 and day not in seen)
+        payin, payout = (1000.25 + day.day, 0.0) if missed else seen.get(day, (0.0, 0.0))
+        if payin:
+            lines.append((day, f"Funds added on {day}", "Bank Receipts", 0.0, payin))
+        if payout:
+            lines.append((day, f"Funds paid out on {day}", "Bank Payments", payout, 0.0))
+    frame = pd.DataFrame(lines, columns=["posting_date", "particulars", "voucher_type",
+                                         "debit", "credit"])
+    frame["cost_center"] = "NSE-EQ - Z"
+    frame["amount"] = frame["credit"] - frame["debit"]
+    frame["net_balance"] = frame["amount"].cumsum().round(2)
+    frame["kind"] = frame["voucher_type"].map({"Bank Receipts": "deposit",
+                                               "Bank Payments": "withdrawal"})
+    frame["occurrence"] = 1
+    frame["line"] = range(2, len(frame) + 2)
+    console.store_file(engine, "ledger", account, "ledger.csv", "x", frame,
+                       datetime(2025, 4, 1, tzinfo=UTC))
 
 
 # --- the migration ---------------------------------------------------------------------
@@ -536,6 +581,7 @@ def test_0003_backfills_snapshot_totals(database_url: str,
         with monkeypatch.context() as m:  # store as it was at 0002: no snapshot_totals
             m.setattr(store, "_insert_totals", lambda session, snapshot_id: None)
             m.setattr(store, "_insert_nav", lambda session, account, start: None)
+            m.setattr(store, "_insert_flows", lambda session, account, start: None)
             m.setattr(store, "_delete_rows", delete_data_rows)
             load_scenario(engine)
         with engine.begin() as conn:
@@ -546,8 +592,10 @@ def test_0003_backfills_snapshot_totals(database_url: str,
             with engine.begin() as conn:
                 insert(conn, batch, totals=False)
         assert "snapshot_totals" not in sa.inspect(engine).get_table_names()
-        at_0002 = list(ScriptDirectory(str(migrations.migrations_dir()))
-                       .get_revision("0002").module.VIEWS)  # later views came later
+        at_0002 = {  # later views came later; later columns too
+            name: [c["name"] for c in sa.inspect(engine).get_columns(name)]
+            for name in ScriptDirectory(str(migrations.migrations_dir()))
+            .get_revision("0002").module.VIEWS}
         before = _all_views(engine, at_0002)
         assert all(before.values())
 

@@ -22,7 +22,11 @@ The window of an account runs from its first complete snapshot on or after ``--f
 - ``volatility`` = sample standard deviation of the daily NAV returns (nav / the
   previous row's nav - 1, within the window) * sqrt(252)
 - ``gaps`` = NSE sessions in the window without a complete snapshot (for ALL: sessions
-  on which some account lacks one within its own window)
+  on which some account lacks one within its own window). The table warns about those
+  whose cash flows are unknown; a gap whose next snapshot takes its cash flow from the
+  imported ledger (nav_daily's ``cash_flow_source`` 'ledger': the ledger covers the
+  days from the snapshot before the gap to the one after it) lost no flow, and is only
+  noted
 - ``benchmark_return`` = close on the last benchmark date <= ``to`` / close on the last
   date <= ``from``, minus 1 (the same days as nav_return); ``excess_return`` =
   nav_return - benchmark_return
@@ -102,7 +106,9 @@ def _account_rows(engine: sa.Engine, filters: Filters, accounts: list[str] | Non
         where += f" AND account IN ({', '.join(':' + n for n in names) or 'NULL'})"
         params.update(names)
     return _query(engine, f"""
-        SELECT account, snapshot_date, total_value, cash_flow, nav FROM nav_daily
+        SELECT account, snapshot_date, total_value, cash_flow, nav,
+               CASE WHEN cash_flow_source = 'ledger' THEN 1 ELSE 0 END AS from_ledger
+        FROM nav_daily
         WHERE {where} ORDER BY account, snapshot_date""", params)
 
 
@@ -203,14 +209,26 @@ def _sessions(calendar: TradingCalendar, start: date, end: date) -> pd.Series:
 
 def _gap_dates(rows: pd.DataFrame, windows: pd.DataFrame,
                calendar: TradingCalendar) -> pd.DataFrame:
-    """(account, date) of each session in an account's window without a snapshot."""
+    """(account, date, covered) of each session in an account's window without a
+    snapshot; ``covered``: the account's next snapshot takes its cash flow from the
+    ledger (which then covers the gap)."""
     if windows.empty:
-        return pd.DataFrame({"account": [], "date": pd.to_datetime([])})
+        return pd.DataFrame({"account": pd.Series([], dtype=object),
+                             "date": pd.to_datetime([]).astype("datetime64[us]"),
+                             "covered": pd.Series([], dtype=bool)})
     sessions = _sessions(calendar, windows["from"].min().date(), windows["to"].max().date())
     cross = windows[["from", "to"]].reset_index().merge(sessions.to_frame(), how="cross")
     cross = cross[(cross["date"] >= cross["from"]) & (cross["date"] <= cross["to"])]
     found = cross.merge(rows[["account", "date"]], how="left", indicator=True)
-    return found.loc[found["_merge"] == "left_only", ["account", "date"]]
+    gaps = found.loc[found["_merge"] == "left_only", ["account", "date"]]
+    gaps["date"] = gaps["date"].astype("datetime64[us]")
+    # Within a window every gap has a next snapshot (the window ends on one).
+    following = pd.merge_asof(
+        gaps.sort_values("date"), rows[["account", "date", "from_ledger"]].sort_values("date"),
+        on="date", by="account", direction="forward", allow_exact_matches=False)
+    following["covered"] = following["from_ledger"] == 1
+    return following[["account", "date", "covered"]].sort_values(
+        ["account", "date"], ignore_index=True)
 
 
 def benchmark_closes(engine: sa.Engine, name: str) -> tuple[str, pd.DataFrame]:
@@ -272,10 +290,10 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
     out["xirr"] = rates.reindex(out.index)
     gaps = _gap_dates(rows[rows["account"] != ALL], out.drop(index=ALL, errors="ignore"),
                       calendar)
-    if ALL in out.index:
+    if ALL in out.index:  # a session is covered for ALL when every account's gap is
         window = (gaps["date"] >= out.at[ALL, "from"]) & (gaps["date"] <= out.at[ALL, "to"])
-        gaps = pd.concat([gaps, pd.DataFrame(
-            {"account": ALL, "date": gaps.loc[window, "date"].drop_duplicates()})])
+        every = gaps[window].groupby("date", as_index=False)["covered"].all()
+        gaps = pd.concat([gaps, every.assign(account=ALL)], ignore_index=True)
     out["gaps"] = gaps.groupby("account").size().reindex(out.index).fillna(0).astype(int)
     if wanted:
         out = out[out.index.isin(wanted)]
@@ -287,10 +305,11 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
     notes = _notes(out, xirr_notes)
     if name is not None and closes is not None:
         _add_benchmark(out, name, closes, notes)
+    notes += _covered_gap_notes(gaps[gaps["covered"]])
     frame = out.reset_index()
     frame["from"] = frame["from"].dt.date.map(date.isoformat)
     frame["to"] = frame["to"].dt.date.map(date.isoformat)
-    return Performance(frame[columns], notes, _gap_warnings(gaps))
+    return Performance(frame[columns], notes, _gap_warnings(gaps[~gaps["covered"]]))
 
 
 def _notes(out: pd.DataFrame, xirr_notes: dict[str, str]) -> list[str]:
@@ -308,17 +327,33 @@ def _notes(out: pd.DataFrame, xirr_notes: dict[str, str]) -> list[str]:
     return notes
 
 
+def _named_days(part: pd.DataFrame) -> tuple[int, str]:
+    days = [d.date().isoformat() for d in part["date"]]
+    named = ", ".join(days[:MAX_DATES_NAMED])
+    if len(days) > MAX_DATES_NAMED:
+        named += f" and {len(days) - MAX_DATES_NAMED} more"
+    return len(days), named
+
+
 def _gap_warnings(gaps: pd.DataFrame) -> list[str]:
+    """The gaps whose cash flows no ledger gives."""
     warnings = []
     for account, part in gaps.sort_values(["account", "date"]).groupby("account"):
-        days = [d.date().isoformat() for d in part["date"]]
-        named = ", ".join(days[:MAX_DATES_NAMED])
-        if len(days) > MAX_DATES_NAMED:
-            named += f" and {len(days) - MAX_DATES_NAMED} more"
-        warnings.append(f"{account}: {len(days)} NSE session(s) in the window have no "
+        count, named = _named_days(part)
+        warnings.append(f"{account}: {count} NSE session(s) in the window have no "
                         f"snapshot ({named}): a gap hides that day's cash flows (Kite shows "
                         f"pay-ins only intraday), which then count as market P&L")
     return warnings
+
+
+def _covered_gap_notes(gaps: pd.DataFrame) -> list[str]:
+    """The gaps whose cash flows the imported ledger gives."""
+    notes = []
+    for account, part in gaps.sort_values(["account", "date"]).groupby("account"):
+        count, named = _named_days(part)
+        notes.append(f"{account}: {count} NSE session(s) in the window have no snapshot "
+                     f"({named}); their cash flows come from the imported ledger")
+    return notes
 
 
 def _table_cell(value: Any, column: str) -> str:

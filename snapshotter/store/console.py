@@ -11,6 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from snapshotter.normalize import frame_records
+from snapshotter.store import writes
 from snapshotter.store.models import (
     Base,
     ConsoleFile,
@@ -58,7 +59,10 @@ class Stored:
 def store_file(engine: sa.Engine, kind: str, account: str, file_name: str, sha256: str,
                frame: pd.DataFrame, now: datetime) -> Stored:
     """One transaction: the file's ``console_files`` row and its rows whose key the
-    account does not have yet (``frame``'s ``line`` column says where each came from)."""
+    account does not have yet (``frame``'s ``line`` column says where each came from).
+    A ledger file also records the days it covers (its first and last posting date),
+    and the account's ``ledger_flows`` (and the NAVs from the first flow that changed)
+    are recomputed."""
     table, key = TABLES[kind], KEYS[kind]
     columns = [c.name for c in table.columns
                if c.name not in ("id", "account", "file_id", "source_file")]
@@ -71,14 +75,20 @@ def store_file(engine: sa.Engine, kind: str, account: str, file_name: str, sha25
                              suffixes=("", "_stored"))
         new = frame[(marked["_merge"] == "left_only").to_numpy()]
         stored = Stored(len(frame), len(new), _conflicts(kind, marked))
+        covered = {}
+        if kind == "ledger" and frame["posting_date"].notna().any():
+            covered = {"first_date": frame["posting_date"].min(),
+                       "last_date": frame["posting_date"].max()}
         file_id = conn.execute(sa.insert(_FILES).values(
             account=account, kind=kind, file_name=file_name, sha256=sha256,
-            imported_at=now, rows=len(frame), new_rows=len(new)).returning(_FILES.c.id)
-        ).scalar_one()
+            imported_at=now, rows=len(frame), new_rows=len(new), **covered,
+        ).returning(_FILES.c.id)).scalar_one()
         rows = frame_records(new[columns], {"account": account, "file_id": file_id,
                                             "source_file": file_name})
         if rows:
             conn.execute(sa.insert(table), rows)
+        if kind == "ledger":
+            writes.refresh_ledger_flows(conn, account)
     return stored
 
 

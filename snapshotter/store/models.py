@@ -168,6 +168,34 @@ class SnapshotNav(Base):
     )
 
 
+class LedgerFlow(Base):
+    """Per complete snapshot whose cash flows the imported ledger covers, that flow (what
+    ``portfolio_daily.cash_flow`` shows for it): the ledger's deposits and withdrawals
+    posted from the previous snapshot's date (``previous_snapshot_date``) to the day
+    before this one, minus what the previous snapshot showed of its own day, plus what
+    this one shows of its own (see the ``portfolio_daily`` view).
+
+    Derived data: ``store`` fills it with ``views.LEDGER_FLOWS`` for the account from a
+    session onwards, in the transaction that writes a snapshot or imports a ledger file;
+    a superseded snapshot's row goes with it. A snapshot without a row keeps its own
+    flow (intraday_payin - payout).
+    """
+
+    __tablename__ = "ledger_flows"
+
+    snapshot_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    account: Mapped[str] = mapped_column(sa.Text)
+    snapshot_date: Mapped[date] = mapped_column(sa.Date)
+    previous_snapshot_date: Mapped[date] = mapped_column(sa.Date)
+    cash_flow: Mapped[float] = mapped_column(sa.Double)
+
+    __table_args__ = (
+        sa.Index("ix_ledger_flows_account_date", "account", "snapshot_date"),
+    )
+
+
 class BenchmarkDaily(Base):
     """Daily closes of a benchmark index (``benchmark import`` / ``benchmark fetch``), one
     row per name and date, upserted."""
@@ -188,7 +216,9 @@ ACTION_KINDS = ("split", "bonus")
 
 class ConsoleFile(Base):
     """One imported Console file: every row of ``trades``, ``ledger_entries``,
-    ``dividends`` and ``corporate_action_entries`` names the file it came from."""
+    ``dividends`` and ``corporate_action_entries`` names the file it came from. A ledger
+    file's ``first_date``/``last_date`` (its first and last posting date; NULL for the
+    other kinds) are the days whose cash flows it covers (``ledger_flows``)."""
 
     __tablename__ = "console_files"
 
@@ -200,6 +230,9 @@ class ConsoleFile(Base):
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime)
     rows: Mapped[int] = mapped_column(sa.Integer)
     new_rows: Mapped[int] = mapped_column(sa.Integer)
+    # A ledger file's first and last posting_date: the days its flows cover.
+    first_date: Mapped[date | None] = mapped_column(sa.Date)
+    last_date: Mapped[date | None] = mapped_column(sa.Date)
 
     __table_args__ = (
         sa.CheckConstraint("kind IN ('tradebook', 'ledger', 'dividends', 'actions')",

@@ -45,7 +45,10 @@ and which goes with them when the snapshot is superseded (a snapshot's rows chan
 hand, bypassing ``store``, leave its totals stale: ``run --from-raw`` rebuilds both).
 Likewise the NAV recursion of ``nav_daily`` is the ``snapshot_nav`` table, which
 ``store`` fills with ``SNAPSHOT_NAV`` for the account from the session it writes onwards
-(``nav_daily_all``, one row a session, recurses at query time: migration 0008 says why).
+(``nav_daily_all``, one row a session, recurses at query time: migration 0008 says why),
+and the cash flows the imported ledger gives the snapshots it covers are the
+``ledger_flows`` table (``LEDGER_FLOWS``; migration 0010), which ``portfolio_daily``
+joins by snapshot id.
 Tables are joined on (account, snapshot_date, snapshot id), and every window is
 partitioned by account, so that both planners push ``account = ?`` down to the index
 scans (PostgreSQL through equivalence classes, SQLite through constant propagation and
@@ -88,6 +91,16 @@ runs it in the transaction that writes a snapshot (for the newest session, one r
 migration that (re)builds the table runs a frozen copy for every account.
 """
 
+LEDGER_FLOWS_DOC = """\
+Fill ``ledger_flows`` for one account's complete snapshots of ``start`` and after (which
+must have no row there yet: ``store`` deletes them first) whose cash flows its imported
+ledger covers, with that flow (see ``portfolio_daily``'s ``cash_flow``). ``store`` runs
+it in the transaction that writes a snapshot (from that session: the snapshot after it
+gets another previous snapshot) and, from the account's first session, in the one that
+imports a ledger file; then the account's ``snapshot_nav`` rows are recomputed from the
+first snapshot whose flow changed.
+"""
+
 # What each view answers, with its formulas (the SQL is in the migrations).
 DOCS: dict[str, str] = {
     'portfolio_daily': """\
@@ -103,9 +116,20 @@ has no row). ``final`` is 1 when the snapshot was taken after the close.
   last_price) over the mutual-fund holdings (average_price for a fund without last_price)
 - ``positions_pnl`` = sum(pnl) over net positions; ``positions_m2m`` = sum(m2m) over net
   positions whose product is not CNC (a CNC buy already shows as a T+1 holding)
-- ``cash`` = sum(cash - payout) and ``cash_flow`` = sum(intraday_payin - payout) over the
-  funds segments (deposits positive, withdrawals negative)
+- ``cash`` = sum(cash - payout) over the funds segments
+- ``cash_flow``: money moved in (positive) or out (negative) since the previous complete
+  snapshot. Where no imported ledger covers it (``cash_flow_source`` 'snapshot'):
+  sum(intraday_payin - payout) over the funds segments, the flows Kite shows on the
+  snapshot's own day. Where the ledger covers every day from the previous snapshot's
+  date P to this snapshot's date D (``cash_flow_source`` 'ledger', from
+  ``ledger_flows``): the ledger's deposits and withdrawals (``Bank Receipts``,
+  ``Bank Payments``) posted on P .. D - 1, minus P's own intraday_payin - payout (what
+  P already counted of its day), plus D's own: a flow counts once, on the first
+  snapshot whose value holds it (a deposit on a day without a snapshot, or after that
+  day's snapshot was taken, on the next snapshot). A ledger file covers the days from
+  its first to its last posting date; an account's first snapshot keeps its own flow
 - ``total_value`` = holdings_value + mf_value + cash + positions_m2m
+- ``cash_flow_source``: 'ledger' or 'snapshot', as above
 
 A part without rows (no MF, no positions) is 0; NULL quantities and amounts count as 0.
 Money is rounded to 6 decimals. The sums are read from ``snapshot_totals`` (computed by
@@ -123,7 +147,9 @@ Day-on-day P&L and time-weighted return per account, one row per ``portfolio_dai
 - ``previous_snapshot_date``/``previous_total_value``: the account's previous complete
   snapshot, however many sessions back (a failed or missed session is a gap, not a zero)
 - ``value_change`` = total_value - previous total_value
-- ``cash_flow`` = that day's intraday_payin - payout (from ``portfolio_daily``)
+- ``cash_flow``: the money moved in or out since the previous snapshot (from
+  ``portfolio_daily``: that day's intraday_payin - payout, or the imported ledger's
+  flows where it covers the days since the previous snapshot)
 - ``market_pnl`` = value_change - cash_flow
 - ``daily_return`` = market_pnl / previous total_value; NULL when the previous
   total_value is 0 or less, or when the return would be -100% or worse
@@ -186,8 +212,9 @@ Listed when |ours - kite| > 1 and |ours - kite| > 0.5% of |kite|;
     'nav_daily': """\
 NAV units per account, as Zerodha Console's Performance Curve counts them: one row per
 ``portfolio_daily`` row (complete snapshots; a failed or missed session is a gap, and
-the previous row is the previous complete snapshot), with its ``total_value`` and
-``cash_flow`` (V and f below), ``units`` and ``nav``:
+the previous row is the previous complete snapshot), with its ``total_value``,
+``cash_flow`` (V and f below; the imported ledger's flows where it covers them) and
+``cash_flow_source`` (as in ``portfolio_daily``), ``units`` and ``nav``:
 
 - first row with V > 0: nav = 1000, units = V / 1000
 - then, from the previous row's units_prev and nav_prev:
@@ -232,7 +259,7 @@ _MONEY = ("holdings_invested, holdings_value, holdings_unrealised_pnl, holdings_
           "mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow, "
           "total_value: float")
 COLUMNS: dict[str, dict[str, Kind]] = {
-    "portfolio_daily": kinds(f"{_KEY}; final: bool; {_MONEY}"),
+    "portfolio_daily": kinds(f"{_KEY}; final: bool; {_MONEY}; cash_flow_source: str"),
     "portfolio_daily_all": kinds(f"snapshot_date: date; accounts: int; {_MONEY}"),
     "pnl_daily": kinds(
         f"{_KEY}; previous_snapshot_date: date; previous_total_value, total_value, "
@@ -251,7 +278,8 @@ COLUMNS: dict[str, dict[str, Kind]] = {
         "old_average_price, new_average_price: float"),
     "reconciliation": kinds(
         f"{_KEY}; exchange, tradingsymbol, field: str; ours, kite, difference: float"),
-    "nav_daily": kinds(f"{_KEY}; total_value, cash_flow, units, nav: float"),
+    "nav_daily": kinds(
+        f"{_KEY}; total_value, cash_flow, units, nav: float; cash_flow_source: str"),
     "nav_daily_all": kinds(
         "snapshot_date: date; accounts: int; total_value, cash_flow, units, nav: float"),
     "trade_reconciliation": kinds(
@@ -278,13 +306,14 @@ def _migrated() -> tuple[dict[str, str], dict[str, str]]:
     return views, fills
 
 
-FILLS = ("SNAPSHOT_TOTALS", "SNAPSHOT_NAV")
+FILLS = ("SNAPSHOT_TOTALS", "SNAPSHOT_NAV", "LEDGER_FLOWS")
 """The SQL texts that fill the derived tables (``store`` runs them)."""
 
 
 def __getattr__(name: str) -> Any:
-    """``VIEWS`` (name -> CREATE VIEW text, in creation order), ``SNAPSHOT_TOTALS`` and
-    ``SNAPSHOT_NAV``: the newest text of each, as the migrations hold it."""
+    """``VIEWS`` (name -> CREATE VIEW text, in creation order), ``SNAPSHOT_TOTALS``,
+    ``SNAPSHOT_NAV`` and ``LEDGER_FLOWS``: the newest text of each, as the migrations
+    hold it."""
     if name == "VIEWS":
         return _migrated()[0]
     if name in FILLS:

@@ -24,6 +24,7 @@ from snapshotter.store.models import (
     SNAPSHOT_OK,
     SNAPSHOT_SUPERSEDED,
     WARNING_CONFIRM_AFTER,
+    LedgerFlow,
     RawPayload,
     Snapshot,
     SnapshotNav,
@@ -90,12 +91,13 @@ def complete_snapshots(engine: sa.Engine, snapshot_date: date,
 
 
 def _delete_rows(session: Session, snapshot_ids: list[int], *, nav: bool = True) -> None:
-    """A snapshot's data rows, its totals row and (``nav``) its NAV row."""
+    """A snapshot's data rows, its totals row and (``nav``) its NAV and ledger flow rows."""
     for table in DATA_TABLES.values():
         session.execute(sa.delete(table).where(table.c.snapshot_id.in_(snapshot_ids)))
     session.execute(sa.delete(SnapshotTotals).where(SnapshotTotals.snapshot_id.in_(snapshot_ids)))
     if nav:
         session.execute(sa.delete(SnapshotNav).where(SnapshotNav.snapshot_id.in_(snapshot_ids)))
+        session.execute(sa.delete(LedgerFlow).where(LedgerFlow.snapshot_id.in_(snapshot_ids)))
 
 
 def _insert_totals(session: Session, snapshot_id: int) -> None:
@@ -105,7 +107,36 @@ def _insert_totals(session: Session, snapshot_id: int) -> None:
                     {"first_id": snapshot_id, "last_id": snapshot_id})
 
 
-def _insert_nav(session: Session, account: str, start: date) -> None:
+def _insert_flows(session: Session | sa.Connection, account: str, start: date) -> None:
+    """The account's ``ledger_flows`` rows from ``start`` onwards (the snapshots there
+    that its imported ledger covers): one DELETE and one INSERT ... SELECT. Storing the
+    snapshot of ``start`` changes its own flow and the next snapshot's (whose previous
+    snapshot it becomes); the later ones come out as they were."""
+    session.execute(sa.delete(LedgerFlow).where(LedgerFlow.account == account,
+                                                LedgerFlow.snapshot_date >= start))
+    session.execute(sa.text(views.LEDGER_FLOWS), {"account": account, "start": start})
+
+
+def refresh_ledger_flows(conn: sa.Connection, account: str) -> date | None:
+    """After a ledger import (in its transaction): the account's ``ledger_flows`` rows
+    recomputed, and its ``snapshot_nav`` rows from the first snapshot whose cash flow
+    changed (none when the import changed no flow, as a re-import). Returns that
+    snapshot's date."""
+    query = sa.select(LedgerFlow.snapshot_id, LedgerFlow.snapshot_date,
+                      LedgerFlow.cash_flow).where(LedgerFlow.account == account)
+    before = {row[0]: (row[1], row[2]) for row in conn.execute(query)}
+    _insert_flows(conn, account, date.min)
+    after = {row[0]: (row[1], row[2]) for row in conn.execute(query)}
+    changed = [(after.get(key) or before[key])[0] for key in before.keys() | after.keys()
+               if before.get(key) != after.get(key)]
+    if not changed:
+        return None
+    start = min(changed)
+    _insert_nav(conn, account, start)
+    return start
+
+
+def _insert_nav(session: Session | sa.Connection, account: str, start: date) -> None:
     """The account's ``snapshot_nav`` rows from ``start`` onwards, recomputed from its
     last row before ``start`` (a NAV depends on the previous one; for the newest session
     that is one row): one DELETE and one INSERT ... SELECT (the recursion, in SQL)."""
@@ -116,11 +147,14 @@ def _insert_nav(session: Session, account: str, start: date) -> None:
 
 def _value_and_flow(session: Session, account: str, snapshot_date: date,
                     ) -> tuple[float, float] | None:
-    """What a snapshot's NAV depends on: (total_value, cash_flow) as portfolio_daily
-    shows them."""
+    """What the NAVs from a snapshot on depend on, of the snapshot itself: its
+    total_value (as portfolio_daily shows it) and its own cash flow (intraday_payin -
+    payout: its ``cash_flow`` where no ledger covers it; part of its ledger flow and of
+    the next snapshot's where one does)."""
     row = session.execute(sa.text(
-        "SELECT total_value, cash_flow FROM portfolio_daily "
-        "WHERE account = :account AND snapshot_date = :day"),
+        "SELECT p.total_value, t.cash_flow FROM portfolio_daily p "
+        "JOIN snapshot_totals t ON t.snapshot_id = p.snapshot_id "
+        "WHERE p.account = :account AND p.snapshot_date = :day"),
         {"account": account, "day": snapshot_date}).first()
     return None if row is None else (row[0], row[1])
 
@@ -258,8 +292,8 @@ def store_snapshot(
     warnings: Sequence[str] = (),
 ) -> StoredSnapshot:
     """All rows of one account snapshot (and its ``snapshot_totals`` row, and the
-    account's ``snapshot_nav`` rows from that session on) in one transaction, replacing
-    an earlier one (whose rows and totals are deleted).
+    account's ``ledger_flows`` and ``snapshot_nav`` rows from that session on) in one
+    transaction, replacing an earlier one (whose rows and totals are deleted).
 
     ``final``: taken after the session settled. A snapshot with warnings (``warnings``
     from normalize, and the shrink check against the previous session) is final only
@@ -284,6 +318,8 @@ def store_snapshot(
         _insert_frames(session, account, snapshot_id, frames)
         with _refused_as_store_error(account, "snapshot_totals"):
             _insert_totals(session, snapshot_id)
+        with _refused_as_store_error(account, "ledger_flows"):
+            _insert_flows(session, account, snapshot_date)
         with _refused_as_store_error(account, "snapshot_nav"):
             _insert_nav(session, account, snapshot_date)
         if payloads:
@@ -362,9 +398,10 @@ def replace_rows(engine: sa.Engine, snapshot_id: int,
                  frames: Mapping[str, pd.DataFrame],
                  warnings: Sequence[str] = ()) -> dict[str, int]:
     """Re-derive one stored snapshot's rows, totals and warnings (``run --from-raw``),
-    in one transaction; whether it is final stays as it was. The account's NAV rows from
-    that session on are recomputed only when its total value or cash flow changed (so
-    that replaying a history whose figures stand costs no recursion)."""
+    in one transaction; whether it is final stays as it was. The account's ledger flow
+    and NAV rows from that session on are recomputed only when its total value or own
+    cash flow changed (so that replaying a history whose figures stand costs no
+    recursion)."""
     with Session(engine) as session, session.begin():
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_OK:
@@ -376,6 +413,8 @@ def replace_rows(engine: sa.Engine, snapshot_id: int,
         snap.final = final
         kept = session.get(SnapshotNav, snapshot_id) is not None
         if not kept or _value_and_flow(session, snap.account, snap.snapshot_date) != before:
+            with _refused_as_store_error(snap.account, "ledger_flows"):
+                _insert_flows(session, snap.account, snap.snapshot_date)
             with _refused_as_store_error(snap.account, "snapshot_nav"):
                 _insert_nav(session, snap.account, snap.snapshot_date)
         return stored.counts
@@ -399,6 +438,8 @@ def recover_failed(engine: sa.Engine, snapshot_id: int, *,
         snap.error = None
         session.flush()
         stored = _fill(session, snap, frames, warnings, after_close)
+        with _refused_as_store_error(snap.account, "ledger_flows"):
+            _insert_flows(session, snap.account, snap.snapshot_date)
         with _refused_as_store_error(snap.account, "snapshot_nav"):
             _insert_nav(session, snap.account, snap.snapshot_date)
         return stored
