@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import types
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from snapshotter.routes import ROUTES, Route
 
@@ -240,17 +240,25 @@ class ConsoleFile(Base):
     )
 
 
-class Trade(Base):
+class FromConsoleFile:
+    """What every imported row has: its id, account, and the file it came from."""
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, sort_order=-4)
+    account: Mapped[str] = mapped_column(sa.Text, sort_order=-3)
+    source_file: Mapped[str] = mapped_column(sa.Text, sort_order=-1)
+
+    @declared_attr
+    def file_id(cls) -> Mapped[int]:
+        return mapped_column(sa.ForeignKey("console_files.id", ondelete="CASCADE"),
+                             index=True, sort_order=-2)
+
+
+class Trade(FromConsoleFile, Base):
     """One fill of Console's tradebook (``symbol`` is stored as ``tradingsymbol``, as in
     every other table); IDs kept as text."""
 
     __tablename__ = "trades"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(sa.Text)
-    file_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
-    source_file: Mapped[str] = mapped_column(sa.Text)
     tradingsymbol: Mapped[str] = mapped_column(sa.Text)
     isin: Mapped[str | None] = mapped_column(sa.Text)
     trade_date: Mapped[date] = mapped_column(sa.Date)
@@ -272,18 +280,13 @@ class Trade(Base):
     )
 
 
-class LedgerEntry(Base):
+class LedgerEntry(FromConsoleFile, Base):
     """One line of Console's funds ledger (the Opening/Closing Balance rows are not
     stored). ``amount`` = credit - debit (money in is positive); ``occurrence`` numbers
     identical lines of one day (1, 2, ...) so that re-imports recognise each."""
 
     __tablename__ = "ledger_entries"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(sa.Text)
-    file_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
-    source_file: Mapped[str] = mapped_column(sa.Text)
     posting_date: Mapped[date] = mapped_column(sa.Date)
     particulars: Mapped[str] = mapped_column(sa.Text)
     cost_center: Mapped[str | None] = mapped_column(sa.Text)
@@ -305,16 +308,11 @@ class LedgerEntry(Base):
     )
 
 
-class Dividend(Base):
+class Dividend(FromConsoleFile, Base):
     """One row of Console's equity dividends report."""
 
     __tablename__ = "dividends"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(sa.Text)
-    file_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
-    source_file: Mapped[str] = mapped_column(sa.Text)
     tradingsymbol: Mapped[str] = mapped_column(sa.Text)
     isin: Mapped[str | None] = mapped_column(sa.Text)
     ex_date: Mapped[date] = mapped_column(sa.Date)
@@ -329,17 +327,12 @@ class Dividend(Base):
     )
 
 
-class CorporateActionEntry(Base):
+class CorporateActionEntry(FromConsoleFile, Base):
     """A split or bonus listed by the user (``snapshotter import actions``), for the
     ones the snapshots missed or cannot tell apart (a split and a bonus look alike)."""
 
     __tablename__ = "corporate_action_entries"
 
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(sa.Text)
-    file_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("console_files.id", ondelete="CASCADE"), index=True)
-    source_file: Mapped[str] = mapped_column(sa.Text)
     tradingsymbol: Mapped[str] = mapped_column(sa.Text)
     isin: Mapped[str | None] = mapped_column(sa.Text)
     ex_date: Mapped[date] = mapped_column(sa.Date)
