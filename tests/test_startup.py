@@ -85,3 +85,24 @@ def test_status_on_a_new_database_migrates_it(sim: KiteSimulator,
     again, modules = imported("--config", str(cfg), "status")
     assert again.stdout == result.stdout
     assert "alembic" not in modules and "migrated" not in again.stderr
+
+
+def test_benchmark_import_loads_no_login_code(tmp_path: Path) -> None:
+    """`benchmark import` reads a file and writes a table: the Kite client and the
+    snapshot job stay unloaded (the pipeline package loads its names lazily)."""
+    cfg = write_config(tmp_path / "config.yaml", {
+        "database": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
+        "accounts": [{"user_id": "AB1234", "auth": "manual"}]})
+    csv = tmp_path / "nifty.csv"
+    csv.write_text("Date,Close\n01 Dec 2026,24000\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "snapshotter", "--config", str(cfg),
+         "benchmark", "import", "NIFTY50", str(csv)],
+        capture_output=True, text=True, timeout=120, env=os.environ, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+              if line.startswith("import time:")}
+    unwanted = {"snapshotter.kite.client", "snapshotter.pipeline.run",
+                "snapshotter.pipeline.logins", "snapshotter.pipeline.storing",
+                "apscheduler"}
+    assert not loaded & unwanted, sorted(loaded & unwanted)

@@ -27,9 +27,6 @@ from snapshotter.errors import (
     SnapshotterError,
     UsageError,
 )
-from snapshotter.kite.auth import auth_for, refusal, same_credentials
-from snapshotter.kite.client import KiteClient
-from snapshotter.kite.token_cache import TokenCache
 from snapshotter.normalize.benchmark import (
     BenchmarkFileError,
     benchmark_name,
@@ -38,7 +35,6 @@ from snapshotter.normalize.benchmark import (
 )
 from snapshotter.normalize.values import PayloadError
 from snapshotter.pipeline.outcomes import Clock, credentials_digest
-from snapshotter.pipeline.run import _respect_other_hosts_totp, select_accounts
 from snapshotter.routes import INDEX_TOKENS
 from snapshotter.sessions import IST, calendar_for, utc_now
 from snapshotter.store import benchmarks
@@ -90,6 +86,10 @@ def store_closes(engine: sa.Engine, name: str, closes: pd.DataFrame) -> StoredCl
 def fetch_account(config: Config, user_id: str | None) -> AccountConfig:
     """The account named, else the first whose data goes through the web session (auth:
     web, or manual without an api_key), else the first account."""
+    # `benchmark import` never logs in: the login code loads for a fetch only.
+    from snapshotter.kite.auth import auth_for
+    from snapshotter.pipeline.run import select_accounts
+
     if user_id:
         return select_accounts(config, [user_id])[0]
     if not config.accounts:
@@ -131,6 +131,11 @@ def fetch_closes(config: Config, engine: sa.Engine, name: str, *,
 
 def _candles(config: Config, engine: sa.Engine, acc: AccountConfig, token: int,
              start: date, end: date, clock: Clock) -> list[object]:
+    from snapshotter.kite.auth import auth_for, refusal, same_credentials
+    from snapshotter.kite.client import KiteClient
+    from snapshotter.kite.token_cache import TokenCache
+    from snapshotter.pipeline.run import _respect_other_hosts_totp
+
     deadline = time.monotonic() + config.kite.run_timeout
     with run_lock(config.database_url, deadline=deadline):
         refused = store.rejected_credentials(engine, [acc.user_id]).get(acc.user_id)
