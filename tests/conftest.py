@@ -118,6 +118,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
         timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
+
+def query_rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """A test's look at the database a command wrote: the rows of ``sql`` as dicts."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+    finally:
+        engine.dispose()
+
+
 LOCAL_ONLY = {"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
 
 

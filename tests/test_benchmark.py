@@ -13,7 +13,6 @@ from typing import Any
 import pyotp
 import pytest
 import requests
-import sqlalchemy as sa
 
 from snapshotter.kite.client import date_chunks
 from snapshotter.kite.token_cache import TokenCache
@@ -22,19 +21,11 @@ from snapshotter.sessions import IST
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, make_portfolio
 from snapshotter.simulator.market import NIFTY50, DemoMarket
 from tests.conftest import config_dict, run_cli, write_config
+from tests.conftest import query_rows as _rows
 
 DATA = Path(__file__).resolve().parent / "data"
 NSE_EXPORT = DATA / "nifty50_nse_export.csv"  # nseindia.com's layout: BOM, CRLF, "Date "
 API_KEY, API_SECRET = "benchapp4x9", "bench-app-secret-5e6f7a8b9c"
-
-
-def _rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-    finally:
-        engine.dispose()
 
 
 def _closes(url: str, name: str = "NIFTY50") -> dict[date, float]:

@@ -19,17 +19,9 @@ from snapshotter import normalize
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
+from tests.conftest import query_rows as _rows
 
 IST = ZoneInfo("Asia/Kolkata")
-
-
-def _rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
-    finally:
-        engine.dispose()
 
 
 def _expected(value: Any, kind: str) -> Any:
