@@ -431,6 +431,8 @@ _DAY1, _DAY2 = "2025-12-01T00:00:00+0530", "2025-12-02T00:00:00+0530"
      "two different closes for 2025-12-01 (24,000.50 and 24,100.50)"),
     ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2025-12-02garbage", 1, 1, 1, 24100.5, 0]],
      "field timestamp: not a timestamp"),
+    ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2099-12-02T00:00:00+0530", 1, 1, 1, 24100.5, 0]],
+     "a candle of 2099-12-02, outside the dates asked"),
 ])
 def test_hostile_candles_are_one_line_and_store_nothing(
         sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
