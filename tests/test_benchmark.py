@@ -410,3 +410,32 @@ def test_global_options_before_and_after_the_action(
     assert after.returncode == 0 and after.stdout.strip().endswith(", 0 new"), after.stderr
     usage = run_cli("benchmark", "--help")
     assert usage.returncode == 0 and "--config PATH" in usage.stdout, usage.stdout
+
+
+_DAY1, _DAY2 = "2025-12-01T00:00:00+0530", "2025-12-02T00:00:00+0530"
+
+
+@pytest.mark.parametrize(("candles", "problem"), [
+    ([[_DAY1, 1, 1, 1, True, 0]], "field close: not a number: True"),
+    ([[_DAY1, 1, 1, 1, 10**400, 0]], "field close: number too large"),
+    ([[_DAY1, 1, 1, 1, 24000.5, 0], [_DAY1, 1, 1, 1, 24100.5, 0]],
+     "two different closes for 2025-12-01 (24,000.50 and 24,100.50)"),
+    ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2025-12-02garbage", 1, 1, 1, 24100.5, 0]],
+     "field timestamp: not a timestamp"),
+    ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2099-12-02T00:00:00+0530", 1, 1, 1, 24100.5, 0]],
+     "a candle of 2099-12-02, outside the dates asked"),
+])
+def test_hostile_candles_are_one_line_and_store_nothing(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candles: list[Any],
+        problem: str) -> None:
+    from snapshotter.simulator._http import ok
+
+    monkeypatch.setattr(sim, "_historical", lambda req: ok({"candles": candles}))
+    cfg = _config(sim, sim_accounts, database_url, tmp_path)
+    result = run_cli("--config", cfg, "benchmark", "fetch", "NIFTY50",
+                     "--from", "2025-12-01", "--to", "2025-12-02")
+    assert result.returncode != 0
+    line = _one_error_line(result)
+    assert "account DM0001: historical 256265" in line and problem in line, line
+    assert _benchmark_rows(database_url) == 0

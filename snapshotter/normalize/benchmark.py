@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from snapshotter.errors import ExitCode, SnapshotterError
-from snapshotter.normalize.values import PayloadError
+from snapshotter.normalize.columns import convert
+from snapshotter.normalize.values import KITE_TZ, PayloadError
 
 DATE_COLUMN, CLOSE_COLUMN = "date", "close"
 DATE_FORMATS = "01 Dec 2026, 01-Dec-2026 or 2026-12-01"
@@ -159,15 +160,26 @@ def closes_from_candles(candles: Any, label: str) -> pd.DataFrame:
     if not candles:
         return _closes_frame(pd.Series([], dtype="datetime64[us]"),
                              pd.Series([], dtype="float64"))
-    stamps = pd.Series([c[0] for c in candles], dtype="str")
-    dates = pd.to_datetime(stamps.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    closes = pd.to_numeric(pd.Series([c[4] for c in candles], dtype="object"),
-                           errors="coerce")
-    bad = dates.isna() | closes.isna() | ~np.isfinite(closes) | (closes <= 0)
+    raw = np.empty((len(candles), 2), dtype=object)
+    raw[:, 0] = [c[0] for c in candles]
+    raw[:, 1] = [c[4] for c in candles]
+    try:  # the payload columns' own rules: no bool, NaN, overflowing number or bad time
+        columns = convert(raw, {"timestamp": "datetime", "close": "float"})
+    except PayloadError as exc:
+        raise PayloadError(f"{label}: {exc}") from None
+    dates = pd.Series(columns["timestamp"]).dt.tz_convert(KITE_TZ).dt.tz_localize(None)
+    closes = pd.Series(columns["close"]).astype("float64")
+    bad = dates.isna() | closes.isna() | (closes <= 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise PayloadError(f"{label}: candle {i} has no date or no positive close: "
                            f"{str(candles[i])[:80]}")
-    frame = pd.DataFrame({"date": dates, "close": closes})
-    frame = frame.drop_duplicates("date", keep="last")
-    return _closes_frame(frame["date"], frame["close"])
+    frame = pd.DataFrame({"date": dates.dt.normalize(), "close": closes})
+    distinct = frame.drop_duplicates(["date", "close"])
+    clash = distinct[distinct.duplicated("date", keep=False)]
+    if not clash.empty:
+        day = clash["date"].iloc[0]
+        found = clash.loc[clash["date"] == day, "close"]
+        raise PayloadError(f"{label}: two different closes for {day.date()} "
+                           f"({found.iloc[0]:,.2f} and {found.iloc[1]:,.2f})")
+    return _closes_frame(distinct["date"], distinct["close"])

@@ -126,6 +126,10 @@ def fetch_closes(config: Config, engine: sa.Engine, name: str, *,
         closes = closes_from_candles(candles, label)
     except PayloadError as exc:
         raise SnapshotterError(str(exc)) from None
+    outside = closes[(closes["date"] < start) | (closes["date"] > end)]
+    if not outside.empty:
+        raise SnapshotterError(f"{label}: Kite answered a candle of {outside['date'].iloc[0]}, "
+                               "outside the dates asked; nothing stored")
     return Fetched(benchmarks.upsert_closes(engine, name, closes), acc.user_id, start, end)
 
 
