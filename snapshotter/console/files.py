@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -174,6 +175,15 @@ def _as_text(cell: object) -> str:
     return str(cell).strip()
 
 
+def _aware(text: str) -> datetime | None:
+    """An ISO date and time with its offset, India's time where it gives none."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(IST))
+
+
 class Cells:
     """Typed columns out of a Table. Each method converts a whole column and notes its
     first bad cell; ``done()`` raises the bad cell that comes first in the file."""
@@ -250,7 +260,11 @@ class Cells:
         """ISO date and time; without an offset it is India's time (Console's)."""
         text = self.raw(column).map(_as_text).astype(object)
         given = text != ""
-        parsed = pd.to_datetime(text.where(given, None), format="ISO8601", errors="coerce")
+        try:
+            parsed = pd.to_datetime(text.where(given, None), format="ISO8601",
+                                    errors="coerce")
+        except ValueError:  # offsets that differ from row to row, or rows without one
+            parsed = pd.to_datetime(text.map(_aware), utc=True)
         if parsed.dt.tz is None:
             parsed = parsed.dt.tz_localize(IST, ambiguous="NaT", nonexistent="NaT")
         parsed = parsed.dt.tz_convert("UTC")
