@@ -108,21 +108,21 @@ def _xlsx_rows(data: bytes, file: str, required: Sequence[str],
 
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:  # read-only: a sheet's XML is read (and found broken) only here
+            names = book.sheetnames
+            order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
+            wanted = set(required)
+            for name in order:
+                rows = [(number, list(cells)) for number, cells
+                        in enumerate(book[name].iter_rows(values_only=True), start=1)]
+                if any(wanted <= {header_name(c) for c in cells}
+                       for _, cells in rows[:HEADER_SEARCH_ROWS]):
+                    return rows
+            return []
+        finally:
+            book.close()
     except Exception as exc:  # zipfile, XML and openpyxl errors alike: not a workbook
         raise BadFile(file, f"not a readable XLSX workbook ({type(exc).__name__})") from None
-    try:
-        names = book.sheetnames
-        order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
-        wanted = set(required)
-        for name in order:
-            rows = [(number, list(cells)) for number, cells
-                    in enumerate(book[name].iter_rows(values_only=True), start=1)]
-            if any(wanted <= {header_name(c) for c in cells}
-                   for _, cells in rows[:HEADER_SEARCH_ROWS]):
-                return rows
-        return []
-    finally:
-        book.close()
 
 
 def _below_header(file: str, where: str, rows: list[tuple[int, list[Any]]], index: int,
