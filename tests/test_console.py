@@ -266,6 +266,40 @@ def test_bad_tradebook_lines(lite_cfg: Path, tmp_path: Path, line: int,
     assert rows(lite_cfg, "SELECT COUNT(*) FROM trades") == [(0,)]
 
 
+def test_execution_times_with_and_without_offsets_in_one_file(lite_cfg: Path,
+                                                              tmp_path: Path) -> None:
+    """Rows that give an offset (different ones) beside rows that give none (India's
+    time) are each read as they say, not refused whole."""
+    lines = sample_lines()[:3]
+    lines[1] = lines[1].replace("T10:01:12", "T04:31:12Z")
+    lines[2] = lines[2].replace("T11:20:00", "T11:20:00+05:30")
+    mixed = csv_file(tmp_path / "mixed.csv", *lines)
+    ok(lite_cfg, "import", "tradebook", str(mixed), "--account", ACCOUNT)
+    times = [datetime.fromisoformat(str(t)).replace(tzinfo=UTC) for (t,) in rows(
+        lite_cfg, "SELECT order_execution_time FROM trades ORDER BY trade_id")]
+    assert times == [datetime(2023, 5, 10, 4, 31, 12, tzinfo=UTC)] * 2 + [
+        datetime(2023, 11, 1, 5, 50, tzinfo=UTC)]
+
+
+def test_a_workbook_whose_sheet_is_cut_short(lite_cfg: Path, tmp_path: Path) -> None:
+    """A sheet whose XML breaks off (a download cut short) is one line naming the file;
+    the files after it are still imported."""
+    import zipfile
+
+    cut = tmp_path / "cut.xlsx"
+    with zipfile.ZipFile(DATA / "tradebook.xlsx") as book, zipfile.ZipFile(cut, "w") as out:
+        for member in book.infolist():
+            data = book.read(member.filename)
+            if member.filename.startswith("xl/worksheets/"):
+                data = data[:len(data) // 2]
+            out.writestr(member, data)
+    result = cli(lite_cfg, "import", "tradebook", str(cut), str(DATA / "tradebook-fo.csv"),
+                 "--account", ACCOUNT)
+    assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+        2, f"error: {cut}: not a readable XLSX workbook (ParseError)")
+    assert rows(lite_cfg, "SELECT file_name FROM console_files") == [("tradebook-fo.csv",)]
+
+
 def test_files_that_are_not_what_they_claim(lite_cfg: Path, tmp_path: Path) -> None:
     import openpyxl
 

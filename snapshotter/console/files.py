@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -107,21 +108,21 @@ def _xlsx_rows(data: bytes, file: str, required: Sequence[str],
 
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        try:  # read-only: a sheet's XML is read (and found broken) only here
+            names = book.sheetnames
+            order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
+            wanted = set(required)
+            for name in order:
+                rows = [(number, list(cells)) for number, cells
+                        in enumerate(book[name].iter_rows(values_only=True), start=1)]
+                if any(wanted <= {header_name(c) for c in cells}
+                       for _, cells in rows[:HEADER_SEARCH_ROWS]):
+                    return rows
+            return []
+        finally:
+            book.close()
     except Exception as exc:  # zipfile, XML and openpyxl errors alike: not a workbook
         raise BadFile(file, f"not a readable XLSX workbook ({type(exc).__name__})") from None
-    try:
-        names = book.sheetnames
-        order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
-        wanted = set(required)
-        for name in order:
-            rows = [(number, list(cells)) for number, cells
-                    in enumerate(book[name].iter_rows(values_only=True), start=1)]
-            if any(wanted <= {header_name(c) for c in cells}
-                   for _, cells in rows[:HEADER_SEARCH_ROWS]):
-                return rows
-        return []
-    finally:
-        book.close()
 
 
 def _below_header(file: str, where: str, rows: list[tuple[int, list[Any]]], index: int,
@@ -172,6 +173,15 @@ def _as_text(cell: object) -> str:
     if isinstance(cell, float) and cell.is_integer() and abs(cell) < MAX_EXACT_FLOAT:
         return str(int(cell))
     return str(cell).strip()
+
+
+def _aware(text: str) -> datetime | None:
+    """An ISO date and time with its offset, India's time where it gives none."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(IST))
 
 
 class Cells:
@@ -250,7 +260,11 @@ class Cells:
         """ISO date and time; without an offset it is India's time (Console's)."""
         text = self.raw(column).map(_as_text).astype(object)
         given = text != ""
-        parsed = pd.to_datetime(text.where(given, None), format="ISO8601", errors="coerce")
+        try:
+            parsed = pd.to_datetime(text.where(given, None), format="ISO8601",
+                                    errors="coerce")
+        except ValueError:  # offsets that differ from row to row, or rows without one
+            parsed = pd.to_datetime(text.map(_aware), utc=True)
         if parsed.dt.tz is None:
             parsed = parsed.dt.tz_localize(IST, ambiguous="NaT", nonexistent="NaT")
         parsed = parsed.dt.tz_convert("UTC")
