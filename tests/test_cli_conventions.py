@@ -45,8 +45,10 @@ def test_global_options_work_before_and_after_the_command(
     assert after.returncode == 0, after.stdout + after.stderr
     assert f"{account} " in after.stdout and ": ok, " in after.stdout
     logs = [json.loads(line) for line in after.stderr.splitlines()]  # --json-logs after run
+    used = f"SQLite database {tmp_path / 'snapshots.db'}" \
+        if database_url.startswith("sqlite") else database_url  # no password to hide
     assert {"level": "DEBUG", "logger": "snapshotter",  # -v after run
-            "message": f"config {cfg}; database {database_url}"} in [
+            "message": f"config {cfg}; {used}"} in [
         {k: e[k] for k in ("level", "logger", "message")} for e in logs]
 
     # Before the command: the command's own defaults must not reset them.
@@ -200,6 +202,22 @@ def test_a_missing_postgres_database_is_75_for_every_command(
         assert "hunter2-db-pw" not in result.stdout + result.stderr
     assert not sim.requests_log  # no login
     assert not (tmp_path / "EXPORT").exists() and not (tmp_path / "CHART.png").exists()
+
+
+def test_verbose_names_the_database_without_its_password(
+        postgres_server: str, sim: KiteSimulator, sim_accounts: list[SimAccount],
+        tmp_path: Path) -> None:
+    """`-v` logs which database a command uses: the password hidden even when it is too
+    short for the redaction filter (which masks secrets of 4 characters or more)."""
+    url = postgres_server.rsplit("/", 1)[0].replace("postgres@", "postgres:pw9@") \
+        + "/does_not_exist"
+    cfg = write_config(tmp_path / "cfg.yaml", config_dict(
+        sim, sim_accounts, url, tmp_path / "state"))
+    result = run_cli("-v", "db", "upgrade", "--config", str(cfg))
+    assert result.returncode == ExitCode.DATABASE_UNAVAILABLE, result.stderr
+    logged = [line for line in result.stderr.splitlines() if f"config {cfg}; " in line]
+    assert logged and logged[0].endswith(url.replace(":pw9@", ":***@")), result.stderr
+    assert ":pw9@" not in result.stdout + result.stderr
 
 
 # -- read commands never invent a database -----------------------------------------------

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports import chart
+from snapshotter.reports import chart, performance, tables
 from snapshotter.reports.tables import TABLES, VIEWS
 from snapshotter.simulator import KiteSimulator, demo_accounts
 from snapshotter.simulator.market import DemoMarket
@@ -328,6 +328,15 @@ def test_csv_and_json_have_no_float_noise(first_run: Stored, tmp_path: Path) -> 
     assert not text.endswith("\n\n")
     exported = pd.read_csv(out / "holding_daily.csv", dtype=str, keep_default_na=False)
     assert max(_places(v) for v in exported["day_pnl"]) <= 6
+
+
+def test_one_rounding_rule_for_every_report() -> None:
+    """report performance writes its numbers by tables.decimals, as the other reports:
+    its ratios to 10 decimals, its money to 6."""
+    assert {c: tables.decimals(c) for c in performance.RATIOS} == \
+        dict.fromkeys(performance.RATIOS, tables.RATIO_DECIMALS)
+    assert {c: tables.decimals(c) for c in performance.MONEY} == \
+        dict.fromkeys(performance.MONEY, tables.MONEY_DECIMALS)
 
 
 # --- export -----------------------------------------------------------------------------

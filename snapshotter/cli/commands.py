@@ -33,9 +33,12 @@ def _config(args: argparse.Namespace) -> Config:
         logging.getLogger().setLevel(logging.DEBUG)
     elif config.log_level != "INFO":
         logging.getLogger().setLevel(config.log_level)
-    # Which files a run uses (a relative SQLite path is resolved); the handler hides the
-    # database password.
-    log.debug("config %s; database %s", config.path, config.database_url)
+    # Which files a run uses (a relative SQLite path is resolved), the password hidden
+    # here: the log filter leaves a secret under 4 characters as it is.
+    if log.isEnabledFor(logging.DEBUG):
+        from snapshotter.store.engine import describe_url
+
+        log.debug("config %s; %s", config.path, describe_url(config.database_url))
     return config
 
 

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.errors import UsageError
-from snapshotter.reports.tables import MONEY_DECIMALS, RATIO_DECIMALS, Filters
+from snapshotter.reports.tables import Filters, rounded
 from snapshotter.sessions import TradingCalendar
 
 ALL = "ALL"
@@ -366,23 +366,13 @@ def _table_cell(value: Any, column: str) -> str:
     return str(value)
 
 
-def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numbers as the other reports write them (``tables.decimals``): money to 6
-    decimals, ratios to 10, no -0.0."""
-    out = frame.copy()
-    for column in out.columns.intersection([*MONEY, *RATIOS]):
-        places = MONEY_DECIMALS if column in MONEY else RATIO_DECIMALS
-        out[column] = out[column].astype("float64").round(places) + 0.0
-    return out
-
-
 def render(result: Performance, fmt: str) -> str:
     """The report as text to print (no trailing newline)."""
     frame = result.frame
     if fmt == "csv":
-        return _rounded(frame).to_csv(index=False, lineterminator="\n").removesuffix("\n")
+        return rounded(frame).to_csv(index=False, lineterminator="\n").removesuffix("\n")
     if fmt == "json":
-        frame = _rounded(frame)
+        frame = rounded(frame)
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         return json.dumps(records, indent=2)
     if frame.empty:

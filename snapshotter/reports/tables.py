@@ -40,7 +40,10 @@ TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
 MONEY_DECIMALS = 6
 RATIO_DECIMALS = 10
 PERCENT_DECIMALS = 8
-RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio", "xirr"}
+RATIO_COLUMNS = {"daily_return", "twr_index", "drawdown", "weight", "ratio", "xirr",
+                 # report performance's
+                 "twr", "nav_return", "cagr", "max_drawdown", "volatility",
+                 "benchmark_return", "excess_return"}
 
 
 def decimals(column: str) -> int:
