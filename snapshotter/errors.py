@@ -23,7 +23,8 @@ class ExitCode(IntEnum):
                   "account lacks the latest session or its warnings are unconfirmed; "
                   "another command could not finish")
     USAGE = 2, ("usage or configuration: a mistyped command or option, an invalid config, "
-                "an unknown --account, no database yet for a read command")
+                "an unknown --account, `report history` without a SYMBOL, no database yet for a "
+                "read command")
     LOCK_TIMEOUT = 69, ("EX_UNAVAILABLE: another run held the run lock past "
                         "kite.run_timeout; nothing was fetched")
     DATABASE_UNAVAILABLE = 75, ("EX_TEMPFAIL: the database is unreachable, missing or not "

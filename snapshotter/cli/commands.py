@@ -331,7 +331,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             result = performance.performance(engine, calendar_for(config), filters,
                                              args.benchmark)
             print(performance.render(result, args.format))
-            return 0
+            return ExitCode.OK
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
         else:
@@ -365,7 +365,7 @@ def cmd_benchmark_import(args: argparse.Namespace) -> int:
     with _database(args, writable=True) as (_, engine):
         stored = benchmark.store_closes(engine, name, closes)
     print(_closes_line(stored, "imported"))
-    return 0
+    return ExitCode.OK
 
 
 def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
@@ -380,11 +380,10 @@ def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
               "(no session in that range)")
     else:
         print(_closes_line(fetched.stored, "fetched", by))
-    return 0
+    return ExitCode.OK
 
 
 def _report_tax(args: argparse.Namespace) -> int:
-    from snapshotter.errors import UsageError
     from snapshotter.reports import console
     from snapshotter.reports import tables as reports
 
@@ -401,7 +400,7 @@ def _report_tax(args: argparse.Namespace) -> int:
     else:  # stdout stays machine-readable
         print(reports.render(frame, args.format))
         print(f"note: {note}", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -89,20 +89,34 @@ class Chart:
     note: str | None  # said on the chart and by the command (one session so far)
 
 
+def _nothing_to_chart(account: str | None) -> SnapshotterError:
+    if account:
+        return UsageError(f"no snapshots of account {account} to chart")
+    return SnapshotterError("no snapshots to chart yet (run `snapshotter run` first)")
+
+
+def _date_axis(axis: Axes, days: pd.Series) -> str | None:
+    """Short date labels; for one session alone, a few days around it (without limits,
+    matplotlib spans years around a single date) and the note saying so."""
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if len(days) != 1:
+        return None
+    day = days.iloc[0]
+    axis.set_xlim(day - ONE_SESSION_SPAN, day + ONE_SESSION_SPAN)
+    return (f"one session so far ({day:%Y-%m-%d}): the lines start with the next "
+            "session's snapshot")
+
+
 def build(engine: sa.Engine, account: str | None = None, per_account: bool = False) -> Chart:
     """The chart of one account, all accounts summed, or (``per_account``) each account."""
     if account and per_account:
         raise UsageError("--per-account draws every account; leave out --account")
     frame = chart_data(engine, account, per_account)
     if frame.empty:
-        if account:
-            raise UsageError(f"no snapshots of account {account} to chart")
-        raise SnapshotterError("no snapshots to chart yet (run `snapshotter run` first)")
+        raise _nothing_to_chart(account)
     days = frame["snapshot_date"].drop_duplicates().sort_values()
-    note = None
-    if len(days) == 1:
-        note = (f"one session so far ({days.iloc[0]:%Y-%m-%d}): the lines start with "
-                "the next session's snapshot")
     fig = Figure(figsize=(10, 6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     marker = "o" if len(days) <= MARKED_SESSIONS else None
@@ -120,12 +134,8 @@ def build(engine: sa.Engine, account: str | None = None, per_account: bool = Fal
     top.set_title(f"Kite Snapshotter: {who}")
     for axis in (top, bottom):
         axis.grid(True, alpha=0.35)
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
-    bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    note = _date_axis(bottom, days)
     if note:
-        # One date alone: without limits, matplotlib spans years around it.
-        bottom.set_xlim(days.iloc[0] - ONE_SESSION_SPAN, days.iloc[0] + ONE_SESSION_SPAN)
         top.set_title(f"Kite Snapshotter: {who}\n{note}", fontsize=11)
         for value in frame["total_value"]:  # a point alone says little: its value too
             top.annotate(f"{value / 1e5:,.2f} lakh", (days.iloc[0], value / 1e5),
@@ -232,9 +242,7 @@ def build_benchmark(engine: sa.Engine, benchmark: str, account: str | None = Non
     """`chart --benchmark NAME`: the NAV against the benchmark, both rebased to 100."""
     name, nav, closes = benchmark_chart_data(engine, benchmark, account)
     if nav.empty:
-        if account:
-            raise UsageError(f"no snapshots of account {account} to chart")
-        raise SnapshotterError("no snapshots to chart yet (run `snapshotter run` first)")
+        raise _nothing_to_chart(account)
     sessions = len(nav)
     marker = "o" if sessions <= MARKED_SESSIONS else None
     fig = Figure(figsize=(10, 5))
@@ -249,14 +257,6 @@ def build_benchmark(engine: sa.Engine, benchmark: str, account: str | None = Non
     axis.set_title(f"Kite Snapshotter: {who} against {name}")
     axis.legend(loc="upper left")
     axis.grid(True, alpha=0.35)
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=10)
-    axis.xaxis.set_major_locator(locator)
-    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    note = None
-    if sessions == 1:
-        day = nav["snapshot_date"].iloc[0]
-        note = (f"one session so far ({day:%Y-%m-%d}): the lines start with the next "
-                "session's snapshot")
-        axis.set_xlim(day - ONE_SESSION_SPAN, day + ONE_SESSION_SPAN)
+    note = _date_axis(axis, nav["snapshot_date"])
     fig.tight_layout()
     return Chart(fig, sessions, note)
