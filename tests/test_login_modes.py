@@ -423,7 +423,12 @@ def test_connect_rate_limit_holds_with_many_accounts_on_one_app(
     logins = dict(sim.login_count)
     cfg = str(make_config(sim, tmp_path, [connect(a) for a in sim_accounts],
                           kite={"base_url": sim.base_url, "api_root": sim.base_url,
-                                "retries": 0, "backoff": 0.01, "timeout": 5}))
+                                "retries": 0, "backoff": 0.01, "timeout": 30}))
+    # Kite counts a request when it arrives: the first ten arrive late (as on a busy
+    # machine or network), so a client that spaced only its sending would see the
+    # eleventh land in the same second as them.
+    sim.slow_seconds = 0.7
+    sim.fail_next(10, "slow", "/")
     result = cli("--config", cfg, "run")
     assert result.returncode == 0, result.stderr  # retries: 0, so a 429 would have failed
     api = sorted(h.at for h in traffic if h.path in API_ROUTES)
