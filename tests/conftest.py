@@ -236,3 +236,25 @@ def wait_until(condition: Callable[[], object], what: str,
         if time.monotonic() > deadline:
             pytest.fail(f"still waiting for {what} after {HANG_GUARD:.0f} s")
         time.sleep(0.1)
+
+
+def within_guard(work: Callable[[], Any]) -> Any:
+    """``work()`` on another thread; its result or exception, or a failure after
+    HANG_GUARD (the test then ends, not the thread)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("ok", work()))
+        except BaseException as exc:  # re-raised on the test's thread
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD)
+    if not outcome:
+        pytest.fail(f"still running after {HANG_GUARD:.0f} s")
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return value
