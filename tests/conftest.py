@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,3 +215,46 @@ class ShiftedClock:
 
 def _offset_to(target: datetime) -> int:
     return int(target.timestamp() - time.time())
+
+
+#: Seconds before a test gives up waiting for something that should happen (a process
+#: ending, a request arriving). A hang guard, never a speed claim: every test arranges
+#: that the behaviour it rules out would take far longer (hours) than this.
+HANG_GUARD = 300.0
+
+
+def wait_until(condition: Callable[[], object], what: str,
+               alive: subprocess.Popen[str] | None = None) -> None:
+    """Poll ``condition`` until it holds (an event seen from outside: a request the
+    simulator got, a row a command wrote); fail if ``alive`` exits first or HANG_GUARD
+    passes."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not condition():
+        if alive is not None and alive.poll() is not None:
+            out, err = alive.communicate()
+            pytest.fail(f"exited ({alive.returncode}) before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what} after {HANG_GUARD:.0f} s")
+        time.sleep(0.1)
+
+
+def within_guard(work: Callable[[], Any]) -> Any:
+    """``work()`` on another thread; its result or exception, or a failure after
+    HANG_GUARD (the test then ends, not the thread)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("ok", work()))
+        except BaseException as exc:  # re-raised on the test's thread
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG_GUARD)
+    if not outcome:
+        pytest.fail(f"still running after {HANG_GUARD:.0f} s")
+    kind, value = outcome[0]
+    if kind == "raised":
+        raise value
+    return value

@@ -23,7 +23,7 @@ from snapshotter.sessions import IST, ManualClock, TradingCalendar
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.store import engine as db
 from snapshotter.store import migrate
-from tests.conftest import config_dict, write_config
+from tests.conftest import HANG_GUARD, config_dict, write_config
 
 
 def _ist(text: str) -> datetime:
@@ -93,7 +93,7 @@ def running(d: Daemon, catch_up: bool = True) -> Iterator[Daemon]:
         d.stop()
 
 
-def _wait_for(predicate: object, seconds: float = 15) -> None:
+def _wait_for(predicate: object, seconds: float = HANG_GUARD) -> None:
     deadline = systime.monotonic() + seconds
     while systime.monotonic() < deadline:
         if predicate():  # type: ignore[operator]

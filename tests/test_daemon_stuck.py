@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
-from tests.conftest import LOCAL_ONLY, config_dict, run_cli, write_config
+from tests.conftest import HANG_GUARD, LOCAL_ONLY, config_dict, run_cli, wait_until, write_config
 
 
 class Notifications:
@@ -40,6 +41,19 @@ class Notifications:
                 got.extend(text.splitlines())
                 self.messages.extend((time.monotonic(), t) for t in text.splitlines())
         return got
+
+    def drain(self) -> list[str]:
+        """Every message already sent (the socket's queue), without waiting."""
+        got = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    got.extend(self.sock.recv(4096).decode().splitlines())
+                except BlockingIOError:
+                    return got
+        finally:
+            self.sock.settimeout(0.2)
 
     def until(self, message: str, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -81,30 +95,37 @@ def test_watchdog_starves_while_the_job_is_stuck(database_url: str, tmp_path: Pa
         cfg = write_config(tmp_path / "config.yaml", data)
         assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
         env = {**os.environ, **LOCAL_ONLY, "NOTIFY_SOCKET": "@" + notify.name,
-               "WATCHDOG_USEC": "2000000"}
+               "WATCHDOG_USEC": "4000000"}
         env.pop("WATCHDOG_PID", None)
         proc = subprocess.Popen(
             [sys.executable, "-m", "snapshotter", "--config", str(cfg), "daemon"],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+        reader.start()
         try:
-            assert notify.until("READY=1", 60)
+            assert notify.until("READY=1", HANG_GUARD)
             with _block_writes(database_url):
                 # The catch-up job fetches, then cannot store: stuck in the database.
-                deadline = time.monotonic() + 60
-                while sum(p.startswith("/oms/") for _, p, _ in sim.requests_log) < 8:
-                    assert time.monotonic() < deadline, sim.requests_log
-                    time.sleep(0.1)
-                notify.collect(2.5)  # the last feeds from before it got stuck
-                starved = notify.collect(4)
+                wait_until(lambda: sum(p.startswith("/oms/") for _, p, _ in sim.requests_log)
+                           >= 8, "both accounts fetched", alive=proc)
+                fetched = len(lines)
+                wait_until(lambda: any("no progress" in line for line in lines[fetched:]),
+                           "the daemon to see its job stuck", alive=proc)
+                # The feeds sent before it said so are queued; none may follow while stuck.
+                notify.drain()
+                starved = notify.collect(3)
                 assert "WATCHDOG=1" not in starved, starved
             # Unblocked: the job stores its snapshots and the watchdog is fed again.
-            assert notify.until("WATCHDOG=1", 20)
+            assert notify.until("WATCHDOG=1", HANG_GUARD)
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
+            assert proc.wait(HANG_GUARD) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
-            _out, err = proc.communicate(timeout=30)
+            proc.wait(HANG_GUARD)
+            reader.join(HANG_GUARD)
             notify.sock.close()
+    err = "".join(lines)
     assert "no progress" in err and "Traceback" not in err, err

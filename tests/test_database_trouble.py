@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,15 +104,13 @@ def test_waiting_for_another_runs_lock_ends_at_run_timeout(
     cfg = write_config(tmp_path / "migrate.yaml",
                        config_dict(sim, sim_accounts, database_url, tmp_path / "state"))
     assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
-    with _hold_run_lock(database_url):
-        started = time.monotonic()
+    with _hold_run_lock(database_url):  # held until the run gives up: only its deadline ends it
         code, _out, err = _run(sim, sim_accounts, database_url, tmp_path, recorder,
                                run_timeout=3)
-        elapsed = time.monotonic() - started
     assert code == 69, err
     _assert_one_line_no_login(sim, err)
     assert "another snapshotter run still holds the run lock" in err
-    assert elapsed < 20
+    assert "giving up (kite.run_timeout)" in err
     assert recorder.wait(1)[0][1] == "/ping/abc/fail"
 
 

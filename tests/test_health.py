@@ -18,7 +18,14 @@ import pytest
 
 from snapshotter.ops import health
 from snapshotter.simulator import KiteSimulator, SimAccount
-from tests.conftest import LOCAL_ONLY, Recorder, config_dict, run_cli, write_config
+from tests.conftest import (
+    HANG_GUARD,
+    LOCAL_ONLY,
+    Recorder,
+    config_dict,
+    run_cli,
+    write_config,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -207,7 +214,7 @@ def test_daemon_notifies_systemd(sim: KiteSimulator, sim_accounts: list[SimAccou
         text=True)
     messages: list[str] = []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + HANG_GUARD
 
         def until(done: Callable[[], bool]) -> None:
             while time.monotonic() < deadline:

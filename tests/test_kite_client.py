@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +24,9 @@ from snapshotter.kite.auth import connect_token_expiry
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.http import parse_envelope as _parse_envelope
 from snapshotter.kite.token_cache import TokenCache
+from snapshotter.routes import ROUTES
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from tests.conftest import HANG_GUARD
 
 
 class Clock:
@@ -61,7 +63,7 @@ def _client(server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: 
     acc = AccountConfig(user_id=account.user_id,
                         password=Secret(overrides.get("password", account.password)),
                         totp_secret=Secret(overrides.get("totp_secret", account.totp_secret)))
-    kite = KiteConfig(base_url=server.base_url, api_root=server.base_url, timeout=2,
+    kite = KiteConfig(base_url=server.base_url, api_root=server.base_url, timeout=30,
                       retries=3, backoff=0.01)
     return KiteClient(acc, kite, TokenCache(tmp_path), clock=clock, sleep=clock.sleep)
 
@@ -186,10 +188,16 @@ def test_endpoints_of_one_account_are_fetched_concurrently(server: KiteSimulator
                                                            tmp_path: Path) -> None:
     client = _client(server, account, clock, tmp_path)
     client.login()
-    server.latency = 0.3
-    t0 = time.perf_counter()
-    client.fetch_all()
-    assert time.perf_counter() - t0 < 0.3 * 4 * 0.75
+    # The simulator holds its answers until all four requests are in flight at once.
+    server.hold_answers()
+    try:
+        fetching = ThreadPoolExecutor(max_workers=1).submit(client.fetch_all)
+        assert server.wait_in_flight(len(ROUTES), timeout=HANG_GUARD), \
+            f"never more than {server.max_in_flight} request(s) in flight at once"
+    finally:
+        server.release_answers()
+    assert set(fetching.result(timeout=HANG_GUARD)) == {route.name for route in ROUTES}
+    assert server.max_in_flight == len(ROUTES)
 
 
 def test_connect_token_expires_at_six_ist_next_morning() -> None:

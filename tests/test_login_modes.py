@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from snapshotter.kite.auth import connect_token_expiry
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
-from tests.conftest import config_dict, write_config
+from tests.conftest import HANG_GUARD, config_dict, write_config
 
 API_KEY = "snapapp7kq2m"
 API_SECRET = "s3cret-of-the-app-9f8e7d6c5b4a"
@@ -329,9 +329,7 @@ def test_connect_wrong_api_secret_is_rejected_once_and_remembered(
         sim: KiteSimulator, sim_accounts: list[SimAccount], tmp_path: Path) -> None:
     bad, good = sim_accounts[0], sim_accounts[1]
     cfg = str(make_config(sim, tmp_path, [connect(bad, WRONG_SECRET), connect(good)]))
-    t0 = time.monotonic()
     result = cli("--config", cfg, "run")
-    assert time.monotonic() - t0 < 20
     assert result.returncode == 78, result.stderr
     lines = errors(result)
     assert len(lines) == 1, result.stderr
@@ -423,7 +421,12 @@ def test_connect_rate_limit_holds_with_many_accounts_on_one_app(
     logins = dict(sim.login_count)
     cfg = str(make_config(sim, tmp_path, [connect(a) for a in sim_accounts],
                           kite={"base_url": sim.base_url, "api_root": sim.base_url,
-                                "retries": 0, "backoff": 0.01, "timeout": 5}))
+                                "retries": 0, "backoff": 0.01, "timeout": 30}))
+    # Kite counts a request when it arrives: the first ten arrive late (as on a busy
+    # machine or network), so a client that spaced only its sending would see the
+    # eleventh land in the same second as them.
+    sim.slow_seconds = 0.7
+    sim.fail_next(10, "slow", "/")
     result = cli("--config", cfg, "run")
     assert result.returncode == 0, result.stderr  # retries: 0, so a 429 would have failed
     api = sorted(h.at for h in traffic if h.path in API_ROUTES)
@@ -544,7 +547,7 @@ def test_manual_web_login_on_a_pseudo_terminal(
             os._exit(127)
     out = bytearray()
 
-    def read_until(marker: bytes, timeout: float = 30) -> bool:
+    def read_until(marker: bytes, timeout: float = HANG_GUARD) -> bool:
         deadline = time.monotonic() + timeout
         while marker not in out:
             left = deadline - time.monotonic()
@@ -568,7 +571,7 @@ def test_manual_web_login_on_a_pseudo_terminal(
         if not read_until(b"authenticator"):
             pytest.fail(f"no code prompt: {bytes(out)!r}")
         os.write(fd, pyotp.TOTP(acc.totp_secret).now().encode() + b"\n")
-        read_until(b"\x00-never-", timeout=30)  # everything until the child exits
+        read_until(b"\x00-never-")  # everything until the child exits
     finally:
         _, status = os.waitpid(pid, 0)
         os.close(fd)

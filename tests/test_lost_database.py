@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
 from tests.conftest import (
+    HANG_GUARD,
     LOCAL_ONLY,
     Recorder,
     ShiftedClock,
@@ -43,7 +44,7 @@ def _start(config: Path, lib: str, offset: int) -> subprocess.Popen[str]:
 
 def _when_fetching(sim: KiteSimulator, proc: subprocess.Popen[str], accounts: int) -> None:
     """Wait until every account's data routes were asked for (logins done)."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD
     while sum(p.startswith("/oms/") for _, p, _ in sim.requests_log) < 4 * accounts:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)

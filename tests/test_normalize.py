@@ -1,9 +1,10 @@
 """normalize: raw Kite ``data`` payloads -> typed DataFrames, checked row by row.
 
 The four mock payloads below are the ``data`` members of zerodha/kiteconnect-mocks as copied to
-/work/shared/kite-mocks (holdings.json, positions.json, margins.json, mf_holdings.json); they
-are embedded so that the test runs anywhere, and ``test_embedded_mocks_match_shared_files``
-checks the copies when the shared folder is present. Every expected row is written out by hand.
+../shared/kite-mocks beside the repository (holdings.json, positions.json, margins.json,
+mf_holdings.json); they are embedded so that the test runs anywhere, and
+``test_embedded_mocks_match_shared_files`` checks the copies when the shared folder is present.
+Every expected row is written out by hand.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from snapshotter.normalize import (
 
 ACCOUNT = "AB1234"
 DAY = date(2025, 1, 17)
-SHARED_MOCKS = Path("/work/shared/kite-mocks")
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: the team's shared folder sits beside the checkout (``../shared``)
+SHARED_MOCKS = REPOSITORY.parent / "shared" / "kite-mocks"
 # Kite's naive IST "2025-01-17 00:00:00" as an aware UTC timestamp
 AUTHORISED = pd.Timestamp("2025-01-16 18:30:00+00:00")
 
@@ -536,7 +539,7 @@ def test_mf_holdings_mock() -> None:
 def test_embedded_mocks_match_shared_files(name: str, embedded: Any) -> None:
     path = SHARED_MOCKS / f"{name}.json"
     if not path.is_file():
-        pytest.skip(f"{path} not present")
+        pytest.skip(f"{path} not present (the shared folder beside the repository)")
     assert json.loads(path.read_text())["data"] == embedded
 
 

@@ -254,17 +254,14 @@ def silent_server() -> Iterator[int]:
 def test_a_server_that_never_answers_holds_the_run_for_notify_timeout_only(
         sim: KiteSimulator, sim_accounts: list[SimAccount], tmp_path: Path,
         silent_server: int) -> None:
-    # Apprise's own read timeout set to a minute (rto=60): only notify.timeout ends it.
-    hang = f"json://127.0.0.1:{silent_server}/notify/{TOKEN}?rto=60&cto=60"
+    # Apprise's own timeouts set to hours: only notify.timeout ends it.
+    hang = f"json://127.0.0.1:{silent_server}/notify/{TOKEN}?rto=36000&cto=36000"
     data = _config(tmp_path, sim, sim_accounts[:1], f"sqlite:///{tmp_path / 'snapshots.db'}",
                    urls=[hang], on=["summary"], timeout=2)
-    started = time.monotonic()
     run = _run(tmp_path, data)
-    elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     [line] = _warning_lines(run.stderr)
     assert "notify.urls[0] (JSON): no answer within 2 s (notify.timeout)" in line
-    assert elapsed < 30, elapsed
     _assert_no_secrets(sim_accounts, run.stdout, run.stderr)
 
 
@@ -419,18 +416,15 @@ def test_notifies_under_libfaketime(faketime_lib: str, tmp_path: Path,
             socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        hang = f"json://127.0.0.1:{silent.getsockname()[1]}/x?rto=60&cto=60"
+        hang = f"json://127.0.0.1:{silent.getsockname()[1]}/x?rto=36000&cto=36000"
         data = _config(tmp_path, sim, accounts, f"sqlite:///{tmp_path / 'snapshots.db'}",
                        urls=[_url(recorder), hang], on=["summary"], timeout=3)
         cfg = write_config(tmp_path / "config.yaml", data)
-        started = time.monotonic()
         run = run_cli("--config", str(cfg), "run", env={
             **LOCAL_ONLY, "LD_PRELOAD": faketime_lib, "FAKETIME": f"{offset:+d}",
             "FAKETIME_DONT_FAKE_MONOTONIC": "0"})
-        elapsed = time.monotonic() - started
     assert run.returncode == 0, run.stderr
     [message] = _messages(recorder)
     assert message["title"] == "snapshotter: 1 account ok (session 2026-11-27)"
     [line] = _warning_lines(run.stderr)
     assert "notify.urls[1] (JSON): no answer within 3 s" in line
-    assert elapsed < 40, elapsed

@@ -18,8 +18,9 @@ def test_a_secret_containing_another_is_masked_whole() -> None:
 
 def test_thousands_of_secrets_register_and_redact_fast() -> None:
     line = "account DM0001: logged in, session cached"
-    started = time.perf_counter()
+    # This process's CPU time, not the wall clock: other processes' load does not count.
+    started = time.process_time()
     for _ in range(3000):  # 500 accounts: password, TOTP secret, code, token, ...
         redact.register(secrets.token_urlsafe(24))
         assert redact.redact(line) == line
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5

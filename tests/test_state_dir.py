@@ -24,7 +24,7 @@ from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.private_files import StatePathError, private_dir
 from snapshotter.simulator import KiteSimulator, SimAccount
-from tests.conftest import config_dict, run_cli, write_config
+from tests.conftest import config_dict, run_cli, wait_until, write_config
 
 
 def _rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -209,11 +209,16 @@ def test_a_new_sqlite_database_and_its_wal_and_shm_are_private(
     db = tmp_path / "new.db"
     cfg = write_config(tmp_path / "config.yaml", config_dict(
         sim, sim_accounts, f"sqlite:///{db}", tmp_path / "state"))
-    sim.latency = 0.05  # keep the run's connections (and so -wal/-shm) open a little while
+    # The run waits for its first answer with its database open (so -wal/-shm exist).
+    sim.hold_answers()
     proc = subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
-    seen: dict[str, set[int]] = {}
+    try:
+        wait_until(lambda: sim.in_flight > 0, "the run's first request", alive=proc)
+        seen = {suffix: {_mode(Path(f"{db}{suffix}"))} for suffix in ("", "-wal", "-shm")}
+    finally:
+        sim.release_answers()
     while proc.poll() is None:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):

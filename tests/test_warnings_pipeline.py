@@ -21,7 +21,7 @@ from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.store import engine as db
 from snapshotter.store import migrate as migrations
 from snapshotter.store import writes as store
-from tests.conftest import config_dict
+from tests.conftest import HANG_GUARD, config_dict
 
 
 def _ist(text: str) -> datetime:
@@ -127,7 +127,7 @@ def test_daemon_fetches_a_warned_snapshot_again_and_keeps_it_final(
         assert job.next_run_time == _ist("2026-11-27T17:00:01")
         clock.set("2026-11-27T17:00:05")
         d.scheduler.wakeup()
-        deadline = systime.monotonic() + 15
+        deadline = systime.monotonic() + HANG_GUARD
         while len(d.runs) < 2 and systime.monotonic() < deadline:
             systime.sleep(0.05)
         assert len(d.runs) == 2

@@ -13,9 +13,11 @@ changed it without notice (docs/kite-protocol.md §1-2).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -103,9 +105,12 @@ class Auth(ABC):
             return {"Authorization": f"token {self.account.api_key}:{token}"}
         return {"Authorization": f"enctoken {token}", "Referer": f"{kite.base_url}/dashboard"}
 
-    def before_request(self, kite: KiteConfig, url: str) -> None:
+    def request_slot(self, kite: KiteConfig, url: str) -> AbstractContextManager[None]:
+        """Held while a request to ``url`` is sent and answered (Kite Connect's per-app
+        rate limit)."""
         if self.connect_api and url.startswith(kite.api_root):
-            app_limiter(self.account.api_key or "").acquire()
+            return app_limiter(self.account.api_key or "").slot()
+        return contextlib.nullcontext()
 
     def log_in(self, client: LoginClient, entry: CachedSession) -> str:
         """A fresh token, saved in ``entry`` (updated in place) and the session cache."""

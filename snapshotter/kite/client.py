@@ -117,11 +117,11 @@ class KiteClient:
                 raise KiteProtocolError(
                     f"{label}: Kite redirected to another site ({kite_http.origin_text(url)}); "
                     "not following it", account=user)
-            self.auth.before_request(self.kite, url)
-            resp = kite_http.send(
-                self.http, method, url, timeout=self.kite.timeout,
-                max_bytes=int(self.kite.max_response_mb * 2**20), label=label, account=user,
-                cancel=self.cancel, **kwargs)
+            with self.auth.request_slot(self.kite, url):
+                resp = kite_http.send(
+                    self.http, method, url, timeout=self.kite.timeout,
+                    max_bytes=int(self.kite.max_response_mb * 2**20), label=label,
+                    account=user, cancel=self.cancel, **kwargs)
             if not 300 <= resp.status_code < 400 or read_redirect:
                 return resp
             if method != "GET":

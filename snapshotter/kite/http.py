@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from snapshotter.errors import (
 )
 
 REAPER_POLL_SECONDS = 0.1
+POLL_SECONDS = 0.02  # a rate limiter's wait for a slot
 CHUNK_BYTES = 64 * 1024
 DEADLINE, CANCELLED = "deadline", "cancelled"
 
@@ -340,25 +342,50 @@ CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
 
 
 class RateLimiter:
-    """At most ``rate`` calls in any sliding one-second window, shared across threads."""
+    """At most ``rate`` requests in any sliding window of ``window`` seconds, as the
+    server counts them, shared across threads.
+
+    The server counts a request when it arrives, which is some time after it was sent:
+    a limiter that spaced the sending alone let a delayed request land in the same
+    second as the next ones (HTTP 429 on a busy machine or network). So a request holds
+    its slot from before it is sent until ``window`` seconds after its answer came back
+    (``release``); the server received it before answering, so the next request that
+    slot admits arrives more than ``window`` seconds after it, whatever the delays.
+    """
 
     def __init__(self, rate: int, window: float = 1.05):
         self.rate = rate
         self.window = window
-        self._calls: deque[float] = deque()
+        self._in_flight = 0
+        self._ended: deque[float] = deque()  # when each answer came back, oldest first
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
+        """Wait for a slot; every ``acquire`` is followed by one ``release``."""
         while True:
             with self._lock:
                 now = time.monotonic()
-                while self._calls and now - self._calls[0] >= self.window:
-                    self._calls.popleft()
-                if len(self._calls) < self.rate:
-                    self._calls.append(now)
+                while self._ended and now - self._ended[0] >= self.window:
+                    self._ended.popleft()
+                if self._in_flight + len(self._ended) < self.rate:
+                    self._in_flight += 1
                     return
-                wait = self.window - (now - self._calls[0])
-            time.sleep(max(wait, 0.001))
+                # Polled (no timed thread waits: libfaketime would freeze them).
+                wait = self.window - (now - self._ended[0]) if self._ended else POLL_SECONDS
+            time.sleep(min(max(wait, 0.001), POLL_SECONDS))
+
+    def release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._ended.append(time.monotonic())
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
 
 _app_limiters: dict[str, RateLimiter] = {}

@@ -5,7 +5,6 @@ and a per-app rate limit)."""
 from __future__ import annotations
 
 import copy
-import time
 from collections import deque
 from typing import Any
 
@@ -62,7 +61,7 @@ class DataRoutes(SimulatorState):
         )
         if user_id is None:
             raise Refused(403, "TokenException", MSG_BAD_API_TOKEN)
-        now = time.monotonic()
+        now = self.monotonic()
         calls = self._api_calls.setdefault(api_key, deque())
         while calls and now - calls[0] >= 1.0:
             calls.popleft()

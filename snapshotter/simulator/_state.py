@@ -8,6 +8,7 @@ puts them together. Every piece of state is guarded by ``_lock``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class SimulatorState:
         host: str,
         port: int,
         clock: Callable[[], datetime] | None,
+        monotonic: Callable[[], float] | None = None,
     ):
         self.latency = latency
         #: seconds a "slow" fault waits before answering normally
@@ -49,9 +51,15 @@ class SimulatorState:
         self.port = port
         self.base_url = ""
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        #: seconds, for the rate limit's one-second window (tests inject their own)
+        self.monotonic: Callable[[], float] = monotonic or time.monotonic
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._in_flight_changed = threading.Condition(self._lock)
+        #: cleared by ``hold_answers``: requests arrive and wait until ``release_answers``
+        self._answering = threading.Event()
+        self._answering.set()
         self._accounts: dict[str, SimAccount] = {}
         self._apps: dict[str, SimApp] = {a.api_key: a for a in apps}
         self._faults: list[Fault] = []
@@ -75,3 +83,6 @@ class SimulatorState:
         self.twofa_count: Counter[str] = Counter()
         #: (method, path, user_id or None) for every request, in arrival order
         self.requests_log: list[tuple[str, str, str | None]] = []
+        #: requests arrived and not yet answered, and the most there were at once
+        self.in_flight = 0
+        self.max_in_flight = 0

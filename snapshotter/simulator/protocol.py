@@ -55,8 +55,11 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ):
-        super().__init__(apps=apps, latency=latency, host=host, port=port, clock=clock)
+        super().__init__(
+            apps=apps, latency=latency, host=host, port=port, clock=clock, monotonic=monotonic
+        )
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         for acc in accounts:
@@ -133,6 +136,20 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
                 if user_id is None or owner == user_id:
                     del self._request_tokens[tok]
 
+    def hold_answers(self) -> None:
+        """Requests keep arriving (and count in ``in_flight``) but wait, unanswered, until
+        ``release_answers``: a test sees how many a client has in flight at once."""
+        self._answering.clear()
+
+    def release_answers(self) -> None:
+        self._answering.set()
+
+    def wait_in_flight(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` requests are in flight at once; False if that did not
+        happen within ``timeout`` seconds."""
+        with self._in_flight_changed:
+            return self._in_flight_changed.wait_for(lambda: self.in_flight >= count, timeout)
+
     # -- request handling ----------------------------------------------------------------------
 
     def _respond(self, req: Request) -> Response:
@@ -140,11 +157,21 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
             user_id = self._identify(req)
             self.requests_log.append((req.method, req.path, user_id))
             fault = self._take_fault(req.path, user_id)
-        if self.latency > 0:
-            self._stopping.wait(self.latency)
-        if fault is not None:
-            return self._with_fault(fault, req, self._dispatch_or_error)
-        return self._dispatch_or_error(req)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._in_flight_changed.notify_all()
+        try:
+            while not self._answering.wait(0.05) and not self._stopping.is_set():
+                pass
+            if self.latency > 0:
+                self._stopping.wait(self.latency)
+            if fault is not None:
+                return self._with_fault(fault, req, self._dispatch_or_error)
+            return self._dispatch_or_error(req)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self._in_flight_changed.notify_all()
 
     def _dispatch_or_error(self, req: Request) -> Response:
         try:
