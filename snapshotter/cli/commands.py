@@ -138,7 +138,8 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     from snapshotter import pipeline
     from snapshotter.ops import health, notify
 
-    with _database(args, config=config, deadline=deadline, writable=not args.from_raw) \
+    # --from-raw too: re-deriving rows writes them (a read-only database: one line, 75).
+    with _database(args, config=config, deadline=deadline, writable=True) \
             as (config, engine):
         if args.from_raw:
             replayed = pipeline.replay_raw(
