@@ -434,7 +434,8 @@ _DAY1, _DAY2 = "2025-12-01T00:00:00+0530", "2025-12-02T00:00:00+0530"
      "field timestamp: not a timestamp"),
     ([[_DAY1, 1, 1, 1, 24000.5, 0], [_DAY2, 1, 1, 1, 1e300, 0]],
      "candle 1 has a close of 1e+300, not a plausible one (expected 0.01 to 1,000,000,000)"),
-    ([[_DAY1, 1, 1, 1, 1e-300, 0]], "candle 0 has a close of 1e-300, not a plausible one"),
+    ([[_DAY1, 1, 1, 1, 1e-300, 0]], "candle 0 has no date or no positive close"),
+    ([[_DAY1, 1, 1, 1, 0.001, 0]], "candle 0 has a close of 0.001, not a plausible one"),
     ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2099-12-02T00:00:00+0530", 1, 1, 1, 24100.5, 0]],
      "a candle of 2099-12-02, outside the dates asked"),
 ])
