@@ -23,8 +23,8 @@ _ordered: tuple[str, ...] = ()
 # a key, then its value. Only the value is masked, and only where a value stands.
 _GENERIC = re.compile(
     r"(?i)(enctoken=|authorization['\"]?: ?['\"]?(?:enctoken|token) |access_token=|"
-    r"request_token=|password=|twofa_value=|"
-    r"\"(?:access_token|enctoken|password|twofa_value)\": ?\")"
+    r"request_token=|request_id=|password=|twofa_value=|"
+    r"\"(?:access_token|enctoken|password|twofa_value|request_id)\": ?\")"
     r"([^\s&\"',;]+)"
 )
 # "enctoken VALUE" outside a header: masked when VALUE looks like a token (8+ characters

@@ -124,6 +124,16 @@ BAD_FILES = [
     ("zero_close.csv", HEADER + GOOD + GOOD.replace("01-DEC", "02-DEC")
      .replace('"26,175.75"', '"0.00"'),
      "zero_close.csv: line 3, column 'Close': '0.00' is not a positive close"),
+    # Issue 16: both were stored, and `report performance` wrote "benchmark_return":
+    # Infinity.
+    ("tiny_close.csv", HEADER + GOOD + GOOD.replace("01-DEC", "02-DEC")
+     .replace('"26,175.75"', '"1e-300"'),
+     "tiny_close.csv: line 3, column 'Close': '1e-300' is not a plausible close (expected "
+     "0.01 to 1,000,000,000)"),
+    ("huge_close.csv", HEADER + GOOD.replace('"26,175.75"', '"1e300"'),
+     "huge_close.csv: line 2, column 'Close': '1e300' is not a plausible close"),
+    ("inf_close.csv", HEADER + GOOD.replace('"26,175.75"', '"inf"'),
+     "inf_close.csv: line 2, column 'Close': 'inf' is not a number"),
     ("clash.csv", HEADER + GOOD + GOOD.replace("01-DEC", "02-DEC")
      + GOOD.replace('"26,175.75"', '"26,200.00"'),
      "clash.csv: lines 2 and 4: two different closes for 2025-12-01 (26,175.75 and "
@@ -422,6 +432,10 @@ _DAY1, _DAY2 = "2025-12-01T00:00:00+0530", "2025-12-02T00:00:00+0530"
      "two different closes for 2025-12-01 (24,000.50 and 24,100.50)"),
     ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2025-12-02garbage", 1, 1, 1, 24100.5, 0]],
      "field timestamp: not a timestamp"),
+    ([[_DAY1, 1, 1, 1, 24000.5, 0], [_DAY2, 1, 1, 1, 1e300, 0]],
+     "candle 1 has a close of 1e+300, not a plausible one (expected 0.01 to 1,000,000,000)"),
+    ([[_DAY1, 1, 1, 1, 1e-300, 0]], "candle 0 has no date or no positive close"),
+    ([[_DAY1, 1, 1, 1, 0.001, 0]], "candle 0 has a close of 0.001, not a plausible one"),
     ([[_DAY1, 1, 1, 1, 24000.5, 0], ["2099-12-02T00:00:00+0530", 1, 1, 1, 24100.5, 0]],
      "a candle of 2099-12-02, outside the dates asked"),
 ])

@@ -14,6 +14,7 @@ from snapshotter import redact
 from snapshotter.errors import ConfigError, ExitCode, LoginRejected, SnapshotterError, UsageError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import sqlalchemy as sa
 
     from snapshotter.config import Config
@@ -137,7 +138,8 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     from snapshotter import pipeline
     from snapshotter.ops import health, notify
 
-    with _database(args, config=config, deadline=deadline, writable=not args.from_raw) \
+    # --from-raw too: re-deriving rows writes them (a read-only database: one line, 75).
+    with _database(args, config=config, deadline=deadline, writable=True) \
             as (config, engine):
         if args.from_raw:
             replayed = pipeline.replay_raw(
@@ -324,13 +326,18 @@ def cmd_report(args: argparse.Namespace) -> int:
                                                  and a.strip().upper() == "ALL")])
         filters = reports.Filters(tuple(a.strip().upper() for a in args.account or ()),
                                   args.start, args.end)
+        labels = _labels(config)
         if args.kind == "performance":
             from snapshotter.reports import performance
             from snapshotter.sessions import calendar_for
 
             result = performance.performance(engine, calendar_for(config), filters,
                                              args.benchmark)
+            result.frame = reports.with_labels(result.frame, labels)
             print(performance.render(result, args.format))
+            if args.format != "table":  # stdout stays machine-readable
+                for note in performance.non_finite_notes(result):
+                    print(f"note: {note}", file=sys.stderr)
             return ExitCode.OK
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
@@ -343,8 +350,23 @@ def cmd_report(args: argparse.Namespace) -> int:
                 from snapshotter.reports import console
 
                 frame = console.with_xirr(engine, frame)
-        print(reports.render(frame, args.format))
+        _print_report(reports.with_labels(frame, labels), args.format)
     return ExitCode.OK
+
+
+def _labels(config: Config) -> dict[str, str]:
+    """accounts[].label by user id: shown beside the account in reports and exports."""
+    return {a.user_id: a.label for a in config.accounts if a.label}
+
+
+def _print_report(frame: pd.DataFrame, fmt: str) -> None:
+    """A report's rows, and a note (on stderr) for each figure left empty because it is
+    not a finite number."""
+    from snapshotter.reports import tables as reports
+
+    print(reports.render(frame, fmt))
+    for note in reports.non_finite(frame)[1]:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _closes_line(stored: StoredCloses, verb: str, by: str = "") -> str:
@@ -393,12 +415,13 @@ def _report_tax(args: argparse.Namespace) -> int:
         _known_accounts(config, engine, args.account or ())
         frame = console.tax(engine, args.fy, tuple(a.strip().upper()
                                                    for a in args.account or ()))
+        frame = reports.with_labels(frame, _labels(config))
     note = console.tax_note(args.fy)
     if args.format == "table":
         print(f"{note}\n")
-        print(reports.render(frame, args.format))
+        _print_report(frame, args.format)
     else:  # stdout stays machine-readable
-        print(reports.render(frame, args.format))
+        _print_report(frame, args.format)
         print(f"note: {note}", file=sys.stderr)
     return ExitCode.OK
 
@@ -426,9 +449,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 
-    with _database(args, create=False) as (_, engine):
+    with _database(args, create=False) as (config, engine):
         out = reports.output_dir(args.out)
-        written = reports.export(engine, out, args.format)
+        written = reports.export(engine, out, args.format, _labels(config))
     print(f"wrote {len(written)} files to {out.resolve()}")
     return ExitCode.OK
 

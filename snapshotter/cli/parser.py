@@ -91,12 +91,33 @@ def _account_option(parser: argparse.ArgumentParser) -> None:
                         help="only this account (repeatable)")
 
 
+# The dates a date option takes: far enough for any history, near enough that a day or
+# a year added to one stays a date (--from 9999-12-20 overflowed).
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2199, 12, 31)
+
+
+def _day(text: str) -> date:
+    """A date option's ``YYYY-MM-DD``, between FIRST_DAY and LAST_DAY."""
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-01") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range (a date from {FIRST_DAY} to {LAST_DAY})")
+    return day
+
+
 def _financial_year(text: str) -> str:
-    """``2025-26``: India's financial year (April to March)."""
+    """``2025-26``: India's financial year (April to March), within the dates' range."""
     start, _, end = text.strip().partition("-")
     if not (len(start) == 4 and start.isdigit() and len(end) == 2 and end.isdigit()
             and (int(start) + 1) % 100 == int(end)):
         raise argparse.ArgumentTypeError(f"{text!r} is not a financial year like 2025-26")
+    if not FIRST_DAY.year <= int(start) < LAST_DAY.year:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range (a financial year from {FIRST_DAY.year}-"
+            f"{(FIRST_DAY.year + 1) % 100:02d} to {LAST_DAY.year - 1}-{LAST_DAY.year % 100:02d})")
     return text.strip()
 
 
@@ -168,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "tax"])
     rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
     _account_option(rp)
-    rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
-    rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    rp.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rp.add_argument("--benchmark", metavar="NAME",
                     help="report performance: compare with this index's closes "
@@ -197,10 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("name", metavar="NAME", help="NIFTY50 or NIFTYBANK")
     bf.add_argument("--account", metavar="USER_ID",
                     help="the account whose session reads it (default: the first web one)")
-    bf.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    bf.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD",
                     help="first date (default: the latest stored close, else 14 days before "
                     "the first snapshot, else a year ago)")
-    bf.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    bf.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD",
                     help="last date (default: today)")
     rp.add_argument("--fy", type=_financial_year, metavar="YYYY-YY",
                     help="report tax: the financial year, e.g. 2025-26")

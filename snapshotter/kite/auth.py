@@ -344,6 +344,7 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
     if not isinstance(data, dict) or not data.get("request_id"):
         raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
                                 account=user)
+    redact.register(str(data["request_id"]))  # it authorises the 2FA: a secret
     twofa_type = str(data.get("twofa_type") or "totp")
     if twofa_type not in ("totp", "app_code"):
         raise LoginRejected(

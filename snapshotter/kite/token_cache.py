@@ -149,6 +149,9 @@ class TokenCache:
     def save(self, user_id: str, entry: CachedSession) -> None:
         self._make_dirs()
         path = self._path(user_id)
+        # What Kite said when it rejected a login may quote what was sent (the password).
+        if entry.rejected_reason:
+            entry.rejected_reason = redact.redact(entry.rejected_reason)
         write_private_text(path, json.dumps(asdict(entry)))
         with _warned_lock:
             _warned.pop(str(path), None)

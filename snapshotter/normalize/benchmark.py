@@ -37,6 +37,11 @@ _MONTHS = {name: number for number, names in enumerate(
      ("dec", "december")), start=1) for name in names}
 _DAY_MONTH_YEAR = r"^(?P<day>\d{1,2})[ -](?P<month>[A-Za-z]{3,9})[ -](?P<year>\d{4})$"
 _ISO = r"^(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})$"
+# The closes an index can plausibly have (indices start at 100 or 1000; NIFTY 50 is in
+# the tens of thousands): outside them a file or an answer is wrong, and a return over
+# them would be absurd or infinite (1e300 / 1e-300).
+MIN_CLOSE, MAX_CLOSE = 0.01, 1e9
+CLOSE_RANGE = f"{MIN_CLOSE} to {MAX_CLOSE:,.0f}"
 
 
 class BenchmarkFileError(SnapshotterError):
@@ -119,6 +124,8 @@ def parse_index_csv(data: bytes, source: str) -> pd.DataFrame:
             lambda value: f"{value!r} is not a number")
     _refuse(frame, closes <= 0, source, close_label, "close",
             lambda value: f"{value!r} is not a positive close")
+    _refuse(frame, ~closes.between(MIN_CLOSE, MAX_CLOSE), source, close_label, "close",
+            lambda value: f"{value!r} is not a plausible close (expected {CLOSE_RANGE})")
 
     out = pd.DataFrame({"line": frame["line"], "date": dates, "close": closes})
     distinct = out.drop_duplicates(["date", "close"])
@@ -174,6 +181,11 @@ def closes_from_candles(candles: Any, label: str) -> pd.DataFrame:
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise PayloadError(f"{label}: candle {i} has no date or no positive close: "
                            f"{str(candles[i])[:80]}")
+    absurd = ~closes.between(MIN_CLOSE, MAX_CLOSE)
+    if absurd.any():
+        i = int(np.flatnonzero(absurd.to_numpy())[0])
+        raise PayloadError(f"{label}: candle {i} has a close of {float(closes.iloc[i])!r}, not a "
+                           f"plausible one (expected {CLOSE_RANGE}); nothing stored")
     frame = pd.DataFrame({"date": dates.dt.normalize(), "close": closes})
     distinct = frame.drop_duplicates(["date", "close"])
     clash = distinct[distinct.duplicated("date", keep=False)]

@@ -72,6 +72,8 @@ def output_path(out: str, account: str | None = None, per_account: bool = False,
     """`chart --out`: a file, or inside a directory (one that exists, or a path ending in
     /) a file named after what it shows: portfolio.png, portfolio-ACCOUNT.png,
     portfolio-per-account.png, or with a benchmark portfolio[-ACCOUNT]-vs-NAME.png."""
+    if not out.strip():
+        raise UsageError("--out is empty; give a file or a directory")
     path = Path(out)
     if path.is_dir() or out.endswith(("/", os.sep)):
         name = ("portfolio-per-account" if per_account

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.errors import UsageError
-from snapshotter.reports.tables import Filters, rounded
+from snapshotter.reports.tables import Filters, non_finite, rounded, safe_for_spreadsheets
 from snapshotter.sessions import TradingCalendar
 
 ALL = "ALL"
@@ -366,22 +366,28 @@ def _table_cell(value: Any, column: str) -> str:
     return str(value)
 
 
+def non_finite_notes(result: Performance) -> list[str]:
+    """Why a figure is empty although its inputs are there: it is not a finite number."""
+    return non_finite(result.frame)[1]
+
+
 def render(result: Performance, fmt: str) -> str:
-    """The report as text to print (no trailing newline)."""
-    frame = result.frame
+    """The report as text to print (no trailing newline); a figure that is not a finite
+    number is empty (non_finite_notes says which)."""
+    frame, infinite = non_finite(result.frame)
     if fmt == "csv":
-        return rounded(frame).to_csv(index=False, lineterminator="\n").removesuffix("\n")
+        return safe_for_spreadsheets(rounded(frame)).to_csv(
+            index=False, lineterminator="\n").removesuffix("\n")
     if fmt == "json":
         frame = rounded(frame)
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        return json.dumps(records, indent=2)
+        return json.dumps(records, indent=2, allow_nan=False)
     if frame.empty:
         return "(no rows)"
     columns = list(frame.columns)
     rows = [[_table_cell(v, c) for v, c in zip(row, columns, strict=True)]
             for row in frame.itertuples(index=False)]
     lines = [tabulate(rows, headers=columns, disable_numparse=True, stralign="right")]
-    lines += [f"note: {note}" for note in result.notes]
+    lines += [f"note: {note}" for note in result.notes + infinite]
     lines += [f"warning: {warning}" for warning in result.warnings]
     return "\n".join(lines)
-

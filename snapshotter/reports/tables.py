@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -209,6 +213,61 @@ def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.
         ORDER BY snapshot_date, account""", params)
 
 
+def with_labels(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """``frame`` with each account's ``label`` (``accounts[].label``) after its
+    ``account`` column, when the config gives any account a label."""
+    if not labels or "account" not in frame.columns or "label" in frame.columns:
+        return frame
+    out = frame.copy()
+    out.insert(list(out.columns).index("account") + 1, "label",
+               pd.Series([labels.get(str(a)) for a in out["account"]], index=out.index,
+                         dtype=object))
+    return out
+
+
+# A cell a spreadsheet would read as a formula (or whose leading tab or CR it would eat):
+# OWASP's CSV injection rule, a single quote before it, so that it stays text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def _safe_cell(value: Any) -> Any:
+    return spreadsheet_safe(value) if isinstance(value, str) else value
+
+
+def safe_for_spreadsheets(frame: pd.DataFrame) -> pd.DataFrame:
+    """The text cells of ``frame`` neutralised (spreadsheet_safe); numbers untouched."""
+    out = frame.copy()
+    for name in out.columns:
+        if out[name].dtype == object or pd.api.types.is_string_dtype(out[name]):
+            out[name] = out[name].map(_safe_cell, na_action="ignore")
+    return out
+
+
+def non_finite(frame: pd.DataFrame, what: str = "") -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with every infinite number made empty (NULL), and a note per column
+    naming the rows (by account) that had one: JSON has no Infinity, and no figure is
+    meaningful as one (e.g. a return over a close of 1e-300)."""
+    out = frame.copy()
+    notes = []
+    for name in out.columns:
+        column = out[name]
+        if not pd.api.types.is_float_dtype(column):
+            continue
+        bad = column.isin([math.inf, -math.inf])
+        if not bad.any():
+            continue
+        out[name] = column.where(~bad)
+        rows = ", ".join(dict.fromkeys(str(a) for a in out.loc[bad, "account"])) \
+            if "account" in out.columns else f"{int(bad.sum())} row(s)"
+        notes.append(f"{what}{name} is empty for {rows}: not a finite number (check the "
+                     "data it is computed from)")
+    return out, notes
+
+
 def _cell(value: Any, column: str) -> Any:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
@@ -228,13 +287,15 @@ SUMMARY_TABLE_COLUMNS = ["account", "last_session", "total_value", "holdings_val
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The frame as text to print (no trailing newline)."""
-    frame = rounded(frame)
+    """The frame as text to print (no trailing newline); an infinite number is empty
+    (see non_finite, whose notes the command prints)."""
+    frame, _ = non_finite(rounded(frame))
     if fmt == "csv":
-        return frame.to_csv(index=False, lineterminator="\n").removesuffix("\n")
+        return safe_for_spreadsheets(frame).to_csv(
+            index=False, lineterminator="\n").removesuffix("\n")
     if fmt == "json":
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        return json.dumps(records, default=str, indent=2)
+        return json.dumps(records, default=str, indent=2, allow_nan=False)
     if frame.empty:
         return "(no rows)"
     columns = list(frame.columns)
@@ -246,7 +307,9 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 def output_dir(out: str) -> Path:
     """`export --out DIR`: the directory, created when missing; one line when it cannot
-    be (a file of that name, a parent that is a file, no permission)."""
+    be (empty, a file of that name, a parent that is a file, no permission)."""
+    if not out.strip():
+        raise UsageError("--out is empty; give a directory")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory")
@@ -330,27 +393,87 @@ def _read(engine: sa.Engine, name: str) -> pa.Table:
                      for c, kind, values in zip(columns, kinds, by_column, strict=True)})
 
 
-def export(engine: sa.Engine, out_dir: Path, fmt: str) -> list[Path]:
+def export(engine: sa.Engine, out_dir: Path, fmt: str,
+           labels: dict[str, str] | None = None) -> list[Path]:
     """Every table and view to ``out_dir`` as CSV or Parquet, typed by the schema (so
     the files are the same from SQLite and PostgreSQL): dates as dates, timestamps in
-    UTC, numbers rounded as reports round them (decimals()), JSON as its text."""
-    import pyarrow.parquet as pq
-
-    written = []
+    UTC, numbers rounded as reports round them (decimals()), JSON as its text; with
+    ``labels``, each account's label after its account. CSV text cells are safe for
+    spreadsheets (spreadsheet_safe). A file already in ``out_dir`` under one of the
+    names (a symlink included) is refused before anything is written, and never
+    replaced: each file is written under a temporary name beside it, then linked into
+    place only while the name is free."""
     names = TABLES + VIEWS
+    targets = [out_dir / f"{name}.{fmt}" for name in names]
+    for path in targets:
+        if os.path.lexists(path):
+            raise _existing(out_dir, path)
+    written = []
     with Progress(len(names), "tables and views") as progress:
-        for name in names:
+        for name, path in zip(names, targets, strict=True):
             table = _read(engine, name)
-            path = out_dir / f"{name}.{fmt}"
-            try:
-                if fmt == "csv":
-                    table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(
-                        path, index=False, lineterminator="\n")
-                else:
-                    pq.write_table(table, path)
-            except OSError as exc:
-                raise UsageError(f"--out {out_dir}: cannot write {path.name} "
-                                 f"({exc.strerror or exc})") from None
+            if labels and "account" in table.column_names:
+                table = _with_label_column(table, labels)
+            _write_new(table, path, fmt, out_dir)
             written.append(path)
             progress.advance()
     return written
+
+
+def _with_label_column(table: pa.Table, labels: dict[str, str]) -> pa.Table:
+    import pyarrow as pa
+
+    at = table.column_names.index("account")
+    values = [labels.get(str(a)) if a is not None else None
+              for a in table.column("account").to_pylist()]
+    return table.add_column(at + 1, "label", pa.array(values, pa.string()))
+
+
+def _existing(out_dir: Path, path: Path) -> UsageError:
+    return UsageError(f"--out {out_dir}: {path.name} is already there (an export never "
+                      "replaces a file); give an empty or new directory")
+
+
+def _write_new(table: pa.Table, path: Path, fmt: str, out_dir: Path) -> None:
+    """``table`` as a new file at ``path``, never through a symlink nor over a file."""
+    import pyarrow.parquet as pq
+
+    frame = safe_for_spreadsheets(table.to_pandas(types_mapper=pd.ArrowDtype)) \
+        if fmt == "csv" else None
+    try:
+        # mkstemp: O_CREAT | O_EXCL, so a link planted under the temporary name is
+        # never followed either.
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot write {path.name} "
+                         f"({exc.strerror or exc})") from None
+    try:
+        if frame is not None:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as text:
+                frame.to_csv(text, index=False, lineterminator="\n")
+        else:
+            with os.fdopen(fd, "wb") as binary:
+                pq.write_table(table, binary)
+        _link_new(tmp, path)
+    except FileExistsError:
+        raise _existing(out_dir, path) from None
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot write {path.name} "
+                         f"({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give the file ``tmp`` the name ``path`` unless something has that name
+    (FileExistsError): a hard link, which never replaces; where the file system has
+    none, the name is taken with O_EXCL first and then renamed over."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.replace(tmp, path)
