@@ -88,7 +88,7 @@ def read_file(path: str, max_bytes: int) -> bytes:
     before reading, and again while reading: the file may grow). A FIFO, a device, a
     directory or a socket is refused before it is opened for reading, and again after
     (O_NONBLOCK: opening a FIFO must not wait for a writer)."""
-    too_big = BadFile(path, f"larger than {max_bytes / 2**20:g} MB (import.max_file_mb); "
+    too_big = BadFile(path, f"larger than {round(max_bytes / 2**20, 3):g} MB (import.max_file_mb); "
                             "not read")
     try:
         _check_regular(path, os.stat(path).st_mode)

@@ -89,7 +89,7 @@ class Workbook:
         them; ``cells[0]`` is column A. Parsed as it is read: a caller that stops early
         reads no more of the sheet."""
         reader = _SheetReader(self.shared, self.date_styles, self.epoch)
-        parser = _parser(reader.start, reader.end, reader.text)
+        parser = _parser(reader.start, reader.end, reader.text, prefixed=False)
         with self.zip.open(self.sheets[sheet]) as stream:
             while chunk := self._read(stream, self.sheets[sheet]):
                 parser.Parse(chunk, False)
@@ -104,12 +104,13 @@ class Workbook:
         self.unpacked += len(chunk)
         if self.unpacked > self.max_unpacked:
             raise WorkbookError(
-                f"unpacks to more than {self.max_unpacked / 2**20:g} MB of XML (at {part}; "
+                f"unpacks to more than {round(self.max_unpacked / 2**20, 3):g} MB of XML (at {part}; "
                 "import.max_file_mb)")
         return chunk
 
-    def _parse(self, part: str, handler: _Handler) -> None:
-        parser = _parser(handler.start, handler.end, handler.text)
+    def _parse(self, part: str, handler: _Handler | _SharedStrings) -> None:
+        parser = _parser(handler.start, handler.end, handler.text,
+                         prefixed=handler.prefixed)
         with self.zip.open(part) as stream:
             while chunk := self._read(stream, part):
                 parser.Parse(chunk, False)
@@ -214,8 +215,12 @@ def _epoch(date1904: bool) -> datetime:
 
 
 def _local(name: str) -> str:
-    """``{namespace} name`` (expat, with a separator) -> ``name``."""
-    return name.rpartition(" ")[2]
+    """``x:c`` -> ``c``: parts may prefix their elements and attributes, or not."""
+    return name.rpartition(":")[2]
+
+
+def _local_attrs(attrs: dict[str, str]) -> dict[str, str]:
+    return {_local(k): v for k, v in attrs.items()} if attrs else attrs
 
 
 def _no_dtd(*_: object) -> None:
@@ -223,21 +228,28 @@ def _no_dtd(*_: object) -> None:
 
 
 def _parser(start: Callable[[str, dict[str, str]], None], end: Callable[[str], None],
-            text: Callable[[str], None]) -> Any:
-    parser = expat.ParserCreate(namespace_separator=" ")
+            text: Callable[[str], None], *, prefixed: bool = True) -> Any:
+    """An expat parser calling ``start``/``end`` with local names and attributes, or
+    (``prefixed=False``: the big parts, where each call counts) with them as written."""
+    parser = expat.ParserCreate()
     parser.buffer_text = True
     parser.buffer_size = CHUNK
     parser.StartDoctypeDeclHandler = _no_dtd
     parser.EntityDeclHandler = _no_dtd
-
-    parser.StartElementHandler = lambda name, attrs: start(
-        _local(name), {_local(k): v for k, v in attrs.items()})
-    parser.EndElementHandler = lambda name: end(_local(name))
+    if prefixed:
+        parser.StartElementHandler = lambda name, attrs: start(_local(name),
+                                                               _local_attrs(attrs))
+        parser.EndElementHandler = lambda name: end(_local(name))
+    else:
+        parser.StartElementHandler = start
+        parser.EndElementHandler = end
     parser.CharacterDataHandler = text
     return parser
 
 
 class _Handler:
+    prefixed = True
+
     def __init__(self, start: Callable[[str, dict[str, str]], None],
                  end: Callable[[str], None] | None = None):
         self.start = start
@@ -263,29 +275,31 @@ class _WorkbookListing(_Handler):
 
 
 class _Text:
-    """The text of a string item (``<si>`` or an inline ``<is>``): its ``<t>`` runs,
-    phonetic runs (``<rPh>``) left out, at most MAX_TEXT characters."""
+    """The text of string items (``<si>``, or an inline ``<is>``), one at a time: their
+    ``<t>`` runs, phonetic runs (``<rPh>``) left out, at most MAX_TEXT characters."""
+
+    __slots__ = ("inside", "length", "phonetic", "pieces")
 
     def __init__(self) -> None:
         self.pieces: list[str] = []
         self.length = 0
-        self.inside_t = False
+        self.inside = False  # in a <t> that counts
         self.phonetic = 0
 
     def start(self, name: str) -> None:
-        if name == "t" and not self.phonetic:
-            self.inside_t = True
+        if name == "t":
+            self.inside = not self.phonetic
         elif name == "rPh":
             self.phonetic += 1
 
     def end(self, name: str) -> None:
         if name == "t":
-            self.inside_t = False
+            self.inside = False
         elif name == "rPh":
             self.phonetic -= 1
 
     def add(self, data: str, row: int | None = None) -> None:
-        if self.inside_t:
+        if self.inside:
             self.length += len(data)
             if self.length > MAX_TEXT:
                 raise WorkbookError(
@@ -294,35 +308,40 @@ class _Text:
 
     def value(self) -> str:
         text = "".join(self.pieces)
-        self.pieces, self.length = [], 0
+        self.pieces.clear()
+        self.length = 0
         return text
 
 
-class _SharedStrings(_Handler):
-    def __init__(self) -> None:
-        super().__init__(self._start, self._end)
-        self.strings: list[str] = []
-        self.item: _Text | None = None
+class _SharedStrings:
+    """sharedStrings.xml: the strings, in order, at most MAX_SHARED_STRINGS of them."""
 
-    def _start(self, name: str, attrs: dict[str, str]) -> None:
+    prefixed = False
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.item = _Text()
+        self.inside = False  # in an <si>
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        name = name[name.find(":") + 1:]
         if name == "si":
             if len(self.strings) >= MAX_SHARED_STRINGS:
                 raise WorkbookError(f"more than {MAX_SHARED_STRINGS:,} shared strings")
-            self.item = _Text()
-        elif self.item is not None:
+            self.inside = True
+        elif self.inside:
             self.item.start(name)
 
-    def _end(self, name: str) -> None:
-        if self.item is None:
-            return
+    def end(self, name: str) -> None:
+        name = name[name.find(":") + 1:]
         if name == "si":
             self.strings.append(self.item.value())
-            self.item = None
-        else:
+            self.inside = False
+        elif self.inside:
             self.item.end(name)
 
     def text(self, data: str) -> None:
-        if self.item is not None:
+        if self.inside:
             self.item.add(data)
 
 
@@ -340,50 +359,49 @@ class _SheetReader:
         self.epoch = epoch
         self.done: list[tuple[int, list[Any]]] = []
         self.row_number = 0
-        self.cells: dict[int, Any] | None = None
+        self.cells: dict[int, Any] | None = None  # the row being read: column -> value
         self.column = 0
         self.kind = "n"
         self.style = 0
         self.value: list[str] | None = None  # the <v> being read
         self.value_length = 0
-        self.inline: _Text | None = None
+        self.inline: _Text | None = None  # the <is> being read
 
     def take(self) -> list[tuple[int, list[Any]]]:
         done, self.done = self.done, []
         return done
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
-        if name == "c" and self.cells is not None:
-            self._cell(attrs)
-        elif name == "v" and self.cells is not None and self.inline is None:
-            self.value, self.value_length = [], 0
-        elif name == "is" and self.cells is not None:
-            self.inline = _Text()
+        name = name[name.find(":") + 1:]
+        if self.cells is None:
+            if name == "row":
+                self._row(attrs.get("r", ""))
         elif self.inline is not None:
             self.inline.start(name)
-        elif name == "row":
-            number = _whole(attrs.get("r", ""))
-            self.row_number = number if number is not None else self.row_number + 1
-            if not 0 < self.row_number <= MAX_ROW:
-                raise WorkbookError(f"a row numbered {attrs.get('r', '')[:20]!r}, not one "
-                                    f"of Excel's rows 1 to {MAX_ROW:,}")
-            self.cells, self.column = {}, 0
+        elif name == "c":
+            self._cell(attrs)
+        elif name == "v":
+            self.value, self.value_length = [], 0
+        elif name == "is":
+            self.inline = _Text()
 
     def end(self, name: str) -> None:
-        if name == "row" and self.cells is not None:
-            if self.cells:
-                width = max(self.cells)
-                self.done.append((self.row_number, [self.cells.get(i) for i in
-                                                    range(1, width + 1)]))
-            self.cells = None
-        elif name == "is" and self.inline is not None:
-            self._set(self.inline.value())
-            self.inline = None
-        elif self.inline is not None:
-            self.inline.end(name)
-        elif name == "v" and self.value is not None:
+        name = name[name.find(":") + 1:]
+        if name == "v" and self.value is not None:
             self._set(self._typed("".join(self.value)))
             self.value = None
+        elif self.inline is not None:
+            if name == "is":
+                self._set(self.inline.value())
+                self.inline = None
+            else:
+                self.inline.end(name)
+        elif name == "row" and self.cells is not None:
+            if self.cells:
+                cells = self.cells
+                self.done.append((self.row_number, [cells.get(i) for i in
+                                                    range(1, max(cells) + 1)]))
+            self.cells = None
 
     def text(self, data: str) -> None:
         if self.value is not None:
@@ -395,6 +413,14 @@ class _SheetReader:
             self.value.append(data)
         elif self.inline is not None:
             self.inline.add(data, self.row_number)
+
+    def _row(self, written: str) -> None:
+        number = _whole(written)
+        self.row_number = number if number is not None else self.row_number + 1
+        if not 0 < self.row_number <= MAX_ROW:
+            raise WorkbookError(f"a row numbered {written[:20]!r}, not one of Excel's rows "
+                                f"1 to {MAX_ROW:,}")
+        self.cells, self.column = {}, 0
 
     def _cell(self, attrs: dict[str, str]) -> None:
         reference = _COLUMN.match(attrs.get("r", "").upper())
@@ -423,8 +449,6 @@ class _SheetReader:
                 raise WorkbookError(f"a cell names shared string {text[:20]!r}, which the "
                                     "workbook does not have", self.row_number)
             return self.shared[index]
-        if kind == "b":
-            return text.strip() in ("1", "true")
         if kind == "n":
             try:
                 number: int | float = (float(text) if any(c in text for c in ".eE")
@@ -438,6 +462,8 @@ class _SheetReader:
                 except (OverflowError, ValueError):
                     return text
             return number
+        if kind == "b":
+            return text.strip() in ("1", "true")
         if kind == "d":
             try:
                 return self.from_iso(text)
