@@ -88,8 +88,8 @@ def read_file(path: str, max_bytes: int) -> bytes:
     before reading, and again while reading: the file may grow). A FIFO, a device, a
     directory or a socket is refused before it is opened for reading, and again after
     (O_NONBLOCK: opening a FIFO must not wait for a writer)."""
-    too_big = BadFile(path, f"larger than {round(max_bytes / 2**20, 3):g} MB (import.max_file_mb); "
-                            "not read")
+    limit = round(max_bytes / 2**20, 3)
+    too_big = BadFile(path, f"larger than {limit:g} MB (import.max_file_mb); not read")
     try:
         _check_regular(path, os.stat(path).st_mode)
         if os.stat(path).st_size > max_bytes:

@@ -103,9 +103,9 @@ class Workbook:
         chunk = stream.read(CHUNK)
         self.unpacked += len(chunk)
         if self.unpacked > self.max_unpacked:
-            raise WorkbookError(
-                f"unpacks to more than {round(self.max_unpacked / 2**20, 3):g} MB of XML (at {part}; "
-                "import.max_file_mb)")
+            limit = round(self.max_unpacked / 2**20, 3)
+            raise WorkbookError(f"unpacks to more than {limit:g} MB of XML (at {part}; "
+                                "import.max_file_mb)")
         return chunk
 
     def _parse(self, part: str, handler: _Handler | _SharedStrings) -> None:
