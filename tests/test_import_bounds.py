@@ -378,6 +378,11 @@ def test_a_backend_killed_during_an_import(postgres_server: str, sim: KiteSimula
         assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
         path = tmp_path / "tradebook.csv"
         path.write_bytes((DATA / "tradebook.csv").read_bytes())
+        if table == "trades":  # more rows than the socket buffers hold: the killed
+            # connection fails mid-send, inside psycopg's pipeline
+            with path.open("a", encoding="utf-8") as out:
+                out.writelines(TRADE.format(series="EQ", trade_id=f"9{n:07}") + "\n"
+                               for n in range(50_000))
         holder = sa.create_engine(url, poolclass=sa.pool.NullPool)
         result: dict[str, Any] = {}
         try:
@@ -397,6 +402,7 @@ def test_a_backend_killed_during_an_import(postgres_server: str, sim: KiteSimula
             holder.dispose()
         done = result["done"]
         assert done.returncode == 75, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert line.startswith(f"error: database unreachable or not writable: {url}: "), line
         assert line.endswith(said.format(path=path)), line
