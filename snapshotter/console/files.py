@@ -91,15 +91,10 @@ def read_file(path: str, max_bytes: int) -> bytes:
     limit = round(max_bytes / 2**20, 3)
     too_big = BadFile(path, f"larger than {limit:g} MB (import.max_file_mb); not read")
     try:
-        _check_regular(path, os.stat(path).st_mode)
-        if os.stat(path).st_size > max_bytes:
-            raise too_big
+        _check_file(path, os.stat(path), max_bytes, too_big)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
-            found = os.fstat(fd)
-            _check_regular(path, found.st_mode)
-            if found.st_size > max_bytes:
-                raise too_big
+            _check_file(path, os.fstat(fd), max_bytes, too_big)  # what was opened
             chunks: list[bytes] = []
             total = 0
             while chunk := os.read(fd, min(READ_CHUNK, max_bytes + 1 - total)):
@@ -114,10 +109,13 @@ def read_file(path: str, max_bytes: int) -> bytes:
         raise BadFile(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def _check_regular(path: str, mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = next((what for test, what in NOT_REGULAR if test(mode)), "not a plain file")
+def _check_file(path: str, found: os.stat_result, max_bytes: int,
+                   too_big: BadFile) -> None:
+    if not stat.S_ISREG(found.st_mode):
+        kind = next((what for test, what in NOT_REGULAR if test(found.st_mode)), "unknown")
         raise BadFile(path, f"not a regular file ({kind}); only regular files are imported")
+    if found.st_size > max_bytes:
+        raise too_big
 
 
 def read_table(data: bytes, file: str, required: Sequence[str], *,

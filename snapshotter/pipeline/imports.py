@@ -163,7 +163,7 @@ def _lost(exc: sa.exc.SQLAlchemyError, url: str, stored: Sequence[FileResult],
           not_stored: Sequence[str], *, lots_pending: bool = False) -> str:
     """The one line for a database lost mid-import: what it said, and what is stored."""
     said = [f"{done.file}: file stored" for done in stored]
-    if lots_pending:
+    if lots_pending and said:
         said[-1] += "; lots not rebuilt, the next run rebuilds them"
     said += [f"{path}: not stored (nothing of it; import it again)" for path in not_stored]
     return f"{unavailable(exc, url)}; {'; '.join(said)}"
