@@ -22,8 +22,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _ErrorsWhileCleaningUp(logging.Filter):
+    """psycopg logs, as a WARNING, the error it meets while leaving a pipeline or a
+    transaction after another error (the connection lost mid-write: "error ignored
+    terminating <psycopg.Pipeline ...>"). The first error is reported on its own line;
+    this echo of it shows only with --verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "psycopg" and str(record.msg).startswith("error ignored"):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def setup(level: str = "INFO", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ErrorsWhileCleaningUp())
     redact.install(handler)
     if json_lines:
         handler.setFormatter(JsonFormatter())

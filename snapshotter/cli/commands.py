@@ -443,6 +443,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"error: {redact.redact(error)}", file=sys.stderr)
     if result.lots is not None:
         print(result.lots.line())
+    if result.lost:
+        print(f"error: {redact.redact(result.lost)}", file=sys.stderr)
+        return ExitCode.DATABASE_UNAVAILABLE
     return ExitCode.USAGE if result.errors else ExitCode.OK
 
 

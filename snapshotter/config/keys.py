@@ -9,7 +9,7 @@ from snapshotter.config.problems import Problems, silent_interpolate
 
 TOP_KEYS = {
     "database", "kite", "accounts", "state_dir", "timezone", "schedule", "calendar",
-    "healthcheck_url", "logging", "notify",
+    "healthcheck_url", "logging", "notify", "import",
 }
 SECTION_KEYS = {
     "database": {"url"},
@@ -19,6 +19,7 @@ SECTION_KEYS = {
     "calendar": {"holidays", "extra_sessions"},
     "logging": {"level"},
     "notify": {"urls", "on", "timeout"},
+    "import": {"max_file_mb"},
 }
 ACCOUNT_KEYS = {
     "user_id", "password", "password_file", "totp_secret", "totp_secret_file", "auth",

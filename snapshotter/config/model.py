@@ -85,6 +85,17 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class ImportConfig:
+    """``import:``: the bounds of `snapshotter import` (README "Console imports")."""
+
+    max_file_mb: float = 64.0  # largest file read; also the most XML a workbook unpacks
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 2**20)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     database_url: str
@@ -97,6 +108,7 @@ class Config:
     healthcheck_url: str | None = None
     log_level: str = DEFAULT_LOG_LEVEL
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    imports: ImportConfig = field(default_factory=ImportConfig)  # the `import:` section
     warnings: tuple[str, ...] = ()
 
     def account(self, user_id: str) -> AccountConfig:

@@ -26,6 +26,7 @@ from snapshotter.config.model import (
     NOTIFY_EVENTS,
     CalendarConfig,
     Config,
+    ImportConfig,
     KiteConfig,
     NotifyConfig,
     ScheduleConfig,
@@ -41,6 +42,7 @@ _KITE_MINIMUMS: dict[str, float] = {
     "max_response_mb": 0.001,
 }
 _SCHEDULE_MINIMUMS: dict[str, float] = {"retry_attempts": 0, "retry_spacing_minutes": 1}
+_IMPORT_MINIMUMS: dict[str, float] = {"max_file_mb": 0.001}
 
 
 def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
@@ -103,6 +105,8 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         tz = ZoneInfo(DEFAULT_TIMEZONE)
 
     notify = _notify(_section(raw, "notify", problems), problems)
+    imports = ImportConfig(**_numbers(_section(raw, "import", problems), "import.",
+                                      ImportConfig(), _IMPORT_MINIMUMS, problems))
     accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files)
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -113,7 +117,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         path=path, database_url=database_url, accounts=tuple(accounts), kite=kite,
         state_dir=state_dir, timezone=tz, schedule=schedule, calendar=calendar,
         healthcheck_url=str(raw["healthcheck_url"]) if raw.get("healthcheck_url") else None,
-        log_level=log_level, notify=notify, warnings=tuple(problems.warnings),
+        log_level=log_level, notify=notify, imports=imports, warnings=tuple(problems.warnings),
     )
 
 

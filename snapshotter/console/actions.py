@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from snapshotter.console.files import Cells, read_table
+from snapshotter.console.files import MAX_UNPACKED, Cells, read_table
 
 COLUMNS = ("symbol", "ex_date", "action", "new_shares", "for_every")
 OPTIONAL = ("isin",)
 KEY = ("tradingsymbol", "ex_date", "action")
 
 
-def parse(data: bytes, file: str) -> pd.DataFrame:
+def parse(data: bytes, file: str, *, max_unpacked: int = MAX_UNPACKED) -> pd.DataFrame:
     table = read_table(data, file, COLUMNS, optional=OPTIONAL,
-                       what="list of corporate actions")
+                       what="list of corporate actions",
+                       max_unpacked=max_unpacked)
     cells = Cells(table)
     frame = pd.DataFrame({
         "tradingsymbol": cells.text("symbol", upper=True),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from snapshotter.console.files import Cells, read_table
+from snapshotter.console.files import MAX_UNPACKED, Cells, read_table
 
 COLUMNS = ("symbol", "isin", "ex_date", "quantity", "dividend_per_share",
            "net_dividend_amount")
@@ -22,8 +22,9 @@ class Parsed:
     client_id: str | None = None
 
 
-def parse(data: bytes, file: str) -> Parsed:
-    table = read_table(data, file, COLUMNS, sheet=SHEET, what="Console dividends report")
+def parse(data: bytes, file: str, *, max_unpacked: int = MAX_UNPACKED) -> Parsed:
+    table = read_table(data, file, COLUMNS, sheet=SHEET, what="Console dividends report",
+                       max_unpacked=max_unpacked)
     cells = Cells(table)
     frame = pd.DataFrame({
         "tradingsymbol": cells.text("symbol", upper=True),

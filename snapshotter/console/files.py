@@ -1,13 +1,21 @@
 """Reading a Console export (CSV, or XLSX with a preamble above its header) into a
 table of cells, and typed columns out of it, each checked whole: the first bad cell of
-the file is one ``BadFile`` naming the file and its line (CSV) or row (XLSX)."""
+the file is one ``BadFile`` naming the file and its line (CSV) or row (XLSX).
+
+Within bounds, whatever the file: only a regular file is read, at most
+``import.max_file_mb`` of it; rows are read as a stream (a workbook through
+``console.workbook``, itself bounded) and only the wanted columns of at most
+``MAX_ROWS`` rows are kept; a line, a row or a text cell past its bound is a
+``BadFile``."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -15,10 +23,20 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from snapshotter.console.workbook import MAX_COLUMNS, MAX_ROW
 from snapshotter.errors import UsageError
+from snapshotter.normalize.checks import MAX_KEY_LENGTH
+from snapshotter.normalize.values import clean_text
 
 IST = "Asia/Kolkata"
-HEADER_SEARCH_ROWS = 100  # a header further down than this is not found
+HEADER_SEARCH_ROWS = 100  # non-blank rows; a header further down than this is not found
+MAX_UNPACKED = 64 * 2**20  # import.max_file_mb's default
+MAX_ROWS = MAX_ROW  # data rows of one file, CSV or XLSX
+MAX_LINE = 2**20  # characters of one CSV line
+READ_CHUNK = 2**20
+NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"),
+               (stat.S_ISSOCK, "a socket"))
 MAX_EXACT_FLOAT = 2**53  # a spreadsheet number above this is not an exact ID
 DATE_FORMATS = ("%Y-%m-%d", "%d-%m-%Y", "%d/%m/%Y", "%Y/%m/%d")
 CLIENT_ID_LABELS = {"client_id", "client_code", "ucc"}
@@ -65,85 +83,154 @@ def is_xlsx(data: bytes, file: str) -> bool:
     return data[:4] == b"PK\x03\x04" or file.lower().endswith((".xlsx", ".xlsm"))
 
 
+def read_file(path: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them (checked
+    before reading, and again while reading: the file may grow). A FIFO, a device, a
+    directory or a socket is refused before it is opened for reading, and again after
+    (O_NONBLOCK: opening a FIFO must not wait for a writer)."""
+    limit = round(max_bytes / 2**20, 3)
+    too_big = BadFile(path, f"larger than {limit:g} MB (import.max_file_mb); not read")
+    try:
+        _check_file(path, os.stat(path), max_bytes, too_big)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            _check_file(path, os.fstat(fd), max_bytes, too_big)  # what was opened
+            chunks: list[bytes] = []
+            total = 0
+            while chunk := os.read(fd, min(READ_CHUNK, max_bytes + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > max_bytes:
+                    raise too_big
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise BadFile(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def _check_file(path: str, found: os.stat_result, max_bytes: int,
+                   too_big: BadFile) -> None:
+    if not stat.S_ISREG(found.st_mode):
+        kind = next((what for test, what in NOT_REGULAR if test(found.st_mode)), "unknown")
+        raise BadFile(path, f"not a regular file ({kind}); only regular files are imported")
+    if found.st_size > max_bytes:
+        raise too_big
+
+
 def read_table(data: bytes, file: str, required: Sequence[str], *,
                optional: Sequence[str] = (), sheet: str | None = None,
-               what: str = "Console export") -> Table:
+               what: str = "Console export", max_unpacked: int = MAX_UNPACKED) -> Table:
     """The rows below the first row that names every ``required`` column (rows above it
-    are a preamble; a "Client ID" there is kept). Fully blank rows are skipped."""
+    are a preamble; a "Client ID" there is kept). Blank rows are skipped; of the rows
+    below the header only the ``required`` and ``optional`` columns are kept. A workbook
+    is read sheet by sheet (``sheet`` first) until one has such a header, unpacking at
+    most ``max_unpacked`` bytes of XML."""
+    columns = [*required, *optional]
     if is_xlsx(data, file):
-        rows = _xlsx_rows(data, file, required, sheet)
-        where = "row"
+        table = _from_workbook(data, file, required, columns, sheet, max_unpacked)
     else:
-        rows = _csv_rows(data, file)
-        where = "line"
-    wanted = set(required)
-    for index, (_, cells) in enumerate(rows[:HEADER_SEARCH_ROWS]):
-        names = [header_name(c) for c in cells]
-        if wanted <= set(names):
-            return _below_header(file, where, rows, index, names, [*required, *optional])
-    raise BadFile(file, f"not a {what}: no header row with the columns "
-                        f"{', '.join(required)}")
+        table = _below_header(file, "line", _csv_rows(data, file), required, columns)
+    if table is None:
+        raise BadFile(file, f"not a {what}: no header row with the columns "
+                            f"{', '.join(required)}")
+    return table
 
 
-def _csv_rows(data: bytes, file: str) -> list[tuple[int, list[Any]]]:
+def _csv_rows(data: bytes, file: str) -> Iterator[tuple[int, list[Any]]]:
+    """(first line, fields) of each CSV record, decoded and split as they are read."""
     try:
-        text = data.decode("utf-8-sig")
+        data.decode("utf-8-sig")  # checked whole first: the first bad byte is named
     except UnicodeDecodeError as exc:
         raise BadFile(file, f"not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, list[Any]]] = []
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    reader = csv.reader(_bounded_lines(text, file))
     start = 1
     try:
         for cells in reader:
-            rows.append((start, cells))
+            yield start, cells
             start = reader.line_num + 1
     except csv.Error as exc:
         raise BadFile(file, f"not CSV: {exc}", line=start) from None
-    return rows
 
 
-def _xlsx_rows(data: bytes, file: str, required: Sequence[str],
-               sheet: str | None) -> list[tuple[int, list[Any]]]:
-    import openpyxl
+def _bounded_lines(text: Iterable[str], file: str) -> Iterator[str]:
+    for number, line in enumerate(text, start=1):
+        if len(line) > MAX_LINE:
+            raise BadFile(file, f"longer than {MAX_LINE:,} characters", line=number)
+        yield line
+
+
+def _from_workbook(data: bytes, file: str, required: Sequence[str], columns: list[str],
+                   sheet: str | None, max_unpacked: int) -> Table | None:
+    from xml.parsers.expat import ExpatError
+
+    from snapshotter.console.workbook import Workbook, WorkbookError
 
     try:
-        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        try:  # read-only: a sheet's XML is read (and found broken) only here
-            names = book.sheetnames
-            order = ([sheet] if sheet in names else []) + [n for n in names if n != sheet]
-            wanted = set(required)
-            for name in order:
-                rows = [(number, list(cells)) for number, cells
-                        in enumerate(book[name].iter_rows(values_only=True), start=1)]
-                if any(wanted <= {header_name(c) for c in cells}
-                       for _, cells in rows[:HEADER_SEARCH_ROWS]):
-                    return rows
-            return []
-        finally:
-            book.close()
-    except Exception as exc:  # zipfile, XML and openpyxl errors alike: not a workbook
+        with Workbook(data, max_unpacked) as book:
+            names = list(book.sheets)
+            for name in ([sheet] if sheet in names else []) + [n for n in names
+                                                               if n != sheet]:
+                table = _below_header(file, "row", book.rows(name), required, columns)
+                if table is not None:
+                    return table
+            return None
+    except BadFile:
+        raise
+    except WorkbookError as exc:
+        raise BadFile(file, exc.problem, line=exc.row, where="row") from None
+    except ExpatError:  # an XML part cut short or not XML
+        raise BadFile(file, "not a readable XLSX workbook (ParseError)") from None
+    except Exception as exc:  # zipfile's errors, a part missing: not a workbook
         raise BadFile(file, f"not a readable XLSX workbook ({type(exc).__name__})") from None
 
 
-def _below_header(file: str, where: str, rows: list[tuple[int, list[Any]]], index: int,
-                  names: list[str], columns: Sequence[str]) -> Table:
-    header_line = rows[index][0]
+def _below_header(file: str, where: str, rows: Iterable[tuple[int, list[Any]]],
+                  required: Sequence[str], columns: Sequence[str]) -> Table | None:
+    """The Table below the first of the first HEADER_SEARCH_ROWS non-blank rows that
+    names every required column; None when none does."""
+    wanted = set(required)
+    preamble: list[list[Any]] = []
+    rows = iter(rows)
+    for line, cells in rows:
+        _check_width(file, where, line, cells)
+        if all(_blank(c) for c in cells):
+            continue
+        names = [header_name(c) for c in cells]
+        if wanted <= set(names):
+            break
+        preamble.append(cells)
+        if len(preamble) >= HEADER_SEARCH_ROWS:
+            return None
+    else:
+        return None
+    header_line = line
     position = {name: names.index(name) for name in columns if name in names}
     width = len(names)
     kept: list[list[Any]] = []
     lines: list[int] = []
-    for line, cells in rows[index + 1:]:
+    for line, cells in rows:
         if all(_blank(c) for c in cells):
             continue
         if where == "line" and len(cells) != width and not (
                 len(cells) > width and all(_blank(c) for c in cells[width:])):
+            _check_width(file, where, line, cells)
             raise BadFile(file, f"{len(cells)} fields where the header has {width}",
                           line=line, where=where)
+        if len(kept) >= MAX_ROWS:
+            raise BadFile(file, f"more than {MAX_ROWS:,} rows below the header "
+                                "(Excel's limit); split the export by date")
         kept.append([cells[i] if i < len(cells) else None for i in position.values()])
         lines.append(line)
     frame = pd.DataFrame(kept, columns=list(position), dtype=object)
-    return Table(file, where, frame, lines, header_line,
-                 _client_id([cells for _, cells in rows[:index]]))
+    return Table(file, where, frame, lines, header_line, _client_id(preamble))
+
+
+def _check_width(file: str, where: str, line: int, cells: list[Any]) -> None:
+    if len(cells) > MAX_COLUMNS:
+        raise BadFile(file, f"{len(cells):,} fields, more than the {MAX_COLUMNS} read",
+                      line=line, where=where)
 
 
 def _blank(cell: object) -> bool:
@@ -214,14 +301,21 @@ class Cells:
         return pd.Series([None] * len(self.frame), index=self.frame.index, dtype=object)
 
     def text(self, column: str, *, required: bool = True, upper: bool = False) -> pd.Series:
+        """Text as both databases store it: NUL -> U+FFFD; at most MAX_KEY_LENGTH
+        characters (text columns are keys or parts of one, and PostgreSQL refuses an
+        index entry over ~2,700 bytes)."""
         raw = self.raw(column)
         self.problem(raw.map(lambda c: isinstance(c, float) and abs(c) >= MAX_EXACT_FLOAT
                              and c.is_integer()),
                      lambda p: f"{column} {raw.iloc[p]!r} is a spreadsheet number too large "
                                "to be exact (export the CSV, which keeps it as text)")
-        values = raw.map(_as_text).astype(object)
+        values = raw.map(lambda c: clean_text(_as_text(c))).astype(object)
         if upper:
             values = values.str.upper()
+        length = values.str.len()
+        self.problem(length > MAX_KEY_LENGTH,
+                     lambda p: f"{column} is {length.iloc[p]:,} characters long, more than "
+                               f"the {MAX_KEY_LENGTH} a text column holds")
         if required:
             self.problem(values == "", lambda p: f"{column} is blank")
         return values.where(values != "", None)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from snapshotter.console.files import Cells, read_table
+from snapshotter.console.files import MAX_UNPACKED, Cells, read_table
 
 COLUMNS = ("particulars", "posting_date", "cost_center", "voucher_type", "debit", "credit",
            "net_balance")
@@ -40,8 +40,9 @@ def kinds(voucher_type: pd.Series, particulars: pd.Series) -> pd.Series:
         index=voucher_type.index, dtype=object)
 
 
-def parse(data: bytes, file: str) -> Parsed:
-    table = read_table(data, file, COLUMNS, what="Console ledger")
+def parse(data: bytes, file: str, *, max_unpacked: int = MAX_UNPACKED) -> Parsed:
+    table = read_table(data, file, COLUMNS, what="Console ledger",
+                       max_unpacked=max_unpacked)
     cells = Cells(table)
     particulars = cells.text("particulars", required=False).fillna("")
     marker = particulars.str.strip().str.lower()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from snapshotter.console.files import Cells, read_table
+from snapshotter.console.files import MAX_UNPACKED, Cells, read_table
 
 COLUMNS = ("symbol", "isin", "trade_date", "exchange", "segment", "series", "trade_type",
            "auction", "quantity", "price", "trade_id", "order_id", "order_execution_time")
@@ -32,8 +32,9 @@ class Parsed:
     client_id: str | None = None
 
 
-def parse(data: bytes, file: str) -> Parsed:
-    table = read_table(data, file, COLUMNS, optional=OPTIONAL, what="Console tradebook")
+def parse(data: bytes, file: str, *, max_unpacked: int = MAX_UNPACKED) -> Parsed:
+    table = read_table(data, file, COLUMNS, optional=OPTIONAL, what="Console tradebook",
+                       max_unpacked=max_unpacked)
     cells = Cells(table)
     frame = pd.DataFrame({
         "tradingsymbol": cells.text("symbol", upper=True),

@@ -2,11 +2,12 @@
 rebuilt (``run`` rebuilds them too, for accounts with trades: a snapshot can show a
 split).
 
-Each file is read and checked whole first; a bad one is one error naming the file and
-line, and nothing of it is stored. A good one is stored in one transaction: the rows
-whose key the account already has are "already known" (re-importing an overlapping
-export adds nothing twice). Runs under the database's run lock, so an import and a
-run never rebuild the same account's lots at once.
+Each file is read (a regular file, within ``import.max_file_mb``) and checked whole
+first, before the run lock is taken; a bad one is one error naming the file and line,
+and nothing of it is stored. Then, under the database's run lock (so an import and a
+run never rebuild the same account's lots at once), each good one is stored in one
+transaction: the rows whose key the account already has are "already known"
+(re-importing an overlapping export adds nothing twice).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.config import Config
 from snapshotter.console import actions, dividends, ledger, lots, tradebook
-from snapshotter.console.files import BadFile, is_xlsx
+from snapshotter.console.files import BadFile, is_xlsx, read_file
+from snapshotter.normalize import clean_text
 from snapshotter.store import console as db
+from snapshotter.store.engine import is_connection_error, unavailable
 from snapshotter.store.lock import run_lock
 from snapshotter.store.models import LEDGER_KINDS
 
@@ -66,6 +69,7 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     lots: LotsSummary | None = None
+    lost: str | None = None  # the database went away mid-import: what was stored
 
 
 @dataclass(frozen=True)
@@ -76,56 +80,93 @@ class _Read:
     detail: str = ""
 
 
-def _read(kind: str, data: bytes, file: str) -> _Read:
+def _read(kind: str, data: bytes, file: str, max_unpacked: int) -> _Read:
     if kind == "tradebook":
-        trades = tradebook.parse(data, file)
+        trades = tradebook.parse(data, file, max_unpacked=max_unpacked)
         return _Read(trades.frame, trades.client_id, tuple(trades.warnings))
     if kind == "ledger":
-        entries = ledger.parse(data, file)
+        entries = ledger.parse(data, file, max_unpacked=max_unpacked)
         counts = entries.frame["kind"].value_counts()
         detail = ", ".join(f"{k} {counts[k]}" for k in LEDGER_KINDS if k in counts)
         return _Read(entries.frame, detail=detail)
     if kind == "dividends":
-        paid = dividends.parse(data, file)
+        paid = dividends.parse(data, file, max_unpacked=max_unpacked)
         return _Read(paid.frame, paid.client_id)
-    return _Read(actions.parse(data, file))
+    return _Read(actions.parse(data, file, max_unpacked=max_unpacked))
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A file read and checked, waiting for the run lock to be stored."""
+
+    path: str
+    sha256: str
+    where: str  # "line" or "row": how its warnings name a place
+    read: _Read
+
+
+def _prepare(kind: str, path: str, account: str, max_bytes: int) -> _Ready:
+    data = read_file(path, max_bytes)
+    read = _read(kind, data, path, max_bytes)
+    if read.client_id and read.client_id != account:
+        raise BadFile(path, f"the file is for client {read.client_id}, not {account}")
+    return _Ready(path, hashlib.sha256(data).hexdigest(),
+                  "row" if is_xlsx(data, path) else "line", read)
 
 
 def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[str],
                  account: str, *, clock: Callable[[], datetime]) -> ImportResult:
     """Import ``paths`` (Console exports of ``kind``) into ``account``; after trades or
-    actions, rebuild its lots. ``account`` must be configured (else ConfigError, exit 2)."""
+    actions, rebuild its lots. ``account`` must be configured (else ConfigError, exit 2).
+    The files are read and checked first, without the run lock (a slow or hostile file
+    never keeps a run waiting); the lock is held only to store them and rebuild."""
     user_id = config.account(account.strip().upper()).user_id
     result = ImportResult()
+    ready: list[_Ready] = []
+    for path in paths:
+        try:
+            ready.append(_prepare(kind, path, user_id, config.imports.max_bytes))
+        except BadFile as exc:
+            result.errors.append(str(exc))
+    if not ready:
+        return result
     deadline = time.monotonic() + config.kite.run_timeout
     with run_lock(config.database_url, deadline=deadline):
-        for path in paths:
-            name = Path(path).name
+        for position, file in enumerate(ready):
             try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                result.errors.append(f"{path}: cannot read: {exc.strerror or exc}")
-                continue
-            try:
-                read = _read(kind, data, path)
-                if read.client_id and read.client_id != user_id:
-                    raise BadFile(path, f"the file is for client {read.client_id}, "
-                                        f"not {user_id}")
-            except BadFile as exc:
-                result.errors.append(str(exc))
-                continue
-            stored = db.store_file(engine, kind, user_id, name,
-                                   hashlib.sha256(data).hexdigest(), read.frame, clock())
-            result.warnings += read.warnings
-            where = "row" if is_xlsx(data, path) else "line"
+                stored = db.store_file(engine, kind, user_id, clean_text(Path(file.path).name),
+                                       file.sha256, file.read.frame, clock())
+            except sa.exc.SQLAlchemyError as exc:
+                if not is_connection_error(exc):
+                    raise
+                result.lost = _lost(exc, config.database_url, result.files,
+                                    [f.path for f in ready[position:]])
+                return result
+            result.warnings += file.read.warnings
             result.warnings += [
-                f"{path}: {where} {line}: trade {trade} is already stored with other "
-                "values; the stored one is kept" for line, trade in stored.conflicts]
-            result.files.append(FileResult(path, stored.rows, stored.new, stored.known,
-                                           read.detail))
-        if kind in ("tradebook", "actions") and result.files:  # what the lots come from
-            result.lots = rebuild_lots(engine, user_id)
+                f"{file.path}: {file.where} {line}: trade {trade} is already stored with "
+                "other values; the stored one is kept" for line, trade in stored.conflicts]
+            result.files.append(FileResult(file.path, stored.rows, stored.new, stored.known,
+                                           file.read.detail))
+        if kind in ("tradebook", "actions"):  # what the lots come from
+            try:
+                result.lots = rebuild_lots(engine, user_id)
+            except sa.exc.SQLAlchemyError as exc:
+                if not is_connection_error(exc):
+                    raise
+                result.lost = _lost(exc, config.database_url, result.files, [],
+                                    lots_pending=True)
     return result
+
+
+def _lost(exc: sa.exc.SQLAlchemyError, url: str, stored: Sequence[FileResult],
+          not_stored: Sequence[str], *, lots_pending: bool = False) -> str:
+    """The one line for a database lost mid-import: what it said, and what is stored."""
+    said = [f"{done.file}: file stored" for done in stored]
+    if lots_pending and said:
+        said[-1] += "; lots not rebuilt, the next run rebuilds them"
+    said += [f"{path}: not stored (nothing of it; import it again)" for path in not_stored]
+    return f"{unavailable(exc, url)}; {'; '.join(said)}"
 
 
 def rebuild_lots(engine: sa.Engine, account: str) -> LotsSummary:
