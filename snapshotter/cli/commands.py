@@ -423,6 +423,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return ExitCode.USAGE if result.errors else ExitCode.OK
 
 
+def cmd_household_leave(args: argparse.Namespace) -> int:
+    from snapshotter.store import household
+
+    account = args.account.strip().upper()
+    with _database(args, writable=True) as (config, engine):
+        _known_accounts(config, engine, [account])
+        left = household.leave(engine, account, args.left_on)
+    print(f"{left.account} leaves the household on {left.left_on}: its last value counted, "
+          f"{left.last_value:,.2f} (snapshot of {left.last_date}), is a withdrawal from the "
+          "all-accounts figures on the first session from then")
+    return ExitCode.OK
+
+
+def cmd_household_rejoin(args: argparse.Namespace) -> int:
+    from snapshotter.store import household
+
+    account = args.account.strip().upper()
+    with _database(args, writable=True) as (config, engine):
+        _known_accounts(config, engine, [account])
+        left_on = household.rejoin(engine, account)
+    print(f"{account} counts in the household again (it had left on {left_on})" if left_on
+          else f"{account} had not left the household: nothing to undo")
+    return ExitCode.OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from snapshotter.reports import tables as reports
 

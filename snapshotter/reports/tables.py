@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
     from snapshotter.routes import Kind
 
-VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
-         "realised_estimate", "corporate_actions", "reconciliation", "nav_daily",
-         "nav_daily_all", "trade_reconciliation")
+VIEWS = ("portfolio_daily", "household_daily", "portfolio_daily_all", "pnl_daily",
+         "holding_daily", "realised_estimate", "corporate_actions", "reconciliation",
+         "nav_daily", "nav_daily_all", "trade_reconciliation")
 # Every table, the ledger first; raw_payloads' gzip bodies are exported as their JSON text.
 TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
           *sorted(set(Base.metadata.tables) - {"snapshots", "raw_payloads",
