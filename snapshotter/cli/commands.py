@@ -308,6 +308,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from snapshotter.reports import summary
     from snapshotter.reports import tables as reports
 
     if args.kind == "tax":
@@ -335,15 +336,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
         else:
-            frame = {"summary": reports.summary, "holdings": reports.holdings,
+            frame = {"summary": summary.report_summary, "holdings": reports.holdings,
                      "pnl": reports.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
-                frame = frame[reports.SUMMARY_TABLE_COLUMNS]
+                frame = frame[summary.SUMMARY_TABLE_COLUMNS]
             if args.kind == "holdings" and args.xirr:
                 from snapshotter.reports import console
 
                 frame = console.with_xirr(engine, frame)
         print(reports.render(frame, args.format))
+        if args.kind == "summary" and args.format == "table" and not frame.empty:
+            print(f"note: {summary.SUMMARY_NOTE}")
     return ExitCode.OK
 
 

@@ -183,6 +183,19 @@ def _figures(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def nav_figures(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+    """Per account (``filters.accounts``, or every account) and, without an account
+    filter, ``ALL``: the window's figures that need no calendar (``from``, ``to``,
+    ``start_value``, ``end_value``, ``net_flows``, ``market_pnl``, ``twr``,
+    ``nav_return``, ``cagr``, ``max_drawdown``, ``volatility``), indexed by account."""
+    rows = _account_rows(engine, filters, list(filters.accounts) or None)
+    if not filters.accounts:
+        all_rows = _all_rows(engine, filters)
+        if not all_rows.empty:
+            rows = pd.concat([rows, all_rows], ignore_index=True)
+    return _figures(rows) if not rows.empty else pd.DataFrame()
+
+
 def _xirr(rows: pd.DataFrame) -> tuple[pd.Series, dict[str, str]]:
     """Per account, the XIRR of its window's flows (investor's side), and why not."""
     from pyxirr import DayCount, InvalidPaymentsError, xirr

@@ -50,16 +50,15 @@ def leave(engine: sa.Engine, account: str, left_on: date | None = None) -> Leave
             raise UsageError(f"--on {left_on}: account {account}'s first complete snapshot "
                              f"is {first}; it can leave only after it")
         counted = conn.execute(_LAST_COUNTED, {"account": account, "left_on": left_on}).one()
-        table = HouseholdLeave.__table__
-        conn.execute(sa.delete(table).where(table.c.account == account))
-        conn.execute(sa.insert(table).values(account=account, left_on=left_on))
+        conn.execute(sa.delete(HouseholdLeave).where(HouseholdLeave.account == account))
+        conn.execute(sa.insert(HouseholdLeave).values(account=account, left_on=left_on))
     return Leave(account, left_on, _as_date(counted[0]), float(counted[1]))
 
 
 def rejoin(engine: sa.Engine, account: str) -> date | None:
     """Forget that ``account`` left; the ``left_on`` forgotten, or None when it had not."""
-    table = HouseholdLeave.__table__
     with engine.begin() as conn:
-        left_on = conn.scalar(sa.select(table.c.left_on).where(table.c.account == account))
-        conn.execute(sa.delete(table).where(table.c.account == account))
+        left_on = conn.scalar(sa.select(HouseholdLeave.left_on)
+                              .where(HouseholdLeave.account == account))
+        conn.execute(sa.delete(HouseholdLeave).where(HouseholdLeave.account == account))
     return _as_date(left_on) if left_on is not None else None

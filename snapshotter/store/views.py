@@ -272,8 +272,8 @@ dates on which some member has a complete snapshot. On each, the member's
 # Each view's columns, in order, with their kinds (the route table's vocabulary), for
 # readers that need types the database does not give (SQLite returns a date as text and
 # a NULL as no type at all): `snapshotter export` types its Parquet files from these.
-# ``final``, ``is_estimate`` and household_daily's flags are 0/1 in SQL, booleans here. tests/test_outputs.py checks
-# that these are the columns the views have.
+# ``final``, ``is_estimate`` and household_daily's flags are 0/1 in SQL, booleans here.
+# tests/test_outputs.py checks that these are the columns the views have.
 _KEY = "account: str; snapshot_date: date; snapshot_id: int"
 _MONEY = ("holdings_invested, holdings_value, holdings_unrealised_pnl, holdings_day_pnl, "
           "mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow, "
