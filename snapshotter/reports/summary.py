@@ -47,9 +47,9 @@ def summary_table(engine: sa.Engine, day: date) -> str:
 
 def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.DataFrame:
     """`report summary`. Per account: value on the last session in range, and market P&L
-    / return over it; ``warnings``: that session's snapshot's warnings (answers that looked wrong), one per
-    line, or None. Without an account filter and with more than one account, an ``ALL``
-    row: the household (``portfolio_daily_all``). ``return_pct`` and
+    / return over it; ``warnings``: that session's snapshot's warnings (answers that
+    looked wrong), one per line, or None. Without an account filter and with more than
+    one account, an ``ALL`` row: the household (``portfolio_daily_all``). ``return_pct`` and
     ``max_drawdown_pct`` are `report performance`'s ``nav_return`` and ``max_drawdown``
     over the same window, in percent."""
     filters = filters or Filters()
