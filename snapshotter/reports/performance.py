@@ -27,9 +27,9 @@ The window of an account runs from its first complete snapshot on or after ``--f
   imported ledger (nav_daily's ``cash_flow_source`` 'ledger': the ledger covers the
   days from the snapshot before the gap to the one after it) lost no flow, and is only
   noted
-- ``carried`` (ALL only): household sessions in the window on which some account had no
-  complete snapshot and counted at its last value (``household_daily``); each is warned
-  about with the accounts carried
+- ``carried`` (0 for an account): ALL's household sessions in the window on which some
+  account had no complete snapshot and counted at its last value (``household_daily``);
+  each is warned about with the accounts carried
 - ``benchmark_return`` = close on the last benchmark date <= ``to`` / close on the last
   date <= ``from``, minus 1 (the same days as nav_return); ``excess_return`` =
   nav_return - benchmark_return
@@ -320,7 +320,7 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
         gaps = pd.concat([gaps, every.assign(account=ALL)], ignore_index=True)
     out["gaps"] = gaps.groupby("account").size().reindex(out.index).fillna(0).astype(int)
     carried = _carried_rows(engine, filters) if ALL in out.index else pd.DataFrame()
-    out["carried"] = pd.Series(pd.NA, index=out.index, dtype="Int64")
+    out["carried"] = 0  # an account's own figures carry nothing: its gaps are gaps
     if ALL in out.index:
         out.loc[ALL, "carried"] = carried["date"].nunique()
     if wanted:
