@@ -17,7 +17,12 @@ from snapshotter import pipeline
 from snapshotter.config import Config, parse_config
 from snapshotter.errors import UsageError
 from snapshotter.progress import Progress
-from snapshotter.reports.summary import summary_table
+from snapshotter.reports.summary import (
+    SUMMARY_NOTE,
+    SUMMARY_TABLE_COLUMNS,
+    report_summary,
+    summary_table,
+)
 from snapshotter.sessions import ManualClock, Session, TradingCalendar, fire_time, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, serve_forever_cli
 from snapshotter.simulator.market import DemoMarket
@@ -140,8 +145,9 @@ def _history_outputs(engine: sa.Engine, out: Path) -> None:
     from snapshotter.reports import tables as reports
 
     print()
-    frame = reports.summary(engine)
-    print(reports.render(frame[reports.SUMMARY_TABLE_COLUMNS], "table"))
+    frame = report_summary(engine)
+    print(reports.render(frame[SUMMARY_TABLE_COLUMNS], "table"))
+    print(f"note: {SUMMARY_NOTE}")
     path = chart.write_chart(engine, out / "portfolio.png")
     print(f"\nchart: {path}")
 

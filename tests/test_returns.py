@@ -518,7 +518,7 @@ def test_report_performance_command(cfg: Path) -> None:
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[2].split() == ["AA0001", "2026-11-11", "2026-11-12", "0.00", "20,000.00",
-                                "20,000.00", "0.00", "0.00%", "0.00%", "0"]
+                                "20,000.00", "0.00", "0.00%", "0.00%", "0", "0"]
     assert "ALL" not in table.stdout
     assert lines[3:] == [
         "note: AA0001: xirr is empty: its flows are all of one sign (money has to go both "

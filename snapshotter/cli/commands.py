@@ -310,6 +310,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from snapshotter.reports import summary
     from snapshotter.reports import tables as reports
 
     if args.kind == "tax":
@@ -342,15 +343,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
         else:
-            frame = {"summary": reports.summary, "holdings": reports.holdings,
+            frame = {"summary": summary.report_summary, "holdings": reports.holdings,
                      "pnl": reports.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
-                frame = frame[reports.SUMMARY_TABLE_COLUMNS]
+                frame = frame[summary.SUMMARY_TABLE_COLUMNS]
             if args.kind == "holdings" and args.xirr:
                 from snapshotter.reports import console
 
                 frame = console.with_xirr(engine, frame)
         _print_report(reports.with_labels(frame, labels), args.format)
+        if args.kind == "summary" and args.format == "table" and not frame.empty:
+            print(f"note: {summary.SUMMARY_NOTE}")
     return ExitCode.OK
 
 
@@ -447,6 +450,31 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"error: {redact.redact(result.lost)}", file=sys.stderr)
         return ExitCode.DATABASE_UNAVAILABLE
     return ExitCode.USAGE if result.errors else ExitCode.OK
+
+
+def cmd_household_leave(args: argparse.Namespace) -> int:
+    from snapshotter.store import household
+
+    account = args.account.strip().upper()
+    with _database(args, writable=True) as (config, engine):
+        _known_accounts(config, engine, [account])
+        left = household.leave(engine, account, args.left_on)
+    print(f"{left.account} leaves the household on {left.left_on}: its last value counted, "
+          f"{left.last_value:,.2f} (snapshot of {left.last_date}), is a withdrawal from the "
+          "all-accounts figures on the first session from then")
+    return ExitCode.OK
+
+
+def cmd_household_rejoin(args: argparse.Namespace) -> int:
+    from snapshotter.store import household
+
+    account = args.account.strip().upper()
+    with _database(args, writable=True) as (config, engine):
+        _known_accounts(config, engine, [account])
+        left_on = household.rejoin(engine, account)
+    print(f"{account} counts in the household again (it had left on {left_on})" if left_on
+          else f"{account} had not left the household: nothing to undo")
+    return ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:

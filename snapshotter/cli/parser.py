@@ -229,6 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
                     help="report holdings: each holding's XIRR from its open FIFO lots "
                     "(needs `snapshotter import tradebook`)")
 
+    hh = _subcommand(sub, "household", "which accounts the all-accounts (ALL) figures count",
+                     "An account counts in the all-accounts figures (portfolio_daily_all, "
+                     "nav_daily_all, report performance's ALL, chart) from its first "
+                     "complete snapshot, at its last value on a session it missed, until "
+                     "it leaves: then its last value leaves as a withdrawal (README: "
+                     "Accounts joining, missing a session, leaving).")
+    hhsub = hh.add_subparsers(dest="household_command", metavar="ACTION", required=True)
+    hl = _command(hhsub, "leave", commands.cmd_household_leave,
+                  "an account that stopped for good leaves the household",
+                  "From the first session on or after --on, the account's last value "
+                  "counted leaves the all-accounts figures as a withdrawal, and its "
+                  "snapshots from --on on count no more.")
+    hl.add_argument("account", metavar="USER_ID")
+    hl.add_argument("--on", dest="left_on", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                    help="the day it left (default: the day after its last complete "
+                    "snapshot)")
+    hr = _command(hhsub, "rejoin", commands.cmd_household_rejoin,
+                  "undo `household leave`: the account counts again")
+    hr.add_argument("account", metavar="USER_ID")
+
     imp = _command(sub, "import", commands.cmd_import,
                    "import Console exports: tradebook, ledger, dividends, actions",
                    "Stores Zerodha Console's exports for one account (re-imports add "

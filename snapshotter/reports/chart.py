@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 
 from snapshotter.errors import SnapshotterError, UsageError
 
-NUMBERS = ("total_value", "market_pnl", "drawdown", "previous_value")
+NUMBERS = ("total_value", "market_pnl", "drawdown")
 # Up to this many sessions, each one is marked on the lines.
 MARKED_SESSIONS = 40
 # With one session, the date axis spans this much on either side of it.
@@ -40,8 +40,11 @@ def chart_data(engine: sa.Engine, account: str | None = None,
     accounts summed, or with ``per_account`` every account's own rows, with an
     ``account`` column).
 
-    For all accounts summed, values and flows are summed per session and the drawdown
-    is that of the summed daily returns' index (market P&L / previous total value).
+    For all accounts summed, the household's value and flows (``portfolio_daily_all``: an
+    account missing a session counts at its last value, one joining or leaving is a flow),
+    with pnl_daily's formulas over them: market P&L = value change - flows, and the
+    drawdown of the index of daily returns (market P&L / previous total value), as
+    `report performance`'s ALL twr.
     """
     with engine.connect() as conn:
         if account or per_account:
@@ -52,13 +55,17 @@ def chart_data(engine: sa.Engine, account: str | None = None,
                 params={"a": account} if account else None)
             frame = _floats(frame)
         else:
-            frame = _floats(pd.read_sql(sa.text(
-                "SELECT snapshot_date, SUM(total_value) AS total_value, "
-                "SUM(market_pnl) AS market_pnl, "
-                "SUM(total_value - COALESCE(value_change, total_value)) AS previous_value "
-                "FROM pnl_daily GROUP BY snapshot_date ORDER BY snapshot_date"), conn))
-            returns = frame["market_pnl"] / frame["previous_value"].where(
-                frame["previous_value"] > 0)
+            frame = pd.read_sql(sa.text(
+                "SELECT snapshot_date, total_value, cash_flow FROM portfolio_daily_all "
+                "ORDER BY snapshot_date"), conn)
+            frame["cash_flow"] = pd.to_numeric(frame["cash_flow"]).astype("float64")
+            frame = _floats(frame)
+            previous = frame["total_value"].shift()
+            change = ((frame["total_value"] - previous) * 1_000_000).round() / 1_000_000
+            frame["market_pnl"] = ((change - frame["cash_flow"]) * 1_000_000).round() \
+                / 1_000_000
+            returns = (frame["market_pnl"] / previous.where(previous > 0)).where(
+                frame["market_pnl"] > -previous)
             index = (1 + returns.fillna(0)).cumprod()
             frame["drawdown"] = index / index.cummax() - 1
     pnl = frame["market_pnl"].fillna(0)

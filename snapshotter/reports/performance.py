@@ -27,6 +27,9 @@ The window of an account runs from its first complete snapshot on or after ``--f
   imported ledger (nav_daily's ``cash_flow_source`` 'ledger': the ledger covers the
   days from the snapshot before the gap to the one after it) lost no flow, and is only
   noted
+- ``carried`` (0 for an account): ALL's household sessions in the window on which some
+  account had no complete snapshot and counted at its last value (``household_daily``);
+  each is warned about with the accounts carried
 - ``benchmark_return`` = close on the last benchmark date <= ``to`` / close on the last
   date <= ``from``, minus 1 (the same days as nav_return); ``excess_return`` =
   nav_return - benchmark_return
@@ -50,7 +53,7 @@ from snapshotter.sessions import TradingCalendar
 
 ALL = "ALL"
 KEYS = ["account", "from", "to", "start_value", "end_value", "net_flows", "market_pnl",
-        "twr", "nav_return", "xirr", "cagr", "max_drawdown", "volatility", "gaps"]
+        "twr", "nav_return", "xirr", "cagr", "max_drawdown", "volatility", "gaps", "carried"]
 BENCHMARK_KEYS = ["benchmark", "benchmark_return", "excess_return"]
 MONEY = ("start_value", "end_value", "net_flows", "market_pnl")
 RATIOS = ("twr", "nav_return", "xirr", "cagr", "max_drawdown", "volatility",
@@ -122,6 +125,14 @@ def _all_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
     return rows
 
 
+def _carried_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+    """household_daily's carried rows within the dates: (account, date)."""
+    where, params = _dates(filters)
+    return _query(engine, f"""
+        SELECT account, snapshot_date FROM household_daily
+        WHERE carried = 1 AND {where} ORDER BY snapshot_date, account""", params)
+
+
 def _micro(values: pd.Series) -> pd.Series:
     """Rounded to 6 decimals as the views round money: round(x * 1e6) / 1e6."""
     return (values * 1_000_000).round() / 1_000_000
@@ -170,6 +181,19 @@ def _figures(rows: pd.DataFrame) -> pd.DataFrame:
     daily = rows["nav"] / rows["nav"].groupby(by).shift() - 1
     out["volatility"] = daily.groupby(by).std(ddof=1) * math.sqrt(TRADING_DAYS)
     return out
+
+
+def nav_figures(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+    """Per account (``filters.accounts``, or every account) and, without an account
+    filter, ``ALL``: the window's figures that need no calendar (``from``, ``to``,
+    ``start_value``, ``end_value``, ``net_flows``, ``market_pnl``, ``twr``,
+    ``nav_return``, ``cagr``, ``max_drawdown``, ``volatility``), indexed by account."""
+    rows = _account_rows(engine, filters, list(filters.accounts) or None)
+    if not filters.accounts:
+        all_rows = _all_rows(engine, filters)
+        if not all_rows.empty:
+            rows = pd.concat([rows, all_rows], ignore_index=True)
+    return _figures(rows) if not rows.empty else pd.DataFrame()
 
 
 def _xirr(rows: pd.DataFrame) -> tuple[pd.Series, dict[str, str]]:
@@ -295,6 +319,10 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
         every = gaps[window].groupby("date", as_index=False)["covered"].all()
         gaps = pd.concat([gaps, every.assign(account=ALL)], ignore_index=True)
     out["gaps"] = gaps.groupby("account").size().reindex(out.index).fillna(0).astype(int)
+    carried = _carried_rows(engine, filters) if ALL in out.index else pd.DataFrame()
+    out["carried"] = 0  # an account's own figures carry nothing: its gaps are gaps
+    if ALL in out.index:
+        out.loc[ALL, "carried"] = carried["date"].nunique()
     if wanted:
         out = out[out.index.isin(wanted)]
         gaps = gaps[gaps["account"].isin(wanted)]
@@ -309,7 +337,10 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
     frame = out.reset_index()
     frame["from"] = frame["from"].dt.date.map(date.isoformat)
     frame["to"] = frame["to"].dt.date.map(date.isoformat)
-    return Performance(frame[columns], notes, _gap_warnings(gaps[~gaps["covered"]]))
+    warnings = _gap_warnings(gaps[~gaps["covered"]])
+    if ALL in out.index and not carried.empty:
+        warnings.append(_carried_warning(carried))
+    return Performance(frame[columns], notes, warnings)
 
 
 def _notes(out: pd.DataFrame, xirr_notes: dict[str, str]) -> list[str]:
@@ -344,6 +375,19 @@ def _gap_warnings(gaps: pd.DataFrame) -> list[str]:
                         f"snapshot ({named}): a gap hides that day's cash flows (Kite shows "
                         f"pay-ins only intraday), which then count as market P&L")
     return warnings
+
+
+def _carried_warning(carried: pd.DataFrame) -> str:
+    """The household sessions that counted an account at its last value."""
+    sessions = carried.groupby("date", sort=True)["account"].apply(", ".join)
+    named = "; ".join(f"{day.date().isoformat()}: {accounts}"
+                      for day, accounts in sessions.iloc[:MAX_DATES_NAMED].items())
+    if len(sessions) > MAX_DATES_NAMED:
+        named += f"; and {len(sessions) - MAX_DATES_NAMED} more"
+    return (f"{ALL}: {len(sessions)} session(s) counted an account without a complete "
+            f"snapshot at its last value ({named}): a missed login moves no household "
+            "figure, the account's next snapshot brings its move; an account that has "
+            "closed for good: `snapshotter household leave ACCOUNT`")
 
 
 def _covered_gap_notes(gaps: pd.DataFrame) -> list[str]:

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
     from snapshotter.routes import Kind
 
-VIEWS = ("portfolio_daily", "portfolio_daily_all", "pnl_daily", "holding_daily",
-         "realised_estimate", "corporate_actions", "reconciliation", "nav_daily",
-         "nav_daily_all", "trade_reconciliation")
+VIEWS = ("portfolio_daily", "household_daily", "portfolio_daily_all", "pnl_daily",
+         "holding_daily", "realised_estimate", "corporate_actions", "reconciliation",
+         "nav_daily", "nav_daily_all", "trade_reconciliation")
 # Every table, the ledger first; raw_payloads' gzip bodies are exported as their JSON text.
 TABLES = ("snapshots", "raw_payloads", *DATA_TABLES, "snapshot_totals",
           *sorted(set(Base.metadata.tables) - {"snapshots", "raw_payloads",
@@ -124,59 +124,6 @@ def rounded(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.round(decimals(str(name))) + 0.0  # + 0.0: no -0.0
         out[name] = column
     return out
-
-
-def summary(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
-    """Per account: value on the last session in range, and market P&L / return over it;
-    ``warnings``: that session's snapshot's warnings (answers that looked wrong), one per
-    line, or None."""
-    where, params = _where(filters, alias="p")
-    inner, _ = _where(filters, alias="q")
-    sql = f"""
-        SELECT p.account,
-               MIN(p.snapshot_date) AS first_session,
-               MAX(p.snapshot_date) AS last_session,
-               COUNT(*) AS sessions,
-               SUM(CASE WHEN p.snapshot_date > first.first_date THEN p.market_pnl END)
-                   AS market_pnl,
-               SUM(CASE WHEN p.snapshot_date > first.first_date THEN p.cash_flow END)
-                   AS cash_flow,
-               MIN(p.drawdown) * 100 AS max_drawdown_pct
-        FROM pnl_daily p
-        JOIN (SELECT account, MIN(snapshot_date) AS first_date FROM pnl_daily q
-              WHERE {inner} GROUP BY account) first
-          ON first.account = p.account
-        WHERE {where}
-        GROUP BY p.account ORDER BY p.account"""
-    periods = _query(engine, sql, params)
-    if periods.empty:
-        return periods
-    rows = []
-    for period in periods.to_dict("records"):
-        last = _query(engine, """
-            SELECT d.total_value, d.holdings_value, d.mf_value, d.cash, d.positions_m2m,
-                   d.holdings_unrealised_pnl, d.holdings_day_pnl, p.twr_index
-            FROM portfolio_daily d JOIN pnl_daily p
-              ON p.account = d.account AND p.snapshot_date = d.snapshot_date
-            WHERE d.account = :account AND d.snapshot_date = :day""",
-                      {"account": period["account"], "day": period["last_session"]})
-        first = _query(engine, """SELECT twr_index FROM pnl_daily
-                                  WHERE account = :account AND snapshot_date = :day""",
-                       {"account": period["account"], "day": period["first_session"]})
-        warned = _query(engine, """SELECT warnings FROM snapshots WHERE account = :account
-                                   AND snapshot_date = :day AND status = 'ok'""",
-                        {"account": period["account"], "day": period["last_session"]})
-        values = last.iloc[0].to_dict()
-        values["warnings"] = warned.iloc[0]["warnings"] if not warned.empty else None
-        twr_first = float(first.iloc[0]["twr_index"] or 1.0)
-        twr_last = float(values.pop("twr_index") or 1.0)
-        rows.append({**period, **values,
-                     "return_pct": (twr_last / twr_first - 1) * 100 if twr_first else None})
-    columns = ["account", "first_session", "last_session", "sessions", "total_value",
-               "holdings_value", "mf_value", "cash", "positions_m2m",
-               "holdings_unrealised_pnl", "holdings_day_pnl", "cash_flow", "market_pnl",
-               "return_pct", "max_drawdown_pct", "warnings"]
-    return pd.DataFrame(rows)[columns]
 
 
 def holdings(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
@@ -278,12 +225,6 @@ def _cell(value: Any, column: str) -> Any:
         # Ratios, not money: 6 decimals in a table.
         return f"{value:.6f}" if column in RATIO_COLUMNS else f"{value:,.2f}"
     return value
-
-
-# What `report summary` shows in a terminal (CSV and JSON carry every column).
-SUMMARY_TABLE_COLUMNS = ["account", "last_session", "total_value", "holdings_value",
-                         "mf_value", "cash", "holdings_day_pnl", "market_pnl", "return_pct",
-                         "max_drawdown_pct", "warnings"]
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:

@@ -207,6 +207,17 @@ class BenchmarkDaily(Base):
     close: Mapped[float] = mapped_column(sa.Double)
 
 
+class HouseholdLeave(Base):
+    """An account that left the household (`snapshotter household leave`): from the first
+    household session on or after ``left_on`` its last value counted leaves the
+    all-accounts figures as a withdrawal (``household_daily``)."""
+
+    __tablename__ = "household_leaves"
+
+    account: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    left_on: Mapped[date] = mapped_column(sa.Date)
+
+
 # --- Console imports (``snapshotter import``; README "Console imports") ----------------
 
 LEDGER_KINDS = ("deposit", "withdrawal", "settlement", "charge", "other")

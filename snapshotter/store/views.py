@@ -136,10 +136,13 @@ Money is rounded to 6 decimals. The sums are read from ``snapshot_totals`` (comp
 ``SNAPSHOT_TOTALS`` when the snapshot was stored).
 """,
     'portfolio_daily_all': """\
-``portfolio_daily`` summed over accounts, one row per session; ``accounts`` is how many
-accounts have a complete snapshot of that session (and so contributed). Sums of whole
-micro-rupees (exact in a double), so the result does not depend on summation order. Sums of whole
-micro-rupees (exact in a double), so the result does not depend on summation order.
+``household_daily`` summed per household session (a date on which some member account
+has a complete snapshot): an account missing a session counts at its last value
+(carried), one that joins brings its value as a flow in, one that leaves takes it out as
+a flow out. ``accounts``: the members with a complete snapshot of the session;
+``accounts_carried``, ``accounts_joined``, ``accounts_left``: the members carried,
+joining and leaving that session. Sums of whole micro-rupees (exact in a double), so
+the result does not depend on summation order.
 """,
     'pnl_daily': """\
 Day-on-day P&L and time-weighted return per account, one row per ``portfolio_daily`` row.
@@ -232,11 +235,10 @@ withdrawal as taken out at its end ((V - f) / V_prev - 1, as ``pnl_daily``'s
 daily_return). Not rounded (see ``SNAPSHOT_NAV_DOC``); read from ``snapshot_nav``.
 """,
     'nav_daily_all': """\
-``nav_daily``'s recursion over ``portfolio_daily_all`` (every account's value and flows
-summed per session), one row per session with ``accounts``: how many accounts have a
-complete snapshot that session. A session where an account has none counts its value as
-gone (check ``accounts``). Computed at query time (a recursive CTE over one row a
-session).
+``nav_daily``'s recursion over ``portfolio_daily_all`` (the household's value and flows
+per session: a carried account at its last value, joins and leaves as flows), one row a
+session with ``accounts``, ``accounts_carried``, ``accounts_joined``, ``accounts_left``
+as there. Computed at query time (a recursive CTE over one row a session).
 """,
     'trade_reconciliation': """\
 Where the imported trades (``snapshotter import tradebook``) and the snapshots disagree:
@@ -246,21 +248,41 @@ bonuses: ``trade_positions``) against ``holdings_quantity`` (quantity + t1_quant
 summed over exchanges); ``difference`` = holdings - trades. Only differences are rows,
 and only from the account's first trade on (before it the trades say nothing).
 """,
+    'household_daily': """\
+The all-accounts (ALL) figures' parts: one row per member account and household session.
+A member is an account from its first complete snapshot until it leaves
+(``household_leaves``: `snapshotter household leave`); the household's sessions are the
+dates on which some member has a complete snapshot. On each, the member's
+``portfolio_daily`` money columns, from ``source_snapshot_date``:
+
+- its own complete snapshot of the session: its figures and ``cash_flow``; on its first
+  one, when the household had an earlier session, ``joined`` = 1 and ``cash_flow`` is
+  its whole total_value (money arriving, not market gain);
+- none (a failed, skipped or missed login): ``carried`` = 1, the figures of its last
+  complete snapshot before the session, ``cash_flow`` 0 and ``holdings_day_pnl`` 0 (it
+  moves no household figure; its next snapshot's move, against the carried value, is its
+  own ``pnl_daily`` market P&L across the gap);
+- the first household session on or after ``left_on``: ``leaving`` = 1, every figure 0
+  and ``cash_flow`` = minus its last value counted (its last complete snapshot before
+  ``left_on``): it leaves as a withdrawal. Its snapshots from ``left_on`` on count no more.
+""",
 }
 
 
 # Each view's columns, in order, with their kinds (the route table's vocabulary), for
 # readers that need types the database does not give (SQLite returns a date as text and
 # a NULL as no type at all): `snapshotter export` types its Parquet files from these.
-# ``final`` and ``is_estimate`` are 0/1 in SQL, booleans here. tests/test_outputs.py checks
-# that these are the columns the views have.
+# ``final``, ``is_estimate`` and household_daily's flags are 0/1 in SQL, booleans here.
+# tests/test_outputs.py checks that these are the columns the views have.
 _KEY = "account: str; snapshot_date: date; snapshot_id: int"
 _MONEY = ("holdings_invested, holdings_value, holdings_unrealised_pnl, holdings_day_pnl, "
           "mf_invested, mf_value, positions_pnl, positions_m2m, cash, cash_flow, "
           "total_value: float")
 COLUMNS: dict[str, dict[str, Kind]] = {
     "portfolio_daily": kinds(f"{_KEY}; final: bool; {_MONEY}; cash_flow_source: str"),
-    "portfolio_daily_all": kinds(f"snapshot_date: date; accounts: int; {_MONEY}"),
+    "portfolio_daily_all": kinds(
+        f"snapshot_date: date; accounts: int; {_MONEY}; accounts_carried, accounts_joined, "
+        "accounts_left: int"),
     "pnl_daily": kinds(
         f"{_KEY}; previous_snapshot_date: date; previous_total_value, total_value, "
         "value_change, cash_flow, market_pnl, daily_return, twr_index, drawdown: float"),
@@ -281,10 +303,14 @@ COLUMNS: dict[str, dict[str, Kind]] = {
     "nav_daily": kinds(
         f"{_KEY}; total_value, cash_flow, units, nav: float; cash_flow_source: str"),
     "nav_daily_all": kinds(
-        "snapshot_date: date; accounts: int; total_value, cash_flow, units, nav: float"),
+        "snapshot_date: date; accounts: int; total_value, cash_flow, units, nav: float; "
+        "accounts_carried, accounts_joined, accounts_left: int"),
     "trade_reconciliation": kinds(
         "account: str; snapshot_date: date; instrument, tradingsymbol, isin: str; "
         "trades_quantity, holdings_quantity, difference: float"),
+    "household_daily": kinds(
+        "account: str; snapshot_date, source_snapshot_date: date; carried, joined, leaving: "
+        f"bool; {_MONEY}"),
 }
 
 
