@@ -155,7 +155,7 @@ def browser_login(sim: KiteSimulator, acc: SimAccount, session: requests.Session
     code = totp.generate_otp(totp.timecode(datetime.now(UTC)) + step_offset)
     r = session.post(f"{sim.base_url}/api/twofa", data={
         "user_id": acc.user_id, "request_id": r.json()["data"]["request_id"],
-        "twofa_value": code, "twofa_type": "totp"})
+        "twofa_value": code, "twofa_type": r.json()["data"]["twofa_type"]})
     assert r.status_code == 200, r.text
     return session.cookies["enctoken"]
 

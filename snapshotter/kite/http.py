@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -296,6 +297,16 @@ def origin_text(url: str) -> str:
 
 
 _LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
+RATE_LIMITED = "Too many requests"  # Kite's words, in either form of its rate-limit answer
+
+
+def _says_too_many_requests(resp: requests.Response) -> bool:
+    return resp.text.strip().rstrip(".").lower() == RATE_LIMITED.lower()
+
+
+def is_rate_limited(error: KiteError) -> bool:
+    """Kite's rate limit answered (HTTP 429, or HTTP 200 saying "Too many requests")."""
+    return error.status == 429 or error.message.lower().startswith(RATE_LIMITED.lower())
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -307,6 +318,10 @@ def parse_envelope(resp: requests.Response, account: str, *, login: bool = False
     except ValueError:
         body = None
     if not isinstance(body, dict) or "status" not in body:
+        if _says_too_many_requests(resp):
+            # Kite Connect's rate limit, sometimes as HTTP 200 with this text for a body.
+            raise TransientKiteError(f"{RATE_LIMITED} (Kite's rate limit, as HTTP {status})",
+                                     account=account, status=status)
         kind = "an HTML page" if "html" in resp.headers.get("Content-Type", "").lower() \
             or resp.text.lstrip()[:1] == "<" else "an unparseable body"
         raise TransientKiteError(
@@ -337,28 +352,46 @@ def parse_envelope(resp: requests.Response, account: str, *, login: bool = False
 
 
 CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
+RATE_WINDOW = 1.0  # seconds the limit counts over: a rate-limited call waits at least this
 
 
 class RateLimiter:
-    """At most ``rate`` calls in any sliding one-second window, shared across threads."""
+    """At most ``rate`` calls in any ``window`` seconds as the server counts them, shared
+    across threads.
+
+    The server counts a call when it arrives, some time between its sending and its
+    answer, which the client cannot see (a busy machine or network delays some calls more
+    than others). So a call holds its slot while in flight and for ``window`` seconds after
+    its answer: then no ``rate`` + 1 calls can ever arrive within one window.
+    """
 
     def __init__(self, rate: int, window: float = 1.05):
         self.rate = rate
         self.window = window
-        self._calls: deque[float] = deque()
-        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._answered: deque[float] = deque()  # when each recent call's answer came
+        self._changed = threading.Condition()
 
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot for one call (waiting for one if need be)."""
+        with self._changed:
+            while True:
                 now = time.monotonic()
-                while self._calls and now - self._calls[0] >= self.window:
-                    self._calls.popleft()
-                if len(self._calls) < self.rate:
-                    self._calls.append(now)
-                    return
-                wait = self.window - (now - self._calls[0])
-            time.sleep(max(wait, 0.001))
+                while self._answered and now - self._answered[0] >= self.window:
+                    self._answered.popleft()
+                if self._in_flight + len(self._answered) < self.rate:
+                    self._in_flight += 1
+                    break
+                wait = self.window - (now - self._answered[0]) if self._answered else None
+                self._changed.wait(wait)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._answered.append(time.monotonic())
+                self._changed.notify_all()
 
 
 _app_limiters: dict[str, RateLimiter] = {}

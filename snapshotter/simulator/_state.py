@@ -66,6 +66,10 @@ class SimulatorState:
         self._request_tokens: dict[str, tuple[str, str, str]] = {}  # -> (user, api_key, enc)
         self._access_tokens: dict[tuple[str, str], str] = {}  # (api_key, token) -> user_id
         self._api_calls: dict[str, deque[float]] = {}
+        self._api_refusals: Counter[str] = Counter()  # rate-limited answers, per api_key
+        #: every how many rate-limited answers one is HTTP 200 with "Too many requests" as
+        #: its body instead of HTTP 429, as Kite sometimes answers (0: never)
+        self.rate_limited_200_every = 2
         # every token ever issued -> user_id, to name the user in requests_log
         self._token_owner: dict[str, str] = {}
 
@@ -75,3 +79,5 @@ class SimulatorState:
         self.twofa_count: Counter[str] = Counter()
         #: (method, path, user_id or None) for every request, in arrival order
         self.requests_log: list[tuple[str, str, str | None]] = []
+        #: (method, path, headers with lower-cased names) for every request, in arrival order
+        self.request_headers: list[tuple[str, str, dict[str, str]]] = []

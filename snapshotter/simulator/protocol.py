@@ -139,6 +139,7 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         with self._lock:
             user_id = self._identify(req)
             self.requests_log.append((req.method, req.path, user_id))
+            self.request_headers.append((req.method, req.path, dict(req.headers)))
             fault = self._take_fault(req.path, user_id)
         if self.latency > 0:
             self._stopping.wait(self.latency)
