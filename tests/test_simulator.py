@@ -289,6 +289,50 @@ def test_twofa_needs_the_login_cookie_and_request_id(
     assert sim.twofa_failures.get(acc.user_id, 0) == 0  # the code was never looked at
 
 
+def test_an_older_totp_account_is_offered_totp(clock: Clock) -> None:
+    """Accounts set up with Kite's older "external TOTP" are offered ``totp`` (and the
+    app code); a client that sends no type gets the one offered."""
+    [acc] = demo_accounts(1, seed=3)
+    old = SimAccount(acc.user_id, acc.password, acc.totp_secret, acc.portfolio,
+                     twofa_type="totp")
+    with KiteSimulator([old], clock=clock) as sim:
+        s = requests.Session()
+        data = login(sim, s, old).json()["data"]
+        assert (data["twofa_type"], data["twofa_types"]) == ("totp", ["totp", "app_code"])
+        assert twofa(sim, s, old, data["request_id"], code(old, clock)).status_code == 200
+        clock.advance(30)
+        s = requests.Session()
+        request_id = login(sim, s, old).json()["data"]["request_id"]
+        r = s.post(f"{sim.base_url}/api/twofa", data={
+            "user_id": old.user_id, "request_id": request_id,
+            "twofa_value": code(old, clock)})
+        assert r.status_code == 200, r.text
+    with pytest.raises(ValueError, match="twofa_type"):
+        SimAccount("XX0001", "pw", acc.totp_secret, {}, twofa_type="sms")
+
+
+def test_the_date_header_comes_from_the_simulators_clock(
+    sim: KiteSimulator, clock: Clock
+) -> None:
+    """Kite's answers carry its servers' time; clients compare their clock with it."""
+    r = requests.post(f"{sim.base_url}/api/login", data={"user_id": "x", "password": "y"})
+    assert r.headers["Date"] == "Fri, 17 Jan 2025 11:00:05 GMT"  # T0
+    clock.advance(3600.4)
+    r = requests.get(f"{sim.base_url}/oms/user/profile")
+    assert r.headers["Date"] == "Fri, 17 Jan 2025 12:00:05 GMT"
+
+
+def test_the_userid_header_is_recorded(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    acc = accounts[0]
+    s = requests.Session()
+    s.headers["X-Kite-Userid"] = acc.user_id
+    twofa(sim, s, acc, login(sim, s, acc).json()["data"]["request_id"], code(acc, clock))
+    assert [(m, p, h.get("x-kite-userid")) for m, p, h in sim.request_headers] == [
+        ("POST", "/api/login", acc.user_id), ("POST", "/api/twofa", acc.user_id)]
+
+
 def test_account_blocked_after_five_failures(
     sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
 ) -> None:
@@ -675,6 +719,19 @@ def test_api_rate_limit(sim: KiteSimulator, accounts: list[SimAccount], clock: C
     _, tok = web_login(sim, accounts[1], clock)
     assert all(oms(sim, "/oms/user/profile", tok).ok for _ in range(15))
 
+
+
+def test_an_enctoken_is_refused_on_the_kite_connect_routes(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    """Since mid-2024 Kite takes a web session's enctoken on /oms/... only."""
+    _, tok = web_login(sim, accounts[0], clock)
+    headers = {"Authorization": f"enctoken {tok}", "X-Kite-Version": "3"}
+    for path in (*API_ROUTES, "/user/profile", "/instruments/historical/256265/day"):
+        r = requests.get(sim.base_url + path, headers=headers,
+                         params={"from": "2025-01-01", "to": "2025-01-10"})
+        assert_kite_error(r, 400, "InputException", "Bad Request")
+    assert oms(sim, "/oms/portfolio/holdings", tok).status_code == 200
 
 # -- latency and concurrency ------------------------------------------------------------------
 

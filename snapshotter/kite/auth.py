@@ -293,26 +293,29 @@ def refusal(account: AccountConfig, rejected_at: datetime, reason: str | None, *
         f"IST{said}; not trying again to avoid locking the account: {advice}", account=user)
 
 
-# What Kite's refusal names -> the config key at fault (first match wins: a 2FA refusal
-# is about the TOTP secret whatever else its text says).
+# What a login refusal names -> the config key at fault; a 2FA refusal is about the TOTP
+# secret whatever else its text says.
+_TWOFA_WORDS = ("totp", "twofa", "2fa")
 _KEYS_NAMED = (
-    (("totp", "twofa", "2fa"), "totp_secret"),
     (("user_id", "user id"), "user_id"),
+    (("password",), "password"),
     (("api_key",), "api_key"),
     (("checksum", "api_secret"), "api_secret"),
-    (("password",), "password"),
 )
 
 
-def keys_at_fault(kite_said: str | None, step_keys: str) -> str:
-    """The config keys a login refusal is about: the one Kite's message names (e.g.
-    "Invalid `user_id`."), else those of the login step that was refused
-    (``step_keys``). Only what Kite said counts, not the advice added to it since."""
-    said = (kite_said or "").split("; not retried")[0].lower()
-    for words, key in _KEYS_NAMED:
-        if any(word in said for word in words):
-            return key
-    return step_keys
+def keys_at_fault(refusal_text: str | None, step_keys: str) -> str:
+    """The config keys a login refusal is about: those its text names (Kite's message,
+    e.g. "Invalid `user_id`.", with the hint this program added to it), else those of the
+    login step that was refused (``step_keys``). Advice added when the refusal was stored
+    (after "; not retried") does not count."""
+    said = (refusal_text or "").split("; not retried")[0].lower()
+    if "blocked" in said:  # after 5 wrong 2FA entries: only a password reset unblocks
+        return "password"
+    if any(word in said for word in _TWOFA_WORDS):
+        return "totp_secret"
+    named = [key for words, key in _KEYS_NAMED if any(word in said for word in words)]
+    return "/".join(named) or step_keys
 
 
 @contextmanager
