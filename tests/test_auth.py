@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -367,3 +371,24 @@ def test_a_rejection_names_the_config_key_kite_refused(
     [line] = [x for x in again.stderr.splitlines() if x.startswith("error:")]
     assert "not trying again" in line and advice.replace("check", "fix") in line, line
     assert len(sim.requests_log) == seen
+
+
+def test_the_readmes_rehearsal_recipe_runs_against_the_simulator(
+        faketime_lib: str, tmp_path: Path) -> None:
+    """The README's libfaketime rehearsal, as written (on a free port): the simulator
+    shares the shifted clock, so every account logs in and is stored."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    recipe = readme.split("To rehearse a schedule", 1)[1].split("```sh", 1)[1]
+    recipe = recipe.split("```", 1)[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert "--port 18765" in recipe
+    bin_dir = str(Path(sys.executable).parent)
+    done = subprocess.run(["sh", "-c", recipe.replace("18765", str(port))],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                          env={**os.environ, **LOCAL_ONLY,
+                               "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("2026-11-27: ok, final") == 3, done.stdout
+    assert "clock is" not in done.stderr
