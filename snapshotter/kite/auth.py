@@ -121,6 +121,9 @@ class Auth(ABC):
         try:
             token, expires = self._obtain(client, entry)
         except LoginRejected as exc:
+            exc.keys = exc.keys or keys_at_fault(  # the 2FA step's refusal: TwoFAException
+                exc.message,
+                "totp_secret" if exc.error_type == "TwoFAException" else self.rejection_keys)
             remember_rejection(entry, self.account, exc.message, client.clock())
             client.cache.save(user, entry)
             raise
@@ -415,11 +418,10 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
         code = prompt.text(f"6-digit code from your authenticator app for {user}: ")
     redact.register(code)
     # Never retried: a resent code is a replay and may count as a failed 2FA.
-    with _refusal_about("totp_secret"):
-        client.request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False, data={
-            "user_id": user, "request_id": data["request_id"], "twofa_value": code,
-            "twofa_type": twofa_type,
-        })
+    client.request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False, data={
+        "user_id": user, "request_id": data["request_id"], "twofa_value": code,
+        "twofa_type": twofa_type,
+    })
     token = client.http.cookies.get("enctoken")
     if not token:
         raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)
