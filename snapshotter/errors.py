@@ -113,6 +113,9 @@ class LoginRejected(KiteError):
     """
 
     exit_code = ExitCode.CREDENTIALS_REJECTED  # systemd: RestartPreventExitStatus=
+    #: the config keys Kite rejected ("user_id", "password", "totp_secret", "api_key",
+    #: "api_secret", or several joined by "/"), when the login step tells (kite.auth)
+    keys: str | None = None
 
 
 class InputError(KiteError):

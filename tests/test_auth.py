@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import secrets
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +34,7 @@ from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import CachedSession, TokenCache
 from snapshotter.pipeline.logins import manual_accounts
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp
-from tests.conftest import config_dict, run_cli, write_config
+from tests.conftest import LOCAL_ONLY, config_dict, run_cli, write_config
 from tests.test_kite_client import Clock
 from tests.test_login_modes import rows
 
@@ -266,3 +272,123 @@ def test_a_rejected_login_reads_once_and_writes_the_step_then_the_rejection(
     assert cache.loads == 1 and cache.saves == [(0, False), (1, False)]
     entry = TokenCache(tmp_path).load(one.user_id)
     assert entry.rejected_fingerprint == credentials_fingerprint(client.account)
+
+
+# -- no 2FA code from a wrong clock -------------------------------------------------------------
+
+
+def _faketime(lib: str, offset: int) -> dict[str, str]:
+    return {**LOCAL_ONLY, "LD_PRELOAD": lib, "FAKETIME": f"{offset:+d}",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "0"}
+
+
+@pytest.mark.parametrize(("offset", "tolerance", "refused"), [
+    (3600, None, True),  # a rehearsal under libfaketime, against Kite by mistake
+    (-45, None, True),   # a clock a minute and a half of TOTP steps behind
+    (5, None, False),    # within the default 10 s: the code is sent, and accepted
+    (5, 2, True),        # kite.clock_tolerance is honoured
+])
+def test_a_clock_off_kites_sends_no_2fa_code_and_is_not_a_rejection(
+        faketime_lib: str, sim: KiteSimulator, sim_accounts: list[SimAccount],
+        database_url: str, tmp_path: Path, offset: int, tolerance: int | None,
+        refused: bool) -> None:
+    """The run's clock shifted (libfaketime), the simulator's not: the clock is compared
+    with the Date of Kite's login answer before a TOTP code is made."""
+    acc = sim_accounts[0]
+    state = tmp_path / "state"
+    data = config_dict(sim, [acc], database_url, state)
+    if tolerance is not None:
+        data["kite"]["clock_tolerance"] = tolerance
+    cfg = str(write_config(tmp_path / "config.yaml", data))
+    shifted = run_cli("--config", cfg, "run", env=_faketime(faketime_lib, offset))
+    assert "Traceback" not in shifted.stderr
+    assert ("POST", "/api/login", acc.user_id) in sim.requests_log
+    if not refused:
+        assert shifted.returncode == 0, shifted.stderr
+        assert sim.twofa_count[acc.user_id] == 1
+        return
+    assert shifted.returncode == 1, shifted.stderr  # a failure to retry, not 78
+    errors = [line for line in shifted.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, shifted.stderr
+    said = re.fullmatch(rf"error: account {acc.user_id}: the clock is (\d+) s off Kite's; "
+                        r"no 2FA code sent \(.*\)", errors[0])
+    assert said and abs(int(said[1]) - abs(offset)) <= 2, errors[0]
+    assert not [e for e in sim.requests_log if e[1] == "/api/twofa"]  # no code spent
+    assert not sim.twofa_failures
+    entry = TokenCache(state).load(acc.user_id)
+    assert entry.rejected_at is None and entry.last_totp_step == 0
+    ledger = rows(database_url, "SELECT status, rejected_credentials FROM snapshots")
+    assert ledger == [{"status": "failed", "rejected_credentials": None}]
+
+    # Nothing was remembered as a rejection: with the clock right, the next run logs in.
+    fixed = run_cli("--config", cfg, "run", env=LOCAL_ONLY)
+    assert fixed.returncode == 0, fixed.stderr
+    assert sim.twofa_count[acc.user_id] == 1 and not sim.twofa_failures
+
+
+# -- a rejection names the config key Kite refused ------------------------------------------------
+
+
+def _wrong(field: str, acc: SimAccount, other: SimAccount) -> dict[str, Any]:
+    entry: dict[str, Any] = {"user_id": acc.user_id, "password": acc.password,
+                             "totp_secret": acc.totp_secret}
+    if field in ("api_key", "api_secret"):
+        entry.update(auth="connect", api_key=API_KEY, api_secret=API_SECRET)
+    wrong = {"user_id": "ZZ9999", "password": "not-the-password",
+             "totp_secret": other.totp_secret, "api_key": "nosuchapp1",
+             "api_secret": "not-the-app-secret-7a6b5c"}
+    entry[field] = wrong[field]
+    return entry
+
+
+@pytest.mark.parametrize(("field", "advice"), [
+    ("user_id", "fix user_id in the config"),
+    ("password", "fix password in the config"),
+    ("totp_secret", "fix totp_secret in the config"),
+    ("api_key", "fix api_key in the config"),
+    ("api_secret", "check api_secret in the config"),
+])
+def test_a_rejection_names_the_config_key_kite_refused(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path, field: str, advice: str) -> None:
+    acc, other = sim_accounts[0], sim_accounts[1]
+    sim.add_app(SimApp(API_KEY, API_SECRET))
+    data = config_dict(sim, [], database_url, tmp_path / "state")
+    data["accounts"] = [_wrong(field, acc, other)]
+    user = data["accounts"][0]["user_id"]
+    cfg = str(write_config(tmp_path / "config.yaml", data))
+    first = run_cli("--config", cfg, "run", env=LOCAL_ONLY)
+    assert first.returncode == 78, first.stderr
+    [line] = [x for x in first.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: account {user}: ") and advice in line, line
+    assert "password/totp_secret" not in line
+    [stored] = rows(database_url, "SELECT error FROM snapshots")
+    assert advice in stored["error"]
+    # The next run remembers the rejection, contacts no one, and names the same key.
+    seen = len(sim.requests_log)
+    again = run_cli("--config", cfg, "run", env=LOCAL_ONLY)
+    assert again.returncode == 78, again.stderr
+    [line] = [x for x in again.stderr.splitlines() if x.startswith("error:")]
+    assert "not trying again" in line and advice.replace("check", "fix") in line, line
+    assert len(sim.requests_log) == seen
+
+
+def test_the_readmes_rehearsal_recipe_runs_against_the_simulator(
+        faketime_lib: str, tmp_path: Path) -> None:
+    """The README's libfaketime rehearsal, as written (on a free port): the simulator
+    shares the shifted clock, so every account logs in and is stored."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    recipe = readme.split("To rehearse a schedule", 1)[1].split("```sh", 1)[1]
+    recipe = recipe.split("```", 1)[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert "--port 18765" in recipe
+    bin_dir = str(Path(sys.executable).parent)
+    done = subprocess.run(["sh", "-c", recipe.replace("18765", str(port))],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                          env={**os.environ, **LOCAL_ONLY,
+                               "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("2026-11-27: ok, final") == 3, done.stdout
+    assert "clock is" not in done.stderr

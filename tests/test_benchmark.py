@@ -251,7 +251,8 @@ def test_the_simulator_refuses_what_kite_refuses(sim: KiteSimulator,
                      data={"user_id": acc.user_id, "password": acc.password})
     r = session.post(f"{sim.base_url}/api/twofa", data={
         "user_id": acc.user_id, "request_id": r.json()["data"]["request_id"],
-        "twofa_value": pyotp.TOTP(acc.totp_secret).now(), "twofa_type": "totp"})
+        "twofa_value": pyotp.TOTP(acc.totp_secret).now(),
+        "twofa_type": r.json()["data"]["twofa_type"]})
     assert r.status_code == 200, r.text
     enctoken = session.cookies["enctoken"]
     headers = {"Authorization": f"enctoken {enctoken}"}

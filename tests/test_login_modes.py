@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def browser_login(sim: KiteSimulator, acc: SimAccount, session: requests.Session
     code = totp.generate_otp(totp.timecode(datetime.now(UTC)) + step_offset)
     r = session.post(f"{sim.base_url}/api/twofa", data={
         "user_id": acc.user_id, "request_id": r.json()["data"]["request_id"],
-        "twofa_value": code, "twofa_type": "totp"})
+        "twofa_value": code, "twofa_type": r.json()["data"]["twofa_type"]})
     assert r.status_code == 200, r.text
     return session.cookies["enctoken"]
 
@@ -583,3 +584,55 @@ def test_manual_web_login_on_a_pseudo_terminal(
     assert entry.mode == "web" and entry.token and entry.token not in text
     assert sim.login_count[acc.user_id] == 1 and sim.twofa_count[acc.user_id] == 1
 
+
+
+# -- today's Kite: app_code 2FA, X-Kite-Userid, both rate-limit answers -----------------------
+
+
+def test_run_echoes_the_2fa_type_and_names_the_user_to_the_web_app(
+        sim_accounts: list[SimAccount], database_url: str, tmp_path: Path) -> None:
+    """Kite offers `app_code` to accounts with an authenticator today (`totp` to older
+    ones) and refuses another type; the web app names the user in X-Kite-Userid."""
+    today, older, connected, _ = sim_accounts
+    older.twofa_type = "totp"
+    with KiteSimulator([today, older, connected],
+                       apps=[SimApp(API_KEY, API_SECRET, REDIRECT_URL)]) as sim:
+        cfg = str(make_config(sim, tmp_path, [web(today), web(older), connect(connected)],
+                              database_url))
+        result = cli("--config", cfg, "run")
+        assert result.returncode == 0, result.stderr
+        for acc in (today, older, connected):
+            assert sim.twofa_count[acc.user_id] == 1  # the type echoed was accepted
+        assert not sim.twofa_failures
+        # Every request to kite.base_url named its user (api_root is the same origin here).
+        named = [(path, user, headers.get("x-kite-userid")) for (_m, path, user), (*_, headers)
+                 in zip(sim.requests_log, sim.request_headers, strict=True)]
+        assert len(named) > 3 * 6
+        # (the simulator cannot tell whose a Connect login page request is: the header can)
+        assert all(said == (user or connected.user_id) for _path, user, said in named), named
+    stored = rows(database_url, "SELECT account, status FROM snapshots")
+    assert sorted((r["account"], r["status"]) for r in stored) == sorted(
+        (a.user_id, "ok") for a in (today, older, connected))
+
+
+def test_both_rate_limit_answers_are_retried_a_window_apart(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    """Kite Connect's rate limit answers HTTP 429, or HTTP 200 with "Too many requests"
+    as the body: both are transient, retried no sooner than the limit's one-second window
+    (kite.backoff is 0.01 s here)."""
+    acc = sim_accounts[0]
+    cfg = str(make_config(sim, tmp_path, [connect(acc)], database_url))
+    sim.fail_next(1, "429", "/portfolio/holdings")
+    sim.fail_next(1, "429_as_200", "/portfolio/positions")
+    result = cli("--config", cfg, "run")
+    assert result.returncode == 0, result.stderr
+    assert len(requests_of(sim, acc.user_id, "/portfolio/holdings")) == 2
+    assert len(requests_of(sim, acc.user_id, "/portfolio/positions")) == 2
+    retries = re.findall(rf"account {acc.user_id}: (Too many requests[^;]*); retry 1/\d+ in "
+                         r"([\d.]+)s", result.stderr)
+    assert sorted(said for said, _ in retries) == [
+        "Too many requests", "Too many requests (Kite's rate limit, as HTTP 200)"]
+    assert all(float(delay) >= 1.0 for _, delay in retries)
+    stored = rows(database_url, "SELECT account, status FROM snapshots")
+    assert stored == [{"account": acc.user_id, "status": "ok"}]

@@ -122,13 +122,14 @@ def login(
 def twofa(
     sim: KiteSimulator, session: requests.Session, acc: SimAccount, request_id: str, value: str
 ) -> requests.Response:
+    """The 2FA step, echoing the type the login answer named (``acc.twofa_type``)."""
     return session.post(
         f"{sim.base_url}/api/twofa",
         data={
             "user_id": acc.user_id,
             "request_id": request_id,
             "twofa_value": value,
-            "twofa_type": "totp",
+            "twofa_type": acc.twofa_type,
         },
     )
 
@@ -170,8 +171,8 @@ def test_web_login_and_every_data_route(
     assert r.status_code == 200
     data = r.json()["data"]
     assert data["user_id"] == acc.user_id
-    assert data["twofa_type"] == "totp"
-    assert data["twofa_types"] == ["totp", "app_code"]
+    assert data["twofa_type"] == "app_code"
+    assert data["twofa_types"] == ["app_code", "sms"]
     assert data["profile"]["user_name"] == acc.profile["user_name"]
     assert "kf_session" in s.cookies
     assert "HttpOnly" in r.headers["Set-Cookie"]
@@ -274,17 +275,63 @@ def test_twofa_needs_the_login_cookie_and_request_id(
     assert_kite_error(r, 403, "TokenException", msg)
     r = twofa(sim, s, acc, "not-the-request-id", code(acc, clock))
     assert_kite_error(r, 403, "TokenException", msg)
-    r = s.post(
-        f"{sim.base_url}/api/twofa",
-        data={
-            "user_id": acc.user_id,
-            "request_id": request_id,
-            "twofa_value": code(acc, clock),
-            "twofa_type": "app_code",
-        },
-    )
-    assert_kite_error(r, 400, "InputException", "Invalid `twofa_type`.")
+    for hard_coded in ("totp", "sms"):
+        r = s.post(
+            f"{sim.base_url}/api/twofa",
+            data={
+                "user_id": acc.user_id,
+                "request_id": request_id,
+                "twofa_value": code(acc, clock),
+                "twofa_type": hard_coded,
+            },
+        )
+        assert_kite_error(r, 400, "InputException", "The requested 2FA type is not available")
     assert sim.twofa_count[acc.user_id] == 0
+    assert sim.twofa_failures.get(acc.user_id, 0) == 0  # the code was never looked at
+
+
+def test_an_older_totp_account_is_offered_totp(clock: Clock) -> None:
+    """Accounts set up with Kite's older "external TOTP" are offered ``totp`` (and the
+    app code); a client that sends no type gets the one offered."""
+    [acc] = demo_accounts(1, seed=3)
+    old = SimAccount(acc.user_id, acc.password, acc.totp_secret, acc.portfolio,
+                     twofa_type="totp")
+    with KiteSimulator([old], clock=clock) as sim:
+        s = requests.Session()
+        data = login(sim, s, old).json()["data"]
+        assert (data["twofa_type"], data["twofa_types"]) == ("totp", ["totp", "app_code"])
+        assert twofa(sim, s, old, data["request_id"], code(old, clock)).status_code == 200
+        clock.advance(30)
+        s = requests.Session()
+        request_id = login(sim, s, old).json()["data"]["request_id"]
+        r = s.post(f"{sim.base_url}/api/twofa", data={
+            "user_id": old.user_id, "request_id": request_id,
+            "twofa_value": code(old, clock)})
+        assert r.status_code == 200, r.text
+    with pytest.raises(ValueError, match="twofa_type"):
+        SimAccount("XX0001", "pw", acc.totp_secret, {}, twofa_type="sms")
+
+
+def test_the_date_header_comes_from_the_simulators_clock(
+    sim: KiteSimulator, clock: Clock
+) -> None:
+    """Kite's answers carry its servers' time; clients compare their clock with it."""
+    r = requests.post(f"{sim.base_url}/api/login", data={"user_id": "x", "password": "y"})
+    assert r.headers["Date"] == "Fri, 17 Jan 2025 11:00:05 GMT"  # T0
+    clock.advance(3600.4)
+    r = requests.get(f"{sim.base_url}/oms/user/profile")
+    assert r.headers["Date"] == "Fri, 17 Jan 2025 12:00:05 GMT"
+
+
+def test_the_userid_header_is_recorded(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    acc = accounts[0]
+    s = requests.Session()
+    s.headers["X-Kite-Userid"] = acc.user_id
+    twofa(sim, s, acc, login(sim, s, acc).json()["data"]["request_id"], code(acc, clock))
+    assert [(m, p, h.get("x-kite-userid")) for m, p, h in sim.request_headers] == [
+        ("POST", "/api/login", acc.user_id), ("POST", "/api/twofa", acc.user_id)]
 
 
 def test_account_blocked_after_five_failures(
@@ -493,8 +540,8 @@ def test_fail_next_rejects_unknown_kind(sim: KiteSimulator) -> None:
     with pytest.raises(ValueError):
         sim.fail_next(1, "418")
     assert set(FAULT_KINDS) == {
-        "500", "502", "503", "504", "429", "token", "html", "no_error_type", "garbage", "slow",
-        "redirect", "drip", "huge",
+        "500", "502", "503", "504", "429", "429_as_200", "token", "html", "no_error_type",
+        "garbage", "slow", "redirect", "drip", "huge",
     }  # fmt: skip
 
 
@@ -642,23 +689,46 @@ def test_api_rate_limit(sim: KiteSimulator, accounts: list[SimAccount], clock: C
         },
     )
     access_token = r.json()["data"]["access_token"]
-    sim.monotonic = lambda: clock().timestamp()  # the rate window runs on the test's clock
     with requests.Session() as s:
         s.headers.update(
             {"Authorization": f"token {APP.api_key}:{access_token}", "X-Kite-Version": "3"}
         )
-        statuses = [s.get(sim.base_url + "/portfolio/holdings").status_code for _ in range(12)]
-        assert statuses[:10] == [200] * 10
-        assert statuses[10:] == [429, 429]
+        # The limit counts by the simulator's clock, which holds still here: one instant.
+        answers = [s.get(sim.base_url + "/portfolio/holdings") for _ in range(14)]
+        assert [r.status_code for r in answers[:10]] == [200] * 10
+        assert all(r.json()["status"] == "success" for r in answers[:10])
+        # Past the limit Kite answers HTTP 429, and now and then HTTP 200 with "Too many
+        # requests" as the body (every second refusal here: rate_limited_200_every).
+        for r in answers[10::2]:
+            assert_kite_error(r, 429, "NetworkException", "Too many requests")
+        for r in answers[11::2]:
+            assert r.status_code == 200
+            assert r.headers["Content-Type"].startswith("text/plain")
+            assert r.text == "Too many requests"
         clock.advance(0.99)
-        r = s.get(sim.base_url + "/user/margins")
-        assert_kite_error(r, 429, "NetworkException", "Too many requests")
-        clock.advance(0.01)
+        assert s.get(sim.base_url + "/user/margins").status_code == 429
+        clock.advance(0.01)  # a second after the first ten
         assert s.get(sim.base_url + "/portfolio/holdings").status_code == 200
+        sim.rate_limited_200_every = 0
+        statuses = [s.get(sim.base_url + "/user/margins").status_code for _ in range(12)]
+        assert statuses == [200] * 9 + [429] * 3
     # web (enctoken) routes are not rate limited
     _, tok = web_login(sim, accounts[1], clock)
     assert all(oms(sim, "/oms/user/profile", tok).ok for _ in range(15))
 
+
+
+def test_an_enctoken_is_refused_on_the_kite_connect_routes(
+    sim: KiteSimulator, accounts: list[SimAccount], clock: Clock
+) -> None:
+    """Since mid-2024 Kite takes a web session's enctoken on /oms/... only."""
+    _, tok = web_login(sim, accounts[0], clock)
+    headers = {"Authorization": f"enctoken {tok}", "X-Kite-Version": "3"}
+    for path in (*API_ROUTES, "/user/profile", "/instruments/historical/256265/day"):
+        r = requests.get(sim.base_url + path, headers=headers,
+                         params={"from": "2025-01-01", "to": "2025-01-10"})
+        assert_kite_error(r, 400, "InputException", "Bad Request")
+    assert oms(sim, "/oms/portfolio/holdings", tok).status_code == 200
 
 # -- latency and concurrency ------------------------------------------------------------------
 

@@ -266,7 +266,11 @@ def test_a_clock_rejection_is_explained_and_login_clears_it(
     every later run refused the (right) credentials, with no documented way out."""
     bad = sim_accounts[0]
     state = tmp_path / "state"
-    cfg = write_config(tmp_path / "config.yaml", config_dict(sim, [bad], database_url, state))
+    data = config_dict(sim, [bad], database_url, state)
+    # A tolerance past the 3 minutes, so the code is sent as it was before the run compared
+    # its clock with Kite's Date (test_auth: by default no code leaves a clock this far off).
+    data["kite"]["clock_tolerance"] = 600
+    cfg = write_config(tmp_path / "config.yaml", data)
     sim.clock = lambda: datetime.now(UTC) - timedelta(minutes=3)
     first = run_cli("--config", str(cfg), "run")
     assert first.returncode == 78, first.stderr
@@ -329,7 +333,8 @@ def test_the_session_cache_refusal_names_the_way_out(tmp_path: Path,
     acc = sim_accounts[0]
     account = AccountConfig(user_id=acc.user_id, password=Secret(acc.password),
                             totp_secret=Secret(acc.totp_secret))
-    kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, timeout=2, retries=0)
+    kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, timeout=2, retries=0,
+                      clock_tolerance=600)  # so the code from a clock 3 minutes off is sent
     cache = TokenCache(tmp_path)
     sim.clock = lambda: datetime.now(UTC) + timedelta(minutes=3)
     with pytest.raises(LoginRejected, match="Invalid TOTP"):

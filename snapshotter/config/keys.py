@@ -14,7 +14,7 @@ TOP_KEYS = {
 SECTION_KEYS = {
     "database": {"url"},
     "kite": {"base_url", "api_root", "timeout", "retries", "backoff", "concurrency",
-             "run_timeout", "max_response_mb"},
+             "run_timeout", "max_response_mb", "clock_tolerance"},
     "schedule": {"time", "retry_attempts", "retry_spacing_minutes"},
     "calendar": {"holidays", "extra_sessions"},
     "logging": {"level"},

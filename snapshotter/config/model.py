@@ -57,6 +57,9 @@ class KiteConfig:
     concurrency: int = 10
     run_timeout: float = 900.0  # seconds a whole run may take, lock wait included
     max_response_mb: float = 16.0  # largest response body read from Kite
+    # seconds this clock may differ from Kite's (its answers' Date) before a TOTP code is
+    # made: past it no code is sent, as one from a wrong clock is a wrong code
+    clock_tolerance: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from snapshotter.errors import ConfigError
 #: the smallest value each number key takes
 _KITE_MINIMUMS: dict[str, float] = {
     "timeout": 0.1, "retries": 0, "backoff": 0, "concurrency": 1, "run_timeout": 1,
-    "max_response_mb": 0.001,
+    "max_response_mb": 0.001, "clock_tolerance": 1,
 }
 _SCHEDULE_MINIMUMS: dict[str, float] = {"retry_attempts": 0, "retry_spacing_minutes": 1}
 _IMPORT_MINIMUMS: dict[str, float] = {"max_file_mb": 0.001}

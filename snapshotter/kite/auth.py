@@ -17,7 +17,8 @@ import contextlib
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -64,6 +65,8 @@ class LoginClient(Protocol):
     cache: TokenCache
     http: requests.Session
     prompt: Prompt | None
+    #: seconds the client's clock is ahead of the Date of Kite's latest answer
+    kite_clock_offset: float | None
 
     def clock(self) -> datetime: ...
 
@@ -120,6 +123,9 @@ class Auth(ABC):
         try:
             token, expires = self._obtain(client, entry)
         except LoginRejected as exc:
+            exc.keys = exc.keys or keys_at_fault(  # the 2FA step's refusal: TwoFAException
+                exc.message,
+                "totp_secret" if exc.error_type == "TwoFAException" else self.rejection_keys)
             remember_rejection(entry, self.account, exc.message, client.clock())
             client.cache.save(user, entry)
             raise
@@ -164,7 +170,8 @@ class ConnectAuth(Auth):
         """docs/kite-protocol.md §2: connect/login -> web login -> connect/finish ->
         session/token."""
         api_key = self.account.api_key or ""
-        sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
+        with _refusal_about("api_key"):
+            sess_id = _redirect_param(client, CONNECT_LOGIN, {"api_key": api_key}, "sess_id")
         _web_login(client, entry)
         request_token = _redirect_param(client, CONNECT_FINISH,
                                         {"api_key": api_key, "sess_id": sess_id},
@@ -284,10 +291,46 @@ def refusal(account: AccountConfig, rejected_at: datetime, reason: str | None, *
     (``reason``: what was said then, for the advice)."""
     user = account.user_id
     said = f" ({kite_said})" if kite_said else ""
-    advice = rejection_advice(user, auth_for(account).rejection_keys, reason)
+    advice = rejection_advice(user, keys_at_fault(reason, auth_for(account).rejection_keys),
+                              reason)
     return LoginRejected(
         f"Kite rejected these credentials at {rejected_at.astimezone(IST):%Y-%m-%d %H:%M} "
         f"IST{said}; not trying again to avoid locking the account: {advice}", account=user)
+
+
+# What a login refusal names -> the config key at fault; a 2FA refusal is about the TOTP
+# secret whatever else its text says.
+_TWOFA_WORDS = ("totp", "twofa", "2fa")
+_KEYS_NAMED = (
+    (("user_id", "user id"), "user_id"),
+    (("password",), "password"),
+    (("api_key",), "api_key"),
+    (("checksum", "api_secret"), "api_secret"),
+)
+
+
+def keys_at_fault(refusal_text: str | None, step_keys: str) -> str:
+    """The config keys a login refusal is about: those its text names (Kite's message,
+    e.g. "Invalid `user_id`.", with the hint this program added to it), else those of the
+    login step that was refused (``step_keys``). Advice added when the refusal was stored
+    (after "; not retried") does not count."""
+    said = (refusal_text or "").split("; not retried")[0].lower()
+    if "blocked" in said:  # after 5 wrong 2FA entries: only a password reset unblocks
+        return "password"
+    if any(word in said for word in _TWOFA_WORDS):
+        return "totp_secret"
+    named = [key for words, key in _KEYS_NAMED if any(word in said for word in words)]
+    return "/".join(named) or step_keys
+
+
+@contextmanager
+def _refusal_about(step_keys: str) -> Iterator[None]:
+    """A refusal of this login step names the config keys at fault (``keys_at_fault``)."""
+    try:
+        yield
+    except LoginRejected as exc:
+        exc.keys = exc.keys or keys_at_fault(exc.message, step_keys)
+        raise
 
 
 def _digest(salt: str, *values: str | None) -> str:
@@ -332,6 +375,26 @@ def _totp_code(client: LoginClient, entry: CachedSession) -> str:
     return pyotp.TOTP(secret).at(step * TOTP_STEP)
 
 
+def check_clock_before_totp(client: LoginClient) -> None:
+    """A TOTP code is made from this machine's clock, and a code from a wrong clock is a
+    wrong code that counts towards Zerodha's lockout (e.g. a libfaketime rehearsal against
+    Kite): compare the clock with the Date of Kite's login answer first and, past
+    ``kite.clock_tolerance``, make and send no code. Not a rejection: nothing is
+    remembered, and the next run tries again."""
+    user, offset = client.account.user_id, client.kite_clock_offset
+    if offset is None:
+        log.warning("account %s: Kite's login answer has no Date header; the clock cannot "
+                    "be checked before the TOTP code is made", user)
+        return
+    if abs(offset) > client.kite.clock_tolerance:
+        side = "ahead of" if offset > 0 else "behind"
+        raise TransientKiteError(
+            f"the clock is {abs(offset):.0f} s off Kite's; no 2FA code sent (this machine is "
+            f"{side} the Date of Kite's login answer, past kite.clock_tolerance "
+            f"{client.kite.clock_tolerance:g} s: set the clock right, e.g. timedatectl)",
+            account=user)
+
+
 def _web_login(client: LoginClient, entry: CachedSession) -> str:
     """docs/kite-protocol.md §1: POST /api/login, then /api/twofa with a TOTP; enctoken cookie."""
     user, base, prompt = client.account.user_id, client.kite.base_url, client.prompt
@@ -339,8 +402,9 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
     if not password and prompt is not None:
         password = prompt.secret(f"Kite password for {user}: ")
         redact.register(password)
-    data = client.request("POST", f"{base}{WEB_LOGIN}", "login", login=True,
-                          data={"user_id": user, "password": password})
+    with _refusal_about("user_id/password"):
+        data = client.request("POST", f"{base}{WEB_LOGIN}", "login", login=True,
+                              data={"user_id": user, "password": password})
     if not isinstance(data, dict) or not data.get("request_id"):
         raise KiteProtocolError("login answer has no request_id (did Kite change its login?)",
                                 account=user)
@@ -351,6 +415,7 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
             f"account uses 2FA type {twofa_type!r}; enable external TOTP in Kite",
             account=user)
     if client.account.totp_secret or prompt is None:
+        check_clock_before_totp(client)
         code = _totp_code(client, entry)
     else:
         code = prompt.text(f"6-digit code from your authenticator app for {user}: ")
@@ -392,15 +457,18 @@ def _exchange_request_token(client: LoginClient, request_token: str) -> tuple[st
     except KiteProtocolError as exc:
         if exc.error_type != "TokenException":
             raise
+        keys = keys_at_fault(exc.message, "api_key/api_secret")
+        named = keys.replace("/", " and ")
         if client.prompt is not None:  # `snapshotter login`: a person pasted it
-            hint = ("check api_key and api_secret in the config, and paste a fresh "
+            hint = (f"check {named} in the config, and paste a fresh "
                     "request_token: one works once and only for a few minutes")
         else:
-            hint = ("check api_key and api_secret in the config; not trying again "
-                    "until they change")
-        raise LoginRejected(
+            hint = f"check {named} in the config; not trying again until they change"
+        rejected = LoginRejected(
             f"Kite Connect refused the session ({exc.message}): {hint}", account=user,
-            status=exc.status, error_type=exc.error_type) from None
+            status=exc.status, error_type=exc.error_type)
+        rejected.keys = keys
+        raise rejected from None
     token = data.get("access_token") if isinstance(data, dict) else None
     if not token:
         raise KiteProtocolError("session/token gave no access_token", account=user)

@@ -10,7 +10,8 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -40,6 +41,9 @@ PROFILE_ROUTE = PROFILE_PATH
 WEB_DATA_PREFIX = WEB_PREFIX
 USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 MAX_REDIRECTS = 5  # hops a data GET may follow, within Kite's own origins
+# Sent with every request to kite.base_url, as the web app and its clients do
+# (docs/kite-protocol.md section 1).
+USER_ID_HEADER = "X-Kite-Userid"
 
 Clock = Callable[[], datetime]
 
@@ -70,7 +74,11 @@ class KiteClient:
         self.prompt = prompt
         self.auth = auth_for(account)
         self.logins = 0
-        self._origins = {kite_http.origin(kite.base_url), kite_http.origin(kite.api_root)}
+        #: seconds this clock is ahead of Kite's (negative: behind), by the ``Date`` of
+        #: Kite's latest answer; None before any answer or when it had no usable Date
+        self.kite_clock_offset: float | None = None
+        self._web_origin = kite_http.origin(kite.base_url)
+        self._origins = {self._web_origin, kite_http.origin(kite.api_root)}
         self.http = kite_http.new_session()
         self.http.headers.update({"User-Agent": USER_AGENT, "X-Kite-Version": KITE_VERSION})
         redact.register(*account.secrets())
@@ -101,6 +109,8 @@ class KiteClient:
                 raise error
             delay = self.kite.backoff * (2 ** (attempt - 1))
             delay += random.uniform(0, delay)
+            if kite_http.is_rate_limited(error):  # no sooner than the limit's window
+                delay = max(delay, kite_http.RATE_WINDOW + random.uniform(0, 0.25))
             log.info("account %s: %s; retry %d/%d in %.1fs", self.account.user_id,
                      redact.redact(str(error.message)), attempt, attempts - 1, delay)
             self.sleep(delay)
@@ -112,16 +122,21 @@ class KiteClient:
         password or TOTP code can lock the account); a GET follows redirects only
         within kite.base_url / kite.api_root."""
         user = self.account.user_id
+        given_headers = kwargs.pop("headers", None) or {}
         for _hop in range(MAX_REDIRECTS + 1):
             if kite_http.origin(url) not in self._origins:
                 raise KiteProtocolError(
                     f"{label}: Kite redirected to another site ({kite_http.origin_text(url)}); "
                     "not following it", account=user)
+            headers = dict(given_headers)
+            if kite_http.origin(url) == self._web_origin:
+                headers[USER_ID_HEADER] = user
             with self.auth.request_slot(self.kite, url):
                 resp = kite_http.send(
                     self.http, method, url, timeout=self.kite.timeout,
                     max_bytes=int(self.kite.max_response_mb * 2**20), label=label,
-                    account=user, cancel=self.cancel, **kwargs)
+                    account=user, cancel=self.cancel, headers=headers, **kwargs)
+            self.kite_clock_offset = self._clock_offset(resp)
             if not 300 <= resp.status_code < 400 or read_redirect:
                 return resp
             if method != "GET":
@@ -136,6 +151,17 @@ class KiteClient:
             url = urljoin(url, location)
         raise KiteProtocolError(f"{label}: more than {MAX_REDIRECTS} redirects; not "
                                 "following them", account=user)
+
+    def _clock_offset(self, resp: requests.Response) -> float | None:
+        """This clock minus the time in the answer's ``Date`` header (whole seconds, so
+        the offset is known to about a second)."""
+        try:
+            sent = parsedate_to_datetime(resp.headers.get("Date", ""))
+        except (TypeError, ValueError, IndexError):
+            return None
+        if sent.tzinfo is None:  # "-0000": UTC, with no claim about the sender's zone
+            sent = sent.replace(tzinfo=UTC)
+        return (self.clock() - sent).total_seconds()
 
     # -- session handling ----------------------------------------------------------------
 

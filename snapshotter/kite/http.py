@@ -298,6 +298,16 @@ def origin_text(url: str) -> str:
 
 
 _LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
+RATE_LIMITED = "Too many requests"  # Kite's words, in either form of its rate-limit answer
+
+
+def _says_too_many_requests(resp: requests.Response) -> bool:
+    return resp.text.strip().rstrip(".").lower() == RATE_LIMITED.lower()
+
+
+def is_rate_limited(error: KiteError) -> bool:
+    """Kite's rate limit answered (HTTP 429, or HTTP 200 saying "Too many requests")."""
+    return error.status == 429 or error.message.lower().startswith(RATE_LIMITED.lower())
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -309,6 +319,10 @@ def parse_envelope(resp: requests.Response, account: str, *, login: bool = False
     except ValueError:
         body = None
     if not isinstance(body, dict) or "status" not in body:
+        if _says_too_many_requests(resp):
+            # Kite Connect's rate limit, sometimes as HTTP 200 with this text for a body.
+            raise TransientKiteError(f"{RATE_LIMITED} (Kite's rate limit, as HTTP {status})",
+                                     account=account, status=status)
         kind = "an HTML page" if "html" in resp.headers.get("Content-Type", "").lower() \
             or resp.text.lstrip()[:1] == "<" else "an unparseable body"
         raise TransientKiteError(
@@ -339,6 +353,7 @@ def parse_envelope(resp: requests.Response, account: str, *, login: bool = False
 
 
 CONNECT_RATE = 10  # requests per second per Kite Connect app (HTTP 429 beyond)
+RATE_WINDOW = 1.0  # seconds the limit counts over: a rate-limited call waits at least this
 
 
 class RateLimiter:

@@ -151,7 +151,8 @@ def _describe(exc: BaseException, account: str) -> str:
         text = str(exc)
         if exc.error_type in ("UserException", "TwoFAException", "InputException"):
             text += ("; not retried (Zerodha locks an account after 5 wrong 2FA entries): "
-                     + rejection_advice(account, "password/totp_secret", exc.message))
+                     + rejection_advice(account, exc.keys or "password/totp_secret",
+                                        exc.message))
     elif isinstance(exc, KiteError):
         text = str(exc)
     elif isinstance(exc, sa.exc.SQLAlchemyError):

@@ -1,6 +1,7 @@
 """Internal to the simulator: the data routes, on the web (``/oms/...`` with an enctoken)
 and on Kite Connect (the same paths without ``/oms``, with ``token api_key:access_token``
-and a per-app rate limit)."""
+and a per-app rate limit). An enctoken is refused on the Kite Connect routes, as Kite has
+refused it there since mid-2024."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 
 from snapshotter.simulator._http import (
     MSG_BAD_API_TOKEN,
+    MSG_BAD_REQUEST,
     MSG_INVALID_SESSION,
     MSG_TOO_MANY,
     Refused,
     Request,
     Response,
     ok,
+    too_many_200,
 )
 from snapshotter.simulator._state import SimulatorState
 
@@ -55,20 +58,32 @@ class DataRoutes(SimulatorState):
         if req.headers.get("x-kite-version", "").strip() != "3":
             raise Refused(400, "InputException", "Invalid or missing `X-Kite-Version` header.")
         scheme, _, cred = req.headers.get("authorization", "").partition(" ")
+        if scheme == "enctoken":
+            raise Refused(400, "InputException", MSG_BAD_REQUEST)
         api_key, _, access_token = cred.strip().partition(":")
         user_id = (
             self._access_tokens.get((api_key, access_token)) if scheme == "token" else None
         )
         if user_id is None:
             raise Refused(403, "TokenException", MSG_BAD_API_TOKEN)
-        now = self.monotonic()
+        self._count_api_call(api_key)
+        return user_id, api_key
+
+    def _count_api_call(self, api_key: str) -> None:
+        """One call against the app's limit, by the simulator's clock (so tests that hold
+        the clock still see the limit exactly); past it, HTTP 429, or now and then
+        (``rate_limited_200_every``) HTTP 200 with "Too many requests" as the body."""
+        now = self.clock().timestamp()
         calls = self._api_calls.setdefault(api_key, deque())
-        while calls and now - calls[0] >= 1.0:
+        while calls and not 0 <= now - calls[0] < 1.0:
             calls.popleft()
         if len(calls) >= RATE_LIMIT_PER_SECOND:
+            self._api_refusals[api_key] += 1
+            every = self.rate_limited_200_every
+            if every and self._api_refusals[api_key] % every == 0:
+                raise Refused(200, "", MSG_TOO_MANY, answer=too_many_200())
             raise Refused(429, "NetworkException", MSG_TOO_MANY)
         calls.append(now)
-        return user_id, api_key
 
     def _web_data(self, req: Request, part: str) -> Response:
         with self._lock:

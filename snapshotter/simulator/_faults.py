@@ -15,6 +15,7 @@ from snapshotter.simulator._http import (
     error,
     json_answer,
     redirect,
+    too_many_200,
 )
 from snapshotter.simulator._state import Fault, SimulatorState
 
@@ -25,6 +26,7 @@ FAULT_KINDS = (
     "503",
     "504",
     "429",
+    "429_as_200",
     "token",
     "html",
     "no_error_type",
@@ -66,8 +68,10 @@ class FaultInjection(SimulatorState):
         With ``user_id``, only requests about that user match (by form field or token).
         ``redirect`` answers ``status`` (default 307) with ``Location: location`` (default:
         the request's own path and query, so a client that follows it sends it again);
-        ``drip`` sends the real answer's headers, then its body one byte every
-        ``drip_seconds``; ``huge`` answers a valid success envelope of ``huge_mb`` MB.
+        ``429_as_200`` is Kite's other rate-limit answer, HTTP 200 with "Too many
+        requests" as a plain-text body; ``drip`` sends the real answer's headers, then its
+        body one byte every ``drip_seconds``; ``huge`` answers a valid success envelope of
+        ``huge_mb`` MB.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -111,6 +115,8 @@ class FaultInjection(SimulatorState):
             return redirect(fault.location or own, fault.status or 307)
         if kind == "huge":
             return self._huge_response()
+        if kind == "429_as_200":
+            return too_many_200()
         if kind in _FAULT_ENVELOPES:
             status, error_type, message = _FAULT_ENVELOPES[kind]
             return error(status, error_type, message)

@@ -8,8 +8,10 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +28,8 @@ MSG_BAD_API_TOKEN = "Incorrect `api_key` or `access_token`."
 MSG_BAD_CHECKSUM = "Invalid checksum"
 MSG_BAD_REQUEST_TOKEN = "Token is invalid or has expired."
 MSG_TOO_MANY = "Too many requests"
+MSG_TWOFA_TYPE = "The requested 2FA type is not available"
+MSG_BAD_REQUEST = "Bad Request"
 
 
 @dataclass
@@ -58,12 +62,19 @@ def error(status: int, error_type: str, message: str) -> Response:
     )
 
 
-class Refused(Exception):
-    """Kite's error answer, raised by a check deep in a handler."""
+def too_many_200() -> Response:
+    """Kite's other rate-limit answer: HTTP 200 with "Too many requests" as the body."""
+    return Response(200, MSG_TOO_MANY.encode(), "text/plain; charset=utf-8")
 
-    def __init__(self, status: int, error_type: str, message: str):
+
+class Refused(Exception):
+    """Kite's error answer, raised by a check deep in a handler (``answer``: one that is not
+    an error envelope)."""
+
+    def __init__(self, status: int, error_type: str, message: str,
+                 answer: Response | None = None):
         super().__init__(message)
-        self.answer = error(status, error_type, message)
+        self.answer = answer or error(status, error_type, message)
 
 
 def redirect(location: str, status: int = 302) -> Response:
@@ -97,6 +108,7 @@ class Simulator(Protocol):
     """What the server asks of the simulator it serves."""
 
     _stopping: threading.Event
+    clock: Callable[[], datetime]
 
     def _respond(self, req: Request) -> Response: ...
 
@@ -147,6 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, from the simulator's clock (tests shift it), as Kite's
+        servers send it from theirs; clients compare it with their own clock."""
+        now = cast(Server, self.server).sim.clock()
+        return format_datetime(now.astimezone(UTC), usegmt=True)
 
     def do_GET(self) -> None:
         self._handle()

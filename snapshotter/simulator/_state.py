@@ -8,7 +8,6 @@ puts them together. Every piece of state is guarded by ``_lock``.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ class SimulatorState:
         host: str,
         port: int,
         clock: Callable[[], datetime] | None,
-        monotonic: Callable[[], float] | None = None,
     ):
         self.latency = latency
         #: seconds a "slow" fault waits before answering normally
@@ -52,7 +50,6 @@ class SimulatorState:
         self.base_url = ""
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         #: seconds, for the rate limit's one-second window (tests inject their own)
-        self.monotonic: Callable[[], float] = monotonic or time.monotonic
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -74,6 +71,10 @@ class SimulatorState:
         self._request_tokens: dict[str, tuple[str, str, str]] = {}  # -> (user, api_key, enc)
         self._access_tokens: dict[tuple[str, str], str] = {}  # (api_key, token) -> user_id
         self._api_calls: dict[str, deque[float]] = {}
+        self._api_refusals: Counter[str] = Counter()  # rate-limited answers, per api_key
+        #: every how many rate-limited answers one is HTTP 200 with "Too many requests" as
+        #: its body instead of HTTP 429, as Kite sometimes answers (0: never)
+        self.rate_limited_200_every = 2
         # every token ever issued -> user_id, to name the user in requests_log
         self._token_owner: dict[str, str] = {}
 
@@ -86,3 +87,5 @@ class SimulatorState:
         #: requests arrived and not yet answered, and the most there were at once
         self.in_flight = 0
         self.max_in_flight = 0
+        #: (method, path, headers with lower-cased names) for every request, in arrival order
+        self.request_headers: list[tuple[str, str, dict[str, str]]] = []

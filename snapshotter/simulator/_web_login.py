@@ -1,5 +1,6 @@
 """Internal to the simulator: Kite's web login (``/api/login`` then ``/api/twofa``), with
-TOTP checks, replay rejection and blocking after too many wrong codes."""
+the account's 2FA type (``app_code`` today, ``totp`` for older accounts), TOTP checks,
+replay rejection and blocking after too many wrong codes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from snapshotter.simulator._http import (
     MSG_BLOCKED,
     MSG_INVALID_TOTP,
     MSG_LOGIN_SESSION,
+    MSG_TWOFA_TYPE,
     Request,
     Response,
     error,
@@ -18,6 +20,7 @@ from snapshotter.simulator._http import (
 )
 from snapshotter.simulator._state import SimulatorState
 from snapshotter.simulator._tokens import new_enctoken, random_alnum
+from snapshotter.simulator.accounts import TWOFA_TYPES
 
 #: 2FA failures (wrong or replayed codes) after which the account is blocked
 MAX_TWOFA_FAILURES = 5
@@ -57,8 +60,8 @@ class WebLogin(SimulatorState):
             data = {
                 "user_id": user_id,
                 "request_id": request_id,
-                "twofa_type": "totp",
-                "twofa_types": ["totp", "app_code"],
+                "twofa_type": acc.twofa_type,
+                "twofa_types": list(TWOFA_TYPES[acc.twofa_type]),
                 "twofa_status": "active",
                 "profile": {
                     "user_name": acc.profile.get("user_name"),
@@ -76,13 +79,16 @@ class WebLogin(SimulatorState):
             pending = self._pending.get(req.cookies.get("kf_session", ""))
             if pending is None or pending != (user_id, request_id):
                 return error(403, "TokenException", MSG_LOGIN_SESSION)
-            if req.form.get("twofa_type") != "totp":
-                return error(400, "InputException", "Invalid `twofa_type`.")
+            acc = self._accounts[user_id]
+            # Clients that send no type get the one offered; a type the account does not
+            # offer (a hard-coded "totp" on an app_code account) is refused, code unread.
+            twofa_type = req.form.get("twofa_type") or acc.twofa_type
+            if twofa_type not in TWOFA_TYPES[acc.twofa_type] or twofa_type == "sms":
+                return error(400, "InputException", MSG_TWOFA_TYPE)
             if not (len(code) == 6 and code.isdigit()):
                 return error(400, "InputException", "Invalid `twofa_value`.")
             if user_id in self._blocked:
                 return error(403, "UserException", MSG_BLOCKED)
-            acc = self._accounts[user_id]
             step = self._verify_totp(acc.totp_secret, code)
             if step is None or step <= self._last_totp_step.get(user_id, -1):
                 self._twofa_failures[user_id] += 1

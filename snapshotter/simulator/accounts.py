@@ -37,6 +37,16 @@ class SimApp:
     market_data: bool = False
 
 
+#: the 2FA type ``/api/login`` names for an account -> the types it lists as available.
+#: Today an account with an authenticator is offered ``app_code`` (and SMS); ``totp`` is
+#: what accounts with Kite's older "external TOTP" setting still get
+#: (docs/kite-protocol.md section 1).
+TWOFA_TYPES: dict[str, tuple[str, ...]] = {
+    "app_code": ("app_code", "sms"),
+    "totp": ("totp", "app_code"),
+}
+
+
 @dataclass
 class SimAccount:
     """One Zerodha account known to the simulator.
@@ -44,6 +54,8 @@ class SimAccount:
     ``portfolio`` holds exactly the ``data`` of each route: ``holdings`` (list), ``positions``
     (``{"net": [...], "day": [...]}``), ``margins`` (``{"equity": {...}, "commodity": {...}}``)
     and ``mf_holdings`` (list). Tests may mutate it; every answer is a deep copy.
+    ``twofa_type``: what ``/api/login`` answers (``TWOFA_TYPES``); the 6-digit code of
+    either is the account's TOTP.
     """
 
     user_id: str
@@ -51,8 +63,12 @@ class SimAccount:
     totp_secret: str
     portfolio: dict[str, Any]
     profile: dict[str, Any] = field(default_factory=dict)
+    twofa_type: str = "app_code"
 
     def __post_init__(self) -> None:
+        if self.twofa_type not in TWOFA_TYPES:
+            raise ValueError(f"twofa_type must be one of {sorted(TWOFA_TYPES)}, "
+                             f"got {self.twofa_type!r}")
         self.profile = {**copy.deepcopy(_DEFAULT_PROFILE), **self.profile}
         self.profile["user_id"] = self.user_id
         if not self.profile["user_name"]:

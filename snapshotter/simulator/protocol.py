@@ -55,10 +55,9 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] | None = None,
     ):
         super().__init__(
-            apps=apps, latency=latency, host=host, port=port, clock=clock, monotonic=monotonic
+            apps=apps, latency=latency, host=host, port=port, clock=clock
         )
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -156,6 +155,7 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         with self._lock:
             user_id = self._identify(req)
             self.requests_log.append((req.method, req.path, user_id))
+            self.request_headers.append((req.method, req.path, dict(req.headers)))
             fault = self._take_fault(req.path, user_id)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
