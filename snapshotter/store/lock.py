@@ -11,8 +11,9 @@ A PostgreSQL lock dies with its connection (a backend terminated, the server's
 own connection whether it still holds the lock, and the run checks before each login and
 each store. The lock's session turns ``idle_session_timeout`` off for itself and keeps
 TCP keepalives on, so a long run does not lose it by idling. An flock cannot be lost that
-way: there the check is a no-op. Logins never rely on the lock alone: each TOTP step is
-also reserved in the database (store.totp).
+way; there the check only asks whether the lock file was deleted or replaced. Logins
+never rely on the lock alone: each TOTP step is also reserved in the database
+(store.totp).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def run_lock(database_url: str, *, deadline: float | None = None,
         with _pg_lock(url, waiter) as still_held:
             yield HeldLock(where, still_held)
     elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        with _file_lock(Path(str(url.database)).with_suffix(".lock"), waiter):
-            yield HeldLock(where)
+        with _file_lock(Path(str(url.database)).with_suffix(".lock"), waiter) as still_held:
+            yield HeldLock(where, still_held)
     else:
         yield HeldLock(where)
 
@@ -153,8 +154,18 @@ _HOLDS_LOCK = sa.text(
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, waiter: _Waiter) -> Iterator[None]:
+def _file_lock(path: Path, waiter: _Waiter) -> Iterator[Callable[[], bool]]:
+    """Yields the lock's check: is the locked file still the one at ``path``? (A lock
+    file deleted or replaced under a run, e.g. by a clean-up job, lets another run lock
+    a new one.)"""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def still_held() -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            return False
+
     try:
         while True:
             try:
@@ -162,7 +173,7 @@ def _file_lock(path: Path, waiter: _Waiter) -> Iterator[None]:
                 break
             except BlockingIOError:
                 waiter.wait()
-        yield
+        yield still_held
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
