@@ -32,6 +32,7 @@ from tests.conftest import (
     create_pg_database,
     drop_pg_database,
     query_rows,
+    run_cli,
     write_config,
 )
 
@@ -73,7 +74,8 @@ def _with_password(url: str) -> str:
 
 
 def _terminate_lock_backend(admin_url: str, url: str) -> None:
-    """What a DBA's pg_terminate_backend (or a crash of that connection) does."""
+    """What a DBA's pg_terminate_backend (or a crash of that connection) does to the run
+    lock's backend (its one-bigint key: objsubid 1)."""
     name = url.rsplit("/", 1)[1]
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
@@ -81,7 +83,8 @@ def _terminate_lock_backend(admin_url: str, url: str) -> None:
             killed = conn.execute(sa.text(
                 "SELECT pg_terminate_backend(l.pid) FROM pg_locks l "
                 "JOIN pg_database d ON d.oid = l.database "
-                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = :name"),
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+                "AND d.datname = :name"),
                 {"name": name}).scalars().all()
     finally:
         engine.dispose()
@@ -95,7 +98,8 @@ def _lock_holders(admin_url: str, url: str) -> int:
         with engine.connect() as conn:
             return int(conn.execute(sa.text(
                 "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = :name"),
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+                "AND d.datname = :name"),
                 {"name": name}).scalar() or 0)
     finally:
         engine.dispose()
@@ -227,3 +231,64 @@ def test_two_runs_beside_a_broken_lock_never_send_one_totp_step_twice(
     assert all(r["rejected_credentials"] is None for r in rows)
     steps = query_rows(url, "SELECT account, step FROM totp_steps")
     assert [s["account"] for s in steps] == [acc.user_id]
+
+
+def _waiting_on_locks(admin_url: str, url: str) -> int:
+    """Backends of the database waiting for a lock (a table, a row, an advisory lock)."""
+    name = url.rsplit("/", 1)[1]
+    engine = sa.create_engine(admin_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = :name "
+                "AND wait_event_type = 'Lock'"), {"name": name}).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def test_two_runs_storing_one_session_at_once_never_collide(
+        postgres_server: str, pg_url: str, tmp_path: Path) -> None:
+    """Measured: two runs (the first had lost its lock) stored one account's session at
+    once and one got a raw UniqueViolation. Now the later store waits for the earlier
+    one's commit and replaces it, as a re-run does. The runs reuse a cached session (no
+    login); the test holds the first run's store mid-transaction (a table lock) until the
+    second's store waits too."""
+    acc = demo_accounts(1, seed=65)[0]
+    with KiteSimulator([acc]) as sim:
+        cfg = write_config(tmp_path / "config.yaml",
+                           config_dict(sim, [acc], pg_url, tmp_path / "state"))
+        logged_in = run_cli("--config", str(cfg), "login", "--account", acc.user_id,
+                            env=LOCAL_ONLY)
+        assert logged_in.returncode == 0, logged_in.stderr
+        holder = sa.create_engine(pg_url)
+        conn = holder.connect()
+        try:
+            conn.execute(sa.text("LOCK TABLE snapshot_totals IN ACCESS EXCLUSIVE MODE"))
+            env = {**os.environ, **LOCAL_ONLY}
+            runs = [subprocess.Popen(
+                [sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                stdin=subprocess.DEVNULL)]
+            _wait_for(lambda: _waiting_on_locks(postgres_server, pg_url) == 1, runs[0])
+            _terminate_lock_backend(postgres_server, pg_url)
+            runs.append(subprocess.Popen(
+                [sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                stdin=subprocess.DEVNULL))
+            _wait_for(lambda: _waiting_on_locks(postgres_server, pg_url) == 2, runs[1])
+        finally:
+            conn.rollback()
+            conn.close()
+            holder.dispose()
+        results = [run.communicate(timeout=120) for run in runs]
+        logins = sim.login_count[acc.user_id]
+    first, second = runs
+    output = "".join(out + err for out, err in results)
+    assert "UniqueViolation" not in output and "refused a row" not in output, output
+    assert "Traceback" not in output
+    assert second.returncode == 0, output
+    # The first run's check before storing came before its lock was lost.
+    assert first.returncode in (0, 74), output
+    assert logins == 1  # `login` only: both runs used its session
+    rows = query_rows(pg_url, "SELECT status FROM snapshots ORDER BY id")
+    assert [r["status"] for r in rows] == ["superseded", "ok"]
