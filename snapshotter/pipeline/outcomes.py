@@ -40,10 +40,10 @@ class RunResult:
     def exit_code(self) -> ExitCode:
         if any(o.rejected for o in self.outcomes):
             return LoginRejected.exit_code
+        if any(o.spooled for o in self.outcomes):  # the lock goes with a lost database
+            return DatabaseUnavailable.exit_code
         if self.lock_lost:
             return LockLost.exit_code
-        if any(o.spooled for o in self.outcomes):
-            return DatabaseUnavailable.exit_code
         return ExitCode.FAILURE if any(o.status == FAILED for o in self.outcomes) \
             else ExitCode.OK
 
