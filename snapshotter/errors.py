@@ -27,6 +27,8 @@ class ExitCode(IntEnum):
                 "read command")
     LOCK_TIMEOUT = 69, ("EX_UNAVAILABLE: another run held the run lock past "
                         "kite.run_timeout; nothing was fetched")
+    LOCK_LOST = 74, ("the run lost its run lock mid-run (PostgreSQL: the lock's connection "
+                     "ended): no further logins; finished answers stored or spooled")
     DATABASE_UNAVAILABLE = 75, ("EX_TEMPFAIL: the database is unreachable, missing or not "
                                 "writable (fetched answers, if any, are in the spool)")
     CREDENTIALS_REJECTED = 78, ("EX_CONFIG: Kite rejected an account's user id, password "
@@ -68,6 +70,13 @@ class LockTimeout(SnapshotterError):
     """Another run held the run lock for longer than this run may wait."""
 
     exit_code = ExitCode.LOCK_TIMEOUT
+
+
+class LockLost(SnapshotterError):
+    """The run's lock was lost mid-run (its connection ended): another run may hold it
+    now, so this one logs in no more. The message names the database (password hidden)."""
+
+    exit_code = ExitCode.LOCK_LOST
 
 
 class KiteError(SnapshotterError):

@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
+import requests
 import sqlalchemy as sa
 
 from snapshotter.config import AccountConfig, KiteConfig, Secret
@@ -33,8 +35,15 @@ from snapshotter.kite.auth import (
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import CachedSession, TokenCache
 from snapshotter.pipeline.logins import manual_accounts
-from snapshotter.simulator import KiteSimulator, SimAccount, SimApp
-from tests.conftest import LOCAL_ONLY, config_dict, run_cli, write_config
+from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
+from tests.conftest import (
+    LOCAL_ONLY,
+    ShiftedClock,
+    _offset_to,
+    config_dict,
+    run_cli,
+    write_config,
+)
 from tests.test_kite_client import Clock
 from tests.test_login_modes import rows
 
@@ -392,3 +401,40 @@ def test_the_readmes_rehearsal_recipe_runs_against_the_simulator(
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("2026-11-27: ok, final") == 3, done.stdout
     assert "clock is" not in done.stderr
+# -- a refused code whose TOTP step this process did not hold -----------------------------------
+
+
+def test_login_without_the_database_takes_a_refused_code_as_transient(
+        faketime_lib: str, tmp_path: Path) -> None:
+    """`snapshotter login` when the database cannot be opened has nowhere to reserve the
+    TOTP step: another login (here the user's browser) sent that step's code first, Kite
+    refuses the same code, and that is no rejection of the credentials (measured before:
+    exit 78, remembered, every run refused until the next `login`). The code is tried
+    once more with the next step and the login succeeds."""
+    start = datetime(2026, 11, 27, 11, 30, 1, tzinfo=UTC)  # a step's second second
+    offset = _offset_to(start)
+    acc = demo_accounts(1, seed=64)[0]
+    with KiteSimulator([acc], clock=ShiftedClock(offset)) as sim:
+        # The browser: password, then the code of the current step.
+        browser = requests.Session()
+        login = browser.post(f"{sim.base_url}/api/login", timeout=5,
+                             data={"user_id": acc.user_id, "password": acc.password})
+        request_id = login.json()["data"]["request_id"]
+        code = pyotp.TOTP(acc.totp_secret).at(ShiftedClock(offset)())
+        assert browser.post(f"{sim.base_url}/api/twofa", timeout=5, data={
+            "user_id": acc.user_id, "request_id": request_id, "twofa_value": code,
+            "twofa_type": "totp"}).ok
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, [acc], f"sqlite:///{tmp_path / 'no-such-dir' / 'snapshots.db'}",
+            tmp_path / "state"))
+        result = run_cli("--config", str(cfg), "login", "--account", acc.user_id, env={
+            **LOCAL_ONLY, "LD_PRELOAD": faketime_lib, "FAKETIME": f"{offset:+d}",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "0"})
+        twofas = sim.twofa_count[acc.user_id]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "logging in without it" in result.stderr
+    assert "could not be reserved" in result.stderr, result.stderr
+    assert f"{acc.user_id}: logged in" in result.stdout
+    assert twofas == 2  # the browser's and the retried one
+    entry = TokenCache(tmp_path / "state").load(acc.user_id)
+    assert entry.token and entry.rejected_at is None

@@ -158,6 +158,8 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
         # Ping on every run, "nothing to do" included: a daily check must not go quiet
         # on weekends and holidays.
         summary = ", ".join(f"{o.account}={o.status}" for o in result.outcomes)
+        if result.lock_lost:
+            summary = f"run lock lost; {summary}"
         health.ping(config.healthcheck_url, ok=result.exit_code == ExitCode.OK,
                     message=f"session {result.session.day}: {summary}")
         notify.send(config.notify, notify.run_message(result, config.notify.on))

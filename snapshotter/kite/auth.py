@@ -2,10 +2,13 @@
 (``auth_for``), the TOTP steps, and the memory of credentials Kite rejected.
 
 Zerodha locks an account after 5 wrong 2FA entries, so a login never sends the same
-30 s TOTP step twice (the step is saved before the 2FA request goes out) and a scheduled
-run never tries credentials Kite rejected before. A rejection is remembered as one
-fingerprint of the credentials (``credentials_fingerprint``) in two places: the session
-cache and the ledger (so replicas on other hosts see it too).
+30 s TOTP step twice (the step is saved before the 2FA request goes out, and reserved in
+the database through the client's ``reserve_totp_step`` so other processes and hosts
+wait for a later one) and a scheduled run never tries credentials Kite rejected before.
+A rejection is remembered as one fingerprint of the credentials
+(``credentials_fingerprint``) in two places: the session cache and the ledger (so
+replicas on other hosts see it too), and only when this process held the step of the
+code Kite refused (else another process may have sent that step first).
 
 Every login URL and form field lives here: the web login is unofficial and Zerodha has
 changed it without notice (docs/kite-protocol.md §1-2).
@@ -17,8 +20,9 @@ import contextlib
 import hashlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -47,6 +51,25 @@ TOTP_STEP = 30
 Obtained = tuple[str, datetime | None]  # a login's token and expiry (None: till Kite ends it)
 
 
+@dataclass(frozen=True)
+class StepReservation:
+    """What reserving a TOTP step where every process and host sees it came to."""
+
+    held: bool  # this process holds the step: its code is known fresh
+    #: not held: the latest step another process holds (wait for a later one); None when
+    #: there was nowhere to reserve it (the code goes out unreserved)
+    taken_through: int | None = None
+
+
+#: Reserves the account's TOTP step before its code is sent (the pipeline's, over the
+#: database); without one, the session cache's last step is the only guard.
+ReserveTotpStep = Callable[[int], StepReservation]
+HELD = StepReservation(held=True)
+UNRESERVED = StepReservation(held=False)
+# How many steps a login waits through while other processes hold them.
+MAX_STEPS_WAITED = 3
+
+
 class Prompt(Protocol):
     """What `snapshotter login` asks a person."""
 
@@ -67,6 +90,7 @@ class LoginClient(Protocol):
     prompt: Prompt | None
     #: seconds the client's clock is ahead of the Date of Kite's latest answer
     kite_clock_offset: float | None
+    reserve_totp_step: ReserveTotpStep | None
 
     def clock(self) -> datetime: ...
 
@@ -350,29 +374,50 @@ def _parsed(text: str | None) -> datetime | None:
 # -- the login steps --------------------------------------------------------------------------
 
 
-def _totp_code(client: LoginClient, entry: CachedSession) -> str:
-    """A fresh TOTP code, waiting for the next 30 s step if this one was already used;
-    the step is saved before the code is returned (so before it is sent)."""
+def _totp_code(client: LoginClient, entry: CachedSession) -> tuple[str, bool]:
+    """A fresh TOTP code, and whether this process holds its step's reservation. Waits
+    for the next 30 s step while this one was used here (session cache) or is reserved
+    by another process (``reserve_totp_step``); the step is saved before the code is
+    returned (so before it is sent)."""
     user, secret = client.account.user_id, client.account.totp_secret
     if not secret:
         raise LoginRejected("no totp_secret configured", account=user)
+    used = entry.last_totp_step
+    for _ in range(MAX_STEPS_WAITED + 1):
+        step = _step_after(client, used)
+        reserved = client.reserve_totp_step(step) if client.reserve_totp_step else HELD
+        if reserved.held or reserved.taken_through is None:
+            break
+        log.info("account %s: another process holds this TOTP step; waiting for the next "
+                 "one", user)
+        used = reserved.taken_through
+    else:
+        raise TransientKiteError(
+            f"other processes held {MAX_STEPS_WAITED + 1} TOTP steps in a row; not logging "
+            "in this time", account=user)
+    entry.last_totp_step = step
+    client.cache.save(user, entry)
+    return pyotp.TOTP(secret).at(step * TOTP_STEP), reserved.held
+
+
+def _step_after(client: LoginClient, used: int) -> int:
+    """The current TOTP step once it is later than ``used``, waiting for it if need be."""
+    user = client.account.user_id
     step = int(client.clock().timestamp()) // TOTP_STEP
-    if entry.last_totp_step > step + 2:
+    if used > step + 2:
         # Recorded under a clock set ahead (e.g. a libfaketime rehearsal): Kite never
         # accepted that code, so it is no reason to wait.
         log.warning("account %s: ignoring a TOTP step recorded in the future", user)
-    elif step <= entry.last_totp_step:
-        wait = (entry.last_totp_step + 1) * TOTP_STEP - client.clock().timestamp() + 0.5
+    elif step <= used:
+        wait = (used + 1) * TOTP_STEP - client.clock().timestamp() + 0.5
         log.info("account %s: waiting %.0fs for a fresh TOTP code", user, wait)
         client.sleep(min(max(wait, 0), 2 * TOTP_STEP + 1))
         step = int(client.clock().timestamp()) // TOTP_STEP
-        if step <= entry.last_totp_step:  # a frozen or rewound clock: never replay a code
+        if step <= used:  # a frozen or rewound clock: never replay a code
             raise TransientKiteError(
                 "the clock did not advance to a fresh TOTP step; not resending a used code",
                 account=user)
-    entry.last_totp_step = step
-    client.cache.save(user, entry)
-    return pyotp.TOTP(secret).at(step * TOTP_STEP)
+    return step
 
 
 def check_clock_before_totp(client: LoginClient) -> None:
@@ -414,17 +459,33 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
         raise LoginRejected(
             f"account uses 2FA type {twofa_type!r}; enable external TOTP in Kite",
             account=user)
-    if client.account.totp_secret or prompt is None:
-        check_clock_before_totp(client)
-        code = _totp_code(client, entry)
-    else:
-        code = prompt.text(f"6-digit code from your authenticator app for {user}: ")
-    redact.register(code)
-    # Never retried: a resent code is a replay and may count as a failed 2FA.
-    client.request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False, data={
-        "user_id": user, "request_id": data["request_id"], "twofa_value": code,
-        "twofa_type": twofa_type,
-    })
+    for attempt in (1, 2):
+        if client.account.totp_secret or prompt is None:
+            check_clock_before_totp(client)
+            code, fresh = _totp_code(client, entry)
+        else:  # a person typed it: theirs to judge
+            code, fresh = prompt.text(f"6-digit code from your authenticator app for "
+                                      f"{user}: "), True
+        redact.register(code)
+        try:
+            # Never retried as such: a resent code is a replay and may count as a failed 2FA.
+            client.request("POST", f"{base}{WEB_TWOFA}", "2FA", login=True, retry=False,
+                           data={"user_id": user, "request_id": data["request_id"],
+                                 "twofa_value": code, "twofa_type": twofa_type})
+            break
+        except LoginRejected as exc:
+            if fresh:
+                raise
+            # Nowhere to reserve the step (no database): another process or host may
+            # have sent its code first, so the refusal says nothing of the credentials.
+            if attempt == 2:
+                raise TransientKiteError(
+                    f"Kite refused the 2FA code again ({exc.message}); its TOTP step could "
+                    "not be reserved, so not taken as a rejection of the credentials",
+                    account=user, status=exc.status, error_type=exc.error_type) from None
+            log.warning("account %s: Kite refused a 2FA code whose TOTP step could not be "
+                        "reserved (%s); trying once more with the next step", user,
+                        exc.message)
     token = client.http.cookies.get("enctoken")
     if not token:
         raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)

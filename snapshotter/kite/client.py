@@ -22,7 +22,7 @@ from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import KiteError, KiteProtocolError, TokenError, TransientKiteError
 from snapshotter.kite import http as kite_http
-from snapshotter.kite.auth import KITE_VERSION, Prompt, auth_for
+from snapshotter.kite.auth import KITE_VERSION, Prompt, ReserveTotpStep, auth_for
 from snapshotter.kite.token_cache import CachedSession, TokenCache
 from snapshotter.routes import (
     HISTORICAL_MAX_DAYS,
@@ -64,6 +64,7 @@ class KiteClient:
         sleep: Callable[[float], None] = time.sleep,
         prompt: Prompt | None = None,
         cancel: Cancel | None = None,
+        reserve_totp_step: ReserveTotpStep | None = None,
     ):
         self.account = account
         self.kite = kite
@@ -72,6 +73,7 @@ class KiteClient:
         self.cancel = cancel
         self.sleep = _cancellable(sleep, cancel, account.user_id) if cancel else sleep
         self.prompt = prompt
+        self.reserve_totp_step = reserve_totp_step
         self.auth = auth_for(account)
         self.logins = 0
         #: seconds this clock is ahead of Kite's (negative: behind), by the ``Date`` of

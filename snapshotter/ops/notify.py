@@ -52,10 +52,12 @@ def run_message(result: RunResult, on: Sequence[str], note: str = "") -> Message
 
     failed = [o for o in result.outcomes if o.status == FAILED]
     warned = [o for o in result.outcomes if o.status == OK and o.warnings]
-    if not ((failed and FAILURE in on) or (warned and WARNING in on) or SUMMARY in on):
+    lost = result.lock_lost
+    if not (((failed or lost) and FAILURE in on) or (warned and WARNING in on)
+            or SUMMARY in on):
         return None
-    kind = FAILURE if failed else WARNING if warned else SUMMARY
-    heads = []
+    kind = FAILURE if failed or lost else WARNING if warned else SUMMARY
+    heads = ["run lock lost"] if lost else []
     if failed:
         heads.append(f"{_count(len(failed), 'account')} failed")
     if warned:
@@ -81,6 +83,8 @@ def run_message(result: RunResult, on: Sequence[str], note: str = "") -> Message
             others.append(f"{o.account} {o.status}")
     if others:
         lines.append(f"other accounts: {', '.join(others)}")
+    if lost:
+        lines.insert(0, lost)
     if note:
         lines.append(note)
     return Message(kind, redact.redact(title), redact.redact("\n".join(lines)))

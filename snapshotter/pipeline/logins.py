@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import KiteError, LoginRejected
-from snapshotter.kite.auth import Prompt, auth_for
+from snapshotter.kite.auth import UNRESERVED, Prompt, auth_for
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.pipeline.run import _respect_other_hosts_totp, select_accounts
+from snapshotter.pipeline.storing import step_reserver
 from snapshotter.sessions import IST
 from snapshotter.store import writes as store
 
@@ -65,7 +66,12 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
     for acc in targets:
         # The cached session stays until the new one replaces it: a mistyped code or a bad
         # paste must not throw away a session that still works.
-        client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt)
+        # Without the database there is nowhere to reserve the TOTP step: a refused code
+        # is then not taken as a rejection of the credentials (kite.auth).
+        reserve = step_reserver(engine, config.database_url, acc.user_id, clock) \
+            if engine is not None else (lambda _step: UNRESERVED)
+        client = KiteClient(acc, config.kite, cache, clock=clock, prompt=prompt,
+                            reserve_totp_step=reserve)
         try:
             entry = cache.load(acc.user_id)
             was_rejected = entry.rejected_at is not None

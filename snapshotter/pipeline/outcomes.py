@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from snapshotter.errors import DatabaseUnavailable, ExitCode, LoginRejected
+from snapshotter.errors import DatabaseUnavailable, ExitCode, LockLost, LoginRejected
 from snapshotter.kite.auth import credentials_fingerprint
 from snapshotter.sessions import Session
 
@@ -34,13 +34,16 @@ class AccountOutcome:
 class RunResult:
     session: Session
     outcomes: list[AccountOutcome]
+    lock_lost: str | None = None  # the run lost its run lock mid-run: why, naming the database
 
     @property
     def exit_code(self) -> ExitCode:
         if any(o.rejected for o in self.outcomes):
             return LoginRejected.exit_code
-        if any(o.spooled for o in self.outcomes):
+        if any(o.spooled for o in self.outcomes):  # the lock goes with a lost database
             return DatabaseUnavailable.exit_code
+        if self.lock_lost:
+            return LockLost.exit_code
         return ExitCode.FAILURE if any(o.status == FAILED for o in self.outcomes) \
             else ExitCode.OK
 

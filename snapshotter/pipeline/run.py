@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from snapshotter import redact
 from snapshotter.cancel import Cancel
 from snapshotter.config import AccountConfig, Config
+from snapshotter.errors import LockLost
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
@@ -28,10 +29,10 @@ from snapshotter.pipeline.outcomes import (
     Clock,
     RunResult,
 )
-from snapshotter.pipeline.storing import _Database, _store_one, store_spooled
+from snapshotter.pipeline.storing import _Database, _store_one, step_reserver, store_spooled
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
 from snapshotter.store import writes as store
-from snapshotter.store.lock import run_lock
+from snapshotter.store.lock import HeldLock, run_lock
 from snapshotter.store.models import Snapshot
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,12 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
     return [config.account(u.strip().upper()) for u in user_ids]
 
 
-def _fetch(account: AccountConfig, config: Config, cache: TokenCache,
-           clock: Clock, cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
-    client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel)
+def _fetch(account: AccountConfig, config: Config, cache: TokenCache, clock: Clock,
+           engine: sa.Engine, lock: HeldLock,
+           cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
+    client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel,
+                        reserve_totp_step=step_reserver(engine, config.database_url,
+                                                        account.user_id, clock, lock))
     try:
         return client.fetch_all(), client.logins
     finally:
@@ -96,7 +100,7 @@ def run_snapshot(
         tick()
         cancel.check()
 
-    with run_lock(config.database_url, deadline=deadline, on_wait=waiting_for_lock):
+    with run_lock(config.database_url, deadline=deadline, on_wait=waiting_for_lock) as lock:
         tick()
         store_spooled(config, engine)
         now = clock()
@@ -115,13 +119,13 @@ def run_snapshot(
         todo = _without_rejected_credentials(engine, todo, session, report)
         if todo:
             run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
-                       should_stop, _Database(config.database_url))
+                       should_stop, _Database(config.database_url), lock)
             run.snapshot_accounts(todo)
             # A new snapshot can show a split or bonus: the FIFO lots of the accounts
-            # that have imported trades are rebuilt (pipeline.imports).
-            if run.database.lost is None:
+            # that have imported trades are rebuilt (pipeline.imports), under the lock.
+            if run.database.lost is None and lock.lost is None:
                 rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK])
-    return RunResult(session, outcomes)
+    return RunResult(session, outcomes, lock_lost=str(lock.lost) if lock.lost else None)
 
 
 def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
@@ -171,6 +175,16 @@ class _Run:
     tick: Callable[[], None]
     should_stop: Callable[[], bool]
     database: _Database
+    lock: HeldLock
+
+    def _lock_held(self) -> bool:
+        """Checked before each login and each store: once the lock is lost, another run
+        may be logging in, so this one starts no more accounts."""
+        try:
+            self.lock.check()
+        except LockLost:
+            return False
+        return True
 
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
@@ -179,10 +193,11 @@ class _Run:
         started: dict[str, tuple[datetime, float]] = {}
 
         def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
-            if cancel.is_set() or self.should_stop() or self.database.lost:
+            if cancel.is_set() or self.should_stop() or self.database.lost \
+                    or not self._lock_held():
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
-            return _fetch(acc, config, cache, self.clock, cancel)
+            return _fetch(acc, config, cache, self.clock, self.engine, self.lock, cancel)
 
         pool = ThreadPoolExecutor(max_workers=min(config.kite.concurrency, len(todo)),
                                   thread_name_prefix="account")
@@ -211,6 +226,7 @@ class _Run:
                         self._not_started(acc)
                         continue
                     taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
+                    self._lock_held()  # a lost lock stops the logins; these answers are kept
                     self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
                                            future, state_dir=config.state_dir,
                                            database=self.database))
@@ -220,6 +236,11 @@ class _Run:
             pool.shutdown(wait=not pending, cancel_futures=True)
 
     def _not_started(self, acc: AccountConfig) -> None:
+        if self.lock.lost:
+            self.report(AccountOutcome(
+                acc.user_id, FAILED, self.session.day, transient=True,
+                error=f"account {acc.user_id}: not fetched: this run lost its run lock"))
+            return
         if self.database.lost:
             # Not logged in: each web login also ends the user's browser session.
             self.report(AccountOutcome(

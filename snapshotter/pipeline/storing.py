@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,14 @@ import sqlalchemy as sa
 
 from snapshotter import redact
 from snapshotter.config import AccountConfig, Config
-from snapshotter.errors import DatabaseUnavailable, KiteError, LoginRejected, SnapshotterError
+from snapshotter.errors import (
+    DatabaseUnavailable,
+    KiteError,
+    LockLost,
+    LoginRejected,
+    SnapshotterError,
+)
+from snapshotter.kite.auth import HELD, ReserveTotpStep, StepReservation
 from snapshotter.kite.token_cache import rejection_advice
 from snapshotter.normalize import PayloadError, normalize_snapshot
 from snapshotter.pipeline.outcomes import (
@@ -26,8 +34,9 @@ from snapshotter.pipeline.outcomes import (
 from snapshotter.private_files import StatePathError
 from snapshotter.sessions import IST, Session
 from snapshotter.store import engine as db
-from snapshotter.store import spool
+from snapshotter.store import spool, totp
 from snapshotter.store import writes as store
+from snapshotter.store.lock import HeldLock
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,24 @@ class _Database:
 
     url: str = ""
     lost: DatabaseUnavailable | None = None
+
+
+def step_reserver(engine: sa.Engine, url: str, account: str, clock: Callable[[], datetime],
+                  lock: HeldLock | None = None) -> ReserveTotpStep:
+    """The account's TOTP steps reserved in the database (store.totp) before each 2FA
+    code is sent, the run lock checked first (``lock``); no login without either."""
+    holder = totp.this_process()
+
+    def reserve(step: int) -> StepReservation:
+        if lock is not None:
+            lock.check()
+        try:
+            taken = totp.reserve_totp_step(engine, account, step, now=clock(), holder=holder)
+        except sa.exc.SQLAlchemyError as exc:
+            raise db.unavailable(exc, url) from None
+        return HELD if taken is None else StepReservation(held=False, taken_through=taken)
+
+    return reserve
 
 
 def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
@@ -60,6 +87,15 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
                                       warnings=normalized.warnings)
         return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
                               logins=logins, warnings=stored.warnings)
+    except LockLost:
+        # Not logged in: another run may be logging this account in now.
+        return AccountOutcome(user, FAILED, session.day, transient=True,
+                              error=f"account {user}: not logged in: this run lost its "
+                                    "run lock")
+    except DatabaseUnavailable as exc:  # the TOTP step could not be reserved: no login
+        database.lost = database.lost or exc
+        return AccountOutcome(user, FAILED, session.day, transient=True, spooled=True,
+                              error=f"account {user}: not logged in: {exc}")
     except (PayloadError, store.StoreError) as exc:
         failure, error = exc, redact.redact(
             str(exc) if isinstance(exc, store.StoreError) else f"account {user}: {exc}")

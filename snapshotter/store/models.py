@@ -110,6 +110,20 @@ class RawPayload(Base):
     __table_args__ = (sa.UniqueConstraint("snapshot_id", "name"),)
 
 
+class TotpStep(Base):
+    """Per account, the last 30 s TOTP step a 2FA code was made for, reserved here by
+    the process about to send it (``store.totp``) before the code goes out: moved forward
+    only by a conditional UPDATE, so no two processes or hosts ever send one step's code,
+    whatever the run lock does. ``holder`` names the process (host and pid)."""
+
+    __tablename__ = "totp_steps"
+
+    account: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    step: Mapped[int] = mapped_column(sa.BigInteger)
+    reserved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    holder: Mapped[str] = mapped_column(sa.Text)
+
+
 class SnapshotTotals(Base):
     """Per complete snapshot, the sums ``portfolio_daily`` shows (and ``holding_daily``'s
     weight divides by), so that the views do not re-sum every holding row at query time.

@@ -273,6 +273,27 @@ def _fill(session: Session, snap: Snapshot, frames: Mapping[str, pd.DataFrame],
                           tuple(found))
 
 
+# pg_advisory_xact_lock's two-int key space for one account's session (the run lock uses
+# the one-bigint space).
+_SESSION_LOCK_SPACE = 0x4B534E50  # "KSNP"
+
+
+def _one_writer_per_session(session: Session, account: str, snapshot_date: date) -> None:
+    """Two snapshots of one account and session stored at once (two runs, once a run
+    lock was lost) queue here, at the start of the transaction: the later one waits for
+    the earlier to commit, then finds and replaces it, instead of both inserting the
+    session's complete snapshot (a unique violation)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
+                        {"space": _SESSION_LOCK_SPACE, "key": f"{account}/{snapshot_date}"})
+    else:
+        # SQLite's write lock, taken now by a write that changes nothing: a transaction
+        # whose first write came after its reads would find another writer's commit
+        # only when inserting.
+        session.execute(sa.update(_LEDGER).where(sa.false())
+                        .values(status=_LEDGER.c.status))
+
+
 def _complete_query(account: str, snapshot_date: date) -> sa.Select[Snapshot]:
     return sa.select(Snapshot).where(Snapshot.account == account,
                                      Snapshot.snapshot_date == snapshot_date,
@@ -299,6 +320,7 @@ def store_snapshot(
     from normalize, and the shrink check against the previous session) is final only
     when the same warnings were already seen WARNING_CONFIRM_AFTER earlier."""
     with Session(engine) as session, session.begin():
+        _one_writer_per_session(session, account, snapshot_date)
         current = session.execute(_complete_query(account, snapshot_date)
                                   .with_only_columns(Snapshot.id)).scalars().all()
         _supersede(session, list(current))
@@ -430,6 +452,7 @@ def recover_failed(engine: sa.Engine, snapshot_id: int, *,
         snap = session.get(Snapshot, snapshot_id, with_for_update=True)
         if snap is None or snap.status != SNAPSHOT_FAILED:
             raise LookupError(f"snapshot {snapshot_id} is not a failed attempt")
+        _one_writer_per_session(session, snap.account, snap.snapshot_date)
         current = list(session.scalars(_complete_query(snap.account, snap.snapshot_date)))
         if any(c.taken_at >= snap.taken_at for c in current):
             return None
