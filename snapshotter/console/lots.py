@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from itertools import groupby
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -42,9 +42,9 @@ SAME_ACTION_DAYS = 30
 
 REALISED_COLUMNS = ["tradingsymbol", "isin", "buy_date", "sell_date", "quantity",
                     "buy_price", "sell_price", "pnl", "holding_days", "term", "unmatched",
-                    "buy_trade_id", "sell_trade_id"]
+                    "buy_trade_id", "sell_trade_id", "instrument"]
 OPEN_COLUMNS = ["tradingsymbol", "isin", "buy_date", "quantity", "buy_price",
-                "buy_trade_id"]
+                "buy_trade_id", "instrument"]
 POSITION_COLUMNS = ["instrument", "from_date", "to_date", "tradingsymbol", "isin",
                     "quantity"]
 ACTION_COLUMNS = ["instrument", "day", "action", "ratio"]
@@ -84,7 +84,7 @@ def actions(trades: pd.DataFrame, observed: pd.DataFrame,
     ex-date; one replaces an observed row of the instrument dated within
     SAME_ACTION_DAYS on or after its ex-date. An action without an ISIN is matched
     through the ISIN the trades give its symbol."""
-    isin_of = (trades.dropna(subset=["isin"]).sort_values("trade_date")
+    isin_of = (trades.dropna(subset=["isin"]).sort_values("trade_date", kind="stable")
                .groupby("tradingsymbol")["isin"].last())
 
     def keyed(frame: pd.DataFrame) -> pd.Series:
@@ -249,7 +249,7 @@ class _Instrument:
             if lot.quantity > EPS:
                 self.out.still_open.append((lot.symbol, self.isin, lot.day,
                                             round(lot.quantity, 6), round(lot.price, 6),
-                                            lot.trade_id))
+                                            lot.trade_id, self.key))
 
     def _act_day(self, action: tuple[date, str, float], pending: Any,
                  then_position: bool = True) -> tuple[date, str, float] | None:
@@ -305,11 +305,12 @@ class _Instrument:
         c = self.columns
         if lot is None:
             self.out.realised.append((c.symbols[sale], self.isin, None, day, quantity, None,
-                                      c.prices[sale], True, None, c.trade_ids[sale]))
+                                      c.prices[sale], True, None, c.trade_ids[sale],
+                                      self.key))
         else:
             self.out.realised.append((c.symbols[sale], self.isin, lot.day, day, quantity,
                                       lot.price, c.prices[sale], False, lot.trade_id,
-                                      c.trade_ids[sale]))
+                                      c.trade_ids[sale], self.key))
 
     def _position(self, day: date) -> None:
         quantity = round(self.held, 6)

@@ -54,10 +54,15 @@ class LotsSummary:
     realised: int
     unmatched: int
     still_open: int
+    rebuilt: int = 0  # instruments whose lots were rebuilt
+    instruments: int = 0  # instruments with lots or actions
 
     def line(self) -> str:
         return (f"{self.account}: FIFO lots rebuilt: {self.realised} realised "
                 f"({self.unmatched} unmatched), {self.still_open} open")
+
+    def rebuilt_line(self) -> str:
+        return f"lots of {self.rebuilt} of {self.instruments} instruments rebuilt"
 
 
 @dataclass
@@ -124,43 +129,108 @@ def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[s
             result.files.append(FileResult(path, stored.rows, stored.new, stored.known,
                                            read.detail))
         if kind in ("tradebook", "actions") and result.files:  # what the lots come from
-            result.lots = rebuild_lots(engine, user_id)
+            try:
+                result.lots = rebuild_lots(engine, user_id)
+            except Exception as exc:
+                result.warnings.append(
+                    f"{user_id}: file stored; lots not rebuilt ({_first_line(exc)}): the "
+                    "next import, or run that stores a snapshot of the account, rebuilds "
+                    "them")
+            else:
+                log.info("%s: %s", user_id, result.lots.rebuilt_line())
     return result
 
 
-def rebuild_lots(engine: sa.Engine, account: str) -> LotsSummary:
-    """The account's realised_lots, open_lots and trade_positions from its trades and
-    corporate actions, replaced in one transaction (blank ISINs of stored trades are
-    filled on the way)."""
+def rebuild_lots(engine: sa.Engine, account: str, *, whole: bool = False) -> LotsSummary:
+    """The account's FIFO lots (realised_lots, open_lots, trade_positions) brought up to
+    date in one transaction: rebuilt for the instruments whose trades changed (marked
+    stale by the import or ``import forget`` that changed them) and those whose
+    corporate actions are not the ones their lots were built with (a new snapshot can
+    show a split); the other instruments' lots are left as they are. ``whole``, or
+    stored lots that are not the ones ``lot_instruments`` counts: every instrument.
+    Blank ISINs of stored trades are filled on the way."""
     with engine.begin() as conn:
-        trades = db.account_trades(conn, account)
-        if not trades.empty:
-            filled = tradebook.fill_isin(trades)
-            gained = trades["isin"].isna() & filled["isin"].notna()
-            db.fill_isins(conn, list(zip(trades.loc[gained, "id"].astype(int),
-                                         filled.loc[gained, "isin"], strict=True)))
-            trades = filled
-        found = lots.actions(trades, db.observed_actions(conn, account),
-                             db.listed_actions(conn, account)) if not trades.empty \
-            else pd.DataFrame(columns=lots.ACTION_COLUMNS)
-        book = lots.build(trades if not trades.empty else _no_trades(), found)
-        db.replace_lots(conn, account, book.realised, book.open, book.positions)
-    return LotsSummary(account, len(book.realised), int(book.realised["unmatched"].sum()),
-                       len(book.open))
+        state = db.lot_state(conn, account).set_index("instrument")
+        if not whole:
+            counted = (int(state["realised_lots"].sum()), int(state["open_lots"].sum()))
+            whole = db.lot_counts(conn, account) != counted
+        stale = set(state.index[state["stale"].astype(bool)])
+        touched = _fill_isins(conn, account, None if whole else stale)
+        observed = db.observed_actions(conn, account)
+        listed = db.listed_actions(conn, account)
+        blank = pd.concat([observed.loc[observed["isin"].isna(), "tradingsymbol"],
+                           listed.loc[listed["isin"].isna(), "tradingsymbol"]])
+        isins = db.symbol_trades(conn, account, set(blank)).dropna(subset=["isin"])
+        found = lots.actions(isins, observed, listed)
+        applied = lots.applied(found)
+        if whole:
+            rebuild: set[str] | None = None
+            keys = db.equity_instruments(conn, account) | set(applied) | set(state.index)
+        else:
+            built = state["actions"].to_dict()
+            rebuild = stale | touched | {key for key in set(applied) | set(built)
+                                         if applied.get(key, "") != built.get(key, "")}
+            keys = rebuild
+        book = lots.build(db.instrument_trades(conn, account, rebuild), found)
+        rows = _state_rows(keys, applied, book)
+        db.replace_lots(conn, account, rebuild, book.realised, book.open, book.positions,
+                        rows)
+        after = db.lot_state(conn, account)
+    return LotsSummary(account, int(after["realised_lots"].sum()),
+                       int(after["unmatched_lots"].sum()), int(after["open_lots"].sum()),
+                       rebuilt=len(keys), instruments=len(after))
 
 
-def _no_trades() -> pd.DataFrame:
-    return pd.DataFrame(columns=["tradingsymbol", "isin", "trade_date", "segment",
-                                 "trade_type", "quantity", "price", "trade_id",
-                                 "order_execution_time"])
+def _fill_isins(conn: sa.Connection, account: str, keys: set[str] | None) -> set[str]:
+    """Stored trades with a blank ISIN take the one the symbol's other trades give
+    (``keys``: only those of these symbols; None: all); the instruments that changed
+    (the symbol the trades were matched by, and the ISIN they now have)."""
+    symbols = None if keys is None else db.blank_isin_symbols(conn, account, keys)
+    if symbols is not None and not symbols:
+        return set()
+    trades = db.symbol_trades(conn, account, symbols)
+    if trades.empty:
+        return set()
+    filled = tradebook.fill_isin(trades)
+    gained = trades["isin"].isna() & filled["isin"].notna()
+    db.fill_isins(conn, list(zip(trades.loc[gained, "id"].astype(int),
+                                 filled.loc[gained, "isin"], strict=True)))
+    changed = trades[gained & trades["segment"].isin(lots.EQUITY_SEGMENTS)]
+    return set(changed["tradingsymbol"]) | set(filled.loc[changed.index, "isin"])
+
+
+def _state_rows(keys: set[str], applied: dict[str, str], book: lots.LotBook,
+                ) -> pd.DataFrame:
+    """lot_instruments rows of ``keys`` that have lots or actions."""
+    realised = book.realised.groupby("instrument").size()
+    unmatched = book.realised.groupby("instrument")["unmatched"].sum()
+    still_open = book.open.groupby("instrument").size()
+    with_trades = set(book.positions["instrument"]) | set(realised.index) \
+        | set(still_open.index)
+    kept = sorted(k for k in keys if k in applied or k in with_trades)
+    return pd.DataFrame({
+        "instrument": kept, "actions": [applied.get(k, "") for k in kept],
+        "realised_lots": [int(realised.get(k, 0)) for k in kept],
+        "unmatched_lots": [int(unmatched.get(k, 0)) for k in kept],
+        "open_lots": [int(still_open.get(k, 0)) for k in kept],
+        "stale": [False] * len(kept)})
 
 
 def rebuild_after_run(engine: sa.Engine, accounts: Sequence[str]) -> None:
     """After a run stored snapshots: the lots of those accounts that have trades (a new
-    snapshot can show a split or bonus). A failure is logged, never fails the run."""
-    try:
-        for account in db.accounts_with_trades(engine, accounts):
-            log.info("%s", rebuild_lots(engine, account).line())
-    except (sa.exc.SQLAlchemyError, ValueError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.error("could not rebuild the FIFO lots: %s", redact.redact(first))
+    snapshot can show a split or bonus), where they changed. A failure is a warning
+    line, never fails the run: the stale instruments stay marked, the next run or
+    import tries again."""
+    for account in db.accounts_with_trades(engine, accounts):
+        try:
+            summary = rebuild_lots(engine, account)
+        except Exception as exc:
+            log.warning("%s: FIFO lots not rebuilt (%s); the next run tries again",
+                        account, redact.redact(_first_line(exc)))
+            continue
+        log.info("%s (%s)", summary.line(), summary.rebuilt_line())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
