@@ -71,6 +71,7 @@ class ImportResult:
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     lots: LotsSummary | None = None
+    forgotten: list[str] = field(default_factory=list)  # `import forget`: one line a file
 
 
 @dataclass(frozen=True)
@@ -129,16 +130,68 @@ def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[s
             result.files.append(FileResult(path, stored.rows, stored.new, stored.known,
                                            read.detail))
         if kind in ("tradebook", "actions") and result.files:  # what the lots come from
-            try:
-                result.lots = rebuild_lots(engine, user_id)
-            except Exception as exc:
-                result.warnings.append(
-                    f"{user_id}: file stored; lots not rebuilt ({_first_line(exc)}): the "
-                    "next import, or run that stores a snapshot of the account, rebuilds "
-                    "them")
-            else:
-                log.info("%s: %s", user_id, result.lots.rebuilt_line())
+            _rebuild_after_import(engine, user_id, result)
     return result
+
+
+def _rebuild_after_import(engine: sa.Engine, account: str, result: ImportResult) -> None:
+    try:
+        result.lots = rebuild_lots(engine, account)
+    except Exception as exc:
+        result.warnings.append(
+            f"{account}: file stored; lots not rebuilt ({_first_line(exc)}): the next "
+            "import, or run that stores a snapshot of the account, rebuilds them")
+    else:
+        log.info("%s: %s", account, result.lots.rebuilt_line())
+
+
+def forget_files(config: Config, engine: sa.Engine, paths: Sequence[str], account: str,
+                 ) -> ImportResult:
+    """``snapshotter import forget``: remove what each file added to ``account`` (its
+    rows and its console_files row), then bring the lots up to date. A path that is a
+    file here is matched by its bytes (sha256), else by the name it was imported
+    under; a name shared by files of other bytes is refused (give the file)."""
+    user_id = config.account(account.strip().upper()).user_id
+    result = ImportResult()
+    deadline = time.monotonic() + config.kite.run_timeout
+    with run_lock(config.database_url, deadline=deadline):
+        kinds: set[str] = set()
+        for path in paths:
+            with engine.begin() as conn:
+                found = _imported(conn, path, user_id)
+                if isinstance(found, str):
+                    result.errors.append(f"{path}: {found}")
+                    continue
+                gone = db.forget_files(conn, user_id, found)
+            kinds |= gone.kinds
+            result.forgotten.append(
+                f"{path}: forgot {gone.rows} rows that {gone.files} imported "
+                f"{'file' if gone.files == 1 else 'files'} ({', '.join(sorted(gone.kinds))}) "
+                "added")
+        if kinds & {"tradebook", "actions"}:
+            _rebuild_after_import(engine, user_id, result)
+    return result
+
+
+def _imported(conn: sa.Connection, path: str, account: str) -> list[int] | str:
+    """The console_files ids ``path`` stands for, or why none."""
+    file = Path(path)
+    if file.is_file():
+        try:
+            with file.open("rb") as stream:
+                sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+        ids = db.imported_files(conn, account, sha256=sha256)
+        return ids or f"no file with these bytes was imported for {account}"
+    ids = db.imported_files(conn, account, file_name=file.name)
+    if not ids:
+        return f"not a file here, and no file imported for {account} is named {file.name!r}"
+    shas = db.file_hashes(conn, ids)
+    if len(set(shas)) > 1:
+        return (f"{len(set(shas))} different files imported for {account} are named "
+                f"{file.name!r}: give the file itself, its bytes say which")
+    return ids
 
 
 def rebuild_lots(engine: sa.Engine, account: str, *, whole: bool = False) -> LotsSummary:
@@ -176,9 +229,12 @@ def rebuild_lots(engine: sa.Engine, account: str, *, whole: bool = False) -> Lot
         db.replace_lots(conn, account, rebuild, book.realised, book.open, book.positions,
                         rows)
         after = db.lot_state(conn, account)
+    had = state[(state["actions"] != "") | (state["realised_lots"] > 0)
+                | (state["open_lots"] > 0)].index
+    rebuilt = set(rows["instrument"]) | (keys & set(had))
     return LotsSummary(account, int(after["realised_lots"].sum()),
                        int(after["unmatched_lots"].sum()), int(after["open_lots"].sum()),
-                       rebuilt=len(keys), instruments=len(after))
+                       rebuilt=len(rebuilt), instruments=len(after))
 
 
 def _fill_isins(conn: sa.Connection, account: str, keys: set[str] | None) -> set[str]:

@@ -127,6 +127,11 @@ def imported_files(conn: sa.Connection, account: str, *, sha256: str | None = No
     return list(conn.execute(query.order_by(_FILES.c.id)).scalars())
 
 
+def file_hashes(conn: sa.Connection, file_ids: Sequence[int]) -> list[str]:
+    return list(conn.execute(sa.select(_FILES.c.sha256)
+                             .where(_FILES.c.id.in_(list(file_ids)))).scalars())
+
+
 def forget_files(conn: sa.Connection, account: str, file_ids: Sequence[int]) -> Forgotten:
     """The rows these files added, and the files' ``console_files`` rows, deleted; the
     instruments of the trades removed marked stale, the ledger flows recomputed."""
