@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision = "0015"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

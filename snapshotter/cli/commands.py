@@ -438,10 +438,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     config = _config(args)
     account = config.account(args.account.strip().upper()).user_id  # unknown: exit 2
     with _database(args, config=config, writable=True) as (config, engine):
-        result = imports.import_files(config, engine, args.kind, args.files, account,
-                                      clock=utc_now)
+        if args.kind == "forget":
+            result = imports.forget_files(config, engine, args.files, account)
+        else:
+            result = imports.import_files(config, engine, args.kind, args.files, account,
+                                          clock=utc_now)
     for done in result.files:
         print(done.line())
+    for line in result.forgotten:
+        print(line)
     for warning in result.warnings:
         print(f"warning: {redact.redact(warning)}", file=sys.stderr)
     for error in result.errors:

@@ -254,9 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "Stores Zerodha Console's exports for one account (re-imports add "
                    "nothing twice), then rebuilds its FIFO lots. tradebook: the tradebook "
                    "CSV or XLSX; ledger: the funds statement CSV; dividends: the equity "
-                   "dividends XLSX; actions: your own CSV of splits and bonuses "
-                   "(README: Console imports).")
-    imp.add_argument("kind", choices=["tradebook", "ledger", "dividends", "actions"])
+                   "dividends XLSX; actions: your own CSV of splits and bonuses; forget: "
+                   "removes what imported files added (FILE: the file, matched by its "
+                   "bytes, or the name it was imported under) (README: Console imports).")
+    imp.add_argument("kind", choices=["tradebook", "ledger", "dividends", "actions",
+                                      "forget"])
     imp.add_argument("files", nargs="+", metavar="FILE")
     imp.add_argument("--account", required=True, metavar="USER_ID",
                      help="the configured account the files belong to")

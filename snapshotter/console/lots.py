@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from datetime import date, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -41,9 +42,9 @@ SAME_ACTION_DAYS = 30
 
 REALISED_COLUMNS = ["tradingsymbol", "isin", "buy_date", "sell_date", "quantity",
                     "buy_price", "sell_price", "pnl", "holding_days", "term", "unmatched",
-                    "buy_trade_id", "sell_trade_id"]
+                    "buy_trade_id", "sell_trade_id", "instrument"]
 OPEN_COLUMNS = ["tradingsymbol", "isin", "buy_date", "quantity", "buy_price",
-                "buy_trade_id"]
+                "buy_trade_id", "instrument"]
 POSITION_COLUMNS = ["instrument", "from_date", "to_date", "tradingsymbol", "isin",
                     "quantity"]
 ACTION_COLUMNS = ["instrument", "day", "action", "ratio"]
@@ -56,7 +57,7 @@ class LotBook:
     positions: pd.DataFrame
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lot:
     quantity: float
     price: float
@@ -83,7 +84,7 @@ def actions(trades: pd.DataFrame, observed: pd.DataFrame,
     ex-date; one replaces an observed row of the instrument dated within
     SAME_ACTION_DAYS on or after its ex-date. An action without an ISIN is matched
     through the ISIN the trades give its symbol."""
-    isin_of = (trades.dropna(subset=["isin"]).sort_values("trade_date")
+    isin_of = (trades.dropna(subset=["isin"]).sort_values("trade_date", kind="stable")
                .groupby("tradingsymbol")["isin"].last())
 
     def keyed(frame: pd.DataFrame) -> pd.Series:
@@ -116,106 +117,212 @@ def actions(trades: pd.DataFrame, observed: pd.DataFrame,
     return pd.concat(parts, ignore_index=True)[ACTION_COLUMNS]
 
 
+def applied(actions: pd.DataFrame) -> dict[str, str]:
+    """Per instrument, the actions ``build`` applies to its lots, as one text (day,
+    action and exact ratio, in the order applied): lots built with the same text for an
+    instrument and the same trades are the same lots."""
+    ordered = _in_order(actions)
+    return {str(key): "; ".join(f"{day} {action} {ratio!r}" for day, action, ratio
+                                in zip(group["day"], group["action"], group["ratio"],
+                                       strict=True))
+            for key, group in ordered.groupby("instrument", sort=False)}
+
+
+def _in_order(actions: pd.DataFrame) -> pd.DataFrame:
+    """Actions in the order they are applied: by day; two of one day by kind, then
+    ratio (bonus before split)."""
+    return actions.sort_values(["instrument", "day", "action", "ratio"], kind="stable")
+
+
 def build(trades: pd.DataFrame, actions: pd.DataFrame) -> LotBook:
     """FIFO over one account's trades (columns of ``trades``, ISINs filled) and
-    ``actions`` (from ``actions()``)."""
-    equity = trades[trades["segment"].isin(EQUITY_SEGMENTS)].copy()
-    equity["instrument"] = instrument(equity)
-    equity["order_execution_time"] = pd.to_datetime(equity["order_execution_time"],
-                                                    utc=True)
-    equity = equity.sort_values(["trade_date", "order_execution_time", "trade_id"],
-                                kind="stable", na_position="last")
-    realised: list[dict[str, Any]] = []
-    still_open: list[dict[str, Any]] = []
-    positions: list[dict[str, Any]] = []
-    by_instrument = {key: group for key, group in actions.groupby("instrument")}
-    for key, group in equity.groupby("instrument", sort=True):
-        book = _Instrument(str(key), group, by_instrument.get(key))
-        book.run()
-        realised += book.realised
-        still_open += book.open_rows()
-        positions += book.positions
-    return LotBook(_realised_frame(realised), pd.DataFrame(still_open, columns=OPEN_COLUMNS),
-                   pd.DataFrame(positions, columns=POSITION_COLUMNS))
+    ``actions`` (from ``actions()``); only the instruments ``trades`` has get lots.
+
+    One pass over plain Python values in (instrument, date, execution time, trade id)
+    order: a million fills take seconds, not minutes."""
+    equity = trades[trades["segment"].isin(EQUITY_SEGMENTS)]
+    walk = pd.DataFrame({
+        "instrument": instrument(equity),
+        "trade_date": equity["trade_date"],
+        "when": _instants(equity["order_execution_time"]),
+        "trade_id": equity["trade_id"].astype(str),
+    }).sort_values(["trade_date", "when", "trade_id"], kind="stable", na_position="last")
+    order = walk.sort_values("instrument", kind="stable").index
+    rows = equity.loc[order]
+    keys = walk.loc[order, "instrument"].tolist()
+    columns = _Columns(
+        dates=rows["trade_date"].tolist(),
+        selling=(rows["trade_type"] == "sell").tolist(),
+        quantities=rows["quantity"].astype(float).tolist(),
+        prices=rows["price"].astype(float).tolist(),
+        trade_ids=walk.loc[order, "trade_id"].tolist(),
+        symbols=rows["tradingsymbol"].astype(str).tolist(),
+        isins=rows["isin"].astype(object).where(rows["isin"].notna(), None).tolist())
+    by_instrument: dict[str, list[tuple[date, str, float]]] = {}
+    ordered = _in_order(actions)
+    for key, day, action, ratio in zip(ordered["instrument"], ordered["day"],
+                                       ordered["action"], ordered["ratio"], strict=True):
+        by_instrument.setdefault(str(key), []).append((day, str(action), float(ratio)))
+    out = _Out()
+    start = 0
+    for key, group in groupby(range(len(keys)), keys.__getitem__):
+        end = start + sum(1 for _ in group)
+        _Instrument(str(key), columns, start, end, by_instrument.get(str(key), []),
+                    out).run()
+        start = end
+    return LotBook(_realised_frame(out.realised),
+                   pd.DataFrame(out.still_open, columns=OPEN_COLUMNS),
+                   pd.DataFrame(out.positions, columns=POSITION_COLUMNS))
+
+
+def _instants(times: pd.Series) -> pd.Series:
+    """Execution times as seconds since the epoch (NaN where missing), for ordering:
+    the database gives datetimes, which pandas converts one by one, slowly."""
+    if all(isinstance(t, datetime) or t is None for t in times):
+        return pd.Series([math.nan if t is None or t is pd.NaT else t.timestamp()
+                          for t in times],
+                         index=times.index, dtype=float)
+    return pd.to_datetime(times, utc=True)
+
+
+class LotError(ValueError):
+    """Lots that cannot be built (an action that makes a quantity infinite)."""
+
+
+@dataclass(frozen=True)
+class _Columns:
+    dates: list[date]
+    selling: list[bool]
+    quantities: list[float]
+    prices: list[float]
+    trade_ids: list[str]
+    symbols: list[str]
+    isins: list[str | None]
+
+
+@dataclass
+class _Out:
+    realised: list[tuple[Any, ...]] = field(default_factory=list)
+    still_open: list[tuple[Any, ...]] = field(default_factory=list)
+    positions: list[list[Any]] = field(default_factory=list)
 
 
 class _Instrument:
-    """One instrument's lots, walked day by day."""
+    """One instrument's lots (rows ``start`` to ``end`` of ``columns``), walked day by
+    day."""
 
-    def __init__(self, key: str, trades: pd.DataFrame, actions: pd.DataFrame | None):
+    def __init__(self, key: str, columns: _Columns, start: int, end: int,
+                 actions: list[tuple[date, str, float]], out: _Out):
         self.key = key
-        self.isin = trades["isin"].dropna().iloc[-1] if trades["isin"].notna().any() \
-            else None
-        self.trades = trades
-        self.actions = actions if actions is not None else pd.DataFrame(
-            columns=ACTION_COLUMNS)
+        self.columns = columns
+        self.start = start
+        self.end = end
+        self.actions = actions
+        self.out = out
+        self.isin = next((columns.isins[i] for i in range(end - 1, start - 1, -1)
+                          if columns.isins[i] is not None), None)
+        self.symbol = columns.symbols[start]
         self.open: deque[_Lot] = deque()
-        self.realised: list[dict[str, Any]] = []
-        self.positions: list[dict[str, Any]] = []
-        self.symbol = str(trades["tradingsymbol"].iloc[0])
+        self.held = 0.0  # the open lots' quantity
+        self.position: list[Any] | None = None  # the last trade_positions row
 
     def run(self) -> None:
-        trades_by_day = {day: group for day, group in self.trades.groupby("trade_date")}
-        actions_by_day = {day: group for day, group in self.actions.groupby("day")}
-        for day in sorted(set(trades_by_day) | set(actions_by_day)):
-            if day in actions_by_day:
-                for action in actions_by_day[day].itertuples(index=False):
-                    self._act(day, str(action.action), float(action.ratio))
-            if day in trades_by_day:
-                self._trade(day, trades_by_day[day])
+        dates = self.columns.dates
+        pending = iter(self.actions)
+        action = next(pending, None)
+        i = self.start
+        while i < self.end:
+            day = dates[i]
+            while action is not None and action[0] < day:
+                action = self._act_day(action, pending)
+            if action is not None and action[0] == day:
+                action = self._act_day(action, pending, then_position=False)
+            j = i
+            while j < self.end and dates[j] == day:
+                j += 1
+            self._trade(day, i, j)
             self._position(day)
+            i = j
+        while action is not None:
+            action = self._act_day(action, pending)
+        for lot in self.open:
+            if lot.quantity > EPS:
+                self.out.still_open.append((lot.symbol, self.isin, lot.day,
+                                            round(lot.quantity, 6), round(lot.price, 6),
+                                            lot.trade_id, self.key))
+
+    def _act_day(self, action: tuple[date, str, float], pending: Any,
+                 then_position: bool = True) -> tuple[date, str, float] | None:
+        """Apply ``action`` and the others of its day; the next one after them."""
+        day = action[0]
+        following: tuple[date, str, float] | None = action
+        while following is not None and following[0] == day:
+            self._act(*following)
+            following = next(pending, None)
+        if then_position:
+            self._position(day)
+        return following
 
     def _act(self, day: date, action: str, ratio: float) -> None:
         if action == "split":
             for lot in self.open:
                 lot.quantity *= ratio
                 lot.price /= ratio
+            self.held = sum(lot.quantity for lot in self.open)
         else:
-            extra = math.floor(sum(lot.quantity for lot in self.open) * ratio + EPS)
+            extra = sum(lot.quantity for lot in self.open) * ratio
+            if not math.isfinite(extra):
+                raise LotError(f"{self.symbol} ({self.key}): a {action} of ratio "
+                               f"{ratio:g} on {day} makes an infinite quantity")
+            extra = math.floor(extra + EPS)
             if extra > 0:
                 self.open.append(_Lot(float(extra), 0.0, day, None, self.symbol))
+                self.held += extra
+        if not math.isfinite(self.held):
+            raise LotError(f"{self.symbol} ({self.key}): a {action} of ratio {ratio:g} "
+                           f"on {day} makes an infinite quantity")
 
-    def _trade(self, day: date, trades: pd.DataFrame) -> None:
-        self.symbol = str(trades["tradingsymbol"].iloc[-1])
-        buys = deque(_Lot(float(t.quantity), float(t.price), day, str(t.trade_id),
-                          str(t.tradingsymbol))
-                     for t in trades[trades["trade_type"] == "buy"].itertuples(index=False))
-        for sale in trades[trades["trade_type"] == "sell"].itertuples(index=False):
-            left = float(sale.quantity)
+    def _trade(self, day: date, first: int, end: int) -> None:
+        c = self.columns
+        self.symbol = c.symbols[end - 1]
+        buys = deque(_Lot(c.quantities[i], c.prices[i], day, c.trade_ids[i], c.symbols[i])
+                     for i in range(first, end) if not c.selling[i])
+        self.held += sum(lot.quantity for lot in buys)
+        for i in range(first, end):
+            if not c.selling[i]:
+                continue
+            left = c.quantities[i]
             for queue in (buys, self.open):  # the day's own buys first: intraday
                 for lot, quantity in _consume(queue, left):
                     left -= quantity
-                    self._realise(sale, day, quantity, lot)
+                    self.held -= quantity
+                    self._realise(i, day, quantity, lot)
             if left > EPS:
-                self._realise(sale, day, left, None)
+                self._realise(i, day, left, None)
         self.open.extend(buys)
 
-    def _realise(self, sale: Any, day: date, quantity: float, lot: _Lot | None) -> None:
-        self.realised.append({
-            "tradingsymbol": str(sale.tradingsymbol), "isin": self.isin,
-            "buy_date": lot.day if lot else None, "sell_date": day, "quantity": quantity,
-            "buy_price": lot.price if lot else None, "sell_price": float(sale.price),
-            "unmatched": lot is None, "buy_trade_id": lot.trade_id if lot else None,
-            "sell_trade_id": str(sale.trade_id)})
+    def _realise(self, sale: int, day: date, quantity: float, lot: _Lot | None) -> None:
+        c = self.columns
+        if lot is None:
+            self.out.realised.append((c.symbols[sale], self.isin, None, day, quantity, None,
+                                      c.prices[sale], True, None, c.trade_ids[sale],
+                                      self.key))
+        else:
+            self.out.realised.append((c.symbols[sale], self.isin, lot.day, day, quantity,
+                                      lot.price, c.prices[sale], False, lot.trade_id,
+                                      c.trade_ids[sale], self.key))
 
     def _position(self, day: date) -> None:
-        quantity = round(sum(lot.quantity for lot in self.open), 6)
-        last = self.positions[-1] if self.positions else None
-        if last is not None and last["to_date"] is None:
-            if abs(last["quantity"] - quantity) <= EPS:
-                last["tradingsymbol"] = self.symbol
+        quantity = round(self.held, 6)
+        last = self.position
+        if last is not None and last[2] is None:
+            if abs(last[5] - quantity) <= EPS:
+                last[3] = self.symbol
                 return
-            last["to_date"] = day
+            last[2] = day
         if quantity > EPS:
-            self.positions.append({"instrument": self.key, "from_date": day, "to_date": None,
-                                   "tradingsymbol": self.symbol, "isin": self.isin,
-                                   "quantity": quantity})
-
-    def open_rows(self) -> list[dict[str, Any]]:
-        return [{"tradingsymbol": lot.symbol, "isin": self.isin, "buy_date": lot.day,
-                 "quantity": round(lot.quantity, 6), "buy_price": round(lot.price, 6),
-                 "buy_trade_id": lot.trade_id}
-                for lot in self.open if lot.quantity > EPS]
+            self.position = [self.key, day, None, self.symbol, self.isin, quantity]
+            self.out.positions.append(self.position)
 
 
 def _consume(queue: deque[_Lot], quantity: float) -> list[tuple[_Lot, float]]:
@@ -224,7 +331,7 @@ def _consume(queue: deque[_Lot], quantity: float) -> list[tuple[_Lot, float]]:
     while quantity > EPS and queue:
         lot = queue[0]
         take = min(lot.quantity, quantity)
-        pieces.append((_Lot(take, lot.price, lot.day, lot.trade_id, lot.symbol), take))
+        pieces.append((lot, take))
         lot.quantity -= take
         quantity -= take
         if lot.quantity <= EPS:
@@ -232,7 +339,7 @@ def _consume(queue: deque[_Lot], quantity: float) -> list[tuple[_Lot, float]]:
     return pieces
 
 
-def _realised_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _realised_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[c for c in REALISED_COLUMNS
                                         if c not in ("pnl", "holding_days", "term")])
     buy = pd.to_datetime(frame["buy_date"])

@@ -57,10 +57,15 @@ class LotsSummary:
     realised: int
     unmatched: int
     still_open: int
+    rebuilt: int = 0  # instruments whose lots were rebuilt
+    instruments: int = 0  # instruments with lots or actions
 
     def line(self) -> str:
         return (f"{self.account}: FIFO lots rebuilt: {self.realised} realised "
                 f"({self.unmatched} unmatched), {self.still_open} open")
+
+    def rebuilt_line(self) -> str:
+        return f"lots of {self.rebuilt} of {self.instruments} instruments rebuilt"
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ImportResult:
     errors: list[str] = field(default_factory=list)
     lots: LotsSummary | None = None
     lost: str | None = None  # the database went away mid-import: what was stored
+    forgotten: list[str] = field(default_factory=list)  # `import forget`: one line a file
 
 
 @dataclass(frozen=True)
@@ -148,14 +154,8 @@ def import_files(config: Config, engine: sa.Engine, kind: str, paths: Sequence[s
                 "other values; the stored one is kept" for line, trade in stored.conflicts]
             result.files.append(FileResult(file.path, stored.rows, stored.new, stored.known,
                                            file.read.detail))
-        if kind in ("tradebook", "actions"):  # what the lots come from
-            try:
-                result.lots = rebuild_lots(engine, user_id)
-            except sa.exc.SQLAlchemyError as exc:
-                if not is_connection_error(exc):
-                    raise
-                result.lost = _lost(exc, config.database_url, result.files, [],
-                                    lots_pending=True)
+        if kind in ("tradebook", "actions") and result.files:  # what the lots come from
+            _rebuild_after_import(engine, config.database_url, user_id, result)
     return result
 
 
@@ -166,42 +166,172 @@ def _lost(exc: sa.exc.SQLAlchemyError, url: str, stored: Sequence[FileResult],
     if lots_pending and said:
         said[-1] += "; lots not rebuilt, the next run rebuilds them"
     said += [f"{path}: not stored (nothing of it; import it again)" for path in not_stored]
-    return f"{unavailable(exc, url)}; {'; '.join(said)}"
+    return "; ".join([unavailable(exc, url), *said])
 
 
-def rebuild_lots(engine: sa.Engine, account: str) -> LotsSummary:
-    """The account's realised_lots, open_lots and trade_positions from its trades and
-    corporate actions, replaced in one transaction (blank ISINs of stored trades are
-    filled on the way)."""
-    with engine.begin() as conn:
-        trades = db.account_trades(conn, account)
-        if not trades.empty:
-            filled = tradebook.fill_isin(trades)
-            gained = trades["isin"].isna() & filled["isin"].notna()
-            db.fill_isins(conn, list(zip(trades.loc[gained, "id"].astype(int),
-                                         filled.loc[gained, "isin"], strict=True)))
-            trades = filled
-        found = lots.actions(trades, db.observed_actions(conn, account),
-                             db.listed_actions(conn, account)) if not trades.empty \
-            else pd.DataFrame(columns=lots.ACTION_COLUMNS)
-        book = lots.build(trades if not trades.empty else _no_trades(), found)
-        db.replace_lots(conn, account, book.realised, book.open, book.positions)
-    return LotsSummary(account, len(book.realised), int(book.realised["unmatched"].sum()),
-                       len(book.open))
-
-
-def _no_trades() -> pd.DataFrame:
-    return pd.DataFrame(columns=["tradingsymbol", "isin", "trade_date", "segment",
-                                 "trade_type", "quantity", "price", "trade_id",
-                                 "order_execution_time"])
-
-
-def rebuild_after_run(engine: sa.Engine, accounts: Sequence[str]) -> None:
-    """After a run stored snapshots: the lots of those accounts that have trades (a new
-    snapshot can show a split or bonus). A failure is logged, never fails the run."""
+def _rebuild_after_import(engine: sa.Engine, url: str, account: str,
+                          result: ImportResult) -> None:
+    """The lots brought up to date after files were stored (or forgotten): a failure is a
+    warning (the stale marks went in with the files, so the next rebuild takes them up);
+    the database lost on the way is ``result.lost``."""
     try:
-        for account in db.accounts_with_trades(engine, accounts):
-            log.info("%s", rebuild_lots(engine, account).line())
-    except (sa.exc.SQLAlchemyError, ValueError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log.error("could not rebuild the FIFO lots: %s", redact.redact(first))
+        result.lots = rebuild_lots(engine, account)
+    except Exception as exc:
+        if isinstance(exc, sa.exc.SQLAlchemyError) and is_connection_error(exc):
+            result.lost = _lost(exc, url, result.files, [], lots_pending=True)
+            return
+        result.warnings.append(
+            f"{account}: file stored; lots not rebuilt ({_first_line(exc)}): the next "
+            "import or run rebuilds them")
+    else:
+        log.info("%s: %s", account, result.lots.rebuilt_line())
+
+
+def forget_files(config: Config, engine: sa.Engine, paths: Sequence[str], account: str,
+                 ) -> ImportResult:
+    """``snapshotter import forget``: remove what each file added to ``account`` (its
+    rows and its console_files row), then bring the lots up to date. A path that is a
+    file here is matched by its bytes (sha256), else by the name it was imported
+    under; a name shared by files of other bytes is refused (give the file)."""
+    user_id = config.account(account.strip().upper()).user_id
+    result = ImportResult()
+    deadline = time.monotonic() + config.kite.run_timeout
+    with run_lock(config.database_url, deadline=deadline):
+        kinds: set[str] = set()
+        for path in paths:
+            with engine.begin() as conn:
+                found = _imported(conn, path, user_id)
+                if isinstance(found, str):
+                    result.errors.append(f"{path}: {found}")
+                    continue
+                gone = db.forget_files(conn, user_id, found)
+            kinds |= gone.kinds
+            result.forgotten.append(
+                f"{path}: forgot {gone.rows} rows that {gone.files} imported "
+                f"{'file' if gone.files == 1 else 'files'} ({', '.join(sorted(gone.kinds))}) "
+                "added")
+        if kinds & {"tradebook", "actions"}:
+            _rebuild_after_import(engine, config.database_url, user_id, result)
+    return result
+
+
+def _imported(conn: sa.Connection, path: str, account: str) -> list[int] | str:
+    """The console_files ids ``path`` stands for, or why none."""
+    file = Path(path)
+    if file.is_file():
+        try:
+            with file.open("rb") as stream:
+                sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror or exc}"
+        ids = db.imported_files(conn, account, sha256=sha256)
+        return ids or f"no file with these bytes was imported for {account}"
+    ids = db.imported_files(conn, account, file_name=file.name)
+    if not ids:
+        return f"not a file here, and no file imported for {account} is named {file.name!r}"
+    shas = db.file_hashes(conn, ids)
+    if len(set(shas)) > 1:
+        return (f"{len(set(shas))} different files imported for {account} are named "
+                f"{file.name!r}: give the file itself, its bytes say which")
+    return ids
+
+
+def rebuild_lots(engine: sa.Engine, account: str, *, whole: bool = False) -> LotsSummary:
+    """The account's FIFO lots (realised_lots, open_lots, trade_positions) brought up to
+    date in one transaction: rebuilt for the instruments whose trades changed (marked
+    stale by the import or ``import forget`` that changed them) and those whose
+    corporate actions are not the ones their lots were built with (a new snapshot can
+    show a split); the other instruments' lots are left as they are. ``whole``, or
+    stored lots that are not the ones ``lot_instruments`` counts: every instrument.
+    Blank ISINs of stored trades are filled on the way."""
+    with engine.begin() as conn:
+        state = db.lot_state(conn, account).set_index("instrument")
+        if not whole:
+            counted = (int(state["realised_lots"].sum()), int(state["open_lots"].sum()))
+            whole = db.lot_counts(conn, account) != counted
+        stale = set(state.index[state["stale"].astype(bool)])
+        touched = _fill_isins(conn, account, None if whole else stale)
+        observed = db.observed_actions(conn, account)
+        listed = db.listed_actions(conn, account)
+        blank = pd.concat([observed.loc[observed["isin"].isna(), "tradingsymbol"],
+                           listed.loc[listed["isin"].isna(), "tradingsymbol"]])
+        isins = db.symbol_trades(conn, account, set(blank)).dropna(subset=["isin"])
+        found = lots.actions(isins, observed, listed)
+        applied = lots.applied(found)
+        if whole:
+            rebuild: set[str] | None = None
+            keys = db.equity_instruments(conn, account) | set(applied) | set(state.index)
+        else:
+            built = state["actions"].to_dict()
+            rebuild = stale | touched | {key for key in set(applied) | set(built)
+                                         if applied.get(key, "") != built.get(key, "")}
+            keys = rebuild
+        book = lots.build(db.instrument_trades(conn, account, rebuild), found)
+        rows = _state_rows(keys, applied, book)
+        db.replace_lots(conn, account, rebuild, book.realised, book.open, book.positions,
+                        rows)
+        after = db.lot_state(conn, account)
+    had = state[(state["actions"] != "") | (state["realised_lots"] > 0)
+                | (state["open_lots"] > 0)].index
+    rebuilt = set(rows["instrument"]) | (keys & set(had))
+    return LotsSummary(account, int(after["realised_lots"].sum()),
+                       int(after["unmatched_lots"].sum()), int(after["open_lots"].sum()),
+                       rebuilt=len(rebuilt), instruments=len(after))
+
+
+def _fill_isins(conn: sa.Connection, account: str, keys: set[str] | None) -> set[str]:
+    """Stored trades with a blank ISIN take the one the symbol's other trades give
+    (``keys``: only those of these symbols; None: all); the instruments that changed
+    (the symbol the trades were matched by, and the ISIN they now have)."""
+    symbols = None if keys is None else db.blank_isin_symbols(conn, account, keys)
+    if symbols is not None and not symbols:
+        return set()
+    trades = db.symbol_trades(conn, account, symbols)
+    if trades.empty:
+        return set()
+    filled = tradebook.fill_isin(trades)
+    gained = trades["isin"].isna() & filled["isin"].notna()
+    db.fill_isins(conn, list(zip(trades.loc[gained, "id"].astype(int),
+                                 filled.loc[gained, "isin"], strict=True)))
+    changed = trades[gained & trades["segment"].isin(lots.EQUITY_SEGMENTS)]
+    return set(changed["tradingsymbol"]) | set(filled.loc[changed.index, "isin"])
+
+
+def _state_rows(keys: set[str], applied: dict[str, str], book: lots.LotBook,
+                ) -> pd.DataFrame:
+    """lot_instruments rows of ``keys`` that have lots or actions."""
+    realised = book.realised.groupby("instrument").size()
+    unmatched = book.realised.groupby("instrument")["unmatched"].sum()
+    still_open = book.open.groupby("instrument").size()
+    with_trades = set(book.positions["instrument"]) | set(realised.index) \
+        | set(still_open.index)
+    kept = sorted(k for k in keys if k in applied or k in with_trades)
+    return pd.DataFrame({
+        "instrument": kept, "actions": [applied.get(k, "") for k in kept],
+        "realised_lots": [int(realised.get(k, 0)) for k in kept],
+        "unmatched_lots": [int(unmatched.get(k, 0)) for k in kept],
+        "open_lots": [int(still_open.get(k, 0)) for k in kept],
+        "stale": [False] * len(kept)})
+
+
+def rebuild_after_run(engine: sa.Engine, stored: Sequence[str],
+                      others: Sequence[str] = ()) -> None:
+    """After a run: the lots of the accounts it ``stored`` snapshots of that have trades
+    (a new snapshot can show a split or bonus), and of the ``others`` whose lots wait for
+    a rebuild (an import cut off before it), where they changed. A failure is a warning
+    line, never fails the run: the stale instruments stay marked, the next run or import
+    tries again."""
+    waiting = db.accounts_with_stale_lots(engine, others) if others else []
+    for account in sorted(set(db.accounts_with_trades(engine, stored)) | set(waiting)):
+        try:
+            summary = rebuild_lots(engine, account)
+        except Exception as exc:
+            log.warning("%s: FIFO lots not rebuilt (%s); the next run tries again",
+                        account, redact.redact(_first_line(exc)))
+            continue
+        log.info("%s (%s)", summary.line(), summary.rebuilt_line())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -117,14 +117,16 @@ def run_snapshot(
             else:
                 todo.append(acc)
         todo = _without_rejected_credentials(engine, todo, session, report)
+        database = _Database(config.database_url)
         if todo:
-            run = _Run(config, engine, session, clock, report, cancel, deadline, tick,
-                       should_stop, _Database(config.database_url), lock)
-            run.snapshot_accounts(todo)
-            # A new snapshot can show a split or bonus: the FIFO lots of the accounts
-            # that have imported trades are rebuilt (pipeline.imports), under the lock.
-            if run.database.lost is None and lock.lost is None:
-                rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK])
+            _Run(config, engine, session, clock, report, cancel, deadline, tick,
+                 should_stop, database, lock).snapshot_accounts(todo)
+        # A new snapshot can show a split or bonus: the FIFO lots of the accounts that
+        # have imported trades are rebuilt (pipeline.imports), under the lock; so are
+        # those an import left waiting.
+        if database.lost is None and lock.lost is None:
+            rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK],
+                              [o.account for o in outcomes if o.status != OK])
     return RunResult(session, outcomes, lock_lost=str(lock.lost) if lock.lost else None)
 
 

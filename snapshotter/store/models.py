@@ -302,6 +302,10 @@ class Trade(FromConsoleFile, Base):
     __table_args__ = (
         sa.UniqueConstraint("account", "exchange", "trade_id"),
         sa.CheckConstraint("trade_type IN ('buy', 'sell')", name="trade_type"),
+        # An instrument's trades (by ISIN, or symbol where the ISIN is blank), for the
+        # lots of the instruments an import touched.
+        sa.Index("ix_trades_account_isin", "account", "isin"),
+        sa.Index("ix_trades_account_tradingsymbol", "account", "tradingsymbol"),
     )
 
 
@@ -393,10 +397,13 @@ class RealisedLot(Base):
     unmatched: Mapped[bool] = mapped_column(sa.Boolean)
     buy_trade_id: Mapped[str | None] = mapped_column(sa.Text)
     sell_trade_id: Mapped[str] = mapped_column(sa.Text)
+    # What the lots are matched by: the ISIN, or the symbol where it is blank.
+    instrument: Mapped[str] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.CheckConstraint("term IN ('intraday', 'short', 'long')", name="term"),
         sa.Index("ix_realised_lots_account_sell_date", "account", "sell_date"),
+        sa.Index("ix_realised_lots_account_instrument", "account", "instrument"),
     )
 
 
@@ -413,6 +420,30 @@ class OpenLot(Base):
     quantity: Mapped[float] = mapped_column(sa.Double)
     buy_price: Mapped[float] = mapped_column(sa.Double)
     buy_trade_id: Mapped[str | None] = mapped_column(sa.Text)
+    instrument: Mapped[str] = mapped_column(sa.Text)
+
+    __table_args__ = (
+        sa.Index("ix_open_lots_account_instrument", "account", "instrument"),
+    )
+
+
+class LotInstrument(Base):
+    """One row per account and instrument the FIFO lots were built for: the corporate
+    actions they were built with (``actions``: day, kind and ratio of each, in the order
+    applied; '' for none) and how many lots they gave. ``stale``: its trades changed
+    (an import, ``import forget``) and its lots are not rebuilt yet. A rebuild takes the
+    stale instruments and those whose actions are no longer ``actions``; the others'
+    lots stay as they are (README "FIFO lots")."""
+
+    __tablename__ = "lot_instruments"
+
+    account: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    instrument: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    actions: Mapped[str] = mapped_column(sa.Text)
+    realised_lots: Mapped[int] = mapped_column(sa.Integer)
+    unmatched_lots: Mapped[int] = mapped_column(sa.Integer)
+    open_lots: Mapped[int] = mapped_column(sa.Integer)
+    stale: Mapped[bool] = mapped_column(sa.Boolean)
 
 
 class TradePosition(Base):
