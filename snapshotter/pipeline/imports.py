@@ -166,7 +166,7 @@ def _lost(exc: sa.exc.SQLAlchemyError, url: str, stored: Sequence[FileResult],
     if lots_pending and said:
         said[-1] += "; lots not rebuilt, the next run rebuilds them"
     said += [f"{path}: not stored (nothing of it; import it again)" for path in not_stored]
-    return "; ".join([unavailable(exc, url), *said])
+    return "; ".join([str(unavailable(exc, url)), *said])
 
 
 def _rebuild_after_import(engine: sa.Engine, url: str, account: str,
