@@ -65,6 +65,9 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if database_url != config.database_url:
         warnings += _moved_database_warnings(path, config.database_url)
         config = replace(config, database_url=database_url)
+    if not config.state_dir.is_absolute():
+        warnings += _moved_state_dir_warnings(path, config.state_dir)
+        config = replace(config, state_dir=Path(os.path.abspath(path.parent / config.state_dir)))
     if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(
             f"{path}: holds a literal secret and is readable by group/others; "
@@ -163,3 +166,16 @@ def _moved_database_warnings(config_path: Path, url: str) -> list[str]:
     return [f"{config_path}: database.url: a relative SQLite path is relative to this "
             f"file's directory ({new}); the database at {old} (the working directory) is "
             "not used: move it there, or give its absolute path (sqlite:////...)"]
+
+
+def _moved_state_dir_warnings(config_path: Path, state_dir: Path) -> list[str]:
+    """Earlier versions read a relative ``state_dir`` against the working directory: say so
+    when one stands there and none beside the config file (its sessions would be lost,
+    and each account logged in again)."""
+    old = os.path.abspath(state_dir)
+    new = os.path.abspath(config_path.parent / state_dir)
+    if old == new or os.path.exists(new) or not os.path.isdir(old):
+        return []
+    return [f"{config_path}: state_dir: a relative path is relative to this file's "
+            f"directory ({new}); the state directory at {old} (the working directory) is "
+            "not used: move it there, or give its absolute path"]
