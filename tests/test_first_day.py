@@ -59,3 +59,102 @@ def test_a_state_dir_left_in_the_working_directory_is_pointed_out(
         f"{cfg}: state_dir: a relative path is relative to this file's directory "
         f"({conf / 'state'}); the state directory at {work / 'state'} (the working "
         "directory) is not used: move it there, or give its absolute path"]
+
+
+# -- Ctrl-C during logins ----------------------------------------------------------------
+
+LOGIN_PATHS = ("/api/login", "/api/twofa")
+
+
+def _wait_for(predicate: object, what: str, limit: float = 60) -> None:
+    """Wait until ``predicate()`` holds (the limit only ends a test that has failed)."""
+    assert callable(predicate)
+    end = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < end, f"never saw {what}"
+        time.sleep(0.02)
+
+
+def test_ctrl_c_during_logins_starts_no_login_and_is_recorded_interrupted(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    data = config_dict(sim, sim_accounts, database_url, tmp_path / "state")
+    data["kite"]["timeout"] = 30  # the held logins end by the interrupt, not a timeout
+    cfg = write_config(tmp_path / "config.yaml", data)
+    sim.slow_seconds = 300  # held until the simulator stops
+    sim.fail_next(len(sim_accounts), "slow", "/api/login")
+    proc = subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len([p for _, p, _u in sim.requests_log if p == "/api/login"])
+                  == len(sim_accounts), "every account's login held by the simulator")
+        seen = len(sim.requests_log)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert [p for _, p, _u in sim.requests_log[seen:] if p in LOGIN_PATHS] == []
+    assert "Traceback" not in err and "run deadline" not in out + err
+    rows = query_rows(database_url, "SELECT account, status, error FROM snapshots "
+                      "ORDER BY account")
+    assert [(r["account"], r["status"]) for r in rows] == \
+        [(a.user_id, "failed") for a in sim_accounts]
+    for row in rows:
+        assert row["error"].startswith(f"account {row['account']}: interrupted (Ctrl-C) "
+                                       "before it finished"), row
+    status = run_cli("--config", str(cfg), "status")
+    assert status.returncode == 1, status.stdout + status.stderr
+    for acc in sim_accounts:
+        assert (f"warning: account {acc.user_id}: the last run was interrupted (Ctrl-C) "
+                "before it finished") in status.stdout, status.stdout
+
+
+# -- status: JSON, whole words, no abbreviated options -----------------------------------
+
+
+def test_status_prints_json_and_cuts_the_last_failure_at_a_word(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    data = config_dict(sim, sim_accounts[:2], database_url, tmp_path / "state")
+    data["accounts"][1]["password"] = "wrong-password-1"
+    cfg = write_config(tmp_path / "config.yaml", data)
+    run = run_cli("--config", str(cfg), "run")
+    assert run.returncode == 78, run.stdout + run.stderr
+    [failure] = query_rows(database_url, "SELECT error FROM snapshots WHERE status = 'failed'")
+    error = failure["error"]
+    ok_user, bad_user = sim_accounts[0].user_id, sim_accounts[1].user_id
+    assert len(error) > 100
+
+    table = run_cli("--config", str(cfg), "status")
+    assert table.returncode == 1, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith(bad_user))
+    shown = row.split(": ", 1)[1].split("  ")[0]
+    assert shown.endswith(" ...")
+    kept = shown.removesuffix(" ...")
+    assert error.startswith(kept) and error[len(kept)] == " ", (kept, error)
+
+    for args in (("--json",), ("--format", "json")):
+        result = run_cli("--config", str(cfg), "status", *args)
+        assert result.returncode == 1, result.stderr
+        report = json.loads(result.stdout)
+        assert report["healthy"] is False
+        by_account = {a["account"]: a for a in report["accounts"]}
+        assert by_account[bad_user]["last_failure"]["error"] == error
+        assert by_account[bad_user]["last_complete"] is None
+        assert by_account[ok_user]["has_latest_session"] is True
+        assert by_account[ok_user]["last_complete"]["taken_at"].endswith("+05:30")
+        assert by_account[bad_user]["next_run"] == {"at": None, "note": "login rejected",
+                                                    "overdue": False}
+
+
+def test_no_option_is_taken_from_its_abbreviation(tmp_path: Path) -> None:
+    for args, wanted in ((("status", "--json-l"), "--json-l (did you mean --json-logs?)"),
+                         (("run", "--acc", "DM0001"), "--acc DM0001 (did you mean --account?)"),
+                         (("report", "summary", "--form", "json"), "--form json")):
+        result = run_cli("--config", str(tmp_path / "none.yaml"), *args)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+        assert f"unrecognized arguments: {wanted}" in result.stderr, result.stderr

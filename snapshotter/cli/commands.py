@@ -211,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with _database(args, create=False) as (config, engine):
         report = status.build_status(config, engine, utc_now())
-    print(status.render(report))
+    print(status.as_json(report) if args.format == "json" else status.render(report))
     return ExitCode.OK if report.healthy else ExitCode.FAILURE
 
 

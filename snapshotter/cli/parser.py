@@ -24,7 +24,12 @@ _INVALID_CHOICE = re.compile(r"^argument (.+?): invalid choice: '([^']*)'")
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 and suggest the closest command, choice or option."""
+    """Usage errors exit 2 and suggest the closest command, choice or option. No option
+    is taken from its abbreviation (`status --json` is not `--json-logs`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -144,10 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
              "Long-lived scheduler: snapshots each session at schedule.time (or the "
              "session's close plus 30 min), catches up missed sessions on start and after "
              "sleep, retries transient failures. SIGTERM/SIGINT stop it cleanly.")
-    _command(sub, "status", commands.cmd_status,
-             "last snapshot, last failure and next run per account",
-             "Exit code 1 when an account has no complete snapshot of the latest session "
-             "that has opened (for monitoring).")
+    st = _command(sub, "status", commands.cmd_status,
+                  "last snapshot, last failure and next run per account",
+                  "Exit code 1 when an account has no complete snapshot of the latest "
+                  "session that has opened (for monitoring).")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("--json", dest="format", action="store_const", const="json",
+                    help="the same as --format json")
 
     sd = _command(sub, "systemd", commands.cmd_systemd, "print hardened systemd unit files",
                   "Units for the one-shot job on a timer, or the daemon.")
