@@ -4,15 +4,19 @@ Kite Connect apps, command-line wording, systemd warnings and charts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, query_rows, run_cli, write_config
@@ -158,3 +162,80 @@ def test_no_option_is_taken_from_its_abbreviation(tmp_path: Path) -> None:
         result = run_cli("--config", str(tmp_path / "none.yaml"), *args)
         assert result.returncode == 2, (args, result.stdout + result.stderr)
         assert f"unrecognized arguments: {wanted}" in result.stderr, result.stderr
+
+
+# -- read commands on a read-only database -----------------------------------------------
+
+
+@contextlib.contextmanager
+def _read_only(database_url: str, db_dir: Path) -> Iterator[str]:
+    """The database as a reader without write access sees it: SQLite on a read-only
+    mount (a read-only directory and file when not root), PostgreSQL through a role that
+    may only SELECT. Yields the URL to read it with."""
+    if database_url.startswith("sqlite"):
+        if os.geteuid() == 0:
+            mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(db_dir), str(db_dir)],
+                                     capture_output=True, text=True)
+            if mounted.returncode != 0:
+                pytest.skip(f"cannot make a read-only mount: {mounted.stderr.strip()}")
+            try:
+                yield database_url
+            finally:
+                subprocess.run(["umount", str(db_dir)], check=True)
+        else:
+            files = list(db_dir.iterdir())
+            for file in files:
+                file.chmod(0o400)
+            db_dir.chmod(0o500)
+            try:
+                yield database_url
+            finally:
+                db_dir.chmod(0o700)
+                for file in files:
+                    file.chmod(0o600)
+        return
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        conn.execute(sa.text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
+    try:
+        yield database_url.replace("//postgres@", f"//{role}@")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP OWNED BY "{role}"'))
+            conn.execute(sa.text(f'DROP ROLE "{role}"'))
+        admin.dispose()
+
+
+def test_read_commands_work_on_a_read_only_database(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    db_dir = tmp_path / "db"
+    db_dir.mkdir()
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{db_dir / 'snapshots.db'}"
+    data = config_dict(sim, sim_accounts, database_url, tmp_path / "state")
+    writer = write_config(tmp_path / "writer.yaml", data)
+    run = run_cli("--config", str(writer), "run")
+    assert run.returncode == 0, run.stdout + run.stderr
+    before = sorted(p.name for p in db_dir.iterdir())
+    with _read_only(database_url, db_dir) as url:
+        cfg = write_config(tmp_path / "reader.yaml", {**data, "database": {"url": url}})
+        status = run_cli("--config", str(cfg), "status")
+        summary = run_cli("--config", str(cfg), "report", "summary", "--format", "json")
+        export = run_cli("--config", str(cfg), "export", "--out", str(tmp_path / "export"))
+        chart = run_cli("--config", str(cfg), "chart", "--out", str(tmp_path / "c.png"))
+        writer_run = run_cli("--config", str(cfg), "run", "--force")
+    for result in (status, summary, export, chart):
+        assert result.returncode == 0, (result.args[3:], result.stdout + result.stderr)
+        _no_traceback(result)
+    assert sorted(r["account"] for r in json.loads(summary.stdout)) == \
+        [a.user_id for a in sim_accounts]
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert (tmp_path / "export" / "snapshots.csv").exists()
+    # Only writers need write access.
+    assert writer_run.returncode == 75, writer_run.stdout + writer_run.stderr
+    assert len(writer_run.stderr.splitlines()) == 1
+    assert sorted(p.name for p in db_dir.iterdir()) == before

@@ -74,10 +74,15 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
     path = db.sqlite_path(url)
     if not create and path is not None and not os.path.exists(path):
         raise UsageError(f"no database at {path} (run `snapshotter run` first)")
-    engine = db.make_engine(url)
+    # A read command reads a SQLite file it cannot write (a read-only mount) read-only.
+    read_only_url = None if create or writable else db.read_only_sqlite_url(url)
+    engine = db.make_engine(read_only_url or url)
     try:
         with _reachable(url):
-            migrate.upgrade(url, engine, deadline=deadline)
+            if read_only_url is not None:
+                migrate.check_at_head(engine, url)
+            else:
+                migrate.upgrade(url, engine, deadline=deadline)
             if writable:
                 db.check_writable(engine, url)
         with _reachable(url):
