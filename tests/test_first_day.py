@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, query_rows, run_cli, write_config
 
@@ -239,3 +242,66 @@ def test_read_commands_work_on_a_read_only_database(
     assert writer_run.returncode == 75, writer_run.stdout + writer_run.stderr
     assert len(writer_run.stderr.splitlines()) == 1
     assert sorted(p.name for p in db_dir.iterdir()) == before
+
+
+# -- the simulator: Kite Connect apps, a busy port -----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_simulate_writes_a_connect_config_that_run_logs_in_with(tmp_path: Path) -> None:
+    """`auth: connect` (the recommended mode) tried offline: the simulator serves a Kite
+    Connect app per account, and its config names them."""
+    cfg = tmp_path / "sim.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "simulate", "--port", "0", "--accounts", "2",
+         "--auth", "connect", "--write-config", str(cfg)], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        wrote, listening = proc.stdout.readline(), proc.stdout.readline()
+        assert wrote.startswith(f"wrote {cfg} (mode 0600) for 2 simulated account(s), "
+                                "auth: connect"), wrote + listening
+        data = yaml.safe_load(cfg.read_text())
+        port = data["kite"]["base_url"].rsplit(":", 1)[1]
+        assert port != "0" and f"127.0.0.1:{port}" in listening
+        assert [a["auth"] for a in data["accounts"]] == ["connect", "connect"]
+        assert all(a["api_key"] and a["api_secret"] for a in data["accounts"])
+        run = run_cli("--config", str(cfg), "run", cwd=tmp_path)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.count(": ok, ") == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    for acc in data["accounts"]:
+        assert TokenCache(tmp_path / "state").load(acc["user_id"]).mode == "connect"
+
+
+def test_simulate_on_a_busy_port_names_it_and_writes_no_config(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "sim.yaml"
+        result = run_cli("simulate", "--port", str(port), "--write-config", str(cfg))
+    assert result.returncode == 2, result.stdout + result.stderr
+    _no_traceback(result)
+    assert result.stderr.splitlines() == [
+        f"error: port {port} on 127.0.0.1 is already in use (another `snapshotter simulate`?): "
+        f"choose a free one with --port N; {cfg} was not written"]
+    assert not cfg.exists()
+
+
+def test_the_demo_offers_kite_connect(tmp_path: Path) -> None:
+    result = run_cli("demo", "--days", "2", "--accounts", "1", "--auth", "connect",
+                     "--out", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "for 1 simulated account(s), auth: connect" in result.stdout
+    assert TokenCache(tmp_path / "state").load("DM0001").mode == "connect"
+    rows = query_rows(f"sqlite:///{tmp_path / 'demo.db'}",
+                      "SELECT count(*) AS n FROM snapshots WHERE status = 'ok'")
+    assert rows == [{"n": 2}]

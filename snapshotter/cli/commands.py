@@ -461,11 +461,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
     demo.simulate(port=args.port, accounts=args.accounts, latency=args.latency,
-                  config_out=args.write_config, force=args.force)
+                  config_out=args.write_config, force=args.force, auth=args.auth)
     return ExitCode.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
-    return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days)
+    return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days,
+                         auth=args.auth)

@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a config (mode 0600) pointing at the simulator")
     sim.add_argument("--force", action="store_true",
                      help="with --write-config: replace an existing file")
+    sim.add_argument("--auth", choices=["web", "connect"], default="web",
+                     help="with --write-config: the accounts' login; connect: each through "
+                     "its simulated Kite Connect app (api_key/api_secret written)")
 
     demo = _command(sub, "demo", commands.cmd_demo,
                     "run the real job against the simulator into SQLite")
@@ -273,4 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=3, help="simulated accounts")
     demo.add_argument("--days", type=int, default=60,
                       help="NSE sessions of history to simulate and snapshot (default 60)")
+    demo.add_argument("--auth", choices=["web", "connect"], default="web",
+                      help="the accounts' login: web, or connect (Kite Connect apps, "
+                      "simulated)")
     return parser

@@ -204,10 +204,16 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
 
 
 def serve_forever_cli(
-    port: int, accounts: list[SimAccount], latency: float, *, apps: Iterable[SimApp] = ()
+    port: int,
+    accounts: list[SimAccount],
+    latency: float,
+    *,
+    apps: Iterable[SimApp] = (),
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
     """`snapshotter simulate`: serve on 127.0.0.1:``port`` until Ctrl-C or SIGTERM, then
-    stop cleanly."""
+    stop cleanly. ``on_listening(base_url)`` runs once the port is bound (a port in use
+    raises ``OSError`` before it)."""
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -219,6 +225,8 @@ def serve_forever_cli(
         previous = signal.signal(signal.SIGTERM, on_sigterm)
     sim = KiteSimulator(accounts, apps=apps, latency=latency, port=port).start()
     try:
+        if on_listening is not None:
+            on_listening(sim.base_url)
         print(f"Kite simulator listening on {sim.base_url}", flush=True)
         while not stop.wait(0.5):
             pass
