@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,97 @@ def test_the_demo_offers_kite_connect(tmp_path: Path) -> None:
     rows = query_rows(f"sqlite:///{tmp_path / 'demo.db'}",
                       "SELECT count(*) AS n FROM snapshots WHERE status = 'ok'")
     assert rows == [{"n": 2}]
+
+
+# -- the command line's words ------------------------------------------------------------
+
+
+@pytest.fixture
+def stored(sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+           tmp_path: Path) -> Path:
+    """A config whose database holds one run of every simulated account."""
+    cfg = write_config(tmp_path / "config.yaml", config_dict(
+        sim, sim_accounts, database_url, tmp_path / "state"))
+    result = run_cli("--config", str(cfg), "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cfg
+
+
+def test_reports_say_why_they_have_no_rows_and_holdings_take_a_symbol(
+        stored: Path, sim_accounts: list[SimAccount]) -> None:
+    portfolio = sim_accounts[0].portfolio["holdings"]
+    symbol = portfolio[0]["tradingsymbol"]
+    holders = sorted(a.user_id for a in sim_accounts
+                     if any(h["tradingsymbol"] == symbol for h in a.portfolio["holdings"]))
+    only = run_cli("--config", str(stored), "report", "holdings", symbol.lower(),
+                   "--format", "json")
+    assert only.returncode == 0, only.stderr
+    rows = json.loads(only.stdout)
+    assert {r["tradingsymbol"] for r in rows} == {symbol}
+    assert sorted(r["account"] for r in rows) == holders
+
+    typo = symbol[:-1] + ("Q" if symbol[-1] != "Q" else "Z")
+    for kind in ("history", "holdings"):
+        unknown = run_cli("--config", str(stored), "report", kind, typo)
+        assert unknown.returncode == 0, unknown.stderr
+        assert unknown.stdout.strip().startswith(
+            f"(no rows: {typo} was never held by any account"), unknown.stdout
+    hinted = run_cli("--config", str(stored), "report", "history", typo, "--format", "json")
+    assert json.loads(hinted.stdout) == []
+    assert hinted.stderr.startswith(f"note: no rows: {typo} was never held by any account")
+
+    backwards = run_cli("--config", str(stored), "report", "pnl", "--from", "2026-03-31",
+                        "--to", "2026-03-01")
+    assert backwards.returncode == 0, backwards.stderr
+    assert backwards.stdout.strip() == "(no rows: --from 2026-03-31 is after --to 2026-03-01)"
+
+    refused = run_cli("--config", str(stored), "report", "summary", symbol)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: report summary takes no SYMBOL ('{symbol}')")
+
+
+def test_an_invalid_date_is_said_in_the_programs_words(tmp_path: Path) -> None:
+    for args in (("report", "pnl", "--from", "2026-02-30"),
+                 ("benchmark", "fetch", "NIFTY50", "--to", "31-03-2026")):
+        result = run_cli("--config", str(tmp_path / "none.yaml"), *args)
+        assert result.returncode == 2
+        value = args[-1]
+        assert result.stderr.splitlines()[-1].endswith(
+            f"'{value}' is not a date: give YYYY-MM-DD, e.g. 2026-03-31"), result.stderr
+        assert "fromisoformat" not in result.stderr
+
+
+def test_run_of_an_unknown_account_suggests_the_closest(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "config.yaml", config_dict(
+        sim, sim_accounts, f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "state"))
+    result = run_cli("--config", str(cfg), "run", "--account", "DM0009")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {cfg}: no account 'DM0009' in accounts "
+                                    "(did you mean 'DM000"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not sim.requests_log
+
+
+@pytest.mark.parametrize(("text", "line", "problem"), [
+    ('database:\n  url: "sqlite:///x.db\naccounts:\n  - user_id: AB1234\n    auth: manual\n',
+     2, "a quoted value is never closed (its closing quote is missing)"),
+    ("accounts:\n  - user_id: AB1234\n    auth manual\n    label: x\nstate_dir: /tmp/x\n",
+     3, "could not find expected ':'"),
+])
+def test_yaml_errors_name_the_line_at_fault(tmp_path: Path, text: str, line: int,
+                                            problem: str) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    result = run_cli("--config", str(cfg), "status")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {cfg}: invalid YAML at line {line}: {problem}\n"
+
+
+def test_log_timestamps_carry_their_zone(stored: Path) -> None:
+    result = run_cli("--config", str(stored), "-v", "status")
+    logged = [line for line in result.stderr.splitlines() if " DEBUG " in line]
+    assert logged, result.stderr
+    for line in logged:
+        stamp = line.split(" DEBUG ", 1)[0]
+        assert datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S%z").tzinfo is not None, line

@@ -122,6 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snapshotter.ops import health, notify
 
     config = _config(args)
+    for account in args.account or ():  # one not configured: exit 2 before the database
+        config.account(account.strip().upper())
     notify.check(config)  # a URL Apprise refuses: exit 2 before any login
     # Loading the program is not part of the run: its deadline starts after.
     for module in ("snapshotter.pipeline", "snapshotter.store.migrate"):
@@ -322,6 +324,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                          "`snapshotter report history INFY`")
     if args.benchmark and args.kind != "performance":
         raise UsageError("--benchmark is for `snapshotter report performance`")
+    if args.symbol and args.kind not in ("history", "holdings"):
+        raise UsageError(f"report {args.kind} takes no SYMBOL ({args.symbol!r}): a symbol "
+                         "is for `report history SYMBOL` and `report holdings [SYMBOL]`")
     with _database(args, create=False) as (config, engine):
         # `report performance --account ALL`: the all-accounts row alone
         _known_accounts(config, engine, [a for a in args.account or ()
@@ -344,11 +349,25 @@ def cmd_report(args: argparse.Namespace) -> int:
                      "pnl": reports.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[reports.SUMMARY_TABLE_COLUMNS]
+            if args.kind == "holdings" and args.symbol:
+                wanted = args.symbol.strip().upper()
+                chosen = frame["tradingsymbol"].str.upper() == wanted
+                frame = frame[chosen].reset_index(drop=True)
             if args.kind == "holdings" and args.xirr:
                 from snapshotter.reports import console
 
                 frame = console.with_xirr(engine, frame)
+        why = None
+        if frame.empty:
+            from snapshotter.reports.empty import why_empty
+
+            why = why_empty(engine, filters, args.symbol)
+    if why and args.format == "table":
+        print(f"(no rows: {why})")
+    else:
         print(reports.render(frame, args.format))
+        if why:  # stdout stays machine-readable
+            print(f"note: no rows: {why}", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -105,6 +105,15 @@ def _financial_year(text: str) -> str:
     return text.strip()
 
 
+def _date(text: str) -> date:
+    """A date as the options take it: YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: give YYYY-MM-DD, e.g. 2026-03-31") from None
+
+
 def _subcommand(sub: Any, name: str, help: str,
                 description: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help,
@@ -174,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
                   "of a financial year from imported trades (an estimate).")
     rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance",
                                      "tax"])
-    rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
+    rp.add_argument("symbol", nargs="?",
+                    help="tradingsymbol: report history's, or only it in report holdings")
     _account_option(rp)
-    rp.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD")
-    rp.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    rp.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD")
+    rp.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rp.add_argument("--benchmark", metavar="NAME",
                     help="report performance: compare with this index's closes "
@@ -205,10 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("name", metavar="NAME", help="NIFTY50 or NIFTYBANK")
     bf.add_argument("--account", metavar="USER_ID",
                     help="the account whose session reads it (default: the first web one)")
-    bf.add_argument("--from", dest="start", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    bf.add_argument("--from", dest="start", type=_date, metavar="YYYY-MM-DD",
                     help="first date (default: the latest stored close, else 14 days before "
                     "the first snapshot, else a year ago)")
-    bf.add_argument("--to", dest="end", type=date.fromisoformat, metavar="YYYY-MM-DD",
+    bf.add_argument("--to", dest="end", type=_date, metavar="YYYY-MM-DD",
                     help="last date (default: today)")
     rp.add_argument("--fy", type=_financial_year, metavar="YYYY-YY",
                     help="report tax: the financial year, e.g. 2025-26")

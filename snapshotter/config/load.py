@@ -50,8 +50,12 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
         raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
+        line = _error_line(exc, mark)
+        where = f" at line {line}" if line is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        context = str(getattr(exc, "context", ""))
+        if problem == "found unexpected end of stream" and "quoted" in context:
+            problem = "a quoted value is never closed (its closing quote is missing)"
         if _at_variable(text, mark):
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
         elif problem.startswith("expected <block end>"):
@@ -76,6 +80,16 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if warnings:
         config = replace(config, warnings=tuple(warnings))
     return config
+
+
+def _error_line(exc: yaml.YAMLError, mark: Any) -> int | None:
+    """The line at fault, 1-based. A scanner error is noticed where scanning gave up (the
+    line after a key without its colon, the end of the file after an unclosed quote):
+    the line it began at, its context, is the one to fix."""
+    context = getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.scanner.ScannerError) and context is not None:
+        return int(context.line) + 1
+    return int(mark.line) + 1 if mark is not None else None
 
 
 def _at_variable(text: str, mark: Any) -> bool:
