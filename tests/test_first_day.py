@@ -400,3 +400,44 @@ def test_log_timestamps_carry_their_zone(stored: Path) -> None:
     for line in logged:
         stamp = line.split(" DEBUG ", 1)[0]
         assert datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S%z").tzinfo is not None, line
+
+
+# -- snapshotter systemd: what the hardened unit cannot read or write ---------------------
+
+
+def test_systemd_warns_about_files_the_unit_cannot_reach(tmp_path: Path) -> None:
+    private = tmp_path / "totp-secret"
+    private.write_text("JBSWY3DPEHPK3PXP\n")
+    private.chmod(0o600)
+    cfg = write_config(tmp_path / "config.yaml", {
+        "database": {"url": "sqlite:////home/alice/snapshots.db"},
+        "state_dir": "/srv/snapshotter-state",
+        "accounts": [{"user_id": "AB1234", "password_file": "/root/kite-password",
+                      "totp_secret_file": str(private)}]})
+    cfg.chmod(0o644)
+    result = run_cli("--config", str(cfg), "systemd", "--executable", "/usr/bin/snapshotter",
+                     env={"SNAPSHOTTER_CONFIG": ""})
+    assert result.returncode == 0, result.stderr
+    warnings = [line.removeprefix("warning: ") for line in result.stderr.splitlines()]
+    where = "(account AB1234)"
+    credential = ("give the file's bare name in the config and put it in "
+                  "/etc/snapshotter/credentials/ (the unit loads it with LoadCredential=)")
+    assert warnings == [
+        f"the config {cfg} is hidden from the service (ProtectHome=yes, PrivateTmp=yes): "
+        "install it under /usr, /opt or /etc",
+        "the database /home/alice/snapshots.db is hidden from the service (ProtectHome=yes, "
+        "PrivateTmp=yes): put it under /var/lib/snapshotter",
+        "the state_dir /srv/snapshotter-state is read-only to the service "
+        "(ProtectSystem=strict): put it under /var/lib/snapshotter, the unit's "
+        "StateDirectory",
+        f"the credential file /root/kite-password {where} is hidden from the service "
+        f"(ProtectHome=yes, PrivateTmp=yes): {credential}",
+        f"the credential file {private} {where} is hidden from the service "
+        f"(ProtectHome=yes, PrivateTmp=yes): {credential}",
+        f"the credential file {private} {where} is readable only by its owner or group "
+        "(mode 0600): the service's dynamic user (DynamicUser=yes) cannot read it: "
+        f"{credential}",
+    ], result.stderr
+    named = run_cli("--config", str(cfg), "systemd", "--executable", "/usr/bin/snapshotter",
+                    "--user", "snapshotter", env={"SNAPSHOTTER_CONFIG": ""})
+    assert "DynamicUser" not in named.stderr and "/root/kite-password" in named.stderr

@@ -229,14 +229,15 @@ def cmd_systemd(args: argparse.Namespace) -> int:
 
     from snapshotter.ops.systemd_units import (
         UnitOptions,
-        config_accounts,
         install_warnings,
         render_units,
+        unit_config,
     )
 
     source = args.config or os.environ.get("SNAPSHOTTER_CONFIG")
     # Not _config(): the service reads the secret files (LoadCredential=), not this command.
-    accounts = config_accounts(source) if source else []
+    config = unit_config(source) if source else None
+    accounts = list(config.accounts) if config else []
     config_path = str(Path(source).resolve()) if source else "/etc/snapshotter/config.yaml"
     beside_python = Path(sys.executable).with_name("snapshotter")
     exe = args.executable or (str(beside_python) if beside_python.exists() else None) \
@@ -248,7 +249,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    for warning in install_warnings(options):
+    for warning in install_warnings(options, config):
         print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir:
         out = Path(args.output_dir)
