@@ -84,7 +84,7 @@ def simulate(*, port: int, accounts: int, latency: float, config_out: str | None
 
     try:
         serve_forever_cli(port, sim_accounts, latency, apps=apps.values(),
-                          on_listening=write_config)
+                          on_listening=write_config, is_session=TradingCalendar().is_session)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -123,7 +123,8 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web") 
     sessions = _demo_sessions(calendar, utc_now(), max(days, 1))
     # The demo's clock is injected: it walks the real NSE calendar session by session.
     clock = ManualClock(fire_time(sessions[0], time(16, 30)))
-    with KiteSimulator(sim_accounts, clock=clock, apps=(apps or {}).values()) as sim:
+    with KiteSimulator(sim_accounts, clock=clock, apps=(apps or {}).values(),
+                       is_session=calendar.is_session) as sim:
         config = parse_config(demo_config_dict(sim.base_url, sim_accounts, database_url,
                                                out / "state", apps), "<demo>")
         engine = db.make_engine(database_url)

@@ -5,8 +5,10 @@ Kite Connect apps, command-line wording, systemd warnings and charts."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -441,3 +443,96 @@ def test_systemd_warns_about_files_the_unit_cannot_reach(tmp_path: Path) -> None
     named = run_cli("--config", str(cfg), "systemd", "--executable", "/usr/bin/snapshotter",
                     "--user", "snapshotter", env={"SNAPSHOTTER_CONFIG": ""})
     assert "DynamicUser" not in named.stderr and "/root/kite-password" in named.stderr
+
+
+# -- charts and the empty figures of report performance -----------------------------------
+
+
+def _svg_texts(svg: Path) -> list[str]:
+    """The texts matplotlib writes into an SVG (each one also as a comment)."""
+    return [html.unescape(t) for t in
+            re.findall(r"<!-- (.*?) -->", svg.read_text(encoding="utf-8"), flags=re.S)]
+
+
+def _y_tick_sides(svg: Path) -> set[str]:
+    """The x positions of every y-axis tick mark: one per side a y-axis is drawn on."""
+    text = svg.read_text(encoding="utf-8")
+    return set(re.findall(r'<g id="ytick_\d+">.*?<use [^>]*?x="([\d.]+)"', text, flags=re.S))
+
+
+def _reader_config(tmp_path: Path, db: Path) -> Path:
+    return write_config(tmp_path / "reader.yaml", {
+        "database": {"url": f"sqlite:///{db}"}, "state_dir": str(tmp_path / "state"),
+        "accounts": [{"user_id": "DM0001", "auth": "manual"}]})
+
+
+def test_the_value_chart_keeps_deposits_apart_on_one_axis_per_panel(tmp_path: Path) -> None:
+    demo = run_cli("demo", "--days", "4", "--accounts", "1", "--out", str(tmp_path / "d"),
+                   timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    cfg = _reader_config(tmp_path, tmp_path / "d" / "demo.db")
+    svg = tmp_path / "value.svg"
+    result = run_cli("--config", str(cfg), "chart", "--out", str(svg))
+    assert result.returncode == 0, result.stderr
+    texts = _svg_texts(svg)
+    assert "first value + net deposits (no market moves)" in texts
+    assert "net deposits" in texts and "cumulative market P&L" in texts
+    assert len(_y_tick_sides(svg)) == 1  # every y-axis on the left: no twin scales
+
+
+def test_one_session_benchmark_chart_and_empty_figures_carry_their_notes(
+        tmp_path: Path) -> None:
+    demo = run_cli("demo", "--days", "1", "--accounts", "1", "--out", str(tmp_path / "d"),
+                   timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    cfg = _reader_config(tmp_path, tmp_path / "d" / "demo.db")
+    svg = tmp_path / "nav.svg"
+    result = run_cli("--config", str(cfg), "chart", "--benchmark", "NIFTY50", "--out", str(svg))
+    assert result.returncode == 0, result.stderr
+    [note] = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert any(note.removeprefix("note: ") in text for text in _svg_texts(svg)), note
+
+    report = run_cli("--config", str(cfg), "report", "performance", "--benchmark", "NIFTY50",
+                     "--format", "json")
+    assert report.returncode == 0, report.stderr
+    notes = [line.removeprefix("note: ") for line in report.stderr.splitlines()
+             if line.startswith("note: ")]
+    for row in json.loads(report.stdout):
+        for column, value in row.items():
+            if value is None:
+                assert any(n.startswith(f"{row['account']}: ") and column in n
+                           for n in notes), (row["account"], column, notes)
+
+
+def test_the_simulators_index_has_closes_only_on_nse_sessions(
+        database_url: str, tmp_path: Path) -> None:
+    from datetime import date, timedelta
+
+    from snapshotter.sessions import TradingCalendar
+
+    cfg = tmp_path / "sim.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "simulate", "--port", "0", "--accounts", "1",
+         "--write-config", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(f"wrote {cfg}")
+        data = yaml.safe_load(cfg.read_text())
+        data["database"]["url"] = database_url
+        write_config(cfg, data)
+        fetched = run_cli("--config", str(cfg), "benchmark", "fetch", "NIFTY50",
+                          "--from", "2026-01-01", "--to", "2026-03-31")
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    stored = [str(r["d"])[:10] for r in query_rows(
+        database_url, "SELECT date AS d FROM benchmark_daily ORDER BY date")]
+    calendar = TradingCalendar()
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(90)]
+    weekdays_closed = [d.isoformat() for d in days if d.weekday() < 5
+                       and not calendar.is_session(d)]
+    assert weekdays_closed  # e.g. 2026-01-26, Republic Day
+    assert not set(weekdays_closed) & set(stored)
+    assert stored == [d.isoformat() for d in days if d.weekday() < 5 and calendar.is_session(d)]

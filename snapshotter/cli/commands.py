@@ -342,6 +342,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             result = performance.performance(engine, calendar_for(config), filters,
                                              args.benchmark)
             print(performance.render(result, args.format))
+            if args.format != "table":  # stdout stays machine-readable
+                for note in result.notes:
+                    print(f"note: {note}", file=sys.stderr)
+                for warning in result.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
             return ExitCode.OK
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
