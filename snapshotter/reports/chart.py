@@ -129,18 +129,18 @@ def build(engine: sa.Engine, account: str | None = None, per_account: bool = Fal
     if frame.empty:
         raise _nothing_to_chart(account)
     days = frame["snapshot_date"].drop_duplicates().sort_values()
-    fig = Figure(figsize=(10, 8))
+    fig = Figure(figsize=(10, 6))
     top, pnl_axis, bottom = fig.subplots(3, 1, sharex=True,
-                                         gridspec_kw={"height_ratios": [3, 2, 1]})
+                                         gridspec_kw={"height_ratios": [5, 3, 2]})
     marker = "o" if len(days) <= MARKED_SESSIONS else None
     pnl_axis.axhline(0, color="black", linewidth=0.5)
     if per_account:
         _per_account_lines(frame, top, pnl_axis, bottom, marker)
     else:
         _total_lines(frame, top, pnl_axis, bottom, marker)
-    top.set_ylabel("total value (lakh INR)")
-    pnl_axis.set_ylabel("since the first session (lakh INR)")
-    bottom.set_ylabel("drawdown (%)")
+    top.set_ylabel("total value (lakh INR)", fontsize=9)
+    pnl_axis.set_ylabel("since start (lakh)", fontsize=9)
+    bottom.set_ylabel("drawdown (%)", fontsize=9)
     who = account or ("each account" if per_account else "all accounts")
     top.set_title(f"Kite Snapshotter: {who}")
     for axis in (top, pnl_axis, bottom):
