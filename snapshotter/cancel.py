@@ -16,6 +16,8 @@ from collections.abc import Callable
 from snapshotter.errors import TransientKiteError
 
 POLL_SECONDS = 0.1
+#: why a run stopped on Ctrl-C: each unfinished account's ledger row says so (`status` too)
+INTERRUPTED = "interrupted (Ctrl-C) before it finished; the next run takes it"
 
 
 class Cancelled(TransientKiteError):

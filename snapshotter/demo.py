@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -24,20 +25,37 @@ from snapshotter.reports.summary import (
     summary_table,
 )
 from snapshotter.sessions import ManualClock, Session, TradingCalendar, fire_time, utc_now
-from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, serve_forever_cli
+from snapshotter.simulator import (
+    KiteSimulator,
+    SimAccount,
+    SimApp,
+    demo_accounts,
+    demo_apps,
+    serve_forever_cli,
+)
 from snapshotter.simulator.market import DemoMarket
 from snapshotter.store import engine as db
 from snapshotter.store import migrate
 
 
 def demo_config_dict(base_url: str, accounts: list[SimAccount], database_url: str,
-                     state_dir: Path) -> dict[str, Any]:
+                     state_dir: Path, apps: dict[str, SimApp] | None = None,
+                     ) -> dict[str, Any]:
+    """A config for the simulator's accounts; with ``apps`` (per user id), `auth: connect`
+    through each account's Kite Connect app."""
+    entries: list[dict[str, Any]] = []
+    for a in accounts:
+        entry: dict[str, Any] = {"user_id": a.user_id, "password": a.password,
+                                 "totp_secret": a.totp_secret}
+        if apps:
+            app = apps[a.user_id]
+            entry.update(auth="connect", api_key=app.api_key, api_secret=app.api_secret)
+        entries.append(entry)
     return {
         "database": {"url": database_url},
         "kite": {"base_url": base_url, "api_root": base_url, "backoff": 0.05},
         "state_dir": str(state_dir),
-        "accounts": [{"user_id": a.user_id, "password": a.password,
-                      "totp_secret": a.totp_secret} for a in accounts],
+        "accounts": entries,
     }
 
 
@@ -51,18 +69,33 @@ def write_private_yaml(path: Path, data: dict[str, Any]) -> None:
 
 
 def simulate(*, port: int, accounts: int, latency: float, config_out: str | None,
-             force: bool = False) -> None:
+             force: bool = False, auth: str = "web") -> None:
+    """Serve the simulator (its Kite Connect apps too); with ``config_out``, write a
+    config for it once the port is bound (``auth``: which login the accounts use)."""
     sim_accounts = demo_accounts(accounts)
-    if config_out:
-        path = Path(config_out)
-        if (path.exists() or path.is_symlink()) and not force:
-            # It may be the user's real config: never replace it silently.
-            raise UsageError(f"{path} exists; not overwriting it (add --force to replace it)")
+    apps = demo_apps(sim_accounts)
+    path = Path(config_out) if config_out else None
+    if path is not None and (path.exists() or path.is_symlink()) and not force:
+        # It may be the user's real config: never replace it silently.
+        raise UsageError(f"{path} exists; not overwriting it (add --force to replace it)")
+
+    def write_config(base_url: str) -> None:
+        if path is None:
+            return
         write_private_yaml(path, demo_config_dict(
-            f"http://127.0.0.1:{port}", sim_accounts, "sqlite:///simulated.db",
-            path.parent / "state"))
-        print(f"wrote {path} (mode 0600) for {accounts} simulated account(s)")
-    serve_forever_cli(port, sim_accounts, latency)
+            base_url, sim_accounts, "sqlite:///simulated.db", path.parent / "state",
+            apps if auth == "connect" else None))
+        print(f"wrote {path} (mode 0600) for {accounts} simulated account(s), auth: {auth}")
+
+    try:
+        serve_forever_cli(port, sim_accounts, latency, apps=apps.values(),
+                          on_listening=write_config, is_session=TradingCalendar().is_session)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise UsageError(f"port {port} on 127.0.0.1 is already in use (another `snapshotter "
+                         "simulate`?): choose a free one with --port N"
+                         + (f"; {path} was not written" if path else "")) from None
 
 
 def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[Session]:
@@ -80,7 +113,7 @@ def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[
 BENCHMARK = "NIFTY50"
 
 
-def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
+def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web") -> int:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # A fresh simulator each time: start from an empty database and token cache.
@@ -88,19 +121,23 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60) -> int:
     shutil.rmtree(out / "state", ignore_errors=True)
     database_url = f"sqlite:///{out / 'demo.db'}"
     sim_accounts = demo_accounts(accounts)
+    # auth: connect: an app per account; the simulated ones have the paid Connect plan's
+    # historical data, so the demo can still fetch NIFTY 50 (a Personal app has none).
+    apps = demo_apps(sim_accounts, market_data=True) if auth == "connect" else None
     calendar = TradingCalendar()
     sessions = _demo_sessions(calendar, utc_now(), max(days, 1))
     # The demo's clock is injected: it walks the real NSE calendar session by session.
     clock = ManualClock(fire_time(sessions[0], time(16, 30)))
-    with KiteSimulator(sim_accounts, clock=clock) as sim:
+    with KiteSimulator(sim_accounts, clock=clock, apps=(apps or {}).values(),
+                       is_session=calendar.is_session) as sim:
         config = parse_config(demo_config_dict(sim.base_url, sim_accounts, database_url,
-                                               out / "state"), "<demo>")
+                                               out / "state", apps), "<demo>")
         engine = db.make_engine(database_url)
         try:
             migrate.upgrade(database_url, engine)
             print(f"Kite simulator on {sim.base_url}; database {out / 'demo.db'}")
             print(f"snapshotting {len(sessions)} NSE session(s), {sessions[0].day} to "
-                  f"{sessions[-1].day}, for {accounts} simulated account(s)")
+                  f"{sessions[-1].day}, for {accounts} simulated account(s), auth: {auth}")
             # The split needs a session before it: corporate_actions compares two snapshots.
             split_day = sessions[len(sessions) // 2].day if len(sessions) > 1 else None
             markets = {a.user_id: DemoMarket(seed=i, split_day=split_day)

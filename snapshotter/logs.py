@@ -41,8 +41,10 @@ def setup(level: str = "INFO", json_lines: bool = False) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
+        # The zone with the time: a log read on another machine, or beside IST session
+        # times, must not be guessed at.
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
-                                               "%Y-%m-%d %H:%M:%S"))
+                                               "%Y-%m-%d %H:%M:%S%z"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

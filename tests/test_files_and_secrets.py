@@ -305,7 +305,7 @@ def test_json_never_holds_infinity(history: Stored, tmp_path: Path) -> None:
      "argument --to: '0001-01-01' is out of range"),
     (("report", "pnl", "--from", "9999-12-31"), "argument --from: '9999-12-31' is out of range"),
     (("report", "pnl", "--from", "2026-02-30"),
-     "argument --from: '2026-02-30' is not a date like 2026-12-01"),
+     "argument --from: '2026-02-30' is not a date: give YYYY-MM-DD, e.g. 2026-03-31"),
 ])
 def test_out_of_range_input_is_a_usage_error(history: Stored, args: tuple[str, ...],
                                              message: str) -> None:

@@ -433,7 +433,16 @@ def test_report_performance_empty_figures_say_why(engine: sa.Engine) -> None:
         "AA0001: xirr is empty: the window has one snapshot",
         "ALL: xirr is empty: the window has one snapshot",
         "AA0001: benchmark_return is empty: LATE has no close on or before 2026-11-13",
-        "ALL: benchmark_return is empty: LATE has no close on or before 2026-11-13"]
+        "ALL: benchmark_return is empty: LATE has no close on or before 2026-11-13",
+        # every empty figure says why (issue 17)
+        "AA0001: cagr is empty: the window has one session (no time to annualise over)",
+        "AA0001: volatility is empty: it needs two daily NAV returns (three sessions or "
+        "more); the window has one session",
+        "AA0001: excess_return is empty: benchmark_return is empty",
+        "ALL: cagr is empty: the window has one session (no time to annualise over)",
+        "ALL: volatility is empty: it needs two daily NAV returns (three sessions or "
+        "more); the window has one session",
+        "ALL: excess_return is empty: benchmark_return is empty"]
     # From the day A held nothing: no NAV to start from; flows 0 (-value 0 on 11-11)
     # and 0 (-20000 deposited + 20000 held on 11-12): no rate.
     rows, result = records(engine, accounts=(A,), start=D7, end=D8)
@@ -441,7 +450,8 @@ def test_report_performance_empty_figures_say_why(engine: sa.Engine) -> None:
     assert result.notes == [
         "AA0001: xirr is empty: its flows are all of one sign (money has to go both in "
         "and out)",
-        "AA0001: nav_return and cagr are empty: no NAV on 2026-11-11 (total value 0 or less)"]
+        "AA0001: nav_return and cagr are empty: no NAV on 2026-11-11 (total value 0 or less)",
+        "AA0001: volatility is empty: it needs two daily NAV returns (three sessions or more)"]
 
 
 def test_the_reports_daily_return_is_pnl_daily_s(engine: sa.Engine) -> None:
@@ -524,7 +534,9 @@ def test_report_performance_command(cfg: Path) -> None:
         "note: AA0001: xirr is empty: its flows are all of one sign (money has to go both "
         "in and out)",
         "note: AA0001: nav_return and cagr are empty: no NAV on 2026-11-11 (total value 0 "
-        "or less)"]
+        "or less)",
+        "note: AA0001: volatility is empty: it needs two daily NAV returns (three sessions "
+        "or more)"]
     whole = run_cli("--config", str(cfg), "report", "performance")
     assert "warning: AA0001: 1 NSE session(s) in the window have no snapshot " \
            "(2026-11-05)" in whole.stdout

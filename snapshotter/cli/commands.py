@@ -75,10 +75,15 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
     path = db.sqlite_path(url)
     if not create and path is not None and not os.path.exists(path):
         raise UsageError(f"no database at {path} (run `snapshotter run` first)")
-    engine = db.make_engine(url)
+    # A read command reads a SQLite file it cannot write (a read-only mount) read-only.
+    read_only_url = None if create or writable else db.read_only_sqlite_url(url)
+    engine = db.make_engine(read_only_url or url)
     try:
         with _reachable(url):
-            migrate.upgrade(url, engine, deadline=deadline)
+            if read_only_url is not None:
+                migrate.check_at_head(engine, url)
+            else:
+                migrate.upgrade(url, engine, deadline=deadline)
             if writable:
                 db.check_writable(engine, url)
         with _reachable(url):
@@ -118,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snapshotter.ops import health, notify
 
     config = _config(args)
+    for account in args.account or ():  # one not configured: exit 2 before the database
+        config.account(account.strip().upper())
     notify.check(config)  # a URL Apprise refuses: exit 2 before any login
     # Loading the program is not part of the run: its deadline starts after.
     for module in ("snapshotter.pipeline", "snapshotter.store.migrate"):
@@ -215,7 +222,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     with _database(args, create=False) as (config, engine):
         report = status.build_status(config, engine, utc_now())
-    print(status.render(report))
+    print(status.as_json(report) if args.format == "json" else status.render(report))
     return ExitCode.OK if report.healthy else ExitCode.FAILURE
 
 
@@ -226,14 +233,15 @@ def cmd_systemd(args: argparse.Namespace) -> int:
 
     from snapshotter.ops.systemd_units import (
         UnitOptions,
-        config_accounts,
         install_warnings,
         render_units,
+        unit_config,
     )
 
     source = args.config or os.environ.get("SNAPSHOTTER_CONFIG")
     # Not _config(): the service reads the secret files (LoadCredential=), not this command.
-    accounts = config_accounts(source) if source else []
+    config = unit_config(source) if source else None
+    accounts = list(config.accounts) if config else []
     config_path = str(Path(source).resolve()) if source else "/etc/snapshotter/config.yaml"
     beside_python = Path(sys.executable).with_name("snapshotter")
     exe = args.executable or (str(beside_python) if beside_python.exists() else None) \
@@ -245,7 +253,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    for warning in install_warnings(options):
+    for warning in install_warnings(options, config):
         print(f"warning: {warning}", file=sys.stderr)
     if args.output_dir:
         out = Path(args.output_dir)
@@ -322,6 +330,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                          "`snapshotter report history INFY`")
     if args.benchmark and args.kind != "performance":
         raise UsageError("--benchmark is for `snapshotter report performance`")
+    if args.symbol and args.kind not in ("history", "holdings"):
+        raise UsageError(f"report {args.kind} takes no SYMBOL ({args.symbol!r}): a symbol "
+                         "is for `report history SYMBOL` and `report holdings [SYMBOL]`")
     with _database(args, create=False) as (config, engine):
         # `report performance --account ALL`: the all-accounts row alone
         _known_accounts(config, engine, [a for a in args.account or ()
@@ -339,8 +350,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             result.frame = reports.with_labels(result.frame, labels)
             print(performance.render(result, args.format))
             if args.format != "table":  # stdout stays machine-readable
-                for note in performance.non_finite_notes(result):
+                for note in [*result.notes, *performance.non_finite_notes(result)]:
                     print(f"note: {note}", file=sys.stderr)
+                for warning in result.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
             return ExitCode.OK
         if args.kind == "history":
             frame = reports.history(engine, args.symbol, filters)
@@ -349,11 +362,25 @@ def cmd_report(args: argparse.Namespace) -> int:
                      "pnl": reports.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[summary.SUMMARY_TABLE_COLUMNS]
+            if args.kind == "holdings" and args.symbol:
+                wanted = args.symbol.strip().upper()
+                chosen = frame["tradingsymbol"].str.upper() == wanted
+                frame = frame[chosen].reset_index(drop=True)
             if args.kind == "holdings" and args.xirr:
                 from snapshotter.reports import console
 
                 frame = console.with_xirr(engine, frame)
+        why = None
+        if frame.empty:
+            from snapshotter.reports.empty import why_empty
+
+            why = why_empty(engine, filters, args.symbol)
+    if why and args.format == "table":
+        print(f"(no rows: {why})")
+    else:
         _print_report(reports.with_labels(frame, labels), args.format)
+        if why:  # stdout stays machine-readable
+            print(f"note: no rows: {why}", file=sys.stderr)
         if args.kind == "summary" and args.format == "table" and not frame.empty:
             print(f"note: {summary.SUMMARY_NOTE}")
     return ExitCode.OK
@@ -517,11 +544,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
     demo.simulate(port=args.port, accounts=args.accounts, latency=args.latency,
-                  config_out=args.write_config, force=args.force)
+                  config_out=args.write_config, force=args.force, auth=args.auth)
     return ExitCode.OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
-    return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days)
+    return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days,
+                         auth=args.auth)

@@ -24,7 +24,12 @@ _INVALID_CHOICE = re.compile(r"^argument (.+?): invalid choice: '([^']*)'")
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 and suggest the closest command, choice or option."""
+    """Usage errors exit 2 and suggest the closest command, choice or option. No option
+    is taken from its abbreviation (`status --json` is not `--json-logs`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -101,7 +106,8 @@ def _day(text: str) -> date:
     try:
         day = date.fromisoformat(text.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-01") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: give YYYY-MM-DD, e.g. 2026-03-31") from None
     if not FIRST_DAY <= day <= LAST_DAY:
         raise argparse.ArgumentTypeError(
             f"{text!r} is out of range (a date from {FIRST_DAY} to {LAST_DAY})")
@@ -165,10 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
              "Long-lived scheduler: snapshots each session at schedule.time (or the "
              "session's close plus 30 min), catches up missed sessions on start and after "
              "sleep, retries transient failures. SIGTERM/SIGINT stop it cleanly.")
-    _command(sub, "status", commands.cmd_status,
-             "last snapshot, last failure and next run per account",
-             "Exit code 1 when an account has no complete snapshot of the latest session "
-             "that has opened (for monitoring).")
+    st = _command(sub, "status", commands.cmd_status,
+                  "last snapshot, last failure and next run per account",
+                  "Exit code 1 when an account has no complete snapshot of the latest "
+                  "session that has opened (for monitoring).")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+    st.add_argument("--json", dest="format", action="store_const", const="json",
+                    help="the same as --format json")
 
     sd = _command(sub, "systemd", commands.cmd_systemd, "print hardened systemd unit files",
                   "Units for the one-shot job on a timer, or the daemon.")
@@ -187,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "of a financial year from imported trades (an estimate).")
     rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance",
                                      "tax"])
-    rp.add_argument("symbol", nargs="?", help="tradingsymbol (report history)")
+    rp.add_argument("symbol", nargs="?",
+                    help="tradingsymbol: report history's, or only it in report holdings")
     _account_option(rp)
     rp.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD")
     rp.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD")
@@ -301,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a config (mode 0600) pointing at the simulator")
     sim.add_argument("--force", action="store_true",
                      help="with --write-config: replace an existing file")
+    sim.add_argument("--auth", choices=["web", "connect"], default="web",
+                     help="with --write-config: the accounts' login; connect: each through "
+                     "its simulated Kite Connect app (api_key/api_secret written)")
 
     demo = _command(sub, "demo", commands.cmd_demo,
                     "run the real job against the simulator into SQLite")
@@ -308,4 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=3, help="simulated accounts")
     demo.add_argument("--days", type=int, default=60,
                       help="NSE sessions of history to simulate and snapshot (default 60)")
+    demo.add_argument("--auth", choices=["web", "connect"], default="web",
+                      help="the accounts' login: web, or connect (Kite Connect apps, "
+                      "simulated)")
     return parser

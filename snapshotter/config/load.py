@@ -50,8 +50,12 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
         raw = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
+        line = _error_line(exc, mark)
+        where = f" at line {line}" if line is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        context = str(getattr(exc, "context", ""))
+        if problem == "found unexpected end of stream" and "quoted" in context:
+            problem = "a quoted value is never closed (its closing quote is missing)"
         if _at_variable(text, mark):
             problem += " (inside {...} or [...], put ${VAR} values in quotes)"
         elif problem.startswith("expected <block end>"):
@@ -65,6 +69,9 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if database_url != config.database_url:
         warnings += _moved_database_warnings(path, config.database_url)
         config = replace(config, database_url=database_url)
+    if not config.state_dir.is_absolute():
+        warnings += _moved_state_dir_warnings(path, config.state_dir)
+        config = replace(config, state_dir=Path(os.path.abspath(path.parent / config.state_dir)))
     if _has_literal_secret(raw) and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
         warnings.append(
             f"{path}: holds a literal secret and is readable by group/others; "
@@ -73,6 +80,16 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
     if warnings:
         config = replace(config, warnings=tuple(warnings))
     return config
+
+
+def _error_line(exc: yaml.YAMLError, mark: Any) -> int | None:
+    """The line at fault, 1-based. A scanner error is noticed where scanning gave up (the
+    line after a key without its colon, the end of the file after an unclosed quote):
+    the line it began at, its context, is the one to fix."""
+    context = getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.scanner.ScannerError) and context is not None:
+        return int(context.line) + 1
+    return int(mark.line) + 1 if mark is not None else None
 
 
 def _at_variable(text: str, mark: Any) -> bool:
@@ -163,3 +180,16 @@ def _moved_database_warnings(config_path: Path, url: str) -> list[str]:
     return [f"{config_path}: database.url: a relative SQLite path is relative to this "
             f"file's directory ({new}); the database at {old} (the working directory) is "
             "not used: move it there, or give its absolute path (sqlite:////...)"]
+
+
+def _moved_state_dir_warnings(config_path: Path, state_dir: Path) -> list[str]:
+    """Earlier versions read a relative ``state_dir`` against the working directory: say so
+    when one stands there and none beside the config file (its sessions would be lost,
+    and each account logged in again)."""
+    old = os.path.abspath(state_dir)
+    new = os.path.abspath(config_path.parent / state_dir)
+    if old == new or os.path.exists(new) or not os.path.isdir(old):
+        return []
+    return [f"{config_path}: state_dir: a relative path is relative to this file's "
+            f"directory ({new}); the state directory at {old} (the working directory) is "
+            "not used: move it there, or give its absolute path"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -118,7 +119,10 @@ class Config:
         for acc in self.accounts:
             if acc.user_id == user_id:
                 return acc
-        raise ConfigError([f"{self.path}: no account {user_id!r} in accounts"])
+        known = [acc.user_id for acc in self.accounts]
+        close = difflib.get_close_matches(user_id, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+        raise ConfigError([f"{self.path}: no account {user_id!r} in accounts ({hint})"])
 
     def secrets(self) -> list[str]:
         """Every secret this config holds, the database password included."""

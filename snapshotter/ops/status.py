@@ -10,13 +10,17 @@ stands (runs do not try those credentials again).
 
 from __future__ import annotations
 
+import json
+import textwrap
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session as OrmSession
 from tabulate import tabulate
 
+from snapshotter.cancel import INTERRUPTED
 from snapshotter.config import Config
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, fire_time
 from snapshotter.store.models import (
@@ -49,6 +53,14 @@ class AccountStatus:
         """The warnings of the latest complete snapshot (answers that looked wrong)."""
         text = self.last_complete.warnings if self.last_complete else None
         return text.splitlines() if text else []
+
+    @property
+    def interrupted(self) -> Snapshot | None:
+        """The newest attempt, when a Ctrl-C ended it unfinished."""
+        f, c = self.last_failure, self.last_complete
+        if f is None or INTERRUPTED not in (f.error or ""):
+            return None
+        return f if c is None or f.taken_at > c.taken_at else None
 
     @property
     def unconfirmed(self) -> bool:
@@ -158,6 +170,15 @@ def _next(n: NextRun) -> str:
     return f"{_ist(n.at)} ({n.note})" if n.note else _ist(n.at)
 
 
+#: the widest last-failure text shown in the table (the whole text: --format json)
+FAILURE_WIDTH = 80
+
+
+def _shorten(error: str) -> str:
+    """The failure, cut at a word boundary."""
+    return textwrap.shorten(error, FAILURE_WIDTH, placeholder=" ...")
+
+
 def render(report: StatusReport) -> str:
     table = []
     for a in report.accounts:
@@ -167,7 +188,7 @@ def render(report: StatusReport) -> str:
         table.append([
             a.account,
             f"{c.snapshot_date} ({_kind(a)}, {_when(c)}{marks})" if c else "never",
-            f"{f.snapshot_date}: {(f.error or '')[:80]}" if f else "-",
+            f"{f.snapshot_date}: {_shorten(f.error or '')}" if f else "-",
             "yes" if a.has_latest else "NO",
             _next(a.next_run),
         ])
@@ -182,9 +203,42 @@ def render(report: StatusReport) -> str:
             lines.append(f"warning: account {a.account}: the run due {_ist(a.next_run.at)} "
                          f"left no final snapshot of session {report.latest_session}: the "
                          "daemon catches up when it starts; `snapshotter run` takes it now")
+        interrupted = a.interrupted
+        if interrupted is not None:
+            lines.append(f"warning: account {a.account}: the last run was interrupted (Ctrl-C) "
+                         f"before it finished ({_when(interrupted)}): `snapshotter run` "
+                         "takes it now")
         lines += [f"warning: {w}" for w in a.warnings]
         if a.unconfirmed:
             lines.append(f"warning: account {a.account}: that snapshot is not final: a later "
                          "run fetches again and keeps it once the same answer comes 30 "
                          "minutes apart")
     return "\n".join(lines)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(IST).isoformat() if when is not None else None
+
+
+def as_json(report: StatusReport) -> str:
+    """`status --format json`: what the table shows, every text whole, times with their
+    zone (IST)."""
+    accounts: list[dict[str, Any]] = []
+    for a in report.accounts:
+        c, f = a.last_complete, a.last_failure
+        accounts.append({
+            "account": a.account,
+            "last_complete": None if c is None else {
+                "snapshot_date": c.snapshot_date.isoformat(), "taken_at": _iso(c.taken_at),
+                "kind": _kind(a), "warnings": a.warnings},
+            "last_failure": None if f is None else {
+                "snapshot_date": f.snapshot_date.isoformat(), "taken_at": _iso(f.taken_at),
+                "error": f.error or ""},
+            "interrupted": a.interrupted is not None,
+            "has_latest_session": a.has_latest,
+            "next_run": {"at": _iso(a.next_run.at), "note": a.next_run.note,
+                         "overdue": a.next_run.overdue},
+        })
+    return json.dumps({"latest_session": report.latest_session.isoformat(),
+                       "healthy": report.healthy, "warning": report.warning,
+                       "accounts": accounts}, indent=2)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import time
 
-from snapshotter.config import AccountConfig, load_config
+from snapshotter.config import AccountConfig, Config, load_config
+from snapshotter.config.model import default_state_dir
 from snapshotter.errors import LoginRejected
 
 CREDENTIALS_SOURCE = "/etc/snapshotter/credentials"
@@ -57,11 +60,17 @@ def run_times(times: str) -> list[str]:
 def config_accounts(path: str) -> list[AccountConfig]:
     """The accounts of the config at ``path``, without reading their secret files: those
     exist only inside the service ($CREDENTIALS_DIRECTORY), not where units are made."""
-    return list(load_config(path, read_secret_files=False).accounts)
+    return list(unit_config(path).accounts)
 
 
-def install_warnings(options: UnitOptions) -> list[str]:
-    """Paths in the units that the hardened service cannot see."""
+def unit_config(path: str) -> Config:
+    """The config at ``path``, its secret files unread (see config_accounts)."""
+    return load_config(path, read_secret_files=False)
+
+
+def install_warnings(options: UnitOptions, config: Config | None = None) -> list[str]:
+    """Paths in the units, or in the config, that the hardened service cannot see, write
+    or (as a dynamic user) read."""
     warnings = []
     for what, path in (("executable", options.executable.split()[0]),
                        ("config", options.config_path)):
@@ -69,7 +78,64 @@ def install_warnings(options: UnitOptions) -> list[str]:
             warnings.append(
                 f"the {what} {path} is hidden from the service (ProtectHome=yes, "
                 "PrivateTmp=yes): install it under /usr, /opt or /etc")
+        if what == "config":
+            warnings += _dynamic_user_cannot_read(options, f"config {path}", path)
+    if config is None:
+        return warnings
+    database = _sqlite_file(config.database_url)
+    written = [("database", database)] if database else []
+    if config.state_dir != default_state_dir():  # the default is the unit's StateDirectory
+        written.append(("state_dir", str(config.state_dir)))
+    for what, path in written:
+        if path.startswith(_HIDDEN):
+            warnings.append(f"the {what} {path} is hidden from the service (ProtectHome=yes, "
+                            f"PrivateTmp=yes): put it under {_STATE_DIRECTORY}")
+        elif not path.startswith(_WRITABLE):
+            warnings.append(f"the {what} {path} is read-only to the service "
+                            f"(ProtectSystem=strict): put it under {_STATE_DIRECTORY}, the "
+                            "unit's StateDirectory")
+    for account in config.accounts:
+        for name in account.secret_files:
+            path = os.path.expanduser(name)
+            if not path.startswith("/"):
+                continue  # a credential name: systemd reads it (LoadCredential=)
+            what = f"credential file {path} (account {account.user_id})"
+            if path.startswith(_HIDDEN):
+                warnings.append(f"the {what} is hidden from the service (ProtectHome=yes, "
+                                f"PrivateTmp=yes): {_AS_CREDENTIAL}")
+            warnings += _dynamic_user_cannot_read(options, what, path)
     return warnings
+
+
+_STATE_DIRECTORY = "/var/lib/snapshotter"
+_WRITABLE = (f"{_STATE_DIRECTORY}/", "/var/lib/private/snapshotter/")
+_AS_CREDENTIAL = (f"give the file's bare name in the config and put it in "
+                  f"{CREDENTIALS_SOURCE}/ (the unit loads it with LoadCredential=)")
+
+
+def _dynamic_user_cannot_read(options: UnitOptions, what: str, path: str) -> list[str]:
+    """DynamicUser=yes runs as a new user: only a file others may read is readable."""
+    if options.user:
+        return []
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return []  # not made yet on this machine: nothing to tell
+    if mode & stat.S_IROTH:
+        return []
+    fix = _AS_CREDENTIAL if what.startswith("credential") else \
+        "give --user with the file's owner, or make it readable by that user"
+    return [f"the {what} is readable only by its owner or group (mode "
+            f"{stat.S_IMODE(mode):04o}): the service's dynamic user (DynamicUser=yes) cannot "
+            f"read it: {fix}"]
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.partition(":///")[2].split("?", 1)[0].removeprefix("file:")
+    return path if path and path != ":memory:" else None
 
 
 def _hardening(options: UnitOptions) -> list[str]:

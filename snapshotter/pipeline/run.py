@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from snapshotter import redact
-from snapshotter.cancel import Cancel
+from snapshotter.cancel import INTERRUPTED, Cancel
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import LockLost
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
@@ -223,19 +223,42 @@ class _Run:
                     time.sleep(POLL_SECONDS)
                     continue
                 for future in done:
-                    acc = pending.pop(future)
-                    if future.exception() is None and future.result() is None:
-                        self._not_started(acc)
-                        continue
-                    taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
-                    self._lock_held()  # a lost lock stops the logins; these answers are kept
-                    self.report(_store_one(self.engine, acc, self.session, taken_at, t0,
-                                           future, state_dir=config.state_dir,
-                                           database=self.database))
+                    self._ended(future, pending, started)
+        except KeyboardInterrupt:
+            self._interrupted(pending, started)
+            raise
         finally:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
+
+    def _ended(self, future: Future[Any], pending: dict[Future[Any], AccountConfig],
+               started: dict[str, tuple[datetime, float]]) -> None:
+        """Store (or record the failure of) one account whose job has ended; it leaves
+        ``pending`` once recorded, so an interrupt while storing records it again."""
+        acc = pending[future]
+        if future.exception() is None and future.result() is None:
+            self._not_started(acc)
+        else:
+            taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
+            self._lock_held()  # a lost lock stops the logins; these answers are kept
+            self.report(_store_one(self.engine, acc, self.session, taken_at, t0, future,
+                                   state_dir=self.config.state_dir, database=self.database))
+        del pending[future]
+
+    def _interrupted(self, pending: dict[Future[Any], AccountConfig],
+                     started: dict[str, tuple[datetime, float]]) -> None:
+        """Ctrl-C: no request starts any more (requests in flight are abandoned, so no
+        login goes on after it); what has ended is stored, every unfinished account is
+        recorded "interrupted". A second Ctrl-C stops the wait."""
+        log.warning("interrupted: abandoning %d unfinished account(s)", len(pending))
+        self.cancel.cancel(INTERRUPTED)
+        grace_ends = time.monotonic() + CANCEL_GRACE
+        while pending and time.monotonic() < grace_ends:
+            for future in [f for f in pending if f.done()]:
+                self._ended(future, pending, started)
+            if pending:
+                time.sleep(POLL_SECONDS)
 
     def _not_started(self, acc: AccountConfig) -> None:
         if self.lock.lost:
@@ -251,7 +274,7 @@ class _Run:
                       "this run"))
             return
         reason = self.cancel.reason or ""
-        if not reason.startswith(RUN_DEADLINE):
+        if not reason.startswith((RUN_DEADLINE, INTERRUPTED)):
             log.info("account %s: abandoned (shutting down)", acc.user_id)
             return
         self._gave_up(acc, None)

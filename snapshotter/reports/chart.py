@@ -1,4 +1,6 @@
-"""`snapshotter chart`: total value and cumulative market P&L over time, with drawdown."""
+"""`snapshotter chart`: total value over time with the money put in apart from market
+moves, cumulative market P&L beside cumulative net deposits, and drawdown. Every panel
+has one y-axis: two scales on one panel draw crossings that mean nothing."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from matplotlib.lines import Line2D
 
 from snapshotter.errors import SnapshotterError, UsageError
 
-NUMBERS = ("total_value", "market_pnl", "drawdown")
+NUMBERS = ("total_value", "market_pnl", "drawdown", "cash_flow")
 # Up to this many sessions, each one is marked on the lines.
 MARKED_SESSIONS = 40
 # With one session, the date axis spans this much on either side of it.
@@ -50,7 +52,7 @@ def chart_data(engine: sa.Engine, account: str | None = None,
         if account or per_account:
             where = "WHERE account = :a " if account else ""
             frame = pd.read_sql(sa.text(
-                "SELECT account, snapshot_date, total_value, market_pnl, drawdown "
+                "SELECT account, snapshot_date, total_value, market_pnl, drawdown, cash_flow "
                 f"FROM pnl_daily {where}ORDER BY account, snapshot_date"), conn,
                 params={"a": account} if account else None)
             frame = _floats(frame)
@@ -58,7 +60,6 @@ def chart_data(engine: sa.Engine, account: str | None = None,
             frame = pd.read_sql(sa.text(
                 "SELECT snapshot_date, total_value, cash_flow FROM portfolio_daily_all "
                 "ORDER BY snapshot_date"), conn)
-            frame["cash_flow"] = pd.to_numeric(frame["cash_flow"]).astype("float64")
             frame = _floats(frame)
             previous = frame["total_value"].shift()
             change = ((frame["total_value"] - previous) * 1_000_000).round() / 1_000_000
@@ -68,9 +69,19 @@ def chart_data(engine: sa.Engine, account: str | None = None,
                 frame["market_pnl"] > -previous)
             index = (1 + returns.fillna(0)).cumprod()
             frame["drawdown"] = index / index.cummax() - 1
-    pnl = frame["market_pnl"].fillna(0)
-    frame["cumulative_market_pnl"] = (pnl.groupby(frame["account"]).cumsum()
-                                      if "account" in frame.columns else pnl.cumsum())
+    pnl, flows = frame["market_pnl"].fillna(0), frame["cash_flow"].fillna(0)
+    if "account" in frame.columns:
+        by_account = frame["account"]
+        frame["cumulative_market_pnl"] = pnl.groupby(by_account).cumsum()
+        frame["net_deposits"] = flows.groupby(by_account).cumsum()
+        first = frame.groupby(by_account)["total_value"].transform("first")
+    else:
+        frame["cumulative_market_pnl"] = pnl.cumsum()
+        frame["net_deposits"] = flows.cumsum()
+        first = frame["total_value"].iloc[0] if not frame.empty else 0.0
+    # What the value would be had the market not moved: the first value plus the money
+    # put in since (the gap to the total value is the cumulative market P&L).
+    frame["without_market_moves"] = first + frame["net_deposits"]
     return frame
 
 
@@ -127,21 +138,20 @@ def build(engine: sa.Engine, account: str | None = None, per_account: bool = Fal
         raise _nothing_to_chart(account)
     days = frame["snapshot_date"].drop_duplicates().sort_values()
     fig = Figure(figsize=(10, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top, pnl_axis, bottom = fig.subplots(3, 1, sharex=True,
+                                         gridspec_kw={"height_ratios": [5, 3, 2]})
     marker = "o" if len(days) <= MARKED_SESSIONS else None
-    pnl_axis = top.twinx()
-    top.set_zorder(pnl_axis.get_zorder() + 1)  # total value over the P&L line
-    top.patch.set_visible(False)
+    pnl_axis.axhline(0, color="black", linewidth=0.5)
     if per_account:
         _per_account_lines(frame, top, pnl_axis, bottom, marker)
     else:
         _total_lines(frame, top, pnl_axis, bottom, marker)
-    top.set_ylabel("total value (lakh INR)")
-    pnl_axis.set_ylabel("cumulative market P&L (lakh INR)")
-    bottom.set_ylabel("drawdown (%)")
+    top.set_ylabel("total value (lakh INR)", fontsize=9)
+    pnl_axis.set_ylabel("since start (lakh)", fontsize=9)
+    bottom.set_ylabel("drawdown (%)", fontsize=9)
     who = account or ("each account" if per_account else "all accounts")
     top.set_title(f"Kite Snapshotter: {who}")
-    for axis in (top, bottom):
+    for axis in (top, pnl_axis, bottom):
         axis.grid(True, alpha=0.35)
     note = _date_axis(bottom, days)
     if note:
@@ -179,11 +189,16 @@ def _total_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
     dates = frame["snapshot_date"]
     top.plot(dates, frame["total_value"] / 1e5, label="total value", color="tab:blue",
              marker=marker, markersize=4)
+    top.plot(dates, frame["without_market_moves"] / 1e5,
+             label="first value + net deposits (no market moves)", color="tab:gray",
+             linestyle="--", marker=marker, markersize=3)
+    top.legend(loc="upper left")
     pnl_axis.plot(dates, frame["cumulative_market_pnl"] / 1e5,
                   label="cumulative market P&L", color="tab:green", marker=marker,
                   markersize=3)
-    lines = top.get_lines() + pnl_axis.get_lines()
-    top.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
+    pnl_axis.plot(dates, frame["net_deposits"] / 1e5, label="net deposits",
+                  color="tab:gray", linestyle="--", marker=marker, markersize=3)
+    pnl_axis.legend(loc="upper left")
     drawdown = frame["drawdown"].fillna(0) * 100
     bottom.fill_between(dates, drawdown, 0, color="tab:red", alpha=0.4)
     bottom.plot(dates, drawdown, color="tab:red", marker=marker, markersize=3,
@@ -192,21 +207,26 @@ def _total_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
 
 def _per_account_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: Axes,
                        marker: str | None) -> None:
-    """One colour per account: total value solid, cumulative market P&L dashed."""
+    """One colour per account: total value, cumulative market P&L solid; what the value
+    would be without market moves, and net deposits, dashed."""
     handles = []
     for i, (name, rows) in enumerate(frame.groupby("account", sort=True)):
         colour = f"C{i % 10}"
         dates = rows["snapshot_date"]
         top.plot(dates, rows["total_value"] / 1e5, color=colour, marker=marker,
                  markersize=4)
+        top.plot(dates, rows["without_market_moves"] / 1e5, color=colour, linestyle="--",
+                 alpha=0.6)
         pnl_axis.plot(dates, rows["cumulative_market_pnl"] / 1e5, color=colour,
-                      linestyle="--", marker=marker, markersize=3, alpha=0.8)
+                      marker=marker, markersize=3)
+        pnl_axis.plot(dates, rows["net_deposits"] / 1e5, color=colour, linestyle="--",
+                      alpha=0.6)
         bottom.plot(dates, rows["drawdown"].fillna(0) * 100, color=colour, marker=marker,
                     markersize=3, linewidth=1)
         handles.append(Line2D([], [], color=colour, label=str(name)))
-    handles += [Line2D([], [], color="0.3", label="total value"),
+    handles += [Line2D([], [], color="0.3", label="value; below: market P&L"),
                 Line2D([], [], color="0.3", linestyle="--",
-                       label="cumulative market P&L")]
+                       label="no market moves; below: net deposits")]
     top.legend(handles=handles, loc="upper left", fontsize=8,
                ncol=2 if len(handles) > 8 else 1)
 
@@ -267,5 +287,7 @@ def build_benchmark(engine: sa.Engine, benchmark: str, account: str | None = Non
     axis.legend(loc="upper left")
     axis.grid(True, alpha=0.35)
     note = _date_axis(axis, nav["snapshot_date"])
+    if note:
+        axis.set_title(f"Kite Snapshotter: {who} against {name}\n{note}", fontsize=11)
     fig.tight_layout()
     return Chart(fig, sessions, note)

@@ -334,6 +334,7 @@ def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters |
     if name is not None and closes is not None:
         _add_benchmark(out, name, closes, notes)
     notes += _covered_gap_notes(gaps[gaps["covered"]])
+    notes += _unexplained_empty_notes(out, notes)
     frame = out.reset_index()
     frame["from"] = frame["from"].dt.date.map(date.isoformat)
     frame["to"] = frame["to"].dt.date.map(date.isoformat)
@@ -356,6 +357,31 @@ def _notes(out: pd.DataFrame, xirr_notes: dict[str, str]) -> list[str]:
             notes.append(f"{account}: nav_return and cagr are empty: no NAV on "
                          f"{row['from'].date().isoformat()} (total value 0 or less)")
     return notes
+
+
+def _unexplained_empty_notes(out: pd.DataFrame, notes: list[str]) -> list[str]:
+    """A note for every empty figure no other note explains: an empty cell always says
+    why."""
+    figures = [c for c in RATIOS if c in out.columns]
+    extra = []
+    for account, row in out.iterrows():
+        said = " ".join(n for n in notes if n.startswith(f"{account}: "))
+        for column in figures:
+            if pd.isna(row[column]) and column not in said:
+                extra.append(f"{account}: {column} is empty: {_why_empty(column, row)}")
+    return extra
+
+
+def _why_empty(column: str, row: pd.Series) -> str:
+    one_session = row["from"] == row["to"]
+    if column == "volatility":
+        return ("it needs two daily NAV returns (three sessions or more)"
+                + ("; the window has one session" if one_session else ""))
+    if column == "cagr" and one_session:
+        return "the window has one session (no time to annualise over)"
+    if column == "excess_return":
+        return "benchmark_return is empty"
+    return "no NAV at the window's start or end (total value 0 or less)"
 
 
 def _named_days(part: pd.DataFrame) -> tuple[int, str]:

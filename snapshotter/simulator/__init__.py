@@ -4,7 +4,7 @@ product (only the standard library and pyotp): tests and `snapshotter demo` driv
 production client against it over real sockets."""
 
 from snapshotter.simulator._faults import FAULT_KINDS
-from snapshotter.simulator.accounts import SimAccount, SimApp, demo_accounts
+from snapshotter.simulator.accounts import SimAccount, SimApp, demo_accounts, demo_apps
 from snapshotter.simulator.portfolios import make_portfolio
 from snapshotter.simulator.protocol import KiteSimulator, serve_forever_cli
 
@@ -14,6 +14,7 @@ __all__ = [
     "SimAccount",
     "SimApp",
     "demo_accounts",
+    "demo_apps",
     "make_portfolio",
     "serve_forever_cli",
 ]

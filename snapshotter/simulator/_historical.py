@@ -4,8 +4,9 @@ produces (``market.INDICES``: NIFTY 50 is instrument 256265).
 ``GET /oms/instruments/historical/{token}/day?from=YYYY-MM-DD&to=YYYY-MM-DD`` with a web
 session's enctoken, or ``/instruments/historical/...`` with Kite Connect, whose apps get
 ``PermissionException`` (the Personal plan has no market data) unless their ``SimApp``
-has ``market_data=True``. As Kite: one candle per weekday in the range (both ends
-included), none after the simulator's clock (today's from 09:15 IST), at most 2000 days
+has ``market_data=True``. As Kite: one candle per session in the range (both ends
+included; ``is_session``: every weekday unless given the NSE calendar), none after the
+simulator's clock (today's from 09:15 IST), at most 2000 days
 per request for the day interval, 400 ``InputException`` for a bad token, interval or
 date.
 """
@@ -61,4 +62,6 @@ class HistoricalRoutes(DataRoutes):
                           f"interval exceeds max limit: {MAX_DAYS[interval]} days")
         now = self.clock().astimezone(_IST)
         last = now.date() if now.time() >= _OPEN else now.date() - timedelta(days=1)
-        return ok({"candles": index.candles(start, min(end, last))})
+        candles = index.candles(start, min(end, last))
+        sessions = [c for c in candles if self.is_session(date.fromisoformat(c[0][:10]))]
+        return ok({"candles": sessions})

@@ -11,7 +11,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from snapshotter.simulator.accounts import SimAccount, SimApp
 
@@ -35,8 +35,12 @@ class SimulatorState:
         host: str,
         port: int,
         clock: Callable[[], datetime] | None,
+        is_session: Callable[[date], bool] | None = None,
     ):
         self.latency = latency
+        #: the days the exchange trades (the historical route's candles): every weekday,
+        #: unless the product's NSE calendar is given
+        self.is_session: Callable[[date], bool] = is_session or (lambda d: d.weekday() < 5)
         #: seconds a "slow" fault waits before answering normally
         self.slow_seconds = 5.0
         #: seconds between the bytes of a "drip" answer

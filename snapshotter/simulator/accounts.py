@@ -101,3 +101,15 @@ def demo_accounts(n: int, seed: int = 1) -> list[SimAccount]:
         }
         accounts.append(SimAccount(user_id, password, totp_secret, portfolio, profile))
     return accounts
+
+
+def demo_apps(accounts: list[SimAccount], *, market_data: bool = False) -> dict[str, SimApp]:
+    """A Kite Connect app per account (as each Zerodha user creates their own Personal
+    app), deterministic from the user id: ``{user_id: app}``."""
+    apps = {}
+    for acc in accounts:
+        rng = random.Random(f"app-{acc.user_id}")
+        api_key = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16))
+        api_secret = "".join(rng.choice(ALNUM) for _ in range(32))
+        apps[acc.user_id] = SimApp(api_key, api_secret, market_data=market_data)
+    return apps

@@ -26,7 +26,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import date, datetime
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -55,10 +55,10 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], datetime] | None = None,
+        is_session: Callable[[date], bool] | None = None,
     ):
-        super().__init__(
-            apps=apps, latency=latency, host=host, port=port, clock=clock
-        )
+        super().__init__(apps=apps, latency=latency, host=host, port=port, clock=clock,
+                         is_session=is_session)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         for acc in accounts:
@@ -231,10 +231,17 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
 
 
 def serve_forever_cli(
-    port: int, accounts: list[SimAccount], latency: float, *, apps: Iterable[SimApp] = ()
+    port: int,
+    accounts: list[SimAccount],
+    latency: float,
+    *,
+    apps: Iterable[SimApp] = (),
+    on_listening: Callable[[str], None] | None = None,
+    is_session: Callable[[date], bool] | None = None,
 ) -> None:
     """`snapshotter simulate`: serve on 127.0.0.1:``port`` until Ctrl-C or SIGTERM, then
-    stop cleanly."""
+    stop cleanly. ``on_listening(base_url)`` runs once the port is bound (a port in use
+    raises ``OSError`` before it)."""
     stop = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -244,8 +251,11 @@ def serve_forever_cli(
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, on_sigterm)
-    sim = KiteSimulator(accounts, apps=apps, latency=latency, port=port).start()
+    sim = KiteSimulator(accounts, apps=apps, latency=latency, port=port,
+                        is_session=is_session).start()
     try:
+        if on_listening is not None:
+            on_listening(sim.base_url)
         print(f"Kite simulator listening on {sim.base_url}", flush=True)
         while not stop.wait(0.5):
             pass

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -69,17 +70,42 @@ def _create_private_sqlite_file(url: str) -> None:
     os.close(fd)
 
 
+def read_only_sqlite_url(url: str) -> str | None:
+    """For a command that only reads: a URL opening the SQLite file without writing to it,
+    when this process cannot write the file or its directory (a read-only file, directory
+    or mount); None when it can, and for other databases."""
+    path = sqlite_path(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    directory = os.path.dirname(path)
+    writable_dir = os.access(directory, os.W_OK | os.X_OK)
+    if os.access(path, os.W_OK) and writable_dir:
+        return None
+    # A WAL database is read through its -shm file, which SQLite creates beside it: where
+    # that cannot be made, only immutable=1 opens it (right for a read-only mount, which
+    # nothing writes behind our back).
+    option = "mode=ro" if writable_dir or os.path.exists(f"{path}-shm") else "immutable=1"
+    return f"sqlite:///file:{quote(path)}?{option}&uri=true"
+
+
+def _read_only(url: str) -> bool:
+    query = url.partition("?")[2].split("&")
+    return "mode=ro" in query or "immutable=1" in query
+
+
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         _create_private_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        read_only = _read_only(url)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            _use_wal(cursor)
+            if not read_only:  # switching to WAL writes the file
+                _use_wal(cursor)
             try:  # pnl_daily needs LN/EXP: SQLite has them only when built with math functions
                 cursor.execute("SELECT ln(1), exp(0)")
             except sqlite3.OperationalError:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from snapshotter.store.engine import make_engine, normalize_url
+from snapshotter.errors import DatabaseUnavailable
+from snapshotter.store.engine import describe_url, make_engine, normalize_url
 from snapshotter.store.lock import run_lock
 
 if TYPE_CHECKING:
@@ -82,6 +83,20 @@ def stamped_revision(engine: sa.Engine) -> str | None:
             return None
         rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
     return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def check_at_head(engine: sa.Engine, url: str) -> None:
+    """A database this process may only read must already be at head: raise
+    ``DatabaseUnavailable`` naming what to do when it is not."""
+    head = head_from_files()
+    if head is not None and stamped_revision(engine) == head:
+        return
+    if current_revision(engine) == head_revision(url):
+        return
+    raise DatabaseUnavailable(
+        f"database unreachable or not writable: {describe_url(url)}: read-only, and at an "
+        "older schema than this version reads: run `snapshotter db upgrade` once with "
+        "write access")
 
 
 def upgrade(url: str, engine: sa.Engine | None = None, *,
