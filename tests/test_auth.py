@@ -423,7 +423,7 @@ def test_login_without_the_database_takes_a_refused_code_as_transient(
         code = pyotp.TOTP(acc.totp_secret).at(ShiftedClock(offset)())
         assert browser.post(f"{sim.base_url}/api/twofa", timeout=5, data={
             "user_id": acc.user_id, "request_id": request_id, "twofa_value": code,
-            "twofa_type": "totp"}).ok
+            "twofa_type": login.json()["data"]["twofa_type"]}).ok
         cfg = write_config(tmp_path / "config.yaml", config_dict(
             sim, [acc], f"sqlite:///{tmp_path / 'no-such-dir' / 'snapshots.db'}",
             tmp_path / "state"))

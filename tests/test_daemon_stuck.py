@@ -94,6 +94,11 @@ def test_watchdog_starves_while_the_job_is_stuck(database_url: str, tmp_path: Pa
         data = config_dict(sim, accounts, database_url, tmp_path / "state")
         cfg = write_config(tmp_path / "config.yaml", data)
         assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        # Sessions cached beforehand: a login writes too (its TOTP step is reserved in the
+        # database), and the job is to be stuck storing, after it fetched.
+        assert run_cli("--config", str(cfg), "login",
+                       *(arg for a in accounts for arg in ("--account", a.user_id)),
+                       env=LOCAL_ONLY).returncode == 0
         env = {**os.environ, **LOCAL_ONLY, "NOTIFY_SOCKET": "@" + notify.name,
                "WATCHDOG_USEC": "4000000"}
         env.pop("WATCHDOG_PID", None)
