@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,7 +24,7 @@ import yaml
 
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.simulator import KiteSimulator, SimAccount
-from tests.conftest import config_dict, query_rows, run_cli, write_config
+from tests.conftest import config_dict, query_rows, run_cli, wait_until, write_config
 
 
 def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -76,15 +75,6 @@ def test_a_state_dir_left_in_the_working_directory_is_pointed_out(
 LOGIN_PATHS = ("/api/login", "/api/twofa")
 
 
-def _wait_for(predicate: object, what: str, limit: float = 60) -> None:
-    """Wait until ``predicate()`` holds (the limit only ends a test that has failed)."""
-    assert callable(predicate)
-    end = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < end, f"never saw {what}"
-        time.sleep(0.02)
-
-
 def _ctrl_c_as_at_a_terminal() -> None:
     """A shell without job control starts background commands with SIGINT ignored (and a
     test suite run from one passes that on): give the command Ctrl-C as a terminal has it."""
@@ -103,7 +93,7 @@ def test_ctrl_c_during_logins_starts_no_login_and_is_recorded_interrupted(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, preexec_fn=_ctrl_c_as_at_a_terminal)
     try:
-        _wait_for(lambda: len([p for _, p, _u in sim.requests_log if p == "/api/login"])
+        wait_until(lambda: len([p for _, p, _u in sim.requests_log if p == "/api/login"])
                   == len(sim_accounts), "every account's login held by the simulator")
         seen = len(sim.requests_log)
         proc.send_signal(signal.SIGINT)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.conftest import (
     drop_pg_database,
     query_rows,
     run_cli,
+    wait_until,
     write_config,
 )
 
@@ -46,15 +46,6 @@ def _start(config: Path, lib: str, offset: int, *args: str) -> subprocess.Popen[
     return subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(config),
                              "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, stdin=subprocess.DEVNULL)
-
-
-def _wait_for(what: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    """Poll until ``what`` holds while ``proc`` runs (a failed run fails the test)."""
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def _arrived(sim: KiteSimulator, path: str, user: str) -> Callable[[], bool]:
@@ -129,7 +120,8 @@ def test_a_run_that_loses_its_postgres_lock_logs_in_no_more(
         cfg = _config(tmp_path / "config.yaml", sim, accounts, _with_password(pg_url),
                       tmp_path / "state", healthcheck_url=f"{recorder.base_url}/ping/x")
         proc = _start(cfg, faketime_lib, offset)
-        _wait_for(_arrived(sim, lost_at, first.user_id), proc)
+        wait_until(_arrived(sim, lost_at, first.user_id), f"{lost_at} of the first account",
+                   alive=proc)
         _terminate_lock_backend(postgres_server, pg_url)
         out, err = proc.communicate(timeout=120)
         twofa_sent = lost_at == "/api/twofa"
@@ -171,7 +163,8 @@ def test_idle_session_timeout_does_not_take_the_lock(
         proc = _start(cfg, faketime_lib, offset)
         # The third account's login begins at least 6 s (two accounts of three 1 s
         # requests each) after the lock was taken: three idle timeouts.
-        _wait_for(_arrived(sim, "/api/login", accounts[2].user_id), proc)
+        wait_until(_arrived(sim, "/api/login", accounts[2].user_id),
+                   "the third account's login", alive=proc)
         assert _lock_holders(postgres_server, pg_url) == 1
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
@@ -213,7 +206,7 @@ def test_two_runs_beside_a_broken_lock_never_send_one_totp_step_twice(
         sim.fail_next(4, "slow", "/oms/", user_id=acc.user_id)
         run_a = _start(configs[0], faketime_lib, offset)
         # Run A's 2FA went out before it lost the lock; run B then logs in in that step.
-        _wait_for(_arrived(sim, "/api/twofa", acc.user_id), run_a)
+        wait_until(_arrived(sim, "/api/twofa", acc.user_id), "run A's 2FA", alive=run_a)
         _break_lock(kind, admin, url)
         run_b = _start(configs[1], faketime_lib, offset, "--force")
         out_a, err_a = run_a.communicate(timeout=120)
@@ -269,13 +262,15 @@ def test_two_runs_storing_one_session_at_once_never_collide(
                 [sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                 stdin=subprocess.DEVNULL)]
-            _wait_for(lambda: _waiting_on_locks(postgres_server, pg_url) == 1, runs[0])
+            wait_until(lambda: _waiting_on_locks(postgres_server, pg_url) == 1,
+                       "1 store(s) waiting on the table lock", alive=runs[0])
             _terminate_lock_backend(postgres_server, pg_url)
             runs.append(subprocess.Popen(
                 [sys.executable, "-m", "snapshotter", "--config", str(cfg), "run"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                 stdin=subprocess.DEVNULL))
-            _wait_for(lambda: _waiting_on_locks(postgres_server, pg_url) == 2, runs[1])
+            wait_until(lambda: _waiting_on_locks(postgres_server, pg_url) == 2,
+                       "2 store(s) waiting on the table lock", alive=runs[1])
         finally:
             conn.rollback()
             conn.close()
