@@ -1,23 +1,26 @@
-"""household_daily without a correlated subquery per row or a join the planner turns
-around: the all-accounts series in about a second again
+"""household_daily without a per-row subquery or a join a planner gets wrong: the
+all-accounts series in seconds again, on both databases
 
 Revision ID: 0016
 Revises: 0015
 
-0015's ``household_daily`` found each member's leaving session with a correlated
-subquery that SQLite evaluated once per (member, session) row, and took a carried
-session's figures by joining back to the member's snapshots on (account, source date),
-a join SQLite's planner turned around (scanning the snapshots, probing the sessions by
-account only) once ``portfolio_daily_all`` grouped it. Measured on 50 accounts x 2,500
-sessions (``benchmarks/bench_nav.py --db sqlite``): ``household_daily`` 18.4 s,
-``portfolio_daily_all`` 42.9 s, ``nav_daily_all`` 43.5 s (181 ms before 0015).
+0015's ``household_daily`` was slow on 50 accounts x 2,500 sessions
+(``benchmarks/bench_nav.py``): on SQLite ``nav_daily_all`` took 43.5 s (181 ms before
+0015), on PostgreSQL it had not finished after 13 minutes (102 ms before). SQLite ran
+the correlated subquery that finds a member's leaving session once per (member,
+session) row, and turned the join that fetches a carried session's figures around;
+PostgreSQL estimates ``portfolio_daily`` (a join on three correlated keys) at one row
+and so chose nested loops over 125,000 x 125,000 rows.
 
-Same rows, other shape: the members' leaving sessions in one grouped join, and a carried
-session's figures by a window instead of a join: the member's own snapshots are
-numbered along its sessions (``source_n``, a running count), so a session and the
-sessions carried after it share a number, and ``FIRST_VALUE`` over that partition is
-the figure of the last complete snapshot. ``portfolio_daily_all`` and ``nav_daily_all``
-read household_daily and are recreated with their 0015 texts.
+Same rows, a shape with no join between large sets, so no estimate can make it
+quadratic: the members' leaving sessions in one grouped join (50 x 2,500 at most); the
+member's own snapshots and its grid of household sessions (carrying its join, first and
+leaving sessions) are one UNION ALL grouped by (account, session); a carried session's
+figures come from a window instead of a join: the member's own snapshots are numbered
+along its sessions (``source_n``, a running count), so a snapshot and the sessions
+carried after it share a number, and ``FIRST_VALUE`` over that partition is the figure
+of the last complete snapshot. ``portfolio_daily_all`` and ``nav_daily_all`` read
+household_daily and are recreated with their 0015 texts.
 
 Frozen SQL, as in every migration (see 0002).
 """
@@ -55,22 +58,44 @@ members AS (
     LEFT JOIN sessions s ON s.snapshot_date >= l.left_on
     GROUP BY j.account, j.joined, f.first_session
 ),
-placed AS (
+own AS (
     SELECT
-        m.account, s.snapshot_date, m.joined, m.first_session,
-        CASE WHEN s.snapshot_date = m.leaving_session THEN 1 ELSE 0 END AS leaving,
-        c.snapshot_id AS own_snapshot_id, c.snapshot_date AS own_date,
-        c.holdings_invested, c.holdings_value, c.holdings_unrealised_pnl,
-        c.holdings_day_pnl, c.mf_invested, c.mf_value, c.positions_pnl, c.positions_m2m,
-        c.cash, c.cash_flow, c.total_value,
-        COUNT(c.snapshot_id) OVER (
-            PARTITION BY m.account ORDER BY s.snapshot_date
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS source_n
+        c.account, c.snapshot_date, c.snapshot_id, c.holdings_invested, c.holdings_value,
+        c.holdings_unrealised_pnl, c.holdings_day_pnl, c.mf_invested, c.mf_value,
+        c.positions_pnl, c.positions_m2m, c.cash, c.cash_flow, c.total_value,
+        NULL AS joined, NULL AS first_session, NULL AS leaving_session
+    FROM counted c
+    UNION ALL
+    SELECT
+        m.account, s.snapshot_date, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, m.joined, m.first_session, m.leaving_session
     FROM members m
     JOIN sessions s
         ON s.snapshot_date >= m.joined
         AND (m.leaving_session IS NULL OR s.snapshot_date <= m.leaving_session)
-    LEFT JOIN counted c ON c.account = m.account AND c.snapshot_date = s.snapshot_date
+),
+merged AS (
+    SELECT
+        account, snapshot_date, MAX(snapshot_id) AS own_snapshot_id,
+        MAX(holdings_invested) AS holdings_invested, MAX(holdings_value) AS holdings_value,
+        MAX(holdings_unrealised_pnl) AS holdings_unrealised_pnl,
+        MAX(holdings_day_pnl) AS holdings_day_pnl, MAX(mf_invested) AS mf_invested,
+        MAX(mf_value) AS mf_value, MAX(positions_pnl) AS positions_pnl,
+        MAX(positions_m2m) AS positions_m2m, MAX(cash) AS cash, MAX(cash_flow) AS cash_flow,
+        MAX(total_value) AS total_value, MAX(joined) AS joined,
+        MAX(first_session) AS first_session, MAX(leaving_session) AS leaving_session
+    FROM own
+    GROUP BY account, snapshot_date
+),
+placed AS (
+    SELECT
+        g.*,
+        CASE WHEN g.snapshot_date = g.leaving_session THEN 1 ELSE 0 END AS leaving,
+        CASE WHEN g.own_snapshot_id IS NULL THEN NULL ELSE g.snapshot_date END AS own_date,
+        COUNT(g.own_snapshot_id) OVER (
+            PARTITION BY g.account ORDER BY g.snapshot_date
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS source_n
+    FROM merged g
 ),
 filled AS (
     SELECT
