@@ -143,6 +143,12 @@ def test_readme_quick_start_has_two_commands() -> None:
     assert commands == ["make demo", "make test"]
 
 
+def test_ci_runs_the_readmes_test_command() -> None:
+    """The quick start's `make test` is what CI runs."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-1] == "make test"
+
+
 def test_readme_config_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     block = _section(README, "## A short config").split("```yaml\n", 1)[1].split("```", 1)[0]
     for name, value in {"KITE_PASSWORD": "pw", "KITE_API_SECRET": "secret",
