@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench nse-calendar
+.PHONY: install demo test lint bench docs nse-calendar
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_all.py
+
+# Optional: README.md and docs/ as a site in site/ (mkdocs, not needed by the tests).
+docs: install
+	$(BIN)/pip install --quiet 'mkdocs>=1.6,<2'
+	$(BIN)/mkdocs build --strict
 
 # After upgrading pandas_market_calendars: regenerate the NSE sessions table commands read.
 nse-calendar: install

@@ -382,12 +382,12 @@ def test_a_rejection_names_the_config_key_kite_refused(
     assert len(sim.requests_log) == seen
 
 
-def test_the_readmes_rehearsal_recipe_runs_against_the_simulator(
+def test_the_docs_rehearsal_recipe_runs_against_the_simulator(
         faketime_lib: str, tmp_path: Path) -> None:
-    """The README's libfaketime rehearsal, as written (on a free port): the simulator
-    shares the shifted clock, so every account logs in and is stored."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    recipe = readme.split("To rehearse a schedule", 1)[1].split("```sh", 1)[1]
+    """docs/operations.md's libfaketime rehearsal, as written (on a free port): the
+    simulator shares the shifted clock, so every account logs in and is stored."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    recipe = doc.split("To rehearse a schedule", 1)[1].split("```sh", 1)[1]
     recipe = recipe.split("```", 1)[0]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

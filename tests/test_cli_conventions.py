@@ -16,7 +16,7 @@ from snapshotter.errors import ExitCode
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+OPERATIONS = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
 
 READ_COMMANDS = [("status",), ("report", "summary"), ("report", "performance"),
                  ("report", "tax", "--fy", "2025-26"), ("export", "--out", "EXPORT"),
@@ -117,21 +117,21 @@ def test_nothing_close_suggests_nothing() -> None:
 # -- one exit-code table -----------------------------------------------------------------
 
 
-def test_one_exit_code_table_in_help_and_readme() -> None:
+def test_one_exit_code_table_in_help_and_docs() -> None:
     expected = {0, 1, 2, 69, 75, 78}
     assert expected <= {int(code) for code in ExitCode}
     help_text = run_cli("--help").stdout
     listed = help_text.split("exit codes", 1)[1]
-    section = README.split("### Exit codes", 1)[1].split("\n#", 1)[0]
-    readme_codes = {int(m) for m in re.findall(r"^\| (\d+) ", section, re.MULTILINE)}
-    assert readme_codes == {int(code) for code in ExitCode}, section
+    section = OPERATIONS.split("\n## Exit codes\n", 1)[1].split("\n#", 1)[0]
+    doc_codes = {int(m) for m in re.findall(r"^\| (\d+) ", section, re.MULTILINE)}
+    assert doc_codes == {int(code) for code in ExitCode}, section
     for code in ExitCode:
         assert re.search(rf"^  {code.value}\s", listed, re.MULTILINE), listed
     # What can go wrong uses only codes of the table.
-    trouble = README.split("### What can go wrong", 1)[1].split("\n## ", 1)[0]
+    trouble = OPERATIONS.split("\n## What can go wrong\n", 1)[1].split("\n## ", 1)[0]
     used = {int(n) for row in trouble.splitlines() if row.startswith("|")
             for n in re.findall(r"\b(\d+)\b", row.rsplit("|", 2)[1])}
-    assert used and used <= readme_codes, used
+    assert used and used <= doc_codes, used
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The protocol notes the code and README cite exist, and so do the sections they cite."""
+"""The protocol notes the code and docs cite exist, and so do the sections they cite."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ CITATION = re.compile(r"kite-protocol\.md`*\s*(?:§\s*(\d+)(?:-(\d+))?|\(section
 
 def _cited_files() -> list[Path]:
     files = [ROOT / "README.md", *sorted((ROOT / "snapshotter").rglob("*.py")),
-             *sorted((ROOT / "migrations").rglob("*.py"))]
+             *sorted((ROOT / "migrations").rglob("*.py")),
+             *sorted(p for p in (ROOT / "docs").glob("*.md") if p != DOC)]
     return [f for f in files if "kite-protocol.md" in f.read_text(encoding="utf-8")]
 
 
