@@ -236,3 +236,34 @@ def test_every_revision_with_data_upgrades_to_what_a_new_database_has(
         for name, rows in fresh.items():
             assert upgraded[name] == rows, f"from {revision}: {name}"
         assert upgraded.keys() == fresh.keys(), revision
+
+
+def test_changed_sql_is_applied_at_head_without_a_migration(database_url: str) -> None:
+    """A database at head whose views or derived tables were built with other SQL (as
+    after a formula edit in snapshotter/store/sql/): `upgrade` recreates the views and
+    rebuilds that table, once."""
+    from benchmarks.bench_views import generate, insert, sessions
+
+    engine = db.make_engine(database_url)
+    try:
+        migrate.upgrade(database_url, engine)
+        with engine.begin() as conn:
+            for batch in generate(accounts=1, n_holdings=3,
+                                  days=sessions(5, date(2025, 1, 6)), seed=1):
+                insert(conn, batch)
+        with engine.connect() as conn:
+            totals = conn.execute(sa.text("SELECT * FROM snapshot_totals")).all()
+        assert totals
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE snapshot_totals SET cash = cash + 1"))
+            conn.execute(sa.text("UPDATE sql_fingerprints SET sha256 = 'older' "
+                                 "WHERE name IN ('views', 'snapshot_totals')"))
+            conn.execute(sa.text("DROP VIEW nav_daily_all"))
+        assert migrate.upgrade(database_url, engine) is True
+        assert migrate.upgrade(database_url, engine) is False
+        assert set(views.VIEWS) <= set(sa.inspect(engine).get_view_names())
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT * FROM snapshot_totals")).all() == totals
+            assert views.up_to_date(conn)
+    finally:
+        engine.dispose()

@@ -340,6 +340,39 @@ def test_realised_estimate(engine: sa.Engine) -> None:
     ]
 
 
+def test_a_symbol_held_on_nse_and_bse_at_once(database_url: str) -> None:
+    """INFY on both exchanges in one account: each view keeps the two holdings apart
+    (the previous snapshot's holding is found by exchange as well as symbol)."""
+    engine = db.make_engine(database_url)
+    try:
+        migrations.upgrade(database_url, engine)
+        snapshot(engine, A, D1, funds=margins(1000), holdings=[
+            holding("INFY", 10, 1500, 1600, 1590, exchange="NSE"),
+            holding("INFY", 4, 1480, 1601, 1592, exchange="BSE")])
+        snapshot(engine, A, D2, funds=margins(1000), holdings=[
+            holding("INFY", 12, 1500, 1610, 1600, exchange="NSE"),
+            holding("INFY", 1, 1480, 1611, 1601, exchange="BSE")])
+        rows = query(engine, "SELECT * FROM holding_daily "
+                             "ORDER BY snapshot_date, exchange")
+        assert pick(rows, "snapshot_date", "exchange", "quantity", "previous_quantity",
+                    "quantity_change", "value") == [
+            ("2026-11-02", "BSE", 4, None, None, 6404),
+            ("2026-11-02", "NSE", 10, None, None, 16000),
+            ("2026-11-03", "BSE", 1, 4, -3, 1611),
+            ("2026-11-03", "NSE", 12, 10, 2, 19320),
+        ]
+        sold = query(engine, "SELECT * FROM realised_estimate")
+        # 4 -> 1 on BSE, at today's close: 3 * (1601 - 1480); NSE rose: no sale
+        assert pick(sold, "exchange", "previous_quantity", "quantity", "quantity_sold",
+                    "realised_pnl_estimate") == [("BSE", 4, 1, 3, 363)]
+        assert query(engine, "SELECT * FROM corporate_actions") == []
+        [day] = query(engine, "SELECT holdings_value FROM portfolio_daily "
+                              "WHERE snapshot_date = '2026-11-03'")
+        assert day["holdings_value"] == 19320 + 1611
+    finally:
+        engine.dispose()
+
+
 def test_corporate_actions(engine: sa.Engine) -> None:
     rows = query(engine, "SELECT * FROM corporate_actions ORDER BY account, snapshot_date")
     # TCS 5 @ 3000 -> 10 @ 1500: ratio 10 / 5 = 2, 2 * 1500 / 3000 = 1. (INFY 15 -> 10 @
