@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from snapshotter.normalize import frame_records
+from snapshotter.rows import frame_records
 from snapshotter.store import writes
 from snapshotter.store.models import (
     Base,
