@@ -503,7 +503,7 @@ positions = DATA_TABLES["positions"]
 funds = DATA_TABLES["funds"]
 mf_holdings = DATA_TABLES["mf_holdings"]
 
-# Indexes for the SQL views (snapshotter/views.py; created by migration 0002): per-snapshot
+# Indexes for the SQL views (snapshotter/store/sql/views; created by migration 0002): per-snapshot
 # holdings sums read from the index alone, and one instrument's history.
 sa.Index("ix_holdings_totals", holdings.c.account, holdings.c.snapshot_date,
          holdings.c.snapshot_id, holdings.c.quantity, holdings.c.t1_quantity,
