@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -267,3 +268,15 @@ def test_changed_sql_is_applied_at_head_without_a_migration(database_url: str) -
             assert views.up_to_date(conn)
     finally:
         engine.dispose()
+
+
+def test_migrations_from_0017_on_change_tables_only() -> None:
+    """From 0017 the views and fill SQL live in snapshotter/store/sql/: no migration
+    from there on holds a view or a fill of its own."""
+    scripts = ScriptDirectory(str(migrate.migrations_dir()))
+    newer = [script for script in scripts.walk_revisions(base="0017", head="heads")]
+    assert newer, "no revision 0017"
+    for script in newer:
+        assert script.path is not None
+        text = Path(script.path).read_text(encoding="utf-8").upper()
+        assert "CREATE VIEW" not in text and "INSERT INTO" not in text, script.revision
