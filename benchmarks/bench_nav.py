@@ -48,8 +48,8 @@ from sqlalchemy.orm import Session
 from snapshotter.reports.performance import performance
 from snapshotter.reports.tables import Filters
 from snapshotter.sessions import TradingCalendar
-from snapshotter.store import console, migrate
 from snapshotter.store import engine as db
+from snapshotter.store import imports, migrate
 from snapshotter.store import writes as store
 
 ACCOUNT = "BM0017"
@@ -101,7 +101,7 @@ def add_ledgers(engine: sa.Engine) -> float:
     times = []
     for account, frame in frames.items():
         started = time.perf_counter()
-        console.store_file(engine, "ledger", account, f"{account}.csv", account, frame,
+        imports.store_file(engine, "ledger", account, f"{account}.csv", account, frame,
                            datetime.now(UTC))
         times.append(time.perf_counter() - started)
     return statistics.median(times)

@@ -340,6 +340,39 @@ def test_realised_estimate(engine: sa.Engine) -> None:
     ]
 
 
+def test_a_symbol_held_on_nse_and_bse_at_once(database_url: str) -> None:
+    """INFY on both exchanges in one account: each view keeps the two holdings apart
+    (the previous snapshot's holding is found by exchange as well as symbol)."""
+    engine = db.make_engine(database_url)
+    try:
+        migrations.upgrade(database_url, engine)
+        snapshot(engine, A, D1, funds=margins(1000), holdings=[
+            holding("INFY", 10, 1500, 1600, 1590, exchange="NSE"),
+            holding("INFY", 4, 1480, 1601, 1592, exchange="BSE")])
+        snapshot(engine, A, D2, funds=margins(1000), holdings=[
+            holding("INFY", 12, 1500, 1610, 1600, exchange="NSE"),
+            holding("INFY", 1, 1480, 1611, 1601, exchange="BSE")])
+        rows = query(engine, "SELECT * FROM holding_daily "
+                             "ORDER BY snapshot_date, exchange")
+        assert pick(rows, "snapshot_date", "exchange", "quantity", "previous_quantity",
+                    "quantity_change", "value") == [
+            ("2026-11-02", "BSE", 4, None, None, 6404),
+            ("2026-11-02", "NSE", 10, None, None, 16000),
+            ("2026-11-03", "BSE", 1, 4, -3, 1611),
+            ("2026-11-03", "NSE", 12, 10, 2, 19320),
+        ]
+        sold = query(engine, "SELECT * FROM realised_estimate")
+        # 4 -> 1 on BSE, at today's close: 3 * (1601 - 1480); NSE rose: no sale
+        assert pick(sold, "exchange", "previous_quantity", "quantity", "quantity_sold",
+                    "realised_pnl_estimate") == [("BSE", 4, 1, 3, 363)]
+        assert query(engine, "SELECT * FROM corporate_actions") == []
+        [day] = query(engine, "SELECT holdings_value FROM portfolio_daily "
+                              "WHERE snapshot_date = '2026-11-03'")
+        assert day["holdings_value"] == 19320 + 1611
+    finally:
+        engine.dispose()
+
+
 def test_corporate_actions(engine: sa.Engine) -> None:
     rows = query(engine, "SELECT * FROM corporate_actions ORDER BY account, snapshot_date")
     # TCS 5 @ 3000 -> 10 @ 1500: ratio 10 / 5 = 2, 2 * 1500 / 3000 = 1. (INFY 15 -> 10 @
@@ -515,7 +548,7 @@ def import_random_ledger(engine: sa.Engine, account: str, days: list[date]) -> N
     """A ledger for ``account`` as `import ledger` stores it, covering ``days``: its
     pay-ins and payouts on their days, and a deposit on every Saturday and on every
     session it has no complete snapshot of (flows the snapshots never show)."""
-    from snapshotter.store import console
+    from snapshotter.store import imports
 
     with engine.connect() as conn:
         flows = conn.execute(sa.text(
@@ -541,18 +574,31 @@ def import_random_ledger(engine: sa.Engine, account: str, days: list[date]) -> N
                                                "Bank Payments": "withdrawal"})
     frame["occurrence"] = 1
     frame["line"] = range(2, len(frame) + 2)
-    console.store_file(engine, "ledger", account, "ledger.csv", "x", frame,
+    imports.store_file(engine, "ledger", account, "ledger.csv", "x", frame,
                        datetime(2025, 4, 1, tzinfo=UTC))
 
 
 # --- the migration ---------------------------------------------------------------------
 
-def test_every_migrated_view_is_documented() -> None:
-    """views.py reads the newest SQL of each view from the migrations; each has its doc."""
-    assert list(views.VIEWS) == list(views.DOCS)
+def test_every_view_has_its_file_in_dependency_order_and_is_documented() -> None:
+    """views.py reads each view's SQL from its file under snapshotter/store/sql/, in an
+    order where a view reads only views before it; the docs describe each."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    docs = "".join(p.read_text(encoding="utf-8")
+                   for p in [root / "README.md", *sorted(root.glob("docs/**/*.md"))]
+                   if p.is_file())
     assert views.SNAPSHOT_TOTALS.lstrip().startswith("INSERT INTO snapshot_totals")
-    for name, sql in views.VIEWS.items():
+    assert views.LEDGER_FLOWS.lstrip().startswith("INSERT INTO ledger_flows")
+    assert views.SNAPSHOT_NAV.lstrip().startswith("INSERT INTO snapshot_nav")
+    names = list(views.VIEWS)
+    for position, (name, sql) in enumerate(views.VIEWS.items()):
         assert sql.startswith(f"CREATE VIEW {name} AS")
+        read = {other for other in names if other != name
+                and re.search(rf"\b{other}\b", sql)}
+        assert read <= set(names[:position]), f"{name} reads a view created after it"
+        assert f"`{name}`" in docs, f"{name} is not documented"
 
 
 def test_0003_backfills_snapshot_totals(database_url: str,

@@ -13,7 +13,7 @@ their 0002 text, recreated because PostgreSQL cannot drop a view others depend o
 Downgrade restores the 0002 views and drops the table.
 
 The SQL here is frozen as of this revision: a migration never imports application code
-that can change later (``snapshotter/views.py`` reads the newest text from here). The
+that can change later (until 0017, ``snapshotter/views.py`` read the newest text from here). The
 downgrade takes 0002's texts from that revision itself.
 """
 

@@ -24,7 +24,7 @@ double operations in the same order on SQLite and PostgreSQL, on inputs that are
 recursion would compound, and ``ROUND`` breaks ties differently on the two.
 
 Frozen SQL: a migration never imports application code that can change later
-(``snapshotter/store/views.py`` reads the newest texts from here).
+(until 0017, ``snapshotter/store/views.py`` read the newest texts from here).
 """
 
 from __future__ import annotations

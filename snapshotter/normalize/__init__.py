@@ -35,13 +35,7 @@ from snapshotter.normalize.checks import (
     record_label,
     unpriced,
 )
-from snapshotter.normalize.columns import (
-    DATETIME_DTYPE,
-    convert,
-    frame_records,
-    plain_column,
-    string_array,
-)
+from snapshotter.normalize.columns import DATETIME_DTYPE, convert, string_array
 from snapshotter.normalize.records import read
 from snapshotter.normalize.values import (
     FLOAT_DECIMALS,
@@ -51,6 +45,7 @@ from snapshotter.normalize.values import (
     clean_text,
 )
 from snapshotter.routes import Route
+from snapshotter.rows import frame_records, plain_column
 
 __all__ = [
     "DATETIME_DTYPE", "FLOAT_DECIMALS", "FUNDS_AVAILABLE", "FUNDS_COLUMNS", "FUNDS_FIELDS",

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from snapshotter.normalize.columns import plain_column, plain_row, records
 from snapshotter.normalize.values import PayloadError
 from snapshotter.routes import BY_TABLE, Route
+from snapshotter.rows import plain_column, plain_row, records
 
 # Key columns are indexed: PostgreSQL refuses an index entry over ~2700 bytes, SQLite
 # takes anything; one limit, well above any real symbol, keeps both the same.

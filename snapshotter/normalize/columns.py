@@ -1,5 +1,5 @@
 """Whole columns at once: one table's raw values (a 2-D block, a row per record) -> typed
-pandas arrays; and a frame -> plain Python rows for the database.
+pandas arrays (``snapshotter.rows`` turns them into plain Python rows for the database).
 
 Each kind takes the values JSON gives it as they are (ints for ``int``, ints and finite
 floats for ``float``, Kite's ``YYYY-MM-DD HH:MM:SS`` for ``datetime``...) with numpy and
@@ -11,7 +11,7 @@ column order, so that the first bad value raises the very message it always did.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from itertools import repeat
@@ -182,54 +182,3 @@ def convert(raw: np.ndarray, columns: Mapping[str, str]) -> dict[str, Any]:
         blocks[kind].data[row, position] = _stored(kind, value)
     return {names[index]: _array(kind, blocks[kind].data[:, position], ~present[:, index])
             for index, (kind, position) in sorted(place.items())}
-
-
-def plain_column(array: Any) -> np.ndarray:
-    """One column's values as the database driver takes them: Python scalars, None for
-    NA, ``datetime`` for timestamps."""
-    if array.dtype.kind == "M":  # datetime64, with a zone or not
-        times = pd.array(array) if isinstance(array, np.ndarray) else array
-        values = np.asarray(times.to_pydatetime(), dtype=object)
-        values[np.asarray(times.isna())] = None
-        return values
-    if isinstance(array, np.ndarray):
-        values = array.astype(object)
-        values[pd.isna(array)] = None
-        return values
-    return np.asarray(array.to_numpy(dtype=object, na_value=None))
-
-
-def column_arrays(frame: pd.DataFrame) -> list[Any]:
-    """The frame's columns as arrays, without a Series per column (``DataFrame.items``
-    builds one, which costs more than the column's values) where pandas has its walk."""
-    walk = getattr(frame, "_iter_column_arrays", None)
-    if walk is None:
-        return [column.array for _, column in frame.items()]
-    return list(walk())
-
-
-def records(names: Sequence[Any], arrays: Sequence[Any],
-            constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Columns -> plain Python rows (see ``plain_column``), each with ``constants``."""
-    if not arrays or not len(arrays[0]):
-        return []
-    columns: list[Any] = [plain_column(array) for array in arrays]
-    names = list(names)
-    for name, value in (constants or {}).items():
-        names.append(name)
-        columns.append(repeat(value))
-    return [dict(zip(names, row)) for row in zip(*columns)]  # noqa: B905 (repeat is endless)
-
-
-def frame_records(frame: pd.DataFrame,
-                  constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars),
-    each with ``constants`` added."""
-    if frame.empty:
-        return []
-    return records(frame.columns.tolist(), column_arrays(frame), constants)
-
-
-def plain_row(columns: Mapping[str, Any], index: int, names: Sequence[str]) -> dict[str, Any]:
-    """Some columns of one row, as ``records`` gives them."""
-    return {name: plain_column(columns[name][index:index + 1])[0] for name in names}

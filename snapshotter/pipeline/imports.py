@@ -28,7 +28,7 @@ from snapshotter.config import Config
 from snapshotter.console import actions, dividends, ledger, lots, tradebook
 from snapshotter.console.files import BadFile, is_xlsx, read_file
 from snapshotter.normalize import clean_text
-from snapshotter.store import console as db
+from snapshotter.store import imports as db
 from snapshotter.store.engine import is_connection_error, unavailable
 from snapshotter.store.lock import run_lock
 from snapshotter.store.models import LEDGER_KINDS

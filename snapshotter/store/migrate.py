@@ -2,7 +2,9 @@
 
 A database already at head is recognised without importing Alembic (a few hundred
 milliseconds): the newest revision id is read from the revision files, and compared with
-the row of the ``alembic_version`` table.
+the row of the ``alembic_version`` table. Up to date also means its views and derived
+tables were built with this version's SQL (``views.up_to_date``); when they were not,
+``upgrade`` runs Alembic all the same, whose environment recreates them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,22 @@ def stamped_revision(engine: sa.Engine) -> str | None:
     return str(rows[0][0]) if len(rows) == 1 else None
 
 
+def _up_to_date(engine: sa.Engine, url: str, *, fast: bool) -> bool:
+    """At head, with the views and derived tables of this version's SQL (``fast``: the
+    head read from the revision files, without Alembic)."""
+    from snapshotter.store import views
+
+    if fast:
+        head = head_from_files()
+        at_head = head is not None and stamped_revision(engine) == head
+    else:
+        at_head = current_revision(engine) == head_revision(url)
+    if not at_head:
+        return False
+    with engine.connect() as conn:
+        return views.up_to_date(conn)
+
+
 def check_at_head(engine: sa.Engine, url: str) -> None:
     """A database this process may only read must already be at head: raise
     ``DatabaseUnavailable`` naming what to do when it is not."""
@@ -106,14 +124,11 @@ def upgrade(url: str, engine: sa.Engine | None = None, *,
     own = engine is None
     engine = engine or make_engine(url)
     try:
-        head = head_from_files()
-        if head is not None and stamped_revision(engine) == head:
-            return False
-        if current_revision(engine) == head_revision(url):
+        if _up_to_date(engine, url, fast=True) or _up_to_date(engine, url, fast=False):
             return False
         # two processes starting together must not both migrate
         with run_lock(url, deadline=deadline):
-            if current_revision(engine) == head_revision(url):
+            if _up_to_date(engine, url, fast=False):
                 return False
             from alembic import command
 

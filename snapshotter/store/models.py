@@ -156,6 +156,18 @@ class SnapshotTotals(Base):
     )
 
 
+class SqlFingerprint(Base):
+    """The SQL the views and each derived table were last built with: ``name`` (``views``,
+    or the derived table) and the SHA-256 of the text (``views.fingerprints``). After
+    every migration ``views.refresh`` recreates the views and rebuilds a derived table
+    whose fill SQL no longer matches."""
+
+    __tablename__ = "sql_fingerprints"
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.Text)
+
+
 class SnapshotNav(Base):
     """Per complete snapshot, the account's NAV ``units`` and ``nav`` after that session
     (base 1000; see the ``nav_daily`` view, which shows them), so that no query runs the
@@ -463,7 +475,8 @@ class TradePosition(Base):
     quantity: Mapped[float] = mapped_column(sa.Double)
 
 
-_SQL_TYPES: dict[str, Any] = {
+# The SQLAlchemy type of each kind of the route table (data tables; the views' typed columns).
+SQL_TYPES: dict[str, Any] = {
     "str": sa.Text, "int": sa.BigInteger, "float": sa.Double, "bool": sa.Boolean,
     "datetime": UTCDateTime, "date": sa.Date,
 }
@@ -478,7 +491,7 @@ def _data_table(route: Route) -> sa.Table:
                   nullable=False, index=True),
         sa.Column("account", sa.Text, nullable=False),
         sa.Column("snapshot_date", sa.Date, nullable=False),
-        *(sa.Column(col, _SQL_TYPES[kind]()) for col, kind in route.columns.items()),
+        *(sa.Column(col, SQL_TYPES[kind]()) for col, kind in route.columns.items()),
         sa.Column("extra", sa.JSON),
         sa.UniqueConstraint("account", "snapshot_date", *route.natural_key),
     )
@@ -490,7 +503,7 @@ positions = DATA_TABLES["positions"]
 funds = DATA_TABLES["funds"]
 mf_holdings = DATA_TABLES["mf_holdings"]
 
-# Indexes for the SQL views (snapshotter/views.py; created by migration 0002): per-snapshot
+# Indexes for the SQL views (snapshotter/store/sql/views; created by migration 0002): per-snapshot
 # holdings sums read from the index alone, and one instrument's history.
 sa.Index("ix_holdings_totals", holdings.c.account, holdings.c.snapshot_date,
          holdings.c.snapshot_id, holdings.c.quantity, holdings.c.t1_quantity,

@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from snapshotter.errors import SnapshotterError
-from snapshotter.normalize import NATURAL_KEYS, clean_text, frame_records, record_label
+from snapshotter.normalize import clean_text, record_label
+from snapshotter.routes import BY_TABLE
+from snapshotter.rows import frame_records
 from snapshotter.store import views
 from snapshotter.store.engine import is_connection_error
 from snapshotter.store.models import (
@@ -208,7 +210,7 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
         count = 0 if frame is None else len(frame)
         if not before or count * 2 >= before:
             continue
-        key = NATURAL_KEYS[name]
+        key = BY_TABLE[name].natural_key
         now = [] if frame is None else frame_records(frame[list(key)])
         still = {tuple(row[c] for c in key) for row in now}
         old = session.execute(sa.select(*(table.c[c] for c in key))

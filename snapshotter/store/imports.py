@@ -1,6 +1,6 @@
-"""The Console tables: new rows of an imported file stored once (by each table's natural
-key), a file's rows forgotten, and the FIFO lots of the instruments that changed
-replaced (``lot_instruments`` says what each instrument's lots were built with)."""
+"""Console imports, stored: the new rows of an imported file stored once (by each
+table's natural key), a file's rows forgotten, and the FIFO lots of the instruments that
+changed replaced (``lot_instruments`` says what each instrument's lots were built with)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from snapshotter.normalize import frame_records
+from snapshotter.rows import frame_records
 from snapshotter.store import writes
 from snapshotter.store.models import (
     Base,
@@ -33,7 +33,7 @@ def _table(model: type[Base]) -> sa.Table:
 
 
 _FILES = _table(ConsoleFile)
-TABLES: dict[str, sa.Table] = {
+IMPORT_TABLES: dict[str, sa.Table] = {  # file kind -> the table of its rows
     "tradebook": _table(Trade), "ledger": _table(LedgerEntry),
     "dividends": _table(Dividend), "actions": _table(CorporateActionEntry),
 }
@@ -69,7 +69,7 @@ def store_file(engine: sa.Engine, kind: str, account: str, file_name: str, sha25
     A ledger file also records the days it covers (its first and last posting date),
     and the account's ``ledger_flows`` (and the NAVs from the first flow that changed)
     are recomputed."""
-    table, key = TABLES[kind], KEYS[kind]
+    table, key = IMPORT_TABLES[kind], KEYS[kind]
     columns = [c.name for c in table.columns
                if c.name not in ("id", "account", "file_id", "source_file")]
     with engine.begin() as conn:
@@ -139,7 +139,7 @@ def forget_files(conn: sa.Connection, account: str, file_ids: Sequence[int]) -> 
                              .where(_FILES.c.id.in_(list(file_ids)))).scalars())
     removed = 0
     for kind in sorted(kinds):
-        table = TABLES[kind]
+        table = IMPORT_TABLES[kind]
         mine = table.c.file_id.in_(list(file_ids))
         if kind == "tradebook":
             gone = pd.DataFrame(conn.execute(
