@@ -21,22 +21,44 @@ members AS (
     LEFT JOIN sessions s ON s.snapshot_date >= l.left_on
     GROUP BY j.account, j.joined, f.first_session
 ),
-placed AS (
+own AS (
     SELECT
-        m.account, s.snapshot_date, m.joined, m.first_session,
-        CASE WHEN s.snapshot_date = m.leaving_session THEN 1 ELSE 0 END AS leaving,
-        c.snapshot_id AS own_snapshot_id, c.snapshot_date AS own_date,
-        c.holdings_invested, c.holdings_value, c.holdings_unrealised_pnl,
-        c.holdings_day_pnl, c.mf_invested, c.mf_value, c.positions_pnl, c.positions_m2m,
-        c.cash, c.cash_flow, c.total_value,
-        COUNT(c.snapshot_id) OVER (
-            PARTITION BY m.account ORDER BY s.snapshot_date
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS source_n
+        c.account, c.snapshot_date, c.snapshot_id, c.holdings_invested, c.holdings_value,
+        c.holdings_unrealised_pnl, c.holdings_day_pnl, c.mf_invested, c.mf_value,
+        c.positions_pnl, c.positions_m2m, c.cash, c.cash_flow, c.total_value,
+        NULL AS joined, NULL AS first_session, NULL AS leaving_session
+    FROM counted c
+    UNION ALL
+    SELECT
+        m.account, s.snapshot_date, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, m.joined, m.first_session, m.leaving_session
     FROM members m
     JOIN sessions s
         ON s.snapshot_date >= m.joined
         AND (m.leaving_session IS NULL OR s.snapshot_date <= m.leaving_session)
-    LEFT JOIN counted c ON c.account = m.account AND c.snapshot_date = s.snapshot_date
+),
+merged AS (
+    SELECT
+        account, snapshot_date, MAX(snapshot_id) AS own_snapshot_id,
+        MAX(holdings_invested) AS holdings_invested, MAX(holdings_value) AS holdings_value,
+        MAX(holdings_unrealised_pnl) AS holdings_unrealised_pnl,
+        MAX(holdings_day_pnl) AS holdings_day_pnl, MAX(mf_invested) AS mf_invested,
+        MAX(mf_value) AS mf_value, MAX(positions_pnl) AS positions_pnl,
+        MAX(positions_m2m) AS positions_m2m, MAX(cash) AS cash, MAX(cash_flow) AS cash_flow,
+        MAX(total_value) AS total_value, MAX(joined) AS joined,
+        MAX(first_session) AS first_session, MAX(leaving_session) AS leaving_session
+    FROM own
+    GROUP BY account, snapshot_date
+),
+placed AS (
+    SELECT
+        g.*,
+        CASE WHEN g.snapshot_date = g.leaving_session THEN 1 ELSE 0 END AS leaving,
+        CASE WHEN g.own_snapshot_id IS NULL THEN NULL ELSE g.snapshot_date END AS own_date,
+        COUNT(g.own_snapshot_id) OVER (
+            PARTITION BY g.account ORDER BY g.snapshot_date
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS source_n
+    FROM merged g
 ),
 filled AS (
     SELECT
