@@ -12,11 +12,15 @@ from tabulate import tabulate
 
 from snapshotter.reports.performance import ALL, nav_figures
 from snapshotter.reports.tables import Filters, _query, _where
+from snapshotter.routes import ROUTES
 
+# The routes whose row counts a session's summary shows, and their headings.
+SUMMARY_COUNTS = {route.count_column: route.summary_heading for route in ROUTES
+                  if route.summary_heading}
 # The figures come from the portfolio_daily view: its formulas are the only ones.
-SUMMARY_SQL = sa.text("""
+SUMMARY_SQL = sa.text(f"""
 SELECT p.account, p.snapshot_date, p.final,
-       s.holdings_count, s.positions_count, s.mf_holdings_count,
+       {", ".join(f"s.{column}" for column in SUMMARY_COUNTS)},
        p.holdings_value, p.holdings_day_pnl AS day_pnl, p.mf_value, p.cash
 FROM portfolio_daily p
 JOIN snapshots s ON s.id = p.snapshot_id
@@ -33,16 +37,15 @@ def summary_table(engine: sa.Engine, day: date) -> str:
     with engine.connect() as conn:
         rows = conn.execute(SUMMARY_SQL, {"day": day}).mappings().all()
     table = [
-        [r["account"], r["snapshot_date"], "yes" if r["final"] else "no", r["holdings_count"],
-         r["positions_count"], r["mf_holdings_count"], _money(r["holdings_value"]),
+        [r["account"], r["snapshot_date"], "yes" if r["final"] else "no",
+         *(r[column] for column in SUMMARY_COUNTS), _money(r["holdings_value"]),
          _money(r["day_pnl"]), _money(r["mf_value"]), _money(r["cash"])]
         for r in rows
     ]
-    headers = ["account", "session", "final", "holdings", "positions", "mf",
+    headers = ["account", "session", "final", *SUMMARY_COUNTS.values(),
                "holdings value", "day P&L", "mf value", "cash"]
     return tabulate(table, headers=headers, disable_numparse=True,
-                    colalign=("left", "left", "left", "right", "right", "right", "right",
-                              "right", "right", "right"))
+                    colalign=("left", "left", "left", *("right",) * (len(headers) - 3)))
 
 
 def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.DataFrame:
