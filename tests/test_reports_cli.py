@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports.tables import TABLES, VIEWS
+from snapshotter.reports.export import EXPORTED_TABLES, EXPORTED_VIEWS
 from tests.conftest import run_cli, write_config
 
 
@@ -121,7 +121,7 @@ def test_export_every_table_and_view(cfg: Path, demo_db: Path, tmp_path: Path,
     out = tmp_path / "export"
     result = run_cli("--config", str(cfg), "export", "--format", fmt, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    for name in (*TABLES, *VIEWS):
+    for name in (*EXPORTED_TABLES, *EXPORTED_VIEWS):
         path = out / f"{name}.{fmt}"
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
         [(count,)] = _sql(demo_db, f"SELECT COUNT(*) FROM {name}")

@@ -320,8 +320,9 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from snapshotter.reports import summary
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports import daily, summary
+    from snapshotter.reports.query import Filters
+    from snapshotter.reports.render import with_labels
 
     if args.kind == "tax":
         return _report_tax(args)
@@ -338,7 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         _known_accounts(config, engine, [a for a in args.account or ()
                                          if not (args.kind == "performance"
                                                  and a.strip().upper() == "ALL")])
-        filters = reports.Filters(tuple(a.strip().upper() for a in args.account or ()),
+        filters = Filters(tuple(a.strip().upper() for a in args.account or ()),
                                   args.start, args.end)
         labels = _labels(config)
         if args.kind == "performance":
@@ -347,7 +348,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             result = performance.performance(engine, calendar_for(config), filters,
                                              args.benchmark)
-            result.frame = reports.with_labels(result.frame, labels)
+            result.frame = with_labels(result.frame, labels)
             print(performance.render(result, args.format))
             if args.format != "table":  # stdout stays machine-readable
                 for note in [*result.notes, *performance.non_finite_notes(result)]:
@@ -356,10 +357,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                     print(f"warning: {warning}", file=sys.stderr)
             return ExitCode.OK
         if args.kind == "history":
-            frame = reports.history(engine, args.symbol, filters)
+            frame = daily.history(engine, args.symbol, filters)
         else:
-            frame = {"summary": summary.report_summary, "holdings": reports.holdings,
-                     "pnl": reports.pnl}[args.kind](engine, filters)
+            frame = {"summary": summary.report_summary, "holdings": daily.holdings,
+                     "pnl": daily.pnl}[args.kind](engine, filters)
             if args.kind == "summary" and args.format == "table" and not frame.empty:
                 frame = frame[summary.SUMMARY_TABLE_COLUMNS]
             if args.kind == "holdings" and args.symbol:
@@ -367,9 +368,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 chosen = frame["tradingsymbol"].str.upper() == wanted
                 frame = frame[chosen].reset_index(drop=True)
             if args.kind == "holdings" and args.xirr:
-                from snapshotter.reports import console
-
-                frame = console.with_xirr(engine, frame)
+                frame = daily.with_xirr(engine, frame)
         why = None
         if frame.empty:
             from snapshotter.reports.empty import why_empty
@@ -378,7 +377,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if why and args.format == "table":
         print(f"(no rows: {why})")
     else:
-        _print_report(reports.with_labels(frame, labels), args.format)
+        _print_report(with_labels(frame, labels), args.format)
         if why:  # stdout stays machine-readable
             print(f"note: no rows: {why}", file=sys.stderr)
         if args.kind == "summary" and args.format == "table" and not frame.empty:
@@ -394,10 +393,10 @@ def _labels(config: Config) -> dict[str, str]:
 def _print_report(frame: pd.DataFrame, fmt: str) -> None:
     """A report's rows, and a note (on stderr) for each figure left empty because it is
     not a finite number."""
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports.render import non_finite, render
 
-    print(reports.render(frame, fmt))
-    for note in reports.non_finite(frame)[1]:
+    print(render(frame, fmt))
+    for note in non_finite(frame)[1]:
         print(f"note: {note}", file=sys.stderr)
 
 
@@ -438,17 +437,16 @@ def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
 
 
 def _report_tax(args: argparse.Namespace) -> int:
-    from snapshotter.reports import console
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports import tax
+    from snapshotter.reports.render import with_labels
 
     if not args.fy:
         raise UsageError("report tax needs --fy, e.g. `snapshotter report tax --fy 2025-26`")
     with _database(args, create=False) as (config, engine):
         _known_accounts(config, engine, args.account or ())
-        frame = console.tax(engine, args.fy, tuple(a.strip().upper()
-                                                   for a in args.account or ()))
-        frame = reports.with_labels(frame, _labels(config))
-    note = console.tax_note(args.fy)
+        frame = tax.tax(engine, args.fy, tuple(a.strip().upper() for a in args.account or ()))
+        frame = with_labels(frame, _labels(config))
+    note = tax.tax_note(args.fy)
     if args.format == "table":
         print(f"{note}\n")
         _print_report(frame, args.format)
@@ -512,11 +510,11 @@ def cmd_household_rejoin(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports import export
 
     with _database(args, create=False) as (config, engine):
-        out = reports.output_dir(args.out)
-        written = reports.export(engine, out, args.format, _labels(config))
+        out = export.output_dir(args.out)
+        written = export.export(engine, out, args.format, _labels(config))
     print(f"wrote {len(written)} files to {out.resolve()}")
     return ExitCode.OK
 

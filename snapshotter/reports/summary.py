@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.reports.performance import ALL, nav_figures
-from snapshotter.reports.tables import Filters, _query, _where
+from snapshotter.reports.query import Filters, filter_sql, read_frame
 from snapshotter.routes import ROUTES
 
 # The routes whose row counts a session's summary shows, and their headings.
@@ -56,8 +56,8 @@ def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.Data
     ``max_drawdown_pct`` are `report performance`'s ``nav_return`` and ``max_drawdown``
     over the same window, in percent."""
     filters = filters or Filters()
-    where, params = _where(filters, alias="p")
-    inner, _ = _where(filters, alias="q")
+    where, params = filter_sql(filters, alias="p")
+    inner, _ = filter_sql(filters, alias="q")
     sql = f"""
         SELECT p.account,
                MIN(p.snapshot_date) AS first_session,
@@ -73,18 +73,18 @@ def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.Data
           ON first.account = p.account
         WHERE {where}
         GROUP BY p.account ORDER BY p.account"""
-    periods = _query(engine, sql, params)
+    periods = read_frame(engine, sql, params)
     if periods.empty:
         return periods
     figures = nav_figures(engine, filters)
     rows = []
     for period in periods.to_dict("records"):
-        last = _query(engine, """
+        last = read_frame(engine, """
             SELECT total_value, holdings_value, mf_value, cash, positions_m2m,
                    holdings_unrealised_pnl, holdings_day_pnl
             FROM portfolio_daily WHERE account = :account AND snapshot_date = :day""",
                       {"account": period["account"], "day": period["last_session"]})
-        warned = _query(engine, """SELECT warnings FROM snapshots WHERE account = :account
+        warned = read_frame(engine, """SELECT warnings FROM snapshots WHERE account = :account
                                    AND snapshot_date = :day AND status = 'ok'""",
                         {"account": period["account"], "day": period["last_session"]})
         values = last.iloc[0].to_dict()
@@ -119,14 +119,14 @@ def _household_row(engine: sa.Engine, filters: Filters, figures: pd.DataFrame,
                    ) -> dict[str, Any]:
     """The ``ALL`` row of `report summary`, from ``portfolio_daily_all`` and the
     household's NAV figures."""
-    where, params = _where(Filters(start=filters.start, end=filters.end))
+    where, params = filter_sql(Filters(start=filters.start, end=filters.end))
     household = figures.loc[ALL]
-    last = _query(engine, f"""
+    last = read_frame(engine, f"""
         SELECT snapshot_date, total_value, holdings_value, mf_value, cash, positions_m2m,
                holdings_unrealised_pnl, holdings_day_pnl
         FROM portfolio_daily_all WHERE {where} ORDER BY snapshot_date DESC LIMIT 1""",
                   params).iloc[0].to_dict()
-    sessions = _query(engine, f"SELECT COUNT(*) AS n FROM portfolio_daily_all WHERE {where}",
+    sessions = read_frame(engine, f"SELECT COUNT(*) AS n FROM portfolio_daily_all WHERE {where}",
                       params).iloc[0]["n"]
     return {"account": ALL, "first_session": household["from"].date().isoformat(),
             "last_session": household["to"].date().isoformat(), "sessions": int(sessions),
