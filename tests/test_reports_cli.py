@@ -121,8 +121,8 @@ def test_report_history_of_a_symbol(cfg: Path, demo_db: Path) -> None:
     (("holdings", "--benchmark", "NIFTY50"),
      "report holdings takes no --benchmark: --benchmark is for report performance"),
     (("tax", "--fy", "2025-26", "--from", "2025-04-01"),
-     "report tax takes no --from: --from is for report summary and report holdings and "
-     "report pnl and report history and report performance"),
+     "report tax takes no --from: --from is for report summary, holdings, pnl, history "
+     "and performance"),
     (("performance", "INFY"),
      "report performance takes no SYMBOL ('INFY'): a symbol is for `report history "
      "SYMBOL` and `report holdings [SYMBOL]`"),

@@ -340,17 +340,23 @@ REPORT_OPTIONS = {"symbol": "SYMBOL", "account": "--account", "start": "--from",
 _WINDOW = frozenset({"account", "start", "end"})
 
 
+def reports_taking(dest: str) -> str:
+    """The reports that take the option ``dest``, in words: ``report pnl and tax``."""
+    names = [r.name for r in REPORTS.values() if dest in r.options]
+    return "report " + (f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1
+                        else names[0])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     report = REPORTS[args.kind]
     for dest, written in REPORT_OPTIONS.items():
         if dest not in report.options and getattr(args, dest, None) not in (None, False):
-            takers = [r.name for r in REPORTS.values() if dest in r.options]
             if dest == "symbol":
                 raise UsageError(f"report {report.name} takes no SYMBOL ({args.symbol!r}): "
                                  "a symbol is for `report history SYMBOL` and "
                                  "`report holdings [SYMBOL]`")
             raise UsageError(f"report {report.name} takes no {written}: {written} is for "
-                             f"report {' and '.join(takers)}")
+                             f"{reports_taking(dest)}")
     return report.run(args)
 
 

@@ -127,13 +127,6 @@ def _financial_year(text: str) -> str:
     return text.strip()
 
 
-def _taken_by(dest: str) -> str:
-    """The reports that take the option ``dest`` (commands.REPORTS), as its help names
-    them."""
-    return " and ".join(f"report {r.name}" for r in commands.REPORTS.values()
-                        if dest in r.options)
-
-
 def _subcommand(sub: Any, name: str, help: str,
                 description: str | None = None) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help,
@@ -210,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rp.add_argument("--benchmark", metavar="NAME",
-                    help=f"{_taken_by('benchmark')}: compare with this index's closes "
-                    "(benchmark_daily)")
+                    help=f"{commands.reports_taking('benchmark')}: compare with this "
+                    "index's closes (benchmark_daily)")
 
     bm = _subcommand(sub, "benchmark", "daily closes of an index (NIFTY 50...) to compare "
                      "returns with: import a CSV or fetch from Kite",
@@ -241,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD",
                     help="last date (default: today)")
     rp.add_argument("--fy", type=_financial_year, metavar="YYYY-YY",
-                    help=f"{_taken_by('fy')}: the financial year, e.g. 2025-26")
+                    help=f"{commands.reports_taking('fy')}: the financial year, e.g. 2025-26")
     rp.add_argument("--xirr", action="store_true",
-                    help=f"{_taken_by('xirr')}: each holding's XIRR from its open FIFO lots "
-                    "(needs `snapshotter import tradebook`)")
+                    help=f"{commands.reports_taking('xirr')}: each holding's XIRR from its "
+                    "open FIFO lots (needs `snapshotter import tradebook`)")
 
     hh = _subcommand(sub, "household", "which accounts the all-accounts (ALL) figures count",
                      "An account counts in the all-accounts figures (portfolio_daily_all, "
