@@ -396,7 +396,8 @@ def _report_summary(args: argparse.Namespace) -> int:
             frame = frame[summary.SUMMARY_TABLE_COLUMNS]
         return frame
 
-    if args.format == "table" and not _view_report(args, build).empty:
+    shown = _view_report(args, build)
+    if args.format == "table" and not shown.empty:
         print(f"note: {summary.SUMMARY_NOTE}")
     return ExitCode.OK
 
