@@ -46,7 +46,7 @@ from bench_views import bench_database, generate, insert, sessions, statement
 from sqlalchemy.orm import Session
 
 from snapshotter.reports.performance import performance
-from snapshotter.reports.tables import Filters
+from snapshotter.reports.query import Filters
 from snapshotter.sessions import TradingCalendar
 from snapshotter.store import engine as db
 from snapshotter.store import imports, migrate

@@ -179,11 +179,11 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web") 
 def _history_outputs(engine: sa.Engine, out: Path) -> None:
     """`report summary` and `chart` of the stored history."""
     from snapshotter.reports import chart
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports.render import render
 
     print()
     frame = report_summary(engine)
-    print(reports.render(frame[SUMMARY_TABLE_COLUMNS], "table"))
+    print(render(frame[SUMMARY_TABLE_COLUMNS], "table"))
     print(f"note: {SUMMARY_NOTE}")
     path = chart.write_chart(engine, out / "portfolio.png")
     print(f"\nchart: {path}")

@@ -4,8 +4,9 @@ Per route: its name (the payload's name, as the client fetches it and ``raw_payl
 keeps it), its path (the same under the web session's ``{base_url}/oms`` and Kite
 Connect's ``{api_root}``), the table it fills, the columns that identify a record within
 one account snapshot, and every column with its kind. The Kite client, normalize, the
-models and the store read this table; adding a route is a row here, a migration and the
-simulator's answer.
+models (its table and its ledger count column), the store, the run's outcomes and the
+summaries read this table; adding a route is a row here, a migration and the simulator's
+answer.
 
 Standard library only: the Kite client imports it and must not import pandas or
 SQLAlchemy.
@@ -55,6 +56,8 @@ class Route:
     # The column a record without a last_price is valued at (the views' fallback), for
     # routes whose records are valued by last_price; None: no such warning.
     unpriced_fallback: str | None = None
+    # The heading of its row count in a session's summary (`demo`); None: not shown.
+    summary_heading: str | None = None
 
     @property
     def web_path(self) -> str:
@@ -63,6 +66,11 @@ class Route:
     @property
     def connect_path(self) -> str:
         return self.path
+
+    @property
+    def count_column(self) -> str:
+        """The ledger's (``snapshots``) column counting the rows a snapshot stored here."""
+        return f"{self.table}_count"
 
     @cached_property
     def columns(self) -> dict[str, Kind]:
@@ -100,6 +108,7 @@ HOLDINGS = Route(
                          "average_price, value, initial_margin: float")},
     label="holdings {exchange}:{tradingsymbol}",
     unpriced_fallback="close_price",
+    summary_heading="holdings",
 )
 
 POSITIONS = Route(
@@ -114,6 +123,7 @@ POSITIONS = Route(
                  "day_sell_quantity: int; day_sell_price, day_sell_value: float"),
     label="positions {position_type} {exchange}:{tradingsymbol} {product}",
     shape="grouped", group_column="position_type", groups=("net", "day"),
+    summary_heading="positions",
 )
 
 MARGINS = Route(
@@ -138,10 +148,10 @@ MF_HOLDINGS = Route(
                  "last_price_date: date; pledged_quantity, pnl, quantity: float"),
     label="mf_holdings {tradingsymbol} (folio {folio})",
     unpriced_fallback="average_price",
+    summary_heading="mf",
 )
 
 ROUTES: tuple[Route, ...] = (HOLDINGS, POSITIONS, MARGINS, MF_HOLDINGS)
-BY_NAME: dict[str, Route] = {route.name: route for route in ROUTES}
 BY_TABLE: dict[str, Route] = {route.table: route for route in ROUTES}
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from snapshotter.routes import ROUTES
 from snapshotter.sessions import TradingCalendar, utc_now
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
 
-DATA_TABLES = ("holdings", "positions", "funds", "mf_holdings", "snapshot_totals",
-               "snapshot_nav")
+DATA_TABLES = (*(route.table for route in ROUTES), "snapshot_totals", "snapshot_nav")
 
 
 def _engine(url: str) -> sa.Engine:
@@ -207,7 +207,7 @@ def test_identical_duplicates_collapse_conflicting_ones_fail_naming_the_key(
     # The failed attempt keeps the answers it got.
     kept = _rows(database_url, "SELECT name FROM raw_payloads WHERE snapshot_id = :i",
                  i=ledger[-1]["id"])
-    assert {r["name"] for r in kept} == {"holdings", "positions", "margins", "mf_holdings"}
+    assert {r["name"] for r in kept} == {route.name for route in ROUTES}
 
 
 def _raw_holdings(url: str, snapshot_id: int) -> list[dict[str, Any]]:

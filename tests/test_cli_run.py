@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from snapshotter import normalize
 from snapshotter.kite.token_cache import TokenCache
+from snapshotter.routes import ROUTES
 from snapshotter.simulator import KiteSimulator, SimAccount
 from tests.conftest import config_dict, run_cli, write_config
 from tests.conftest import query_rows as _rows
@@ -96,7 +97,7 @@ def test_run_stores_every_field_and_rerun_adds_no_duplicates(
     assert all(n == 1 for n in sim.login_count.values()) and len(sim.login_count) == 3
 
     counts = {t: _rows(database_url, f"SELECT COUNT(*) AS n FROM {t}")[0]["n"]
-              for t in ("holdings", "positions", "funds", "mf_holdings")}
+              for t in (route.table for route in ROUTES)}
     ledger = _rows(database_url, "SELECT * FROM snapshots")
     assert [r["status"] for r in ledger] == ["ok"] * 3
 

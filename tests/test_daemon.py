@@ -23,6 +23,7 @@ from snapshotter.sessions import IST, ManualClock, TradingCalendar
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.store import engine as db
 from snapshotter.store import migrate
+from snapshotter.store.models import COUNT_COLUMNS
 from tests.conftest import HANG_GUARD, config_dict, write_config
 
 
@@ -249,11 +250,11 @@ def test_daemon_started_as_a_process_and_stopped_by_sigterm_mid_run(
         ledger = conn.execute(sa.text("SELECT * FROM snapshots")).mappings().all()
         assert 1 <= len(ledger) < 4  # the account in flight finished; the rest abandoned
         assert {r["status"] for r in ledger} == {"ok"}
-        for table in ("holdings", "positions", "funds", "mf_holdings"):
+        for table, count_column in COUNT_COLUMNS.items():
             stored = dict(conn.execute(sa.text(
                 f"SELECT snapshot_id, COUNT(*) FROM {table} GROUP BY snapshot_id")).all())
             for r in ledger:
-                assert stored.get(r["id"], 0) == r[f"{table}_count"]
+                assert stored.get(r["id"], 0) == r[count_column]
             orphans = conn.execute(sa.text(
                 f"SELECT COUNT(*) FROM {table} WHERE snapshot_id NOT IN "
                 "(SELECT id FROM snapshots WHERE status = 'ok')")).scalar()

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports.tables import TABLES, VIEWS
+from snapshotter.reports.export import EXPORTED_TABLES, EXPORTED_VIEWS
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.simulator._http import Request, Response, error, ok
 from snapshotter.simulator.market import DemoMarket
@@ -168,7 +168,7 @@ def test_export_never_follows_a_symlink_nor_replaces_a_file(history: Stored,
     result = _cli(history, "export", "--out", str(fresh))
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in fresh.iterdir())
-    assert names == sorted(f"{n}.csv" for n in (*TABLES, *VIEWS))
+    assert names == sorted(f"{n}.csv" for n in (*EXPORTED_TABLES, *EXPORTED_VIEWS))
     assert all((fresh / n).stat().st_mode & 0o077 == 0 for n in names)
     # ... and a second export there is refused whole.
     again = _cli(history, "export", "--out", str(fresh))

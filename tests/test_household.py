@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snapshotter.reports.performance import performance
-from snapshotter.reports.tables import Filters
+from snapshotter.reports.query import Filters
 from snapshotter.sessions import TradingCalendar
 from snapshotter.store import engine as db
 from snapshotter.store import migrate as migrations

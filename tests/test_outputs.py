@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports import chart, performance, tables
-from snapshotter.reports.tables import TABLES, VIEWS
+from snapshotter.reports import chart, performance, render
+from snapshotter.reports.export import EXPORTED_TABLES, EXPORTED_VIEWS
 from snapshotter.simulator import KiteSimulator, demo_accounts
 from snapshotter.simulator.market import DemoMarket
 from snapshotter.store import views
@@ -335,12 +335,12 @@ def test_csv_and_json_have_no_float_noise(first_run: Stored, tmp_path: Path) -> 
 
 
 def test_one_rounding_rule_for_every_report() -> None:
-    """report performance writes its numbers by tables.decimals, as the other reports:
+    """report performance writes its numbers by render.decimals, as the other reports:
     its ratios to 10 decimals, its money to 6."""
-    assert {c: tables.decimals(c) for c in performance.RATIOS} == \
-        dict.fromkeys(performance.RATIOS, tables.RATIO_DECIMALS)
-    assert {c: tables.decimals(c) for c in performance.MONEY} == \
-        dict.fromkeys(performance.MONEY, tables.MONEY_DECIMALS)
+    assert {c: render.decimals(c) for c in performance.RATIOS} == \
+        dict.fromkeys(performance.RATIOS, render.RATIO_DECIMALS)
+    assert {c: render.decimals(c) for c in performance.MONEY} == \
+        dict.fromkeys(performance.MONEY, render.MONEY_DECIMALS)
 
 
 # --- export -----------------------------------------------------------------------------
@@ -351,8 +351,9 @@ def test_export_has_every_table_and_raw_payloads_as_json(first_run: Stored,
     result = run_cli("--config", str(first_run.config), "export", "--format", "csv",
                      "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"wrote {len(TABLES) + len(VIEWS)} files to {out}"
-    assert "raw_payloads" in TABLES
+    exported = len(EXPORTED_TABLES) + len(EXPORTED_VIEWS)
+    assert result.stdout.strip() == f"wrote {exported} files to {out}"
+    assert "raw_payloads" in EXPORTED_TABLES
     stored = {(sid, name): decompress(body) for sid, name, body in _sql(
         first_run.url, "SELECT snapshot_id, name, body FROM raw_payloads")}
     exported = pd.read_csv(out / "raw_payloads.csv")
@@ -365,7 +366,8 @@ def _export_parquet(stored: Stored, out: Path) -> dict[str, pa.Schema]:
     result = run_cli("--config", str(stored.config), "export", "--format", "parquet",
                      "--out", str(out))
     assert result.returncode == 0, result.stderr
-    return {name: pq.read_schema(out / f"{name}.parquet") for name in (*TABLES, *VIEWS)}
+    return {name: pq.read_schema(out / f"{name}.parquet")
+            for name in (*EXPORTED_TABLES, *EXPORTED_VIEWS)}
 
 
 def test_parquet_types_are_the_same_from_sqlite_and_postgres(
@@ -374,7 +376,7 @@ def test_parquet_types_are_the_same_from_sqlite_and_postgres(
     postgres = _pick(first_runs, "postgres")
     schemas = {kind: _export_parquet(stored, tmp_path / kind)
                for kind, stored in (("sqlite", sqlite), ("postgres", postgres))}
-    for name in (*TABLES, *VIEWS):
+    for name in (*EXPORTED_TABLES, *EXPORTED_VIEWS):
         assert schemas["sqlite"][name].remove_metadata() == \
             schemas["postgres"][name].remove_metadata(), name
     schema = schemas["sqlite"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.reports.tables import TABLES, VIEWS
+from snapshotter.reports.export import EXPORTED_TABLES, EXPORTED_VIEWS
 from tests.conftest import run_cli, write_config
 
 
@@ -115,13 +115,49 @@ def test_report_history_of_a_symbol(cfg: Path, demo_db: Path) -> None:
     assert missing.returncode == 2 and "needs a SYMBOL" in missing.stderr  # usage
 
 
+@pytest.mark.parametrize(("args", "error"), [
+    (("pnl", "--xirr"), "report pnl takes no --xirr: --xirr is for report holdings"),
+    (("summary", "--fy", "2025-26"), "report summary takes no --fy: --fy is for report tax"),
+    (("holdings", "--benchmark", "NIFTY50"),
+     "report holdings takes no --benchmark: --benchmark is for report performance"),
+    (("tax", "--fy", "2025-26", "--from", "2025-04-01"),
+     "report tax takes no --from: --from is for report summary, holdings, pnl, history "
+     "and performance"),
+    (("performance", "INFY"),
+     "report performance takes no SYMBOL ('INFY'): a symbol is for `report history "
+     "SYMBOL` and `report holdings [SYMBOL]`"),
+])
+def test_an_option_a_report_does_not_take_is_a_usage_error(
+        cfg: Path, args: tuple[str, ...], error: str) -> None:
+    """Each report declares the options it takes (cli.commands.REPORTS): any other is
+    refused in one line naming it and the report, never silently ignored."""
+    result = run_cli("--config", str(cfg), "report", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [f"error: {error}"]
+    assert result.stdout == ""
+
+
+def test_the_report_choices_are_the_declared_reports() -> None:
+    from snapshotter.cli import commands
+
+    assert list(commands.REPORTS) == ["summary", "holdings", "pnl", "history",
+                                      "performance", "tax"]
+    result = run_cli("report", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "{summary,holdings,pnl,history,performance,tax}" in result.stdout
+    for name, declared in commands.REPORTS.items():
+        assert f"{name}: {declared.help}" in " ".join(result.stdout.split())
+        assert declared.name == name
+        assert declared.options <= set(commands.REPORT_OPTIONS)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_every_table_and_view(cfg: Path, demo_db: Path, tmp_path: Path,
                                      fmt: str) -> None:
     out = tmp_path / "export"
     result = run_cli("--config", str(cfg), "export", "--format", fmt, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    for name in (*TABLES, *VIEWS):
+    for name in (*EXPORTED_TABLES, *EXPORTED_VIEWS):
         path = out / f"{name}.{fmt}"
         frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
         [(count,)] = _sql(demo_db, f"SELECT COUNT(*) FROM {name}")

@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 
 from snapshotter.normalize import normalize_all
 from snapshotter.reports.performance import KEYS, MONEY, RATIOS, daily_returns, performance
-from snapshotter.reports.tables import Filters
+from snapshotter.reports.query import Filters
 from snapshotter.sessions import TradingCalendar
 from snapshotter.store import engine as db
 from snapshotter.store import migrate as migrations

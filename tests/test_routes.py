@@ -1,18 +1,25 @@
 """The route table (snapshotter/routes.py) is the one place a data route is described:
-the Kite client, normalize and the database schema all read it."""
+the Kite client, normalize, the database schema (data tables and the ledger's counts),
+the store and the summaries all read it, and the simulator answers every route."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from snapshotter import normalize, routes
+from snapshotter.config import AccountConfig, KiteConfig, Secret
 from snapshotter.kite import client
+from snapshotter.kite.client import KiteClient
+from snapshotter.kite.token_cache import TokenCache
 from snapshotter.normalize import PayloadError, normalize_route, normalize_snapshot
+from snapshotter.reports import summary
 from snapshotter.routes import Route
-from snapshotter.store.models import DATA_TABLES
+from snapshotter.simulator import KiteSimulator, demo_accounts
+from snapshotter.store.models import COUNT_COLUMNS, DATA_TABLES, Snapshot
 
 DAY = date(2026, 11, 27)
 
@@ -38,6 +45,44 @@ def test_every_route_has_its_table_with_the_table_columns_and_key() -> None:
         assert list(frame.columns) == ["account", "snapshot_date", *route.columns, "extra"]
     assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLES
     assert {r.table: r.natural_key for r in routes.ROUTES} == normalize.NATURAL_KEYS
+
+
+def test_every_route_has_its_count_in_the_ledger() -> None:
+    """One ``{table}_count`` column per route, after ``error``, filled by the store and
+    read back by Snapshot.counts (the run's outcomes) and the session summary."""
+    columns = [c.name for c in Snapshot.__table__.columns]
+    assert [c for c in columns if c.endswith("_count")] == [
+        r.count_column for r in routes.ROUTES]
+    assert columns.index(routes.ROUTES[0].count_column) == columns.index("error") + 1
+    assert {r.table: f"{r.table}_count" for r in routes.ROUTES} == COUNT_COLUMNS
+    for route in routes.ROUTES:
+        assert not Snapshot.__table__.c[route.count_column].nullable
+    snap = Snapshot(**{r.count_column: i for i, r in enumerate(routes.ROUTES)})
+    assert snap.counts() == {r.table: i for i, r in enumerate(routes.ROUTES)}
+    assert list(summary.SUMMARY_COUNTS) == [r.count_column for r in routes.ROUTES
+                                            if r.summary_heading]
+
+
+def test_the_simulator_answers_every_route(tmp_path: Path) -> None:
+    """Every route of the table has the simulator's answer: fetched by the real client
+    over a web session, each normalizes into rows of its table (in some account)."""
+    accounts = demo_accounts(3, seed=7)
+    now = datetime(2026, 11, 27, 11, 0, 7, tzinfo=UTC)
+    rows = dict.fromkeys((r.table for r in routes.ROUTES), 0)
+    with KiteSimulator(accounts, clock=lambda: now) as sim:
+        kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, timeout=30,
+                          retries=0, backoff=0.01)
+        for acc in accounts:
+            account = AccountConfig(user_id=acc.user_id, password=Secret(acc.password),
+                                    totp_secret=Secret(acc.totp_secret))
+            kite_client = KiteClient(account, kite, TokenCache(tmp_path), clock=lambda: now)
+            payloads = kite_client.fetch_all()
+            assert set(payloads) == {r.name for r in routes.ROUTES}
+            normalized = normalize_snapshot(payloads, acc.user_id, DAY)
+            assert normalized.warnings == ()
+            for route in routes.ROUTES:
+                rows[route.table] += len(normalized.frames[route.table])
+    assert all(rows.values()), rows
 
 
 ORDERS = Route(

@@ -22,6 +22,7 @@ import pyotp
 import pytest
 import requests
 
+from snapshotter.routes import ROUTES
 from snapshotter.simulator import (
     FAULT_KINDS,
     KiteSimulator,
@@ -34,13 +35,9 @@ from tests.conftest import HANG_GUARD
 
 T0 = datetime(2025, 1, 17, 11, 0, 5, tzinfo=UTC)
 APP = SimApp("kitefront_key", "s3cret_app", redirect_url="http://127.0.0.1/cb?x=1")
-DATA_ROUTES = {
-    "/oms/portfolio/holdings": "holdings",
-    "/oms/portfolio/positions": "positions",
-    "/oms/user/margins": "margins",
-    "/oms/mf/holdings": "mf_holdings",
-}
-API_ROUTES = {path.removeprefix("/oms"): part for path, part in DATA_ROUTES.items()}
+# every route of the product's route table: web path -> the part of the portfolio
+DATA_ROUTES = {route.web_path: route.name for route in ROUTES}
+API_ROUTES = {route.connect_path: route.name for route in ROUTES}
 # every field of a holding in zerodha/kiteconnect-mocks holdings.json
 HOLDING_FIELDS = {
     "tradingsymbol",

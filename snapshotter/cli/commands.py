@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from snapshotter import redact
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from snapshotter.config import Config
+    from snapshotter.reports.query import Filters
     from snapshotter.store.benchmarks import StoredCloses
 
 log = logging.getLogger("snapshotter")
@@ -319,57 +321,58 @@ def cmd_login(args: argparse.Namespace) -> int:
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.FAILURE
 
 
+@dataclass(frozen=True)
+class Report:
+    """One `snapshotter report NAME`: its line of help, the options it takes (by dest,
+    as in REPORT_OPTIONS; every report takes --format and the global options) and the
+    function that prints it. The parser's choices come from REPORTS, and any other
+    option given is a usage error naming it and the report."""
+
+    name: str
+    help: str
+    options: frozenset[str]
+    run: Callable[[argparse.Namespace], int]
+
+
+# The options a report may take: dest -> how a user writes it.
+REPORT_OPTIONS = {"symbol": "SYMBOL", "account": "--account", "start": "--from",
+                  "end": "--to", "benchmark": "--benchmark", "fy": "--fy", "xirr": "--xirr"}
+_WINDOW = frozenset({"account", "start", "end"})
+
+
+def reports_taking(dest: str) -> str:
+    """The reports that take the option ``dest``, in words: ``report pnl and tax``."""
+    names = [r.name for r in REPORTS.values() if dest in r.options]
+    return "report " + (f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1
+                        else names[0])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from snapshotter.reports import summary
-    from snapshotter.reports import tables as reports
+    report = REPORTS[args.kind]
+    for dest, written in REPORT_OPTIONS.items():
+        if dest not in report.options and getattr(args, dest, None) not in (None, False):
+            if dest == "symbol":
+                raise UsageError(f"report {report.name} takes no SYMBOL ({args.symbol!r}): "
+                                 "a symbol is for `report history SYMBOL` and "
+                                 "`report holdings [SYMBOL]`")
+            raise UsageError(f"report {report.name} takes no {written}: {written} is for "
+                             f"{reports_taking(dest)}")
+    return report.run(args)
 
-    if args.kind == "tax":
-        return _report_tax(args)
-    if args.kind == "history" and not args.symbol:
-        raise UsageError("report history needs a SYMBOL, e.g. "
-                         "`snapshotter report history INFY`")
-    if args.benchmark and args.kind != "performance":
-        raise UsageError("--benchmark is for `snapshotter report performance`")
-    if args.symbol and args.kind not in ("history", "holdings"):
-        raise UsageError(f"report {args.kind} takes no SYMBOL ({args.symbol!r}): a symbol "
-                         "is for `report history SYMBOL` and `report holdings [SYMBOL]`")
+
+def _view_report(args: argparse.Namespace,
+                 build: Callable[[sa.Engine, Filters], pd.DataFrame]) -> pd.DataFrame:
+    """A report of the views over the window: the rows ``build`` reads, each account's
+    label beside it; no rows, said why when the question cannot have any. Returns the
+    rows shown."""
+    from snapshotter.reports.query import Filters
+    from snapshotter.reports.render import with_labels
+
     with _database(args, create=False) as (config, engine):
-        # `report performance --account ALL`: the all-accounts row alone
-        _known_accounts(config, engine, [a for a in args.account or ()
-                                         if not (args.kind == "performance"
-                                                 and a.strip().upper() == "ALL")])
-        filters = reports.Filters(tuple(a.strip().upper() for a in args.account or ()),
-                                  args.start, args.end)
-        labels = _labels(config)
-        if args.kind == "performance":
-            from snapshotter.reports import performance
-            from snapshotter.sessions import calendar_for
-
-            result = performance.performance(engine, calendar_for(config), filters,
-                                             args.benchmark)
-            result.frame = reports.with_labels(result.frame, labels)
-            print(performance.render(result, args.format))
-            if args.format != "table":  # stdout stays machine-readable
-                for note in [*result.notes, *performance.non_finite_notes(result)]:
-                    print(f"note: {note}", file=sys.stderr)
-                for warning in result.warnings:
-                    print(f"warning: {warning}", file=sys.stderr)
-            return ExitCode.OK
-        if args.kind == "history":
-            frame = reports.history(engine, args.symbol, filters)
-        else:
-            frame = {"summary": summary.report_summary, "holdings": reports.holdings,
-                     "pnl": reports.pnl}[args.kind](engine, filters)
-            if args.kind == "summary" and args.format == "table" and not frame.empty:
-                frame = frame[summary.SUMMARY_TABLE_COLUMNS]
-            if args.kind == "holdings" and args.symbol:
-                wanted = args.symbol.strip().upper()
-                chosen = frame["tradingsymbol"].str.upper() == wanted
-                frame = frame[chosen].reset_index(drop=True)
-            if args.kind == "holdings" and args.xirr:
-                from snapshotter.reports import console
-
-                frame = console.with_xirr(engine, frame)
+        _known_accounts(config, engine, args.account or ())
+        filters = Filters(tuple(a.strip().upper() for a in args.account or ()),
+                          args.start, args.end)
+        frame = build(engine, filters)
         why = None
         if frame.empty:
             from snapshotter.reports.empty import why_empty
@@ -378,12 +381,116 @@ def cmd_report(args: argparse.Namespace) -> int:
     if why and args.format == "table":
         print(f"(no rows: {why})")
     else:
-        _print_report(reports.with_labels(frame, labels), args.format)
+        _print_report(with_labels(frame, _labels(config)), args.format)
         if why:  # stdout stays machine-readable
             print(f"note: no rows: {why}", file=sys.stderr)
-        if args.kind == "summary" and args.format == "table" and not frame.empty:
-            print(f"note: {summary.SUMMARY_NOTE}")
+    return frame
+
+
+def _report_summary(args: argparse.Namespace) -> int:
+    from snapshotter.reports import summary
+
+    def build(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+        frame = summary.report_summary(engine, filters)
+        if args.format == "table" and not frame.empty:
+            frame = frame[summary.SUMMARY_TABLE_COLUMNS]
+        return frame
+
+    shown = _view_report(args, build)
+    if args.format == "table" and not shown.empty:
+        print(f"note: {summary.SUMMARY_NOTE}")
     return ExitCode.OK
+
+
+def _report_holdings(args: argparse.Namespace) -> int:
+    from snapshotter.reports import daily
+
+    def build(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+        frame = daily.holdings(engine, filters)
+        if args.symbol:
+            chosen = frame["tradingsymbol"].str.upper() == args.symbol.strip().upper()
+            frame = frame[chosen].reset_index(drop=True)
+        return daily.with_xirr(engine, frame) if args.xirr else frame
+
+    _view_report(args, build)
+    return ExitCode.OK
+
+
+def _report_pnl(args: argparse.Namespace) -> int:
+    from snapshotter.reports import daily
+
+    _view_report(args, daily.pnl)
+    return ExitCode.OK
+
+
+def _report_history(args: argparse.Namespace) -> int:
+    from snapshotter.reports import daily
+
+    if not args.symbol:
+        raise UsageError("report history needs a SYMBOL, e.g. "
+                         "`snapshotter report history INFY`")
+    _view_report(args, lambda engine, filters: daily.history(engine, args.symbol, filters))
+    return ExitCode.OK
+
+
+def _report_performance(args: argparse.Namespace) -> int:
+    from snapshotter.reports import performance
+    from snapshotter.reports.query import Filters
+    from snapshotter.reports.render import with_labels
+    from snapshotter.sessions import calendar_for
+
+    with _database(args, create=False) as (config, engine):
+        # `--account ALL`: the all-accounts row alone
+        _known_accounts(config, engine, [a for a in args.account or ()
+                                         if a.strip().upper() != "ALL"])
+        filters = Filters(tuple(a.strip().upper() for a in args.account or ()),
+                          args.start, args.end)
+        result = performance.performance(engine, calendar_for(config), filters,
+                                         args.benchmark)
+        result.frame = with_labels(result.frame, _labels(config))
+    print(performance.render(result, args.format))
+    if args.format != "table":  # stdout stays machine-readable
+        for note in [*result.notes, *performance.non_finite_notes(result)]:
+            print(f"note: {note}", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _report_tax(args: argparse.Namespace) -> int:
+    from snapshotter.reports import tax
+    from snapshotter.reports.render import with_labels
+
+    if not args.fy:
+        raise UsageError("report tax needs --fy, e.g. `snapshotter report tax --fy 2025-26`")
+    with _database(args, create=False) as (config, engine):
+        _known_accounts(config, engine, args.account or ())
+        frame = tax.tax(engine, args.fy, tuple(a.strip().upper() for a in args.account or ()))
+        frame = with_labels(frame, _labels(config))
+    note = tax.tax_note(args.fy)
+    if args.format == "table":
+        print(f"{note}\n")
+        _print_report(frame, args.format)
+    else:  # stdout stays machine-readable
+        _print_report(frame, args.format)
+        print(f"note: {note}", file=sys.stderr)
+    return ExitCode.OK
+
+
+REPORTS = {report.name: report for report in (
+    Report("summary", "each account, and ALL, over the window: value, P&L, return",
+           _WINDOW, _report_summary),
+    Report("holdings", "each account's holdings on the last session in the window",
+           _WINDOW | {"symbol", "xirr"}, _report_holdings),
+    Report("pnl", "each account's daily value, cash flow and market P&L", _WINDOW,
+           _report_pnl),
+    Report("history", "one symbol's holding, session by session", _WINDOW | {"symbol"},
+           _report_history),
+    Report("performance", "returns (NAV, TWR, XIRR, CAGR), drawdown, volatility",
+           _WINDOW | {"benchmark"}, _report_performance),
+    Report("tax", "realised P&L and dividends of a financial year (an estimate)",
+           frozenset({"account", "fy"}), _report_tax),
+)}
 
 
 def _labels(config: Config) -> dict[str, str]:
@@ -394,10 +501,10 @@ def _labels(config: Config) -> dict[str, str]:
 def _print_report(frame: pd.DataFrame, fmt: str) -> None:
     """A report's rows, and a note (on stderr) for each figure left empty because it is
     not a finite number."""
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports.render import non_finite, render
 
-    print(reports.render(frame, fmt))
-    for note in reports.non_finite(frame)[1]:
+    print(render(frame, fmt))
+    for note in non_finite(frame)[1]:
         print(f"note: {note}", file=sys.stderr)
 
 
@@ -434,27 +541,6 @@ def cmd_benchmark_fetch(args: argparse.Namespace) -> int:
               "(no session in that range)")
     else:
         print(_closes_line(fetched.stored, "fetched", by))
-    return ExitCode.OK
-
-
-def _report_tax(args: argparse.Namespace) -> int:
-    from snapshotter.reports import console
-    from snapshotter.reports import tables as reports
-
-    if not args.fy:
-        raise UsageError("report tax needs --fy, e.g. `snapshotter report tax --fy 2025-26`")
-    with _database(args, create=False) as (config, engine):
-        _known_accounts(config, engine, args.account or ())
-        frame = console.tax(engine, args.fy, tuple(a.strip().upper()
-                                                   for a in args.account or ()))
-        frame = reports.with_labels(frame, _labels(config))
-    note = console.tax_note(args.fy)
-    if args.format == "table":
-        print(f"{note}\n")
-        _print_report(frame, args.format)
-    else:  # stdout stays machine-readable
-        _print_report(frame, args.format)
-        print(f"note: {note}", file=sys.stderr)
     return ExitCode.OK
 
 
@@ -512,11 +598,11 @@ def cmd_household_rejoin(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from snapshotter.reports import tables as reports
+    from snapshotter.reports import export
 
     with _database(args, create=False) as (config, engine):
-        out = reports.output_dir(args.out)
-        written = reports.export(engine, out, args.format, _labels(config))
+        out = export.output_dir(args.out)
+        written = export.export(engine, out, args.format, _labels(config))
     print(f"wrote {len(written)} files to {out.resolve()}")
     return ExitCode.OK
 

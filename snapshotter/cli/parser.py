@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "drawdown, volatility and sessions missing over the window "
                   "(`--account ALL`: only the all-accounts row). `tax`: realised P&L "
                   "of a financial year from imported trades (an estimate).")
-    rp.add_argument("kind", choices=["summary", "holdings", "pnl", "history", "performance",
-                                     "tax"])
+    rp.add_argument("kind", choices=list(commands.REPORTS),
+                    help="; ".join(f"{r.name}: {r.help}" for r in commands.REPORTS.values()))
     rp.add_argument("symbol", nargs="?",
                     help="tradingsymbol: report history's, or only it in report holdings")
     _account_option(rp)
@@ -203,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD")
     rp.add_argument("--format", choices=["table", "csv", "json"], default="table")
     rp.add_argument("--benchmark", metavar="NAME",
-                    help="report performance: compare with this index's closes "
-                    "(benchmark_daily)")
+                    help=f"{commands.reports_taking('benchmark')}: compare with this "
+                    "index's closes (benchmark_daily)")
 
     bm = _subcommand(sub, "benchmark", "daily closes of an index (NIFTY 50...) to compare "
                      "returns with: import a CSV or fetch from Kite",
@@ -234,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD",
                     help="last date (default: today)")
     rp.add_argument("--fy", type=_financial_year, metavar="YYYY-YY",
-                    help="report tax: the financial year, e.g. 2025-26")
+                    help=f"{commands.reports_taking('fy')}: the financial year, e.g. 2025-26")
     rp.add_argument("--xirr", action="store_true",
-                    help="report holdings: each holding's XIRR from its open FIFO lots "
-                    "(needs `snapshotter import tradebook`)")
+                    help=f"{commands.reports_taking('xirr')}: each holding's XIRR from its "
+                    "open FIFO lots (needs `snapshotter import tradebook`)")
 
     hh = _subcommand(sub, "household", "which accounts the all-accounts (ALL) figures count",
                      "An account counts in the all-accounts figures (portfolio_daily_all, "

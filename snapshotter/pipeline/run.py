@@ -113,7 +113,7 @@ def run_snapshot(
             done = existing.get(acc.user_id)
             if done is not None and not force and (done.final or (catch_up and not closed)):
                 report(AccountOutcome(acc.user_id, SKIPPED, session.day, final=done.final,
-                                      counts=_counts(done)))
+                                      counts=done.counts()))
             else:
                 todo.append(acc)
         todo = _without_rejected_credentials(engine, todo, session, report)
@@ -146,11 +146,6 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
         else:
             keep.append(acc)
     return keep
-
-
-def _counts(snap: Snapshot) -> dict[str, int]:
-    return {"holdings": snap.holdings_count, "positions": snap.positions_count,
-            "funds": snap.funds_count, "mf_holdings": snap.mf_holdings_count}
 
 
 RUN_DEADLINE = "run deadline"

@@ -7,7 +7,7 @@ import difflib
 
 import sqlalchemy as sa
 
-from snapshotter.reports.tables import Filters
+from snapshotter.reports.query import Filters
 
 
 def why_empty(engine: sa.Engine, filters: Filters, symbol: str | None) -> str | None:

@@ -48,7 +48,8 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.errors import UsageError
-from snapshotter.reports.tables import Filters, non_finite, rounded, safe_for_spreadsheets
+from snapshotter.reports.query import Filters
+from snapshotter.reports.render import non_finite, rounded, safe_for_spreadsheets
 from snapshotter.sessions import TradingCalendar
 
 ALL = "ALL"

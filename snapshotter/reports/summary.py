@@ -11,12 +11,16 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.reports.performance import ALL, nav_figures
-from snapshotter.reports.tables import Filters, _query, _where
+from snapshotter.reports.query import Filters, filter_sql, read_frame
+from snapshotter.routes import ROUTES
 
+# The routes whose row counts a session's summary shows, and their headings.
+SUMMARY_COUNTS = {route.count_column: route.summary_heading for route in ROUTES
+                  if route.summary_heading}
 # The figures come from the portfolio_daily view: its formulas are the only ones.
-SUMMARY_SQL = sa.text("""
+SUMMARY_SQL = sa.text(f"""
 SELECT p.account, p.snapshot_date, p.final,
-       s.holdings_count, s.positions_count, s.mf_holdings_count,
+       {", ".join(f"s.{column}" for column in SUMMARY_COUNTS)},
        p.holdings_value, p.holdings_day_pnl AS day_pnl, p.mf_value, p.cash
 FROM portfolio_daily p
 JOIN snapshots s ON s.id = p.snapshot_id
@@ -33,16 +37,15 @@ def summary_table(engine: sa.Engine, day: date) -> str:
     with engine.connect() as conn:
         rows = conn.execute(SUMMARY_SQL, {"day": day}).mappings().all()
     table = [
-        [r["account"], r["snapshot_date"], "yes" if r["final"] else "no", r["holdings_count"],
-         r["positions_count"], r["mf_holdings_count"], _money(r["holdings_value"]),
+        [r["account"], r["snapshot_date"], "yes" if r["final"] else "no",
+         *(r[column] for column in SUMMARY_COUNTS), _money(r["holdings_value"]),
          _money(r["day_pnl"]), _money(r["mf_value"]), _money(r["cash"])]
         for r in rows
     ]
-    headers = ["account", "session", "final", "holdings", "positions", "mf",
+    headers = ["account", "session", "final", *SUMMARY_COUNTS.values(),
                "holdings value", "day P&L", "mf value", "cash"]
     return tabulate(table, headers=headers, disable_numparse=True,
-                    colalign=("left", "left", "left", "right", "right", "right", "right",
-                              "right", "right", "right"))
+                    colalign=("left", "left", "left", *("right",) * (len(headers) - 3)))
 
 
 def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.DataFrame:
@@ -53,8 +56,8 @@ def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.Data
     ``max_drawdown_pct`` are `report performance`'s ``nav_return`` and ``max_drawdown``
     over the same window, in percent."""
     filters = filters or Filters()
-    where, params = _where(filters, alias="p")
-    inner, _ = _where(filters, alias="q")
+    where, params = filter_sql(filters, alias="p")
+    inner, _ = filter_sql(filters, alias="q")
     sql = f"""
         SELECT p.account,
                MIN(p.snapshot_date) AS first_session,
@@ -70,18 +73,18 @@ def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.Data
           ON first.account = p.account
         WHERE {where}
         GROUP BY p.account ORDER BY p.account"""
-    periods = _query(engine, sql, params)
+    periods = read_frame(engine, sql, params)
     if periods.empty:
         return periods
     figures = nav_figures(engine, filters)
     rows = []
     for period in periods.to_dict("records"):
-        last = _query(engine, """
+        last = read_frame(engine, """
             SELECT total_value, holdings_value, mf_value, cash, positions_m2m,
                    holdings_unrealised_pnl, holdings_day_pnl
             FROM portfolio_daily WHERE account = :account AND snapshot_date = :day""",
                       {"account": period["account"], "day": period["last_session"]})
-        warned = _query(engine, """SELECT warnings FROM snapshots WHERE account = :account
+        warned = read_frame(engine, """SELECT warnings FROM snapshots WHERE account = :account
                                    AND snapshot_date = :day AND status = 'ok'""",
                         {"account": period["account"], "day": period["last_session"]})
         values = last.iloc[0].to_dict()
@@ -116,14 +119,14 @@ def _household_row(engine: sa.Engine, filters: Filters, figures: pd.DataFrame,
                    ) -> dict[str, Any]:
     """The ``ALL`` row of `report summary`, from ``portfolio_daily_all`` and the
     household's NAV figures."""
-    where, params = _where(Filters(start=filters.start, end=filters.end))
+    where, params = filter_sql(Filters(start=filters.start, end=filters.end))
     household = figures.loc[ALL]
-    last = _query(engine, f"""
+    last = read_frame(engine, f"""
         SELECT snapshot_date, total_value, holdings_value, mf_value, cash, positions_m2m,
                holdings_unrealised_pnl, holdings_day_pnl
         FROM portfolio_daily_all WHERE {where} ORDER BY snapshot_date DESC LIMIT 1""",
                   params).iloc[0].to_dict()
-    sessions = _query(engine, f"SELECT COUNT(*) AS n FROM portfolio_daily_all WHERE {where}",
+    sessions = read_frame(engine, f"SELECT COUNT(*) AS n FROM portfolio_daily_all WHERE {where}",
                       params).iloc[0]["n"]
     return {"account": ALL, "first_session": household["from"].date().isoformat(),
             "last_session": household["to"].date().isoformat(), "sessions": int(sessions),

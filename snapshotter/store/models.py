@@ -60,6 +60,11 @@ SNAPSHOT_SUPERSEDED = "superseded"
 WARNING_CONFIRM_AFTER = timedelta(minutes=30)
 
 
+# The ledger's ``{table}_count`` columns, one per route: how many rows a complete
+# snapshot stored in each data table (data table -> column).
+COUNT_COLUMNS: dict[str, str] = {route.table: route.count_column for route in ROUTES}
+
+
 class Snapshot(Base):
     """The ledger: one row per attempt to snapshot one account for one session."""
 
@@ -72,10 +77,10 @@ class Snapshot(Base):
     status: Mapped[str] = mapped_column(sa.Text)
     final: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     error: Mapped[str | None] = mapped_column(sa.Text)
-    holdings_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    positions_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    funds_count: Mapped[int] = mapped_column(sa.Integer, default=0)
-    mf_holdings_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # COUNT_COLUMNS, here in the table's column order (at class scope, locals() is the
+    # namespace the class is built from).
+    locals().update({column: mapped_column(sa.Integer, nullable=False, default=0)
+                     for column in COUNT_COLUMNS.values()})
     duration_ms: Mapped[int | None] = mapped_column(sa.Integer)
     source: Mapped[str] = mapped_column(sa.Text, default="kite")
     # Set when Kite rejected the credentials: a digest of them (user id, password, TOTP
@@ -94,6 +99,10 @@ class Snapshot(Base):
                  postgresql_where=sa.text("status = 'ok'")),
         sa.Index("ix_snapshots_account_date", "account", "snapshot_date"),
     )
+
+    def counts(self) -> dict[str, int]:
+        """The rows it stored per data table (its ``{table}_count`` columns)."""
+        return {table: getattr(self, column) for table, column in COUNT_COLUMNS.items()}
 
 
 class RawPayload(Base):

@@ -21,6 +21,7 @@ from snapshotter.rows import frame_records
 from snapshotter.store import views
 from snapshotter.store.engine import is_connection_error
 from snapshotter.store.models import (
+    COUNT_COLUMNS,
     DATA_TABLES,
     SNAPSHOT_FAILED,
     SNAPSHOT_OK,
@@ -176,8 +177,8 @@ def _insert_frames(session: Session, account: str, snapshot_id: int,
 
 
 def _set_counts(snap: Snapshot, counts: Mapping[str, int]) -> None:
-    for table in DATA_TABLES:  # the ledger's {table}_count columns
-        setattr(snap, f"{table}_count", counts.get(table, 0))
+    for table, column in COUNT_COLUMNS.items():
+        setattr(snap, column, counts.get(table, 0))
 
 
 def compress(payload: Any) -> bytes:
@@ -196,7 +197,7 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
     the account's previous complete snapshot of an earlier session."""
     previous = session.execute(
         sa.select(Snapshot.id, Snapshot.snapshot_date,
-                  *(getattr(Snapshot, f"{name}_count") for name in SHRINK_CHECKED))
+                  *(getattr(Snapshot, COUNT_COLUMNS[name]) for name in SHRINK_CHECKED))
         .where(Snapshot.account == account, Snapshot.snapshot_date < snapshot_date,
                Snapshot.status == SNAPSHOT_OK)
         .order_by(Snapshot.snapshot_date.desc()).limit(1)).first()
@@ -205,7 +206,7 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
     warnings = []
     for name in SHRINK_CHECKED:
         table = DATA_TABLES[name]
-        before = getattr(previous, f"{name}_count")
+        before = getattr(previous, COUNT_COLUMNS[name])
         frame = frames.get(name)
         count = 0 if frame is None else len(frame)
         if not before or count * 2 >= before:
@@ -335,7 +336,7 @@ def store_snapshot(
                 "account": account, "snapshot_date": snapshot_date, "taken_at": taken_at,
                 "status": SNAPSHOT_OK, "final": final, "duration_ms": duration_ms,
                 "source": "kite", "warnings": "\n".join(found) or None,
-                **{f"{name}_count": count for name, count in counts.items()}})
+                **{COUNT_COLUMNS[name]: count for name, count in counts.items()}})
         key = cast(sa.CursorResult[Any], inserted).inserted_primary_key
         assert key is not None
         snapshot_id = int(key[0])
