@@ -8,7 +8,7 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     """The exit codes of every command: the one table (`snapshotter --help` prints it,
-    README "Exit codes" repeats it; tests/test_cli_conventions.py keeps them equal)."""
+    docs/operations.md "Exit codes" repeats it; tests/test_cli_conventions.py keeps them equal)."""
 
     meaning: str
 

@@ -560,7 +560,7 @@ def _places(text: str) -> int:
 
 
 def test_report_performance_csv_and_json_are_rounded(cfg: Path) -> None:
-    """As the other reports (README: Reports, exports and the chart): money to 6 decimals,
+    """As the other reports (docs/returns.md: Reports, exports and the chart): money to 6 decimals,
     ratios to 10, no float noise, and the CSV ends with its last row (was
     0.17236413652190373 and a blank line)."""
     args = ["--config", str(cfg), "report", "performance", "--benchmark", "NIFTY50"]

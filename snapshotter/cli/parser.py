@@ -1,8 +1,8 @@
 """The command line's options: one subcommand per function of ``commands``.
 
-Conventions (README: Command line): the global options work before and after the
-command; a mistyped command, choice or option gets the closest one suggested and that
-command's usage; every exit code is one of ``ExitCode``.
+Conventions (docs/configuration.md: Command line conventions): the global options work
+before and after the command; a mistyped command, choice or option gets the closest one
+suggested and that command's usage; every exit code is one of ``ExitCode``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def _exit_codes() -> str:
-    lines = ["exit codes (README: Exit codes):"]
+    lines = ["exit codes (docs/operations.md: Exit codes):"]
     for code in ExitCode:
         lines += textwrap.wrap(code.meaning, width=76, initial_indent=f"  {code.value:<5}",
                                subsequent_indent=" " * 7)
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = _command(sub, "report", commands.cmd_report,
                   "summary, holdings, P&L, one symbol's history, returns or tax",
-                  "Reports from the SQL views (see README: Views). `performance`: per "
+                  "Reports from the SQL views (see docs/schema.md: Views). `performance`: per "
                   "account and for ALL accounts, the NAV return, TWR, XIRR, CAGR, "
                   "drawdown, volatility and sessions missing over the window "
                   "(`--account ALL`: only the all-accounts row). `tax`: realised P&L "
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "An account counts in the all-accounts figures (portfolio_daily_all, "
                      "nav_daily_all, report performance's ALL, chart) from its first "
                      "complete snapshot, at its last value on a session it missed, until "
-                     "it leaves: then its last value leaves as a withdrawal (README: "
+                     "it leaves: then its last value leaves as a withdrawal (docs/schema.md: "
                      "Accounts joining, missing a session, leaving).")
     hhsub = hh.add_subparsers(dest="household_command", metavar="ACTION", required=True)
     hl = _command(hhsub, "leave", commands.cmd_household_leave,
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "CSV or XLSX; ledger: the funds statement CSV; dividends: the equity "
                    "dividends XLSX; actions: your own CSV of splits and bonuses; forget: "
                    "removes what imported files added (FILE: the file, matched by its "
-                   "bytes, or the name it was imported under) (README: Console imports).")
+                   "bytes, or the name it was imported under) (docs/console-imports.md).")
     imp.add_argument("kind", choices=["tradebook", "ledger", "dividends", "actions",
                                       "forget"])
     imp.add_argument("files", nargs="+", metavar="FILE")

@@ -90,7 +90,7 @@ class NotifyConfig:
 
 @dataclass(frozen=True)
 class ImportConfig:
-    """``import:``: the bounds of `snapshotter import` (README "Console imports")."""
+    """``import:``: the bounds of `snapshotter import` (docs/console-imports.md)."""
 
     max_file_mb: float = 64.0  # largest file read; also the most XML a workbook unpacks
 

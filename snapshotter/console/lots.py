@@ -1,4 +1,4 @@
-"""FIFO lots from one account's trades and corporate actions (README "FIFO lots").
+"""FIFO lots from one account's trades and corporate actions (docs/console-imports.md "FIFO lots").
 
 Equity delivery (segment ``EQ``) only: F&O, currency and commodity trades are stored
 but are not capital gains. Per instrument (the ISIN, or the symbol when the ISIN is

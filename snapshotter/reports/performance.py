@@ -4,7 +4,7 @@ CAGR, drawdown, volatility, sessions missing, and a benchmark index beside them.
 
 The window of an account runs from its first complete snapshot on or after ``--from``
 (default: its first) to its last on or before ``--to``; ``ALL`` is the same over
-``nav_daily_all``. Formulas (README, "report performance"):
+``nav_daily_all``. Formulas (docs/returns.md, "Returns: report performance"):
 
 - ``net_flows`` = sum of cash_flow on the snapshot dates after ``from`` (the flow of
   ``from`` itself is inside start_value); ``market_pnl`` = end_value - start_value -

@@ -1,4 +1,4 @@
-"""The database schema: the product's public SQL interface (documented in README.md).
+"""The database schema: the product's public SQL interface (documented in docs/schema.md).
 
 The ledger, raw payloads and per-snapshot totals are typed ORM models; the data tables
 are built from the route table (``snapshotter.routes``), which normalize reads too, so
@@ -253,7 +253,7 @@ class HouseholdLeave(Base):
     left_on: Mapped[date] = mapped_column(sa.Date)
 
 
-# --- Console imports (``snapshotter import``; README "Console imports") ----------------
+# --- Console imports (``snapshotter import``; docs/console-imports.md) ----------------
 
 LEDGER_KINDS = ("deposit", "withdrawal", "settlement", "charge", "other")
 LOT_TERMS = ("intraday", "short", "long")
@@ -399,7 +399,7 @@ class CorporateActionEntry(FromConsoleFile, Base):
 class RealisedLot(Base):
     """FIFO lots: each piece of a sale matched with the buy it closed. Derived data,
     rebuilt per account from ``trades`` and the corporate actions by every import and
-    by ``run`` (README "FIFO lots")."""
+    by ``run`` (docs/console-imports.md "FIFO lots")."""
 
     __tablename__ = "realised_lots"
 
@@ -454,7 +454,7 @@ class LotInstrument(Base):
     applied; '' for none) and how many lots they gave. ``stale``: its trades changed
     (an import, ``import forget``) and its lots are not rebuilt yet. A rebuild takes the
     stale instruments and those whose actions are no longer ``actions``; the others'
-    lots stay as they are (README "FIFO lots")."""
+    lots stay as they are (docs/console-imports.md "FIFO lots")."""
 
     __tablename__ = "lot_instruments"
 

@@ -1,7 +1,7 @@
 """SQL views over the snapshot tables, and the SQL that fills the derived tables.
 
-The views are part of the public SQL interface (README.md, "Views", says what each
-answers). Their SQL is application code, one file per object under ``sql/``:
+The views are part of the public SQL interface (docs/schema.md, "Views", says what
+each answers). Their SQL is application code, one file per object under ``sql/``:
 ``sql/views/NAME.sql`` (a CREATE VIEW) and ``sql/fills/TABLE.sql`` (the INSERT ... SELECT
 that fills a derived table; ``store`` runs it). After every migration (``migrations/env.py``)
 the views are dropped and recreated from these files in ``VIEWS`` order, and a derived
