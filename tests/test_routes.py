@@ -36,7 +36,7 @@ def test_every_route_has_its_table_with_the_table_columns_and_key() -> None:
                                                     *route.natural_key]
         frame = normalize_route(route, None, "AB1234", DAY)
         assert list(frame.columns) == ["account", "snapshot_date", *route.columns, "extra"]
-    assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLES
+    assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLE_BY_PAYLOAD
     assert {r.table: r.natural_key for r in routes.ROUTES} == normalize.NATURAL_KEYS
 
 

@@ -1,5 +1,5 @@
 """Whole columns at once: one table's raw values (a 2-D block, a row per record) -> typed
-pandas arrays; and a frame -> plain Python rows for the database.
+pandas arrays; and a table's columns (or a frame) -> plain Python rows for the database.
 
 Each kind takes the values JSON gives it as they are (ints for ``int``, ints and finite
 floats for ``float``, Kite's ``YYYY-MM-DD HH:MM:SS`` for ``datetime``...) with numpy and
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -28,8 +28,6 @@ from snapshotter.normalize.values import (
 
 DATETIME_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # one unit whatever the values
 STRING_DTYPE = pd.StringDtype("python")
-_STRINGS = STRING_DTYPE.construct_array_type()
-_DATETIMES = DATETIME_DTYPE.construct_array_type()
 # Each value's type, as a code: the kinds take values of these types as they are.
 _NONE, _STR, _INT, _FLOAT, _BOOL, _OTHER = range(6)
 _CODES = {type(None): _NONE, str: _STR, int: _INT, float: _FLOAT, bool: _BOOL}
@@ -124,7 +122,7 @@ _TAKE = {"int": _ints, "float": _floats, "bool": _bools, "str": _texts,
 def string_array(texts: np.ndarray) -> Any:
     """Text (None for NULL) as a ``string`` column (Python storage: what the database
     takes back out of it costs a tenth of pyarrow's)."""
-    return _STRINGS._from_sequence(texts, dtype=STRING_DTYPE)
+    return pd.arrays.StringArray(texts, dtype=STRING_DTYPE)  # None -> NA, in ``texts``
 
 
 def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
@@ -138,7 +136,7 @@ def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
     if kind == "str":
         return string_array(data)
     if kind == "datetime":
-        return _DATETIMES._from_sequence(data, dtype=DATETIME_DTYPE)
+        return pd.array(data, dtype=DATETIME_DTYPE)  # naive values are UTC
     return data  # date: Python dates (or None) in an object column
 
 
@@ -199,13 +197,33 @@ def plain_column(array: Any) -> np.ndarray:
     return np.asarray(array.to_numpy(dtype=object, na_value=None))
 
 
-def column_arrays(frame: pd.DataFrame) -> list[Any]:
-    """The frame's columns as arrays, without a Series per column (``DataFrame.items``
-    builds one, which costs more than the column's values) where pandas has its walk."""
-    walk = getattr(frame, "_iter_column_arrays", None)
-    if walk is None:
-        return [column.array for _, column in frame.items()]
-    return list(walk())
+@dataclass(frozen=True)
+class TableColumns:
+    """One table's rows, column by column: the names and a typed pandas (or numpy) array
+    each, all of one length. What normalize gives the store: building a DataFrame of
+    them, and taking its columns back out, would cost more than the rest of normalize."""
+
+    names: tuple[str, ...]
+    arrays: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, columns: Mapping[str, Any]) -> TableColumns:
+        return cls(tuple(columns), tuple(columns.values()))
+
+    def __len__(self) -> int:
+        return len(self.arrays[0]) if self.arrays else 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(dict(zip(self.names, self.arrays, strict=True)), copy=False)
+
+
+# What the store takes for a table: normalize's columns, or a DataFrame of the same columns.
+TableRows: TypeAlias = pd.DataFrame | TableColumns
+
+
+def _frame_column(column: pd.Series) -> Any:
+    array = column.array
+    return array.to_numpy() if isinstance(array, pd.arrays.NumpyExtensionArray) else array
 
 
 def records(names: Sequence[Any], arrays: Sequence[Any],
@@ -221,13 +239,16 @@ def records(names: Sequence[Any], arrays: Sequence[Any],
     return [dict(zip(names, row)) for row in zip(*columns)]  # noqa: B905 (repeat is endless)
 
 
-def frame_records(frame: pd.DataFrame,
+def frame_records(frame: TableRows,
                   constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars),
-    each with ``constants`` added."""
+    """A table's columns or a DataFrame -> plain Python rows (NA -> None, numpy scalars
+    -> Python scalars), each with ``constants`` added."""
+    if isinstance(frame, TableColumns):
+        return records(frame.names, frame.arrays, constants)
     if frame.empty:
         return []
-    return records(frame.columns.tolist(), column_arrays(frame), constants)
+    return records(frame.columns.tolist(), [_frame_column(c) for _, c in frame.items()],
+                   constants)
 
 
 def plain_row(columns: Mapping[str, Any], index: int, names: Sequence[str]) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
         duration = int((time.perf_counter() - t0) * 1000)
         stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
                                       taken_at=taken_at, final=final, payloads=payloads,
-                                      frames=normalized.frames, duration_ms=duration,
+                                      frames=normalized.tables, duration_ms=duration,
                                       warnings=normalized.warnings)
         return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
                               logins=logins, warnings=stored.warnings)
@@ -164,7 +164,7 @@ def store_spooled(config: Config, engine: sa.Engine) -> int:
             store.store_snapshot(engine, account=item.account,
                                  snapshot_date=item.snapshot_date, taken_at=item.taken_at,
                                  final=item.final, payloads=item.payloads,
-                                 frames=normalized.frames, duration_ms=item.duration_ms,
+                                 frames=normalized.tables, duration_ms=item.duration_ms,
                                  warnings=normalized.warnings)
         except (PayloadError, store.StoreError) as exc:
             log.error("spool: %s", redact.redact(f"account {item.account}: {exc}"))
