@@ -813,8 +813,8 @@ def test_wrong_shapes_raise(normalizer: Normalizer, raw: Any, message: str) -> N
 
 
 def test_normalize_all_maps_payload_names_to_tables() -> None:
-    assert TABLE_BY_PAYLOAD == {"holdings": "holdings", "positions": "positions", "margins": "funds",
-                      "mf_holdings": "mf_holdings"}
+    assert TABLE_BY_PAYLOAD == {"holdings": "holdings", "positions": "positions",
+                                "margins": "funds", "mf_holdings": "mf_holdings"}
     payloads = {"holdings": MOCK_HOLDINGS, "positions": MOCK_POSITIONS,
                 "margins": MOCK_MARGINS, "mf_holdings": MOCK_MF_HOLDINGS,
                 "profile": {"user_id": "AB1234"}}  # not a table: ignored
