@@ -34,7 +34,7 @@ import requests
 from snapshotter import redact
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import KiteProtocolError, LoginRejected, TransientKiteError
-from snapshotter.kite.http import app_limiter
+from snapshotter.kite.http import Answer, app_limiter
 from snapshotter.kite.token_cache import CachedSession, TokenCache, rejection_advice
 
 log = logging.getLogger(__name__)
@@ -497,7 +497,7 @@ def _redirect_param(client: LoginClient, path: str, query: dict[str, str], name:
     label = path.lstrip("/")
     resp = client.request("GET", f"{client.kite.base_url}{path}?" + urlencode(
         {"v": KITE_VERSION, **query}), label, login=True, read_redirect=True)
-    location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
+    location = resp.headers.get("Location", "") if isinstance(resp, Answer) else ""
     value = parse_qs(urlparse(location).query).get(name, [""])[0]
     if not value:
         raise KiteProtocolError(f"{label} gave no {name}", account=client.account.user_id)

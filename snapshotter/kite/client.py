@@ -15,8 +15,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
-import requests
-
 from snapshotter import redact
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig
@@ -119,7 +117,7 @@ class KiteClient:
         raise AssertionError("unreachable")
 
     def _exchange(self, method: str, url: str, label: str, *, read_redirect: bool,
-                  **kwargs: Any) -> requests.Response:
+                  **kwargs: Any) -> kite_http.Answer:
         """One answer, never from another origin: a POST is never redirected (a resent
         password or TOTP code can lock the account); a GET follows redirects only
         within kite.base_url / kite.api_root."""
@@ -154,7 +152,7 @@ class KiteClient:
         raise KiteProtocolError(f"{label}: more than {MAX_REDIRECTS} redirects; not "
                                 "following them", account=user)
 
-    def _clock_offset(self, resp: requests.Response) -> float | None:
+    def _clock_offset(self, resp: kite_http.Answer) -> float | None:
         """This clock minus the time in the answer's ``Date`` header (whole seconds, so
         the offset is known to about a second)."""
         try:

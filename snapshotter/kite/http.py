@@ -12,11 +12,13 @@ chunks, and refused past a size limit. Nothing is retried or redirected at this 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -191,12 +193,38 @@ def new_session() -> requests.Session:
     return session
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole: what the client and the envelope parser look at."""
+
+    status_code: int
+    headers: Mapping[str, str]  # requests' case-insensitive dict
+    content: bytes
+
+    @property
+    def encoding(self) -> str | None:
+        """The charset the headers declare (requests' rules: JSON is UTF-8)."""
+        return requests.utils.get_encoding_from_headers(self.headers)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.encoding or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; a ValueError when it is not."""
+        encoding = self.encoding or requests.utils.guess_json_utf(self.content) or "utf-8"
+        try:
+            return json.loads(self.content.decode(encoding))
+        except LookupError as exc:  # a charset Python does not know
+            raise ValueError(f"unknown charset {encoding!r}") from exc
+
+
 def send(session: requests.Session, method: str, url: str, *, timeout: float,
          max_bytes: int, label: str, account: str, cancel: Cancel | None = None,
-         **kwargs: Any) -> requests.Response:
+         **kwargs: Any) -> Answer:
     """One request, never redirected, answered whole within ``timeout`` seconds.
 
-    Returns the response with its body read (``resp.content``). Raises ``Cancelled``,
+    Returns the answer with its body read. Raises ``Cancelled``,
     ``TransientKiteError`` (deadline, connection trouble) or ``KiteProtocolError``
     (body over ``max_bytes``, a request requests refuses).
     """
@@ -206,6 +234,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
     handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
     _register(watch)
     resp: requests.Response | None = None
+    body = b""
     failure: BaseException | None = None
     try:
         if cancel is not None:
@@ -216,7 +245,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
                                    allow_redirects=False, stream=True, **kwargs)
         finally:
             _current.watch = None
-        _read_body(resp, max_bytes, label, account)
+        body = _read_body(resp, max_bytes, label, account)
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         failure = exc
     except BaseException:
@@ -226,7 +255,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
     _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
     if failure is not None or watch.reason is not None or resp is None:
         raise _failure(watch, failure, timeout, label, account, cancel)
-    return resp
+    return Answer(resp.status_code, resp.headers, body)
 
 
 def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Response | None,
@@ -243,7 +272,7 @@ def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Respon
             resp.close()
 
 
-def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> None:
+def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> bytes:
     too_large = KiteProtocolError(
         f"{label}: answer larger than {max_bytes / 2**20:g} MB (kite.max_response_mb); "
         "not read", account=account)
@@ -256,7 +285,7 @@ def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str
         body += chunk
         if len(body) > max_bytes:
             raise too_large
-    resp._content = bytes(body)
+    return bytes(body)
 
 
 def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str,
@@ -301,7 +330,7 @@ _LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
 RATE_LIMITED = "Too many requests"  # Kite's words, in either form of its rate-limit answer
 
 
-def _says_too_many_requests(resp: requests.Response) -> bool:
+def _says_too_many_requests(resp: Answer) -> bool:
     return resp.text.strip().rstrip(".").lower() == RATE_LIMITED.lower()
 
 
@@ -311,7 +340,7 @@ def is_rate_limited(error: KiteError) -> bool:
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
-def parse_envelope(resp: requests.Response, account: str, *, login: bool = False) -> Any:
+def parse_envelope(resp: Answer, account: str, *, login: bool = False) -> Any:
     """Kite's ``{"status": ..., "data"|"message"|"error_type"}`` -> data, or a typed error."""
     status = resp.status_code
     try:
