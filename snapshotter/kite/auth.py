@@ -489,6 +489,7 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
     token = client.http.cookies.get("enctoken")
     if not token:
         raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)
+    redact.register(token)  # also when it only opens the way to a Kite Connect login
     return token
 
 
