@@ -34,7 +34,7 @@ import requests
 from snapshotter import redact
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import KiteProtocolError, LoginRejected, TransientKiteError
-from snapshotter.kite.http import Answer, app_limiter
+from snapshotter.kite.http import APP_LIMITERS, Answer
 from snapshotter.kite.token_cache import CachedSession, TokenCache, rejection_advice
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Auth(ABC):
         """Held while a request to ``url`` is sent and answered (Kite Connect's per-app
         rate limit)."""
         if self.connect_api and url.startswith(kite.api_root):
-            return app_limiter(self.account.api_key or "").slot()
+            return APP_LIMITERS.of(self.account.api_key or "").slot()
         return contextlib.nullcontext()
 
     def log_in(self, client: LoginClient, entry: CachedSession) -> str:

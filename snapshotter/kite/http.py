@@ -3,7 +3,7 @@ Kite's answer envelope -> data or a typed error; the per-app rate limit of Kite 
 
 requests' ``timeout`` bounds each socket operation, not a request: a server that sends
 one byte every few seconds keeps a request alive forever. Here every request gets a
-deadline; a process-wide reaper thread polls the requests in flight (``time.sleep``, so
+deadline; the process's ``REAPER`` thread polls the requests in flight (``time.sleep``, so
 libfaketime works) and shuts down the socket of any request past its deadline or
 cancelled, which wakes the thread blocked reading it at once. Bodies are read here, in
 chunks, and refused past a size limit. Nothing is retried or redirected at this layer.
@@ -92,39 +92,44 @@ class Watch:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-_watches: set[Watch] = set()
-_watches_lock = threading.Lock()
-_reaper: threading.Thread | None = None
+class Reaper:
+    """Every request in flight in the process, and the thread that polls them: it shuts
+    down the socket of any request past its deadline or cancelled. The thread runs only
+    while requests are in flight."""
+
+    def __init__(self) -> None:
+        self._watches: set[Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kite-http-reaper",
+                                                daemon=True)
+                self._thread.start()
+
+    def discard(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(REAPER_POLL_SECONDS)
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                watches = list(self._watches)
+            now = time.monotonic()
+            for watch in watches:
+                if watch.reason is not None or now >= watch.deadline:
+                    watch.abort(watch.reason or DEADLINE)
+
+
+REAPER = Reaper()  # the process's: one thread for every client's requests
 _current = threading.local()  # the Watch of the request this thread is sending
-
-
-def _register(watch: Watch) -> None:
-    global _reaper
-    with _watches_lock:
-        _watches.add(watch)
-        if _reaper is None:
-            _reaper = threading.Thread(target=_reap, name="kite-http-reaper", daemon=True)
-            _reaper.start()
-
-
-def _unregister(watch: Watch) -> None:
-    with _watches_lock:
-        _watches.discard(watch)
-
-
-def _reap() -> None:
-    global _reaper
-    while True:
-        time.sleep(REAPER_POLL_SECONDS)
-        with _watches_lock:
-            if not _watches:
-                _reaper = None
-                return
-            watches = list(_watches)
-        now = time.monotonic()
-        for watch in watches:
-            if watch.reason is not None or now >= watch.deadline:
-                watch.abort(watch.reason or DEADLINE)
 
 
 def _attach(connection: HTTPConnection) -> None:
@@ -232,7 +237,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
         cancel.check(account)
     watch = Watch(time.monotonic() + timeout)
     handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
-    _register(watch)
+    REAPER.add(watch)
     resp: requests.Response | None = None
     body = b""
     failure: BaseException | None = None
@@ -261,7 +266,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
 def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Response | None,
          *, reusable: bool) -> None:
     watch.finish()
-    _unregister(watch)
+    REAPER.discard(watch)
     if cancel is not None:
         cancel.forget(handle)
     if resp is not None:
@@ -432,10 +437,18 @@ class RateLimiter:
             self.release()
 
 
-_app_limiters: dict[str, RateLimiter] = {}
-_app_limiters_lock = threading.Lock()
+class AppLimiters:
+    """Kite Connect limits each app (api_key), whatever account uses it: one
+    ``RateLimiter`` per app."""
+
+    def __init__(self, rate: int = CONNECT_RATE) -> None:
+        self.rate = rate
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def of(self, api_key: str) -> RateLimiter:
+        with self._lock:
+            return self._limiters.setdefault(api_key, RateLimiter(self.rate))
 
 
-def app_limiter(api_key: str) -> RateLimiter:
-    with _app_limiters_lock:
-        return _app_limiters.setdefault(api_key, RateLimiter(CONNECT_RATE))
+APP_LIMITERS = AppLimiters()  # the process's: every account of an app shares its limit
