@@ -48,7 +48,7 @@ def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None,
     return ReplayResult(replayed + recovered, rows + recovered_rows, failures)
 
 
-# -- helpers of _store_one and replay_raw -------------------------------------------------
+# -- helpers of store_one and replay_raw -------------------------------------------------
 
 def _replay_error(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.SQLAlchemyError):

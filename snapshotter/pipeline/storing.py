@@ -41,7 +41,7 @@ from snapshotter.store.lock import HeldLock
 log = logging.getLogger(__name__)
 
 @dataclass
-class _Database:
+class RunDatabase:
     """Whether the database was lost during this run (then answers go to the spool)."""
 
     url: str = ""
@@ -66,8 +66,8 @@ def step_reserver(engine: sa.Engine, url: str, account: str, clock: Callable[[],
     return reserve
 
 
-def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
-               t0: float, future: Any, *, state_dir: Path, database: _Database) -> AccountOutcome:
+def store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
+               t0: float, future: Any, *, state_dir: Path, database: RunDatabase) -> AccountOutcome:
     """Normalize and store one account's answers, or record the failed attempt (with the
     answers it got). When the database is lost, the answers go to the spool."""
     user = acc.user_id
