@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from bench_fetch import run_measured, env, snapshotter, write_config
+from bench_fetch import env, run_measured, snapshotter, write_config
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
 
