@@ -32,11 +32,6 @@ from snapshotter.routes import (
 
 log = logging.getLogger(__name__)
 
-# Data routes (snapshotter/routes.py), relative to {base_url}/oms (web) or {api_root}
-# (Kite Connect).
-DATA_ROUTES = {route.name: route.connect_path for route in ROUTES}
-PROFILE_ROUTE = PROFILE_PATH
-WEB_DATA_PREFIX = WEB_PREFIX
 USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 MAX_REDIRECTS = 5  # hops a data GET may follow, within Kite's own origins
 # Sent with every request to kite.base_url, as the web app and its clients do
@@ -165,10 +160,12 @@ class KiteClient:
 
     # -- session handling ----------------------------------------------------------------
 
-    def _data_url(self, route: str) -> str:
+    def _data_url(self, path: str) -> str:
+        """The URL of a data path (snapshotter/routes.py): under {api_root} (Kite
+        Connect) or {base_url}/oms (web)."""
         if self.auth.connect_api:
-            return f"{self.kite.api_root}{route}"
-        return f"{self.kite.base_url}{WEB_DATA_PREFIX}{route}"
+            return f"{self.kite.api_root}{path}"
+        return f"{self.kite.base_url}{WEB_PREFIX}{path}"
 
     def _session_entry(self) -> CachedSession:
         """The account's session cache entry, read once."""
@@ -238,7 +235,7 @@ class KiteClient:
             return False
         self._token = token
         try:
-            self.request("GET", self._data_url(PROFILE_ROUTE), "profile",
+            self.request("GET", self._data_url(PROFILE_PATH), "profile",
                          headers=self.auth.headers(self.kite, token))
         except TokenError:
             return False
@@ -246,10 +243,10 @@ class KiteClient:
 
     def _fetch_routes(self) -> dict[str, Any]:
         self.token()
-        with ThreadPoolExecutor(max_workers=len(DATA_ROUTES),
+        with ThreadPoolExecutor(max_workers=len(ROUTES),
                                 thread_name_prefix=f"kite-{self.account.user_id}") as pool:
-            futures = {name: pool.submit(self.get, route, name)
-                       for name, route in DATA_ROUTES.items()}
+            futures = {route.name: pool.submit(self.get, route.connect_path, route.name)
+                       for route in ROUTES}
         payloads: dict[str, Any] = {}
         error: BaseException | None = None
         missing: KiteError | None = None

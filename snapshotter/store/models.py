@@ -235,8 +235,6 @@ class HouseholdLeave(Base):
 # --- Console imports (``snapshotter import``; README "Console imports") ----------------
 
 LEDGER_KINDS = ("deposit", "withdrawal", "settlement", "charge", "other")
-LOT_TERMS = ("intraday", "short", "long")
-ACTION_KINDS = ("split", "bonus")
 
 
 class ConsoleFile(Base):
