@@ -23,10 +23,6 @@ import pytest
 
 from snapshotter import normalize, routes
 from snapshotter.normalize import (
-    FUNDS_COLUMNS,
-    HOLDING_COLUMNS,
-    MF_COLUMNS,
-    POSITION_COLUMNS,
     TABLE_BY_PAYLOAD,
     PayloadError,
     normalize_all,
@@ -513,10 +509,10 @@ def mf(**fields: Any) -> dict[str, Any]:
 
 def test_column_specs_match_the_expected_tables() -> None:
     """The DB schema is generated from these specs: any drift must be deliberate."""
-    assert ["account", "snapshot_date", *HOLDING_COLUMNS, "extra"] == list(HOLDING_DTYPES)
-    assert ["account", "snapshot_date", *POSITION_COLUMNS, "extra"] == list(POSITION_DTYPES)
-    assert ["account", "snapshot_date", *FUNDS_COLUMNS, "extra"] == list(FUNDS_DTYPES)
-    assert ["account", "snapshot_date", *MF_COLUMNS, "extra"] == list(MF_DTYPES)
+    assert ["account", "snapshot_date", *routes.HOLDINGS.columns, "extra"] == list(HOLDING_DTYPES)
+    assert ["account", "snapshot_date", *routes.POSITIONS.columns, "extra"] == list(POSITION_DTYPES)
+    assert ["account", "snapshot_date", *routes.MARGINS.columns, "extra"] == list(FUNDS_DTYPES)
+    assert ["account", "snapshot_date", *routes.MF_HOLDINGS.columns, "extra"] == list(MF_DTYPES)
 
 
 def test_holdings_mock() -> None:
@@ -898,8 +894,7 @@ def test_normalizers_are_deterministic() -> None:
 
 
 def test_public_names_are_kept() -> None:
-    for name in ("HOLDING_COLUMNS", "POSITION_COLUMNS", "FUNDS_COLUMNS", "MF_COLUMNS",
-                 "normalize_route", "normalize_snapshot", "normalize_all", "TABLE_BY_PAYLOAD",
-                 "PayloadError"):
+    for name in ("normalize_route", "normalize_snapshot", "normalize_all", "TABLE_BY_PAYLOAD",
+                 "NATURAL_KEYS", "PayloadError"):
         assert hasattr(normalize, name), name
     assert issubclass(PayloadError, ValueError)

@@ -57,27 +57,12 @@ from snapshotter.normalize.values import (
 from snapshotter.routes import Route
 
 __all__ = [
-    "DATETIME_DTYPE", "FLOAT_DECIMALS", "FUNDS_AVAILABLE", "FUNDS_COLUMNS", "FUNDS_FIELDS",
-    "FUNDS_UTILISED", "HOLDING_COLUMNS", "HOLDING_FIELDS", "HOLDING_NESTED", "KITE_TZ",
-    "MAX_KEY_LENGTH", "MF_COLUMNS", "MF_FIELDS", "NATURAL_KEYS", "POSITION_COLUMNS",
-    "POSITION_FIELDS", "TABLE_BY_PAYLOAD", "Normalized", "PayloadError", "TableColumns",
+    "DATETIME_DTYPE", "FLOAT_DECIMALS", "KITE_TZ", "MAX_KEY_LENGTH", "NATURAL_KEYS",
+    "TABLE_BY_PAYLOAD", "Normalized", "PayloadError", "TableColumns",
     "TableRows", "clean_json", "clean_text", "frame_records", "normalize_all",
     "normalize_route", "normalize_snapshot", "plain_column", "record_label",
 ]
 
-# The column specs by their old names (copies: the route table is the one to edit).
-HOLDING_FIELDS: dict[str, str] = dict(routes.HOLDINGS.fields)
-HOLDING_NESTED: dict[str, dict[str, str]] = {
-    parent: dict(leaves) for parent, leaves in routes.HOLDINGS.nested.items()}
-POSITION_FIELDS: dict[str, str] = dict(routes.POSITIONS.fields)
-FUNDS_FIELDS: dict[str, str] = dict(routes.MARGINS.fields)
-FUNDS_AVAILABLE: dict[str, str] = dict(routes.MARGINS.nested["available"])
-FUNDS_UTILISED: dict[str, str] = dict(routes.MARGINS.nested["utilised"])
-MF_FIELDS: dict[str, str] = dict(routes.MF_HOLDINGS.fields)
-HOLDING_COLUMNS: dict[str, str] = dict(routes.HOLDINGS.columns)
-POSITION_COLUMNS: dict[str, str] = dict(routes.POSITIONS.columns)
-FUNDS_COLUMNS: dict[str, str] = dict(routes.MARGINS.columns)
-MF_COLUMNS: dict[str, str] = dict(routes.MF_HOLDINGS.columns)
 # table -> the columns that identify a record within one account snapshot (the tables'
 # unique constraints, with account and snapshot_date)
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {r.table: r.natural_key for r in routes.ROUTES}
