@@ -29,8 +29,8 @@ TAKEN = datetime(2026, 11, 27, 11, tzinfo=UTC)
 
 
 def test_no_pandas_series_per_column(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each table's frame is built once from its columns: normalizing and storing 20
-    accounts builds no pandas Series at all (the job used to build one per column per
+    """Each table's columns are built once and stored as they are: normalizing and storing
+    20 accounts builds no pandas Series at all (the job used to build one per column per
     account, then take every value back out of it)."""
     portfolios = [make_portfolio(seed) for seed in range(20)]
     built = Counter[str]()
