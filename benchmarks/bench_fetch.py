@@ -114,13 +114,13 @@ def measure(accounts: int, latency: float, concurrency: int) -> FetchResult:
         subprocess.run(snapshotter("--config", str(config), "db", "upgrade"), check=True,
                        capture_output=True, env=env())
         in_flight = InFlight(sim)
-        wall, rss, result = _run_measured(snapshotter("--config", str(config), "run"))
+        wall, rss, result = run_measured(snapshotter("--config", str(config), "run"))
         return FetchResult(accounts, latency, concurrency, wall, len(sim.requests_log),
                            in_flight.peak, in_flight.mean, rss, result.returncode,
                            result.stderr)
 
 
-def _run_measured(command: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+def run_measured(command: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Wall seconds, the child's own peak RSS (MB) and its result."""
     t0 = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

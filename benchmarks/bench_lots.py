@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from bench_fetch import _run_measured, env, snapshotter, write_config
+from bench_fetch import env, run_measured, snapshotter, write_config
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
 
@@ -90,20 +90,20 @@ def measure(rows: int) -> LotsResult:
                                   sim_accounts, 10))
         subprocess.run(snapshotter("--config", config, "db", "upgrade"), check=True,
                        capture_output=True, env=env())
-        before, _, result = _run_measured(snapshotter("--config", config, "run", "--force"))
+        before, _, result = run_measured(snapshotter("--config", config, "run", "--force"))
         _check(result, "run")
         book = write_tradebook(Path(tmp) / "tradebook.csv", rows)
-        wall, rss, result = _run_measured(snapshotter(
+        wall, rss, result = run_measured(snapshotter(
             "--config", config, "import", "tradebook", str(book), "--account", account))
         _check(result, "import tradebook")
-        after, run_rss, result = _run_measured(snapshotter("--config", config, "run",
+        after, run_rss, result = run_measured(snapshotter("--config", config, "run",
                                                            "--force"))
         _check(result, "run")
         # One more day of one instrument, as a weekly export would add.
         more = Path(tmp) / "more.csv"
         more.write_text(f"{HEADER}\nSYM0007,INE00007A0101,2025-06-02,NSE,EQ,EQ,buy,false,5,"
                         f"107.5,{rows + 10},{rows + 10 + 10**15},2025-06-02T10:00:00\n")
-        small, _, result = _run_measured(snapshotter(
+        small, _, result = run_measured(snapshotter(
             "--config", config, "import", "tradebook", str(more), "--account", account))
         _check(result, "import tradebook (one row)")
         return LotsResult(rows, book.stat().st_size / 1e6, wall, rss, before, after,

@@ -37,7 +37,7 @@ class _ErrorsWhileCleaningUp(logging.Filter):
 def setup(level: str = "INFO", json_lines: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ErrorsWhileCleaningUp())
-    redact.install(handler)
+    redact.install(handler, redact.PROCESS_SECRETS)
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:

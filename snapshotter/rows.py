@@ -5,8 +5,9 @@ records this way, and the store writes frames this way."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,33 @@ def plain_column(array: Any) -> np.ndarray:
     return np.asarray(array.to_numpy(dtype=object, na_value=None))
 
 
-def column_arrays(frame: pd.DataFrame) -> list[Any]:
-    """The frame's columns as arrays, without a Series per column (``DataFrame.items``
-    builds one, which costs more than the column's values) where pandas has its walk."""
-    walk = getattr(frame, "_iter_column_arrays", None)
-    if walk is None:
-        return [column.array for _, column in frame.items()]
-    return list(walk())
+@dataclass(frozen=True)
+class TableColumns:
+    """One table's rows, column by column: the names and a typed pandas (or numpy) array
+    each, all of one length. What normalize gives the store: building a DataFrame of
+    them, and taking its columns back out, would cost more than the rest of normalize."""
+
+    names: tuple[str, ...]
+    arrays: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, columns: Mapping[str, Any]) -> TableColumns:
+        return cls(tuple(columns), tuple(columns.values()))
+
+    def __len__(self) -> int:
+        return len(self.arrays[0]) if self.arrays else 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(dict(zip(self.names, self.arrays, strict=True)), copy=False)
+
+
+# What the store takes for a table: normalize's columns, or a DataFrame of the same columns.
+TableRows: TypeAlias = pd.DataFrame | TableColumns
+
+
+def _frame_column(column: pd.Series) -> Any:
+    array = column.array
+    return array.to_numpy() if isinstance(array, pd.arrays.NumpyExtensionArray) else array
 
 
 def records(names: Sequence[Any], arrays: Sequence[Any],
@@ -49,13 +70,16 @@ def records(names: Sequence[Any], arrays: Sequence[Any],
     return [dict(zip(names, row)) for row in zip(*columns)]  # noqa: B905 (repeat is endless)
 
 
-def frame_records(frame: pd.DataFrame,
+def frame_records(frame: TableRows,
                   constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """DataFrame -> plain Python rows (NA -> None, numpy scalars -> Python scalars),
-    each with ``constants`` added."""
+    """A table's columns or a DataFrame -> plain Python rows (NA -> None, numpy scalars
+    -> Python scalars), each with ``constants`` added."""
+    if isinstance(frame, TableColumns):
+        return records(frame.names, frame.arrays, constants)
     if frame.empty:
         return []
-    return records(frame.columns.tolist(), column_arrays(frame), constants)
+    return records(frame.columns.tolist(), [_frame_column(c) for _, c in frame.items()],
+                   constants)
 
 
 def plain_row(columns: Mapping[str, Any], index: int, names: Sequence[str]) -> dict[str, Any]:

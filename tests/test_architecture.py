@@ -3,6 +3,7 @@ broken wall is caught: a copy of the package with one forbidden import fails."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -51,3 +52,23 @@ def test_a_broken_wall_fails(tree: Path, module: str, line: str, contract: str) 
     assert result.returncode != 0
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, result.stdout
+
+
+def _private_imports(path: Path) -> list[tuple[str, str, str]]:
+    """(file, module, name) of each ``from <our module> import _name`` in the file (an
+    ``as _alias`` of a public name is no private name)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+            continue
+        ours = node.module.split(".")[0] in {"snapshotter", "bench_fetch"}
+        for alias in node.names:
+            if ours and alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append((path.relative_to(ROOT).as_posix(), node.module, alias.name))
+    return found
+
+
+def test_no_module_imports_another_modules_private_name() -> None:
+    files = sorted([*(ROOT / "snapshotter").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+    found = {hit for path in files for hit in _private_imports(path)}
+    assert sorted(found) == []

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from snapshotter import normalize
+from snapshotter import routes
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.routes import ROUTES
 from snapshotter.simulator import KiteSimulator, SimAccount
@@ -64,11 +64,11 @@ def _check_rows(stored: list[dict[str, Any]], raw_rows: list[dict[str, Any]],
 def _check_account(url: str, acc: SimAccount, portfolio: dict[str, Any]) -> None:
     q = "SELECT * FROM {} WHERE account = :a"
     _check_rows(_rows(url, q.format("holdings"), a=acc.user_id), portfolio["holdings"],
-                normalize.HOLDING_FIELDS, ("exchange", "tradingsymbol"), normalize.HOLDING_NESTED)
+                routes.HOLDINGS.fields, ("exchange", "tradingsymbol"), routes.HOLDINGS.nested)
     stored_positions = _rows(url, q.format("positions"), a=acc.user_id)
     for ptype in ("net", "day"):
         _check_rows([r for r in stored_positions if r["position_type"] == ptype],
-                    portfolio["positions"][ptype], normalize.POSITION_FIELDS,
+                    portfolio["positions"][ptype], routes.POSITIONS.fields,
                     ("exchange", "tradingsymbol", "product"))
     funds = {r["segment"]: r for r in _rows(url, q.format("funds"), a=acc.user_id)}
     assert set(funds) == set(portfolio["margins"])
@@ -80,7 +80,7 @@ def _check_account(url: str, acc: SimAccount, portfolio: dict[str, Any]) -> None
             for leaf, value in body[part].items():
                 assert row[leaf] == pytest.approx(value, abs=1e-6), f"{segment}.{part}.{leaf}"
     _check_rows(_rows(url, q.format("mf_holdings"), a=acc.user_id), portfolio["mf_holdings"],
-                {k: v for k, v in normalize.MF_FIELDS.items() if k != "last_price_date"},
+                {k: v for k, v in routes.MF_HOLDINGS.fields.items() if k != "last_price_date"},
                 ("folio", "tradingsymbol"))
 
 

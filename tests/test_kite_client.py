@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
+from requests.structures import CaseInsensitiveDict
 
 from snapshotter.config import AccountConfig, KiteConfig, Secret
 from snapshotter.errors import (
@@ -20,9 +20,9 @@ from snapshotter.errors import (
     TokenError,
     TransientKiteError,
 )
+from snapshotter.kite import http as kite_http
 from snapshotter.kite.auth import connect_token_expiry
 from snapshotter.kite.client import KiteClient
-from snapshotter.kite.http import parse_envelope as _parse_envelope
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.routes import ROUTES
 from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
@@ -69,12 +69,8 @@ def _client(server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: 
 
 
 def _response(status: int, body: bytes, content_type: str = "application/json"
-              ) -> requests.Response:
-    resp = requests.Response()
-    resp.status_code = status
-    resp._content = body
-    resp.headers["Content-Type"] = content_type
-    return resp
+              ) -> kite_http.Answer:
+    return kite_http.Answer(status, CaseInsensitiveDict({"Content-Type": content_type}), body)
 
 
 @pytest.mark.parametrize(("status", "body", "error"), [
@@ -101,7 +97,7 @@ def _response(status: int, body: bytes, content_type: str = "application/json"
 def test_error_envelope_becomes_typed_exception(status: int, body: dict[str, str],
                                                 error: type[KiteError]) -> None:
     with pytest.raises(error) as info:
-        _parse_envelope(_response(status, json.dumps(body).encode()), "AB1234")
+        kite_http.parse_envelope(_response(status, json.dumps(body).encode()), "AB1234")
     assert type(info.value) is error
     assert "AB1234" in str(info.value) and body["message"] in str(info.value)
 
@@ -110,7 +106,7 @@ def test_error_envelope_becomes_typed_exception(status: int, body: dict[str, str
                                   b"", b"[1, 2]"])
 def test_unparseable_bodies_are_transient(body: bytes) -> None:
     with pytest.raises(TransientKiteError, match="instead of JSON"):
-        _parse_envelope(_response(200, body, "text/html"), "AB1234")
+        kite_http.parse_envelope(_response(200, body, "text/html"), "AB1234")
 
 
 def test_login_then_cached_session_reused(server: KiteSimulator, account: SimAccount,

@@ -21,19 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from snapshotter import normalize
+from snapshotter import normalize, routes
 from snapshotter.normalize import (
-    FUNDS_COLUMNS,
-    HOLDING_COLUMNS,
-    MF_COLUMNS,
-    POSITION_COLUMNS,
-    TABLES,
+    TABLE_BY_PAYLOAD,
     PayloadError,
     normalize_all,
-    normalize_holdings,
-    normalize_margins,
-    normalize_mf_holdings,
-    normalize_positions,
+    normalize_route,
 )
 
 ACCOUNT = "AB1234"
@@ -45,6 +38,16 @@ SHARED_MOCKS = REPOSITORY.parent / "shared" / "kite-mocks"
 AUTHORISED = pd.Timestamp("2025-01-16 18:30:00+00:00")
 
 Normalizer = Callable[[Any, str, date], pd.DataFrame]
+
+
+def _normalizer(route: routes.Route) -> Normalizer:
+    return lambda raw, account, day: normalize_route(route, raw, account, day)
+
+
+normalize_holdings = _normalizer(routes.HOLDINGS)
+normalize_positions = _normalizer(routes.POSITIONS)
+normalize_margins = _normalizer(routes.MARGINS)
+normalize_mf_holdings = _normalizer(routes.MF_HOLDINGS)
 
 # ---------------------------------------------------------------------------------------------
 # The mock payloads (the `data` member of each file)
@@ -506,10 +509,10 @@ def mf(**fields: Any) -> dict[str, Any]:
 
 def test_column_specs_match_the_expected_tables() -> None:
     """The DB schema is generated from these specs: any drift must be deliberate."""
-    assert ["account", "snapshot_date", *HOLDING_COLUMNS, "extra"] == list(HOLDING_DTYPES)
-    assert ["account", "snapshot_date", *POSITION_COLUMNS, "extra"] == list(POSITION_DTYPES)
-    assert ["account", "snapshot_date", *FUNDS_COLUMNS, "extra"] == list(FUNDS_DTYPES)
-    assert ["account", "snapshot_date", *MF_COLUMNS, "extra"] == list(MF_DTYPES)
+    assert ["account", "snapshot_date", *routes.HOLDINGS.columns, "extra"] == list(HOLDING_DTYPES)
+    assert ["account", "snapshot_date", *routes.POSITIONS.columns, "extra"] == list(POSITION_DTYPES)
+    assert ["account", "snapshot_date", *routes.MARGINS.columns, "extra"] == list(FUNDS_DTYPES)
+    assert ["account", "snapshot_date", *routes.MF_HOLDINGS.columns, "extra"] == list(MF_DTYPES)
 
 
 def test_holdings_mock() -> None:
@@ -806,8 +809,8 @@ def test_wrong_shapes_raise(normalizer: Normalizer, raw: Any, message: str) -> N
 
 
 def test_normalize_all_maps_payload_names_to_tables() -> None:
-    assert TABLES == {"holdings": "holdings", "positions": "positions", "margins": "funds",
-                      "mf_holdings": "mf_holdings"}
+    assert TABLE_BY_PAYLOAD == {"holdings": "holdings", "positions": "positions",
+                                "margins": "funds", "mf_holdings": "mf_holdings"}
     payloads = {"holdings": MOCK_HOLDINGS, "positions": MOCK_POSITIONS,
                 "margins": MOCK_MARGINS, "mf_holdings": MOCK_MF_HOLDINGS,
                 "profile": {"user_id": "AB1234"}}  # not a table: ignored
@@ -891,8 +894,7 @@ def test_normalizers_are_deterministic() -> None:
 
 
 def test_public_names_are_kept() -> None:
-    for name in ("HOLDING_COLUMNS", "POSITION_COLUMNS", "FUNDS_COLUMNS", "MF_COLUMNS",
-                 "normalize_holdings", "normalize_positions", "normalize_margins",
-                 "normalize_mf_holdings", "normalize_all", "TABLES", "PayloadError"):
+    for name in ("normalize_route", "normalize_snapshot", "normalize_all", "TABLE_BY_PAYLOAD",
+                 "NATURAL_KEYS", "PayloadError"):
         assert hasattr(normalize, name), name
     assert issubclass(PayloadError, ValueError)

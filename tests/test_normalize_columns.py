@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from snapshotter import routes
 from snapshotter.normalize import (
     PayloadError,
     frame_records,
-    normalize_holdings,
+    normalize_route,
     normalize_snapshot,
 )
 from snapshotter.simulator import make_portfolio
@@ -28,8 +29,8 @@ TAKEN = datetime(2026, 11, 27, 11, tzinfo=UTC)
 
 
 def test_no_pandas_series_per_column(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each table's frame is built once from its columns: normalizing and storing 20
-    accounts builds no pandas Series at all (the job used to build one per column per
+    """Each table's columns are built once and stored as they are: normalizing and storing
+    20 accounts builds no pandas Series at all (the job used to build one per column per
     account, then take every value back out of it)."""
     portfolios = [make_portfolio(seed) for seed in range(20)]
     built = Counter[str]()
@@ -43,7 +44,7 @@ def test_no_pandas_series_per_column(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = 0
     for number, payloads in enumerate(portfolios):
         found = normalize_snapshot(payloads, f"AB{number:04d}", DAY)
-        rows += sum(len(frame_records(frame)) for frame in found.frames.values())
+        rows += sum(len(frame_records(frame)) for frame in found.tables.values())
     assert rows > 200
     assert built["series"] == 0
 
@@ -70,7 +71,7 @@ def test_one_statement_per_table_per_snapshot(database_url: str) -> None:
     try:
         stored = store.store_snapshot(engine, account="AB1234", snapshot_date=DAY,
                                       taken_at=TAKEN, final=True, payloads=payloads,
-                                      frames=found.frames, warnings=found.warnings)
+                                      frames=found.tables, warnings=found.warnings)
     finally:
         engine.dispose()
     tables = [t for t, n in stored.counts.items() if n]
@@ -89,10 +90,10 @@ def test_the_first_bad_value_in_column_order_is_named() -> None:
     raw = [{"tradingsymbol": "A", "price": 1, "quantity": "many"},
            {"tradingsymbol": "B", "price": "free", "quantity": 2}]
     with pytest.raises(PayloadError, match=r"^field price: not a number: 'free'$"):
-        normalize_holdings(raw, "AB1234", DAY)
+        normalize_route(routes.HOLDINGS, raw, "AB1234", DAY)
     raw[1]["price"] = 3
     with pytest.raises(PayloadError, match=r"^field quantity: not a number: 'many'$"):
-        normalize_holdings(raw, "AB1234", DAY)
+        normalize_route(routes.HOLDINGS, raw, "AB1234", DAY)
 
 
 def test_columns_mixing_plain_and_odd_values() -> None:
@@ -102,7 +103,7 @@ def test_columns_mixing_plain_and_odd_values() -> None:
             "authorised_date": "2026-11-27T09:15:00+00:00"},
            {"quantity": 2.0, "price": 3, "discrepancy": 1, "isin": "  ",
             "authorised_date": "2026-11-27"}]
-    rows = frame_records(normalize_holdings(raw, "AB1234", DAY))
+    rows = frame_records(normalize_route(routes.HOLDINGS, raw, "AB1234", DAY))
     assert [r["quantity"] for r in rows] == [5, 7, 2]
     assert [r["price"] for r in rows] == [1.25, 2.5, 3.0]
     assert [r["discrepancy"] for r in rows] == [False, True, True]
@@ -119,7 +120,7 @@ def test_wall_times_from_before_ist_was_fixed_keep_their_offset(wall: str) -> No
     (later ones are all +05:30)."""
     moment = datetime.fromisoformat(wall).replace(tzinfo=ZoneInfo("Asia/Kolkata"))
     raw = [{"authorised_date": wall}, {"authorised_date": "2026-11-27 09:15:00"}]
-    rows = frame_records(normalize_holdings(raw, "AB1234", DAY))
+    rows = frame_records(normalize_route(routes.HOLDINGS, raw, "AB1234", DAY))
     assert [r["authorised_date"] for r in rows] == [
         moment.astimezone(UTC), datetime(2026, 11, 27, 3, 45, tzinfo=UTC)]
 
@@ -132,4 +133,4 @@ def test_timestamps_kite_never_sends_are_refused(text: str) -> None:
     raw = [{"authorised_date": "2026-11-27 09:15:00"}, {"authorised_date": text}]
     with pytest.raises(PayloadError, match=r"^field authorised_date: (not a timestamp|"
                                            r"timestamp out of range): "):
-        normalize_holdings(raw, "AB1234", DAY)
+        normalize_route(routes.HOLDINGS, raw, "AB1234", DAY)

@@ -12,24 +12,31 @@ import pytest
 
 from snapshotter import normalize, routes
 from snapshotter.config import AccountConfig, KiteConfig, Secret
-from snapshotter.kite import client
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.normalize import PayloadError, normalize_route, normalize_snapshot
 from snapshotter.reports import summary
 from snapshotter.routes import Route
+from snapshotter.sessions import ManualClock
 from snapshotter.simulator import KiteSimulator, demo_accounts
 from snapshotter.store.models import COUNT_COLUMNS, DATA_TABLES, Snapshot
 
 DAY = date(2026, 11, 27)
 
 
-def test_the_client_asks_for_every_route_of_the_table() -> None:
-    assert {r.name: r.path for r in routes.ROUTES} == client.DATA_ROUTES
-    for route in routes.ROUTES:
-        assert route.web_path == client.WEB_DATA_PREFIX + client.DATA_ROUTES[route.name]
-        assert route.connect_path == client.DATA_ROUTES[route.name]
-    assert client.PROFILE_ROUTE == routes.PROFILE_PATH
+def test_the_client_asks_for_every_route_of_the_table(tmp_path: Path) -> None:
+    account = demo_accounts(1, seed=3)[0]
+    clock = ManualClock(datetime(2026, 11, 27, 10, 0, tzinfo=UTC))
+    with KiteSimulator([account], clock=clock) as sim:
+        kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, backoff=0.01)
+        config = AccountConfig(user_id=account.user_id, password=Secret(account.password),
+                               totp_secret=Secret(account.totp_secret))
+        payloads = KiteClient(config, kite, TokenCache(tmp_path), clock=clock,
+                              sleep=lambda _: None).fetch_all()
+        asked = [path for _, path, _ in sim.requests_log]
+    assert set(payloads) == {route.name for route in routes.ROUTES}
+    assert sorted(p for p in asked if p.startswith(routes.WEB_PREFIX)) == sorted(
+        route.web_path for route in routes.ROUTES)
 
 
 def test_every_route_has_its_table_with_the_table_columns_and_key() -> None:
@@ -43,7 +50,7 @@ def test_every_route_has_its_table_with_the_table_columns_and_key() -> None:
                                                     *route.natural_key]
         frame = normalize_route(route, None, "AB1234", DAY)
         assert list(frame.columns) == ["account", "snapshot_date", *route.columns, "extra"]
-    assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLES
+    assert {r.name: r.table for r in routes.ROUTES} == normalize.TABLE_BY_PAYLOAD
     assert {r.table: r.natural_key for r in routes.ROUTES} == normalize.NATURAL_KEYS
 
 

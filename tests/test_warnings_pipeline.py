@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from snapshotter import normalize, pipeline
+from snapshotter import normalize, pipeline, routes
 from snapshotter.config import Config, parse_config
 from snapshotter.ops.daemon import Daemon
 from snapshotter.sessions import IST, ManualClock
@@ -197,6 +197,6 @@ def test_migration_0006_values_unpriced_holdings_and_downgrades(database_url: st
 def test_text_every_database_stores() -> None:
     """Lone surrogates (JSON can carry them: "\\ud800") are not UTF-8 either."""
     payload = [{"tradingsymbol": "A\ud800B", "exchange": "NSE", "x": {"\udfff": "\x00"}}]
-    frame = normalize.normalize_holdings(payload, "AB1234", date(2026, 11, 27))
+    frame = normalize.normalize_route(routes.HOLDINGS, payload, "AB1234", date(2026, 11, 27))
     assert frame["tradingsymbol"].tolist() == ["A\ufffdB"]
     assert frame["extra"].tolist() == [{"x": {"\ufffd": "\ufffd"}}]

@@ -34,7 +34,7 @@ import requests
 from snapshotter import redact
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import KiteProtocolError, LoginRejected, TransientKiteError
-from snapshotter.kite.http import app_limiter
+from snapshotter.kite.http import APP_LIMITERS, Answer
 from snapshotter.kite.token_cache import CachedSession, TokenCache, rejection_advice
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Auth(ABC):
         """Held while a request to ``url`` is sent and answered (Kite Connect's per-app
         rate limit)."""
         if self.connect_api and url.startswith(kite.api_root):
-            return app_limiter(self.account.api_key or "").slot()
+            return APP_LIMITERS.of(self.account.api_key or "").slot()
         return contextlib.nullcontext()
 
     def log_in(self, client: LoginClient, entry: CachedSession) -> str:
@@ -489,6 +489,7 @@ def _web_login(client: LoginClient, entry: CachedSession) -> str:
     token = client.http.cookies.get("enctoken")
     if not token:
         raise KiteProtocolError("2FA succeeded but no enctoken cookie was set", account=user)
+    redact.register(token)  # also when it only opens the way to a Kite Connect login
     return token
 
 
@@ -497,7 +498,7 @@ def _redirect_param(client: LoginClient, path: str, query: dict[str, str], name:
     label = path.lstrip("/")
     resp = client.request("GET", f"{client.kite.base_url}{path}?" + urlencode(
         {"v": KITE_VERSION, **query}), label, login=True, read_redirect=True)
-    location = resp.headers.get("Location", "") if isinstance(resp, requests.Response) else ""
+    location = resp.headers.get("Location", "") if isinstance(resp, Answer) else ""
     value = parse_qs(urlparse(location).query).get(name, [""])[0]
     if not value:
         raise KiteProtocolError(f"{label} gave no {name}", account=client.account.user_id)

@@ -15,8 +15,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
-import requests
-
 from snapshotter import redact
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig
@@ -34,11 +32,6 @@ from snapshotter.routes import (
 
 log = logging.getLogger(__name__)
 
-# Data routes (snapshotter/routes.py), relative to {base_url}/oms (web) or {api_root}
-# (Kite Connect).
-DATA_ROUTES = {route.name: route.connect_path for route in ROUTES}
-PROFILE_ROUTE = PROFILE_PATH
-WEB_DATA_PREFIX = WEB_PREFIX
 USER_AGENT = "kite-snapshotter/0.1 (+https://github.com/kite-snapshotter)"
 MAX_REDIRECTS = 5  # hops a data GET may follow, within Kite's own origins
 # Sent with every request to kite.base_url, as the web app and its clients do
@@ -119,7 +112,7 @@ class KiteClient:
         raise AssertionError("unreachable")
 
     def _exchange(self, method: str, url: str, label: str, *, read_redirect: bool,
-                  **kwargs: Any) -> requests.Response:
+                  **kwargs: Any) -> kite_http.Answer:
         """One answer, never from another origin: a POST is never redirected (a resent
         password or TOTP code can lock the account); a GET follows redirects only
         within kite.base_url / kite.api_root."""
@@ -154,7 +147,7 @@ class KiteClient:
         raise KiteProtocolError(f"{label}: more than {MAX_REDIRECTS} redirects; not "
                                 "following them", account=user)
 
-    def _clock_offset(self, resp: requests.Response) -> float | None:
+    def _clock_offset(self, resp: kite_http.Answer) -> float | None:
         """This clock minus the time in the answer's ``Date`` header (whole seconds, so
         the offset is known to about a second)."""
         try:
@@ -167,10 +160,12 @@ class KiteClient:
 
     # -- session handling ----------------------------------------------------------------
 
-    def _data_url(self, route: str) -> str:
+    def _data_url(self, path: str) -> str:
+        """The URL of a data path (snapshotter/routes.py): under {api_root} (Kite
+        Connect) or {base_url}/oms (web)."""
         if self.auth.connect_api:
-            return f"{self.kite.api_root}{route}"
-        return f"{self.kite.base_url}{WEB_DATA_PREFIX}{route}"
+            return f"{self.kite.api_root}{path}"
+        return f"{self.kite.base_url}{WEB_PREFIX}{path}"
 
     def _session_entry(self) -> CachedSession:
         """The account's session cache entry, read once."""
@@ -240,7 +235,7 @@ class KiteClient:
             return False
         self._token = token
         try:
-            self.request("GET", self._data_url(PROFILE_ROUTE), "profile",
+            self.request("GET", self._data_url(PROFILE_PATH), "profile",
                          headers=self.auth.headers(self.kite, token))
         except TokenError:
             return False
@@ -248,10 +243,10 @@ class KiteClient:
 
     def _fetch_routes(self) -> dict[str, Any]:
         self.token()
-        with ThreadPoolExecutor(max_workers=len(DATA_ROUTES),
+        with ThreadPoolExecutor(max_workers=len(ROUTES),
                                 thread_name_prefix=f"kite-{self.account.user_id}") as pool:
-            futures = {name: pool.submit(self.get, route, name)
-                       for name, route in DATA_ROUTES.items()}
+            futures = {route.name: pool.submit(self.get, route.connect_path, route.name)
+                       for route in ROUTES}
         payloads: dict[str, Any] = {}
         error: BaseException | None = None
         missing: KiteError | None = None

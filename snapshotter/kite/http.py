@@ -3,7 +3,7 @@ Kite's answer envelope -> data or a typed error; the per-app rate limit of Kite 
 
 requests' ``timeout`` bounds each socket operation, not a request: a server that sends
 one byte every few seconds keeps a request alive forever. Here every request gets a
-deadline; a process-wide reaper thread polls the requests in flight (``time.sleep``, so
+deadline; the process's ``REAPER`` thread polls the requests in flight (``time.sleep``, so
 libfaketime works) and shuts down the socket of any request past its deadline or
 cancelled, which wakes the thread blocked reading it at once. Bodies are read here, in
 chunks, and refused past a size limit. Nothing is retried or redirected at this layer.
@@ -12,11 +12,13 @@ chunks, and refused past a size limit. Nothing is retried or redirected at this 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -90,39 +92,44 @@ class Watch:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-_watches: set[Watch] = set()
-_watches_lock = threading.Lock()
-_reaper: threading.Thread | None = None
+class Reaper:
+    """Every request in flight in the process, and the thread that polls them: it shuts
+    down the socket of any request past its deadline or cancelled. The thread runs only
+    while requests are in flight."""
+
+    def __init__(self) -> None:
+        self._watches: set[Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kite-http-reaper",
+                                                daemon=True)
+                self._thread.start()
+
+    def discard(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(REAPER_POLL_SECONDS)
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                watches = list(self._watches)
+            now = time.monotonic()
+            for watch in watches:
+                if watch.reason is not None or now >= watch.deadline:
+                    watch.abort(watch.reason or DEADLINE)
+
+
+REAPER = Reaper()  # the process's: one thread for every client's requests
 _current = threading.local()  # the Watch of the request this thread is sending
-
-
-def _register(watch: Watch) -> None:
-    global _reaper
-    with _watches_lock:
-        _watches.add(watch)
-        if _reaper is None:
-            _reaper = threading.Thread(target=_reap, name="kite-http-reaper", daemon=True)
-            _reaper.start()
-
-
-def _unregister(watch: Watch) -> None:
-    with _watches_lock:
-        _watches.discard(watch)
-
-
-def _reap() -> None:
-    global _reaper
-    while True:
-        time.sleep(REAPER_POLL_SECONDS)
-        with _watches_lock:
-            if not _watches:
-                _reaper = None
-                return
-            watches = list(_watches)
-        now = time.monotonic()
-        for watch in watches:
-            if watch.reason is not None or now >= watch.deadline:
-                watch.abort(watch.reason or DEADLINE)
 
 
 def _attach(connection: HTTPConnection) -> None:
@@ -191,12 +198,38 @@ def new_session() -> requests.Session:
     return session
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read whole: what the client and the envelope parser look at."""
+
+    status_code: int
+    headers: Mapping[str, str]  # requests' case-insensitive dict
+    content: bytes
+
+    @property
+    def encoding(self) -> str | None:
+        """The charset the headers declare (requests' rules: JSON is UTF-8)."""
+        return requests.utils.get_encoding_from_headers(self.headers)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.encoding or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; a ValueError when it is not."""
+        encoding = self.encoding or requests.utils.guess_json_utf(self.content) or "utf-8"
+        try:
+            return json.loads(self.content.decode(encoding))
+        except LookupError as exc:  # a charset Python does not know
+            raise ValueError(f"unknown charset {encoding!r}") from exc
+
+
 def send(session: requests.Session, method: str, url: str, *, timeout: float,
          max_bytes: int, label: str, account: str, cancel: Cancel | None = None,
-         **kwargs: Any) -> requests.Response:
+         **kwargs: Any) -> Answer:
     """One request, never redirected, answered whole within ``timeout`` seconds.
 
-    Returns the response with its body read (``resp.content``). Raises ``Cancelled``,
+    Returns the answer with its body read. Raises ``Cancelled``,
     ``TransientKiteError`` (deadline, connection trouble) or ``KiteProtocolError``
     (body over ``max_bytes``, a request requests refuses).
     """
@@ -204,8 +237,9 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
         cancel.check(account)
     watch = Watch(time.monotonic() + timeout)
     handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
-    _register(watch)
+    REAPER.add(watch)
     resp: requests.Response | None = None
+    body = b""
     failure: BaseException | None = None
     try:
         if cancel is not None:
@@ -216,7 +250,7 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
                                    allow_redirects=False, stream=True, **kwargs)
         finally:
             _current.watch = None
-        _read_body(resp, max_bytes, label, account)
+        body = _read_body(resp, max_bytes, label, account)
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         failure = exc
     except BaseException:
@@ -226,13 +260,13 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
     _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
     if failure is not None or watch.reason is not None or resp is None:
         raise _failure(watch, failure, timeout, label, account, cancel)
-    return resp
+    return Answer(resp.status_code, resp.headers, body)
 
 
 def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Response | None,
          *, reusable: bool) -> None:
     watch.finish()
-    _unregister(watch)
+    REAPER.discard(watch)
     if cancel is not None:
         cancel.forget(handle)
     if resp is not None:
@@ -243,7 +277,7 @@ def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Respon
             resp.close()
 
 
-def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> None:
+def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> bytes:
     too_large = KiteProtocolError(
         f"{label}: answer larger than {max_bytes / 2**20:g} MB (kite.max_response_mb); "
         "not read", account=account)
@@ -256,7 +290,7 @@ def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str
         body += chunk
         if len(body) > max_bytes:
             raise too_large
-    resp._content = bytes(body)
+    return bytes(body)
 
 
 def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str,
@@ -301,7 +335,7 @@ _LOGIN_ERROR_TYPES = {"UserException", "TwoFAException"}
 RATE_LIMITED = "Too many requests"  # Kite's words, in either form of its rate-limit answer
 
 
-def _says_too_many_requests(resp: requests.Response) -> bool:
+def _says_too_many_requests(resp: Answer) -> bool:
     return resp.text.strip().rstrip(".").lower() == RATE_LIMITED.lower()
 
 
@@ -311,7 +345,7 @@ def is_rate_limited(error: KiteError) -> bool:
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 
 
-def parse_envelope(resp: requests.Response, account: str, *, login: bool = False) -> Any:
+def parse_envelope(resp: Answer, account: str, *, login: bool = False) -> Any:
     """Kite's ``{"status": ..., "data"|"message"|"error_type"}`` -> data, or a typed error."""
     status = resp.status_code
     try:
@@ -403,10 +437,18 @@ class RateLimiter:
             self.release()
 
 
-_app_limiters: dict[str, RateLimiter] = {}
-_app_limiters_lock = threading.Lock()
+class AppLimiters:
+    """Kite Connect limits each app (api_key), whatever account uses it: one
+    ``RateLimiter`` per app."""
+
+    def __init__(self, rate: int = CONNECT_RATE) -> None:
+        self.rate = rate
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def of(self, api_key: str) -> RateLimiter:
+        with self._lock:
+            return self._limiters.setdefault(api_key, RateLimiter(self.rate))
 
 
-def app_limiter(api_key: str) -> RateLimiter:
-    with _app_limiters_lock:
-        return _app_limiters.setdefault(api_key, RateLimiter(CONNECT_RATE))
+APP_LIMITERS = AppLimiters()  # the process's: every account of an app shares its limit

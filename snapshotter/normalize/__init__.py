@@ -12,9 +12,11 @@ column longer than ``MAX_KEY_LENGTH`` is a payload error. ``normalize_snapshot``
 collapses identical duplicate records (a warning), refuses conflicting ones (an error
 naming the key) and warns of holdings without a ``last_price``.
 
-Each table's frame is built once, from all its records, with column operations
+Each table's columns are built once, from all its records, with column operations
 (``columns``); values are taken one at a time only where they are not what JSON gives
-for their kind (``values``).
+for their kind (``values``). ``normalize_snapshot`` gives the store each table as
+``TableColumns`` (names and typed arrays); ``normalize_route``, ``normalize_all`` and
+``Normalized.frames`` give DataFrames of the same columns and dtypes.
 """
 
 from __future__ import annotations
@@ -45,35 +47,19 @@ from snapshotter.normalize.values import (
     clean_text,
 )
 from snapshotter.routes import Route
-from snapshotter.rows import frame_records, plain_column
+from snapshotter.rows import TableColumns, TableRows, frame_records, plain_column
 
 __all__ = [
-    "DATETIME_DTYPE", "FLOAT_DECIMALS", "FUNDS_AVAILABLE", "FUNDS_COLUMNS", "FUNDS_FIELDS",
-    "FUNDS_UTILISED", "HOLDING_COLUMNS", "HOLDING_FIELDS", "HOLDING_NESTED", "KITE_TZ",
-    "MAX_KEY_LENGTH", "MF_COLUMNS", "MF_FIELDS", "NATURAL_KEYS", "NORMALIZERS",
-    "POSITION_COLUMNS", "POSITION_FIELDS", "TABLES", "Normalized", "PayloadError",
-    "clean_json", "clean_text", "frame_records", "normalize_all", "normalize_holdings",
-    "normalize_margins", "normalize_mf_holdings", "normalize_positions", "normalize_route",
-    "normalize_snapshot", "plain_column", "record_label",
+    "DATETIME_DTYPE", "FLOAT_DECIMALS", "KITE_TZ", "MAX_KEY_LENGTH", "NATURAL_KEYS",
+    "TABLE_BY_PAYLOAD", "Normalized", "PayloadError", "TableColumns",
+    "TableRows", "clean_json", "clean_text", "frame_records", "normalize_all",
+    "normalize_route", "normalize_snapshot", "plain_column", "record_label",
 ]
 
-# The column specs by their old names (copies: the route table is the one to edit).
-HOLDING_FIELDS: dict[str, str] = dict(routes.HOLDINGS.fields)
-HOLDING_NESTED: dict[str, dict[str, str]] = {
-    parent: dict(leaves) for parent, leaves in routes.HOLDINGS.nested.items()}
-POSITION_FIELDS: dict[str, str] = dict(routes.POSITIONS.fields)
-FUNDS_FIELDS: dict[str, str] = dict(routes.MARGINS.fields)
-FUNDS_AVAILABLE: dict[str, str] = dict(routes.MARGINS.nested["available"])
-FUNDS_UTILISED: dict[str, str] = dict(routes.MARGINS.nested["utilised"])
-MF_FIELDS: dict[str, str] = dict(routes.MF_HOLDINGS.fields)
-HOLDING_COLUMNS: dict[str, str] = dict(routes.HOLDINGS.columns)
-POSITION_COLUMNS: dict[str, str] = dict(routes.POSITIONS.columns)
-FUNDS_COLUMNS: dict[str, str] = dict(routes.MARGINS.columns)
-MF_COLUMNS: dict[str, str] = dict(routes.MF_HOLDINGS.columns)
 # table -> the columns that identify a record within one account snapshot (the tables'
 # unique constraints, with account and snapshot_date)
 NATURAL_KEYS: dict[str, tuple[str, ...]] = {r.table: r.natural_key for r in routes.ROUTES}
-TABLES: dict[str, str] = {r.name: r.table for r in routes.ROUTES}  # payload -> table
+TABLE_BY_PAYLOAD: dict[str, str] = {r.name: r.table for r in routes.ROUTES}
 
 
 def _columns(route: Route, raw: Any, account: str, snapshot_date: date) -> dict[str, Any]:
@@ -89,65 +75,27 @@ def _columns(route: Route, raw: Any, account: str, snapshot_date: date) -> dict[
     }
 
 
-_HEADERS: dict[tuple[str, ...], pd.Index] = {}  # a table's column names, built once
-
-
-def _frame(columns: dict[str, Any]) -> pd.DataFrame:
-    """The columns, typed and of one length already, as a frame. pandas' constructors
-    end in ``DataFrame._from_arrays``; called directly it skips checking every column
-    again (a third of normalize's time). Without it: the public constructor."""
-    build = getattr(pd.DataFrame, "_from_arrays", None)
-    if build is None:
-        return pd.DataFrame(columns, copy=False)
-    names = tuple(columns)
-    header = _HEADERS.get(names)
-    if header is None:
-        header = _HEADERS[names] = pd.Index(names)
-    return build(list(columns.values()), columns=header,
-                 index=pd.RangeIndex(len(columns["account"])), verify_integrity=False)
-
-
 def normalize_route(route: Route, raw: Any, account: str, snapshot_date: date) -> pd.DataFrame:
     """One route's payload -> its table's rows: ``account``, ``snapshot_date``, the
     route's columns, ``extra``."""
-    return _frame(_columns(route, raw, account, snapshot_date))
-
-
-def normalize_holdings(raw: Any, account: str, snapshot_date: date) -> pd.DataFrame:
-    return normalize_route(routes.HOLDINGS, raw, account, snapshot_date)
-
-
-def normalize_positions(raw: Any, account: str, snapshot_date: date) -> pd.DataFrame:
-    return normalize_route(routes.POSITIONS, raw, account, snapshot_date)
-
-
-def normalize_margins(raw: Any, account: str, snapshot_date: date) -> pd.DataFrame:
-    return normalize_route(routes.MARGINS, raw, account, snapshot_date)
-
-
-def normalize_mf_holdings(raw: Any, account: str, snapshot_date: date) -> pd.DataFrame:
-    return normalize_route(routes.MF_HOLDINGS, raw, account, snapshot_date)
-
-
-NORMALIZERS = {
-    "holdings": normalize_holdings,
-    "positions": normalize_positions,
-    "margins": normalize_margins,
-    "mf_holdings": normalize_mf_holdings,
-}
+    return TableColumns.of(_columns(route, raw, account, snapshot_date)).frame()
 
 
 @dataclass(frozen=True)
 class Normalized:
-    frames: dict[str, pd.DataFrame]
+    tables: dict[str, TableColumns]  # table name -> its rows, what the store takes
     warnings: tuple[str, ...]  # one plain sentence each, naming account, route and record
+
+    @property
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {name: table.frame() for name, table in self.tables.items()}
 
 
 def normalize_snapshot(payloads: Mapping[str, Any], account: str,
                        snapshot_date: date) -> Normalized:
-    """Every payload of one account snapshot -> {table name: DataFrame}, and the
+    """Every payload of one account snapshot -> {table name: its columns}, and the
     warnings about answers that parse but look wrong."""
-    frames: dict[str, pd.DataFrame] = {}
+    tables: dict[str, TableColumns] = {}
     warnings: list[str] = []
     for route in routes.ROUTES:
         try:
@@ -159,10 +107,10 @@ def normalize_snapshot(payloads: Mapping[str, Any], account: str,
             if not message.startswith(route.name):
                 message = f"{route.name}: {message}"
             raise PayloadError(message) from exc
-        frames[route.table] = _frame(columns)
+        tables[route.table] = TableColumns.of(columns)
         warnings += duplicates
         warnings += unpriced(route, columns, account)
-    return Normalized(frames, tuple(warnings))
+    return Normalized(tables, tuple(warnings))
 
 
 def normalize_all(payloads: Mapping[str, Any], account: str,

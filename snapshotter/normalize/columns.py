@@ -28,8 +28,6 @@ from snapshotter.normalize.values import (
 
 DATETIME_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # one unit whatever the values
 STRING_DTYPE = pd.StringDtype("python")
-_STRINGS = STRING_DTYPE.construct_array_type()
-_DATETIMES = DATETIME_DTYPE.construct_array_type()
 # Each value's type, as a code: the kinds take values of these types as they are.
 _NONE, _STR, _INT, _FLOAT, _BOOL, _OTHER = range(6)
 _CODES = {type(None): _NONE, str: _STR, int: _INT, float: _FLOAT, bool: _BOOL}
@@ -124,7 +122,7 @@ _TAKE = {"int": _ints, "float": _floats, "bool": _bools, "str": _texts,
 def string_array(texts: np.ndarray) -> Any:
     """Text (None for NULL) as a ``string`` column (Python storage: what the database
     takes back out of it costs a tenth of pyarrow's)."""
-    return _STRINGS._from_sequence(texts, dtype=STRING_DTYPE)
+    return pd.arrays.StringArray(texts, dtype=STRING_DTYPE)  # None -> NA, in ``texts``
 
 
 def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
@@ -138,7 +136,7 @@ def _array(kind: str, data: np.ndarray, missing: np.ndarray) -> Any:
     if kind == "str":
         return string_array(data)
     if kind == "datetime":
-        return _DATETIMES._from_sequence(data, dtype=DATETIME_DTYPE)
+        return pd.array(data, dtype=DATETIME_DTYPE)  # naive values are UTC
     return data  # date: Python dates (or None) in an object column
 
 

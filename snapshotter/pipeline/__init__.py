@@ -1,8 +1,9 @@
 """The snapshot job: config -> kite client -> normalize -> store. The CLI, the daemon
 and the timer call it; operations reach Kite only through it.
 
-Its names load their module on first use (PEP 562), so that a command using one stage
-module (`benchmark import`, `import`) does not load the login code and the rest.
+Its names are looked up in their module when used (PEP 562 ``__getattr__``, from the
+table below; nothing is cached here), so that a command using one stage module
+(`benchmark import`, `import`) does not load the login code and the rest.
 """
 
 from __future__ import annotations
@@ -49,6 +50,4 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value
-    return value
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

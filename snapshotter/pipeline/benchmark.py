@@ -138,7 +138,7 @@ def _candles(config: Config, engine: sa.Engine, acc: AccountConfig, token: int,
     from snapshotter.kite.auth import auth_for, refusal, same_credentials
     from snapshotter.kite.client import KiteClient
     from snapshotter.kite.token_cache import TokenCache
-    from snapshotter.pipeline.run import _respect_other_hosts_totp
+    from snapshotter.pipeline.run import respect_other_hosts_totp
     from snapshotter.pipeline.storing import step_reserver
 
     deadline = time.monotonic() + config.kite.run_timeout
@@ -147,7 +147,7 @@ def _candles(config: Config, engine: sa.Engine, acc: AccountConfig, token: int,
         if refused is not None and same_credentials(acc, refused.rejected_credentials):
             raise refusal(acc, refused.taken_at, refused.error)
         cache = TokenCache(config.state_dir)
-        _respect_other_hosts_totp(engine, cache, [acc.user_id], clock())
+        respect_other_hosts_totp(engine, cache, [acc.user_id], clock())
         client = KiteClient(acc, config.kite, cache, clock=clock,
                             reserve_totp_step=step_reserver(engine, config.database_url,
                                                             acc.user_id, clock, lock))

@@ -16,7 +16,7 @@ from snapshotter.errors import KiteError, LoginRejected
 from snapshotter.kite.auth import UNRESERVED, Prompt, auth_for
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
-from snapshotter.pipeline.run import _respect_other_hosts_totp, select_accounts
+from snapshotter.pipeline.run import respect_other_hosts_totp, select_accounts
 from snapshotter.pipeline.storing import step_reserver
 from snapshotter.sessions import IST
 from snapshotter.store import writes as store
@@ -58,7 +58,7 @@ def login_accounts(config: Config, user_ids: list[str] | None, prompt: Prompt,
     targets = _targets(config, user_ids)
     if engine is not None and targets:
         try:  # a session a run just made must not see its TOTP step sent again
-            _respect_other_hosts_totp(engine, cache, [a.user_id for a in targets], clock())
+            respect_other_hosts_totp(engine, cache, [a.user_id for a in targets], clock())
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not read recent attempts from the database: %s",
                         redact.redact(str(exc).splitlines()[0]))

@@ -37,7 +37,7 @@ def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None,
         try:
             normalized = normalize_snapshot(store.raw_payloads(engine, snap.id), snap.account,
                                             snap.snapshot_date)
-            rows += sum(store.replace_rows(engine, snap.id, normalized.frames,
+            rows += sum(store.replace_rows(engine, snap.id, normalized.tables,
                                            normalized.warnings).values())
         except (PayloadError, LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
             failures.append(f"account {snap.account} {snap.snapshot_date}: "
@@ -48,7 +48,7 @@ def replay_raw(engine: sa.Engine, accounts: Iterable[str] | None = None,
     return ReplayResult(replayed + recovered, rows + recovered_rows, failures)
 
 
-# -- helpers of _store_one and replay_raw -------------------------------------------------
+# -- helpers of store_one and replay_raw -------------------------------------------------
 
 def _replay_error(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.SQLAlchemyError):
@@ -80,7 +80,7 @@ def _recover_failed_attempts(engine: sa.Engine, accounts: Iterable[str] | None,
             continue
         try:
             stored = store.recover_failed(
-                engine, snap.id, frames=normalized.frames, warnings=normalized.warnings,
+                engine, snap.id, frames=normalized.tables, warnings=normalized.warnings,
                 after_close=snap.taken_at >= _settled(calendar, snap.snapshot_date))
         except (LookupError, store.StoreError, sa.exc.SQLAlchemyError) as exc:
             failures.append(f"{when}: {_replay_error(exc)}")

@@ -29,7 +29,7 @@ from snapshotter.pipeline.outcomes import (
     Clock,
     RunResult,
 )
-from snapshotter.pipeline.storing import _Database, _store_one, step_reserver, store_spooled
+from snapshotter.pipeline.storing import RunDatabase, step_reserver, store_one, store_spooled
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
 from snapshotter.store import writes as store
 from snapshotter.store.lock import HeldLock, run_lock
@@ -117,7 +117,7 @@ def run_snapshot(
             else:
                 todo.append(acc)
         todo = _without_rejected_credentials(engine, todo, session, report)
-        database = _Database(config.database_url)
+        database = RunDatabase(config.database_url)
         if todo:
             _Run(config, engine, session, clock, report, cancel, deadline, tick,
                  should_stop, database, lock).snapshot_accounts(todo)
@@ -171,7 +171,7 @@ class _Run:
     deadline: float
     tick: Callable[[], None]
     should_stop: Callable[[], bool]
-    database: _Database
+    database: RunDatabase
     lock: HeldLock
 
     def _lock_held(self) -> bool:
@@ -186,7 +186,7 @@ class _Run:
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
         cache = TokenCache(config.state_dir)
-        _respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
+        respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
         started: dict[str, tuple[datetime, float]] = {}
 
         def job(acc: AccountConfig) -> tuple[dict[str, Any], int] | None:
@@ -237,7 +237,7 @@ class _Run:
         else:
             taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
             self._lock_held()  # a lost lock stops the logins; these answers are kept
-            self.report(_store_one(self.engine, acc, self.session, taken_at, t0, future,
+            self.report(store_one(self.engine, acc, self.session, taken_at, t0, future,
                                    state_dir=self.config.state_dir, database=self.database))
         del pending[future]
 
@@ -290,7 +290,7 @@ class _Run:
         self.report(outcome)
 
 
-def _respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],
+def respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],
                               now: datetime) -> None:
     """Replicas share the ledger, not the token cache: treat the TOTP steps of attempts
     another host began in the last minutes (which may have logged in) as used here too."""

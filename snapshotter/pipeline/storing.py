@@ -41,7 +41,7 @@ from snapshotter.store.lock import HeldLock
 log = logging.getLogger(__name__)
 
 @dataclass
-class _Database:
+class RunDatabase:
     """Whether the database was lost during this run (then answers go to the spool)."""
 
     url: str = ""
@@ -66,8 +66,8 @@ def step_reserver(engine: sa.Engine, url: str, account: str, clock: Callable[[],
     return reserve
 
 
-def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
-               t0: float, future: Any, *, state_dir: Path, database: _Database) -> AccountOutcome:
+def store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at: datetime,
+               t0: float, future: Any, *, state_dir: Path, database: RunDatabase) -> AccountOutcome:
     """Normalize and store one account's answers, or record the failed attempt (with the
     answers it got). When the database is lost, the answers go to the spool."""
     user = acc.user_id
@@ -83,7 +83,7 @@ def _store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at
         duration = int((time.perf_counter() - t0) * 1000)
         stored = store.store_snapshot(engine, account=user, snapshot_date=session.day,
                                       taken_at=taken_at, final=final, payloads=payloads,
-                                      frames=normalized.frames, duration_ms=duration,
+                                      frames=normalized.tables, duration_ms=duration,
                                       warnings=normalized.warnings)
         return AccountOutcome(user, OK, session.day, final=stored.final, counts=stored.counts,
                               logins=logins, warnings=stored.warnings)
@@ -164,7 +164,7 @@ def store_spooled(config: Config, engine: sa.Engine) -> int:
             store.store_snapshot(engine, account=item.account,
                                  snapshot_date=item.snapshot_date, taken_at=item.taken_at,
                                  final=item.final, payloads=item.payloads,
-                                 frames=normalized.frames, duration_ms=item.duration_ms,
+                                 frames=normalized.tables, duration_ms=item.duration_ms,
                                  warnings=normalized.warnings)
         except (PayloadError, store.StoreError) as exc:
             log.error("spool: %s", redact.redact(f"account {item.account}: {exc}"))

@@ -256,8 +256,6 @@ class HouseholdLeave(Base):
 # --- Console imports (``snapshotter import``; docs/console-imports.md) ----------------
 
 LEDGER_KINDS = ("deposit", "withdrawal", "settlement", "charge", "other")
-LOT_TERMS = ("intraday", "short", "long")
-ACTION_KINDS = ("split", "bonus")
 
 
 class ConsoleFile(Base):

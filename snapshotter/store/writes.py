@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from snapshotter.errors import SnapshotterError
 from snapshotter.normalize import clean_text, record_label
 from snapshotter.routes import BY_TABLE
-from snapshotter.rows import frame_records
+from snapshotter.rows import TableRows, frame_records
 from snapshotter.store import views
 from snapshotter.store.engine import is_connection_error
 from snapshotter.store.models import (
@@ -163,7 +162,7 @@ def _value_and_flow(session: Session, account: str, snapshot_date: date,
 
 
 def _insert_frames(session: Session, account: str, snapshot_id: int,
-                   frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+                   frames: Mapping[str, TableRows]) -> dict[str, int]:
     """One executemany per table, its rows taken from the frame column by column."""
     counts = {}
     for name, table in DATA_TABLES.items():
@@ -192,7 +191,7 @@ def decompress(body: bytes) -> Any:
 
 
 def _shrink_warnings(session: Session, account: str, snapshot_date: date,
-                     frames: Mapping[str, pd.DataFrame]) -> list[str]:
+                     frames: Mapping[str, TableRows]) -> list[str]:
     """Holdings or MF holdings that emptied, or lost more than half their rows, against
     the account's previous complete snapshot of an earlier session."""
     previous = session.execute(
@@ -212,7 +211,7 @@ def _shrink_warnings(session: Session, account: str, snapshot_date: date,
         if not before or count * 2 >= before:
             continue
         key = BY_TABLE[name].natural_key
-        now = [] if frame is None else frame_records(frame[list(key)])
+        now = [] if frame is None else frame_records(frame)
         still = {tuple(row[c] for c in key) for row in now}
         old = session.execute(sa.select(*(table.c[c] for c in key))
                               .where(table.c.snapshot_id == previous.id)
@@ -245,7 +244,7 @@ def _confirmed(session: Session, account: str, snapshot_date: date, taken_at: da
 
 
 def _verdict(session: Session, account: str, snapshot_date: date, taken_at: datetime,
-             frames: Mapping[str, pd.DataFrame], warnings: Sequence[str], after_close: bool,
+             frames: Mapping[str, TableRows], warnings: Sequence[str], after_close: bool,
              snapshot_id: int | None = None) -> tuple[list[str], bool]:
     """A complete snapshot's warnings (normalize's and the shrink check's), and whether
     it is final."""
@@ -262,7 +261,7 @@ def _supersede(session: Session, snapshot_ids: list[int]) -> None:
                         .values(status=SNAPSHOT_SUPERSEDED))
 
 
-def _fill(session: Session, snap: Snapshot, frames: Mapping[str, pd.DataFrame],
+def _fill(session: Session, snap: Snapshot, frames: Mapping[str, TableRows],
           warnings: Sequence[str], after_close: bool) -> StoredSnapshot:
     """An existing ledger row's rows, warnings, final flag, totals and counts."""
     found, snap.final = _verdict(session, snap.account, snap.snapshot_date, snap.taken_at,
@@ -311,7 +310,7 @@ def store_snapshot(
     taken_at: datetime,
     final: bool,
     payloads: Mapping[str, Any],
-    frames: Mapping[str, pd.DataFrame],
+    frames: Mapping[str, TableRows],
     duration_ms: int | None = None,
     warnings: Sequence[str] = (),
 ) -> StoredSnapshot:
@@ -420,7 +419,7 @@ def failed_attempts_to_replay(engine: sa.Engine, routes: Iterable[str],
 
 
 def replace_rows(engine: sa.Engine, snapshot_id: int,
-                 frames: Mapping[str, pd.DataFrame],
+                 frames: Mapping[str, TableRows],
                  warnings: Sequence[str] = ()) -> dict[str, int]:
     """Re-derive one stored snapshot's rows, totals and warnings (``run --from-raw``),
     in one transaction; whether it is final stays as it was. The account's ledger flow
@@ -446,7 +445,7 @@ def replace_rows(engine: sa.Engine, snapshot_id: int,
 
 
 def recover_failed(engine: sa.Engine, snapshot_id: int, *,
-                   frames: Mapping[str, pd.DataFrame], warnings: Sequence[str],
+                   frames: Mapping[str, TableRows], warnings: Sequence[str],
                    after_close: bool) -> StoredSnapshot | None:
     """Turn a failed attempt whose payloads now normalize into the complete snapshot of
     its session, with its original taken_at (superseding an earlier one); None when the
