@@ -716,3 +716,23 @@ def test_sqlite_has_ln_and_exp(tmp_path: Path) -> None:
         assert value is not None and math.isclose(value, 2.0)
     finally:
         engine.dispose()
+
+
+def _nav_steps(text: str) -> list[str]:
+    """Each NAV step (the ``units`` and ``nav`` CASEs after one previous row) in a SQL
+    text, with the previous row's alias written ``prev``."""
+    steps = []
+    for block in text.split("END AS nav")[:-1]:
+        start = block.rindex("CASE\n", 0, block.index("END AS units"))
+        step = block[start:] + "END AS nav"
+        alias = step.split("WHEN ", 2)[2].split(".nav IS NULL", 1)[0]
+        steps.append(step.replace(f"{alias}.", "prev."))
+    return steps
+
+
+def test_the_nav_step_is_one_formula_wherever_it_is_written() -> None:
+    """The NAV step is written four times (the first and the next row, in the fill of
+    snapshot_nav and in nav_daily_all): an edit to one must be made to all."""
+    steps = _nav_steps(views.SNAPSHOT_NAV) + _nav_steps(views.VIEWS["nav_daily_all"])
+    assert len(steps) == 4
+    assert len(set(steps)) == 1, steps
