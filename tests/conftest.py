@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -258,3 +259,85 @@ def within_guard(work: Callable[[], Any]) -> Any:
     if kind == "raised":
         raise value
     return value
+
+
+# --- the dashboard (`snapshotter serve`) and a real browser ---------------------------
+
+CHROMIUM = os.environ.get("SNAPSHOTTER_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Debian chromium driven by Playwright (no browser download)."""
+    if not Path(CHROMIUM).exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is required in CI (Debian package chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # --no-proxy-server: the dashboard is on 127.0.0.1, whatever proxy the machine has.
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--no-proxy-server"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Served:
+    """A running `snapshotter serve`: its base URL and the lines it printed."""
+
+    url: str
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@contextmanager
+def serving(config: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """`snapshotter --config CONFIG serve --port 0 ARGS` until the block ends; the URL it
+    printed. Its output (stdout and stderr) is collected in ``lines``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snapshotter", "--config", str(config), "serve", "--port", "0",
+         *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    served = Served(url="", process=process)
+    started = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            served.lines.append(line)
+            if line.startswith("dashboard on "):
+                served.url = line.split()[2].rstrip("/")
+                started.set()
+        started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_until(started.is_set, "the dashboard to start", alive=None)
+        if not served.url:
+            process.wait()
+            pytest.fail(f"serve exited ({process.returncode}):\n{served.output()}")
+        yield served
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        reader.join(HANG_GUARD)
+
+
+def local_get(url: str, **kwargs: Any) -> Any:
+    """requests.get without the machine's proxy (the dashboard is on 127.0.0.1)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    return session.get(url, timeout=HANG_GUARD, **kwargs)

@@ -118,6 +118,13 @@ def _known_accounts(config: Config, engine: sa.Engine, wanted: Iterable[str]) ->
                              f"({hint})")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from snapshotter.serve import server
+
+    config = _config(args)
+    return server.serve(config, host=args.host, port=args.port)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import importlib
     import time

@@ -302,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only check that manual accounts' cached sessions still work "
                     "(pings healthcheck_url/fail when not); never prompts")
 
+    sv = _command(sub, "serve", commands.cmd_serve,
+                  "a read-only web dashboard over the database (and the daily Kite login)",
+                  "Serves the history as web pages (docs/dashboard.md) on 127.0.0.1 by "
+                  "default. Another address needs serve.password or serve.password_file. "
+                  "Never migrates the database and needs none of the accounts' secrets.")
+    sv.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+
     sim = _command(sub, "simulate", commands.cmd_simulate,
                    "serve the Kite simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)

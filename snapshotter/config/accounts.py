@@ -45,10 +45,10 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
         if auth not in AUTH_MODES:
             problems.add(f"{where}auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
         login = "" if auth in ("web", "connect") else None
-        password = _secret(acc, "password", where, problems, login, read_files)
-        totp = _secret(acc, "totp_secret", where, problems, login, read_files)
+        password = read_secret(acc, "password", where, problems, login, read_files)
+        totp = read_secret(acc, "totp_secret", where, problems, login, read_files)
         connect = " (auth: connect needs it)" if auth == "connect" else None
-        api_secret = _secret(acc, "api_secret", where, problems, connect, read_files)
+        api_secret = read_secret(acc, "api_secret", where, problems, connect, read_files)
         files = tuple(str(acc[k]) for k in ("password_file", "totp_secret_file",
                                              "api_secret_file") if acc.get(k))
         api_key = acc.get("api_key")
@@ -69,7 +69,7 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
     return accounts
 
 
-def _secret(acc: dict[str, Any], name: str, where: str, problems: Problems,
+def read_secret(acc: dict[str, Any], name: str, where: str, problems: Problems,
             required: str | None = None, read_files: bool = True) -> Secret | None:
     """The secret ``name`` given inline or by ``name_file``; at most one line per problem.
 

@@ -9,17 +9,18 @@ from snapshotter.config.problems import Problems, silent_interpolate
 
 TOP_KEYS = {
     "database", "kite", "accounts", "state_dir", "timezone", "schedule", "calendar",
-    "healthcheck_url", "logging", "notify", "import",
+    "healthcheck_url", "logging", "notify", "import", "serve",
 }
 SECTION_KEYS = {
     "database": {"url"},
     "kite": {"base_url", "api_root", "timeout", "retries", "backoff", "concurrency",
              "run_timeout", "max_response_mb", "clock_tolerance"},
-    "schedule": {"time", "retry_attempts", "retry_spacing_minutes"},
+    "schedule": {"time", "retry_attempts", "retry_spacing_minutes", "login_reminder"},
     "calendar": {"holidays", "extra_sessions"},
     "logging": {"level"},
     "notify": {"urls", "on", "timeout"},
     "import": {"max_file_mb"},
+    "serve": {"host", "port", "password", "password_file", "trusted_proxy", "url"},
 }
 ACCOUNT_KEYS = {
     "user_id", "password", "password_file", "totp_secret", "totp_secret_file", "auth",

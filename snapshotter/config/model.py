@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, time
+from datetime import time as clock_time
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -68,6 +69,8 @@ class ScheduleConfig:
     time: time = time(16, 30)
     retry_attempts: int = 3
     retry_spacing_minutes: int = 30
+    # when the daemon reminds (notify) that an account has no session today; None: off
+    login_reminder: clock_time | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,24 @@ class ImportConfig:
         return int(self.max_file_mb * 2**20)
 
 
+DEFAULT_SERVE_HOST = "127.0.0.1"
+DEFAULT_SERVE_PORT = 8000
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """``serve:``: where `snapshotter serve` listens and who may see it (docs/dashboard.md)."""
+
+    host: str = DEFAULT_SERVE_HOST
+    port: int = DEFAULT_SERVE_PORT
+    password: Secret | None = None  # serve.password (${VAR}) or serve.password_file
+    trusted_proxy: tuple[str, ...] = ()  # addresses whose X-Forwarded-For/-Proto are believed
+    url: str | None = None  # the dashboard's address as the user's browser reaches it
+
+    def secrets(self) -> list[str]:
+        return [self.password] if self.password else []
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None
@@ -113,6 +134,7 @@ class Config:
     log_level: str = DEFAULT_LOG_LEVEL
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     imports: ImportConfig = field(default_factory=ImportConfig)  # the `import:` section
+    serve: ServeConfig = field(default_factory=ServeConfig)
     warnings: tuple[str, ...] = ()
 
     def account(self, user_id: str) -> AccountConfig:
@@ -127,6 +149,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret this config holds, the database password included."""
         found = [s for acc in self.accounts for s in acc.secrets()] + self.notify.secrets()
+        found += self.serve.secrets()
         match = re.match(r"^[^:/]+://[^:@/]*:([^@/]+)@", self.database_url)
         return [*found, match.group(1)] if match else found
 

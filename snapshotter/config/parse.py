@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from snapshotter.config.accounts import parse_accounts
+from snapshotter.config.accounts import parse_accounts, read_secret
 from snapshotter.config.keys import drop_unknown_keys
 from snapshotter.config.model import (
     DEFAULT_API_ROOT,
@@ -31,6 +32,7 @@ from snapshotter.config.model import (
     NotifyConfig,
     ScheduleConfig,
     Secret,
+    ServeConfig,
     default_state_dir,
 )
 from snapshotter.config.problems import Problems, interpolate
@@ -84,8 +86,16 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
             run_time = value if isinstance(value, time) else time.fromisoformat(str(value))
         except ValueError:
             problems.add("schedule.time", f"not a time (HH:MM): {value!r}")
+    reminder = None
+    if s.get("login_reminder") not in (None, "", False):
+        value = s["login_reminder"]
+        try:
+            reminder = value if isinstance(value, time) else time.fromisoformat(str(value))
+        except ValueError:
+            problems.add("schedule.login_reminder", f"not a time (HH:MM): {value!r}")
     schedule = ScheduleConfig(
-        time=run_time, **_numbers(s, "schedule.", default_schedule, _SCHEDULE_MINIMUMS, problems)
+        time=run_time, login_reminder=reminder,
+        **_numbers(s, "schedule.", default_schedule, _SCHEDULE_MINIMUMS, problems)
     )
     c = _section(raw, "calendar", problems)
     calendar = CalendarConfig(
@@ -107,6 +117,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
     notify = _notify(_section(raw, "notify", problems), problems)
     imports = ImportConfig(**_numbers(_section(raw, "import", problems), "import.",
                                       ImportConfig(), _IMPORT_MINIMUMS, problems))
+    serve = _serve(_section(raw, "serve", problems), problems, read_secret_files)
     accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files)
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -117,7 +128,8 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
         path=path, database_url=database_url, accounts=tuple(accounts), kite=kite,
         state_dir=state_dir, timezone=tz, schedule=schedule, calendar=calendar,
         healthcheck_url=str(raw["healthcheck_url"]) if raw.get("healthcheck_url") else None,
-        log_level=log_level, notify=notify, imports=imports, warnings=tuple(problems.warnings),
+        log_level=log_level, notify=notify, imports=imports, serve=serve,
+        warnings=tuple(problems.warnings),
     )
 
 
@@ -164,6 +176,40 @@ def _notify(section: dict[str, Any], problems: Problems) -> NotifyConfig:
             on.append(value)
     timeout = _number(section, "timeout", "notify.", defaults.timeout, problems, 1)
     return NotifyConfig(urls=tuple(urls), on=tuple(on), timeout=timeout)
+
+
+def _serve(section: dict[str, Any], problems: Problems, read_files: bool) -> ServeConfig:
+    """``serve:``: the dashboard's address, its password (``${VAR}`` or a file) and the
+    reverse proxies believed. The password is never echoed."""
+    defaults = ServeConfig()
+    host = str(section.get("host") or defaults.host).strip()
+    port = _number(section, "port", "serve.", defaults.port, problems, 1)
+    if port > 65535:
+        problems.add("serve.port", f"must be at most 65535, got {port}")
+    password = read_secret(section, "password", "serve.", problems, None, read_files)
+    proxies = section.get("trusted_proxy")
+    if proxies is None:
+        proxies = []
+    if isinstance(proxies, str):
+        proxies = [proxies]
+    trusted: list[str] = []
+    if not isinstance(proxies, list):
+        problems.add("serve.trusted_proxy", "must be an address or a list of addresses")
+        proxies = []
+    for i, proxy in enumerate(proxies):
+        text = str(proxy).strip()
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            problems.add(f"serve.trusted_proxy[{i}]",
+                         f"not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8): {text!r}")
+            continue
+        trusted.append(text)
+    url = str(section.get("url") or "").strip().rstrip("/") or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        problems.add("serve.url", f"must start with http:// or https://, got {url!r}")
+    return ServeConfig(host=host, port=port, password=password, trusted_proxy=tuple(trusted),
+                       url=url)
 
 
 def _numbers(section: dict[str, Any], where: str, defaults: Any, minimums: dict[str, float],

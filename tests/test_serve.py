@@ -1,0 +1,51 @@
+"""`snapshotter serve`: the dashboard through the real command, read in a real browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import local_get, run_cli, serving, write_config
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database `snapshotter demo` filled (2 accounts, 15 sessions)."""
+    out = tmp_path_factory.mktemp("demo")
+    done = run_cli("demo", "--out", str(out), "--accounts", "2", "--days", "15", timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out / "demo.db"
+
+
+def _config(tmp_path: Path, db: Path, **extra: Any) -> Path:
+    return write_config(tmp_path / "config.yaml", {
+        "database": {"url": f"sqlite:///{db}"},
+        "accounts": [{"user_id": "DM0001", "password": "pw", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"},
+                     {"user_id": "DM0002", "password": "pw", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"}],
+        **extra})
+
+
+def test_overview_loads_in_the_browser(tmp_path: Path, demo_db: Path, chromium: Any) -> None:
+    with serving(_config(tmp_path, demo_db)) as served:
+        page = chromium.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        answer = page.goto(served.url + "/")
+        assert answer is not None and answer.status == 200
+        assert page.inner_text("h1") == "Overview"
+        assert "DM0001" in page.inner_text("main") and "DM0002" in page.inner_text("main")
+        assert errors == []
+        missing = local_get(served.url + "/no-such-page")
+        assert missing.status_code == 404 and "Traceback" not in missing.text
+        escaped = local_get(served.url + "/static/%2e%2e/app.py")
+        assert escaped.status_code == 404 and "import" not in escaped.text
+        page.close()
+
+
+def test_refuses_another_address_without_a_password(tmp_path: Path, demo_db: Path) -> None:
+    done = run_cli("--config", str(_config(tmp_path, demo_db)), "serve", "--host", "0.0.0.0")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: serve: refusing to listen")
