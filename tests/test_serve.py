@@ -37,7 +37,14 @@ def test_overview_loads_in_the_browser(tmp_path: Path, demo_db: Path, chromium: 
         assert answer is not None and answer.status == 200
         assert page.inner_text("h1") == "Overview"
         assert "DM0001" in page.inner_text("main") and "DM0002" in page.inner_text("main")
+        page.click("th[data-column=account]")
+        page.click("th[data-column=account]")  # descending
+        first = page.inner_text("#table-accounts tbody tr:first-child td:first-child")
+        assert first == "DM0002"
         assert errors == []
+        csv = local_get(served.url + "/?csv=accounts")
+        assert csv.status_code == 200 and csv.text.splitlines()[0] == \
+            "account,last_snapshot,sessions"
         missing = local_get(served.url + "/no-such-page")
         assert missing.status_code == 404 and "Traceback" not in missing.text
         escaped = local_get(served.url + "/static/%2e%2e/app.py")

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # not pyplot: no display, no global figure
 from matplotlib.lines import Line2D
 
 from snapshotter.errors import SnapshotterError, UsageError
+from snapshotter.reports.query import Bind, connection
 
 NUMBERS = ("total_value", "market_pnl", "drawdown", "cash_flow")
 # Up to this many sessions, each one is marked on the lines.
@@ -36,7 +37,7 @@ def _floats(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def chart_data(engine: sa.Engine, account: str | None = None,
+def chart_data(engine: Bind, account: str | None = None,
                per_account: bool = False) -> pd.DataFrame:
     """Per session: total_value, cumulative market P&L and drawdown (one account, all
     accounts summed, or with ``per_account`` every account's own rows, with an
@@ -48,7 +49,7 @@ def chart_data(engine: sa.Engine, account: str | None = None,
     drawdown of the index of daily returns (market P&L / previous total value), as
     `report performance`'s ALL twr.
     """
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         if account or per_account:
             where = "WHERE account = :a " if account else ""
             frame = pd.read_sql(sa.text(
@@ -129,7 +130,7 @@ def _date_axis(axis: Axes, days: pd.Series) -> str | None:
             "session's snapshot")
 
 
-def build(engine: sa.Engine, account: str | None = None, per_account: bool = False) -> Chart:
+def build(engine: Bind, account: str | None = None, per_account: bool = False) -> Chart:
     """The chart of one account, all accounts summed, or (``per_account``) each account."""
     if account and per_account:
         raise UsageError("--per-account draws every account; leave out --account")
@@ -231,12 +232,12 @@ def _per_account_lines(frame: pd.DataFrame, top: Axes, pnl_axis: Axes, bottom: A
                ncol=2 if len(handles) > 8 else 1)
 
 
-def write_chart(engine: sa.Engine, path: Path, account: str | None = None) -> Path:
+def write_chart(engine: Bind, path: Path, account: str | None = None) -> Path:
     """The chart of one account or all accounts summed, written to ``path``."""
     return save(build(engine, account), path)
 
 
-def benchmark_chart_data(engine: sa.Engine, benchmark: str, account: str | None = None,
+def benchmark_chart_data(engine: Bind, benchmark: str, account: str | None = None,
                          ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """The benchmark's stored name, the NAV (one account's ``nav_daily``, or
     ``nav_daily_all``) and the benchmark's closes, each rebased to 100: the NAV on its
@@ -245,7 +246,7 @@ def benchmark_chart_data(engine: sa.Engine, benchmark: str, account: str | None 
     from snapshotter.reports.performance import benchmark_closes
 
     name, closes = benchmark_closes(engine, benchmark)
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         if account:
             nav = pd.read_sql(sa.text(
                 "SELECT snapshot_date, nav FROM nav_daily WHERE account = :a "
@@ -267,7 +268,7 @@ def benchmark_chart_data(engine: sa.Engine, benchmark: str, account: str | None 
     return name, nav, shown
 
 
-def build_benchmark(engine: sa.Engine, benchmark: str, account: str | None = None) -> Chart:
+def build_benchmark(engine: Bind, benchmark: str, account: str | None = None) -> Chart:
     """`chart --benchmark NAME`: the NAV against the benchmark, both rebased to 100."""
     name, nav, closes = benchmark_chart_data(engine, benchmark, account)
     if nav.empty:

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import pandas as pd
-import sqlalchemy as sa
 
-from snapshotter.reports.query import Filters, filter_sql, read_frame
+from snapshotter.reports.query import Bind, Filters, filter_sql, read_frame
 
 
-def holdings(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
+def holdings(engine: Bind, filters: Filters = Filters()) -> pd.DataFrame:
     """Each account's holdings on the last session in range."""
     where, params = filter_sql(filters, alias="h")
     inner, _ = filter_sql(filters, alias="x")
@@ -25,7 +24,7 @@ def holdings(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
         ORDER BY h.account, h.value DESC""", params)
 
 
-def pnl(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
+def pnl(engine: Bind, filters: Filters = Filters()) -> pd.DataFrame:
     where, params = filter_sql(filters)
     return read_frame(engine, f"""
         SELECT account, snapshot_date, previous_snapshot_date, total_value, value_change,
@@ -33,7 +32,7 @@ def pnl(engine: sa.Engine, filters: Filters = Filters()) -> pd.DataFrame:
         FROM pnl_daily WHERE {where} ORDER BY snapshot_date, account""", params)
 
 
-def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.DataFrame:
+def history(engine: Bind, symbol: str, filters: Filters = Filters()) -> pd.DataFrame:
     where, params = filter_sql(filters)
     params["symbol"] = symbol.upper()
     return read_frame(engine, f"""
@@ -43,7 +42,7 @@ def history(engine: sa.Engine, symbol: str, filters: Filters = Filters()) -> pd.
         ORDER BY snapshot_date, account""", params)
 
 
-def with_xirr(engine: sa.Engine, holdings: pd.DataFrame) -> pd.DataFrame:
+def with_xirr(engine: Bind, holdings: pd.DataFrame) -> pd.DataFrame:
     """``holdings`` (report holdings' rows) with ``xirr``: the annualised return of the
     holding's open FIFO lots (each bought at its price on its date; a bonus lot at 0),
     valued at the holding's price on its snapshot date, as Console shows for holdings.

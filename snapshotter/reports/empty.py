@@ -7,10 +7,10 @@ import difflib
 
 import sqlalchemy as sa
 
-from snapshotter.reports.query import Filters
+from snapshotter.reports.query import Bind, Filters, connection
 
 
-def why_empty(engine: sa.Engine, filters: Filters, symbol: str | None) -> str | None:
+def why_empty(engine: Bind, filters: Filters, symbol: str | None) -> str | None:
     """The reason no row can match, or None (the window merely holds none)."""
     if filters.start and filters.end and filters.start > filters.end:
         return f"--from {filters.start} is after --to {filters.end}"
@@ -22,7 +22,7 @@ def why_empty(engine: sa.Engine, filters: Filters, symbol: str | None) -> str | 
         names = [f"account_{i}" for i in range(len(filters.accounts))]
         where = f"account IN ({', '.join(':' + n for n in names)})"
         params = dict(zip(names, filters.accounts, strict=True))
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         known = set(conn.scalars(sa.text(
             f"SELECT DISTINCT UPPER(tradingsymbol) FROM holdings WHERE {where}"), params))
     if wanted in known:

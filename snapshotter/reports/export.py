@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from snapshotter.errors import UsageError
 from snapshotter.progress import Progress
+from snapshotter.reports.query import Bind, connection
 from snapshotter.reports.render import decimals, safe_for_spreadsheets
 from snapshotter.store.models import DATA_TABLES, Base, UTCDateTime
 
@@ -101,7 +102,7 @@ def _arrow_column(values: Sequence[Any], kind: Kind, name: str) -> pa.Array:
 VIEW_ORDER = ("account", "snapshot_date", "exchange", "tradingsymbol", "field")
 
 
-def _read(engine: sa.Engine, name: str) -> pa.Table:
+def _read(engine: Bind, name: str) -> pa.Table:
     """A table or view, typed by the schema: SQLAlchemy's column types for tables, the
     declared kinds (store.views.COLUMNS) for views."""
     import pyarrow as pa
@@ -118,14 +119,14 @@ def _read(engine: sa.Engine, name: str) -> pa.Table:
         kinds = list(views.COLUMNS[name].values())
         order = [c for c in columns if c.name in VIEW_ORDER]
         query = sa.select(*columns).select_from(sa.table(name)).order_by(*order)
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         rows = conn.execute(query).all()
     by_column = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
     return pa.table({c.name: _arrow_column(values, kind, c.name)
                      for c, kind, values in zip(columns, kinds, by_column, strict=True)})
 
 
-def export(engine: sa.Engine, out_dir: Path, fmt: str,
+def export(engine: Bind, out_dir: Path, fmt: str,
            labels: dict[str, str] | None = None) -> list[Path]:
     """Every table and view to ``out_dir`` as CSV or Parquet, typed by the schema (so
     the files are the same from SQLite and PostgreSQL): dates as dates, timestamps in

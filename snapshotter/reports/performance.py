@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.errors import UsageError
-from snapshotter.reports.query import Filters
+from snapshotter.reports.query import Bind, Filters, connection
 from snapshotter.reports.render import non_finite, rounded, safe_for_spreadsheets
 from snapshotter.sessions import TradingCalendar
 
@@ -73,8 +73,8 @@ class Performance:
     warnings: list[str] = field(default_factory=list)
 
 
-def _query(engine: sa.Engine, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    with engine.connect() as conn:
+def _query(engine: Bind, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    with connection(engine) as conn:
         result = conn.execute(sa.text(sql), params)
         # The driver's plain tuples: a frame built from SQLAlchemy's Row objects takes
         # several times as long (a report reads every account's history).
@@ -101,7 +101,7 @@ def _dates(filters: Filters) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "1 = 1", params
 
 
-def _account_rows(engine: sa.Engine, filters: Filters, accounts: list[str] | None,
+def _account_rows(engine: Bind, filters: Filters, accounts: list[str] | None,
                   ) -> pd.DataFrame:
     """nav_daily within the dates (of ``accounts``, or every account)."""
     where, params = _dates(filters)
@@ -116,7 +116,7 @@ def _account_rows(engine: sa.Engine, filters: Filters, accounts: list[str] | Non
         WHERE {where} ORDER BY account, snapshot_date""", params)
 
 
-def _all_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+def _all_rows(engine: Bind, filters: Filters) -> pd.DataFrame:
     """nav_daily_all within the dates, as account ``ALL``."""
     where, params = _dates(filters)
     rows = _query(engine, f"""
@@ -126,7 +126,7 @@ def _all_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
     return rows
 
 
-def _carried_rows(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+def _carried_rows(engine: Bind, filters: Filters) -> pd.DataFrame:
     """household_daily's carried rows within the dates: (account, date)."""
     where, params = _dates(filters)
     return _query(engine, f"""
@@ -184,7 +184,7 @@ def _figures(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def nav_figures(engine: sa.Engine, filters: Filters) -> pd.DataFrame:
+def nav_figures(engine: Bind, filters: Filters) -> pd.DataFrame:
     """Per account (``filters.accounts``, or every account) and, without an account
     filter, ``ALL``: the window's figures that need no calendar (``from``, ``to``,
     ``start_value``, ``end_value``, ``net_flows``, ``market_pnl``, ``twr``,
@@ -256,7 +256,7 @@ def _gap_dates(rows: pd.DataFrame, windows: pd.DataFrame,
         ["account", "date"], ignore_index=True)
 
 
-def benchmark_closes(engine: sa.Engine, name: str) -> tuple[str, pd.DataFrame]:
+def benchmark_closes(engine: Bind, name: str) -> tuple[str, pd.DataFrame]:
     """The stored closes of ``name`` (as stored; else the one name equal ignoring case)."""
     name = name.strip()
     names = [n for (n,) in _query(engine, "SELECT DISTINCT name FROM benchmark_daily "
@@ -291,7 +291,7 @@ def _add_benchmark(out: pd.DataFrame, name: str, closes: pd.DataFrame,
                      f"before {before[account].date().isoformat()}")
 
 
-def performance(engine: sa.Engine, calendar: TradingCalendar, filters: Filters | None = None,
+def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None = None,
                 benchmark: str | None = None) -> Performance:
     """The figures per account (``filters.accounts``, or every account and ``ALL``; the
     name ``ALL`` asks for that row), within ``filters``' dates; with ``benchmark``, its

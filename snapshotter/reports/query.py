@@ -4,7 +4,8 @@ and a window of sessions) as SQL, and a query's rows as a typed DataFrame."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -12,6 +13,20 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+
+#: what a report reads through: an engine (a connection of its own per query), or one
+#: connection whose transaction every query shares (the dashboard's consistent snapshot)
+Bind = sa.Engine | sa.Connection
+
+
+@contextmanager
+def connection(bind: Bind) -> Iterator[sa.Connection]:
+    """``bind`` itself when it is a connection (left open), else a new one of the engine."""
+    if isinstance(bind, sa.Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,9 @@ def typed_column(values: Sequence[Any]) -> pd.Series:
                      dtype="float64")
 
 
-def read_frame(engine: sa.Engine, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+def read_frame(engine: Bind, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """The rows of ``sql``, each column typed by what it holds (typed_column)."""
-    with engine.connect() as conn:
+    with connection(engine) as conn:
         result = conn.execute(sa.text(sql), params)
         columns = list(result.keys())
         rows = result.fetchall()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from tabulate import tabulate
 
 from snapshotter.reports.performance import ALL, nav_figures
-from snapshotter.reports.query import Filters, filter_sql, read_frame
+from snapshotter.reports.query import Bind, Filters, connection, filter_sql, read_frame
 from snapshotter.routes import ROUTES
 
 # The routes whose row counts a session's summary shows, and their headings.
@@ -33,8 +33,8 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def summary_table(engine: sa.Engine, day: date) -> str:
-    with engine.connect() as conn:
+def summary_table(engine: Bind, day: date) -> str:
+    with connection(engine) as conn:
         rows = conn.execute(SUMMARY_SQL, {"day": day}).mappings().all()
     table = [
         [r["account"], r["snapshot_date"], "yes" if r["final"] else "no",
@@ -48,7 +48,7 @@ def summary_table(engine: sa.Engine, day: date) -> str:
                     colalign=("left", "left", "left", *("right",) * (len(headers) - 3)))
 
 
-def report_summary(engine: sa.Engine, filters: Filters | None = None) -> pd.DataFrame:
+def report_summary(engine: Bind, filters: Filters | None = None) -> pd.DataFrame:
     """`report summary`. Per account: value on the last session in range, and market P&L
     / return over it; ``warnings``: that session's snapshot's warnings (answers that
     looked wrong), one per line, or None. Without an account filter and with more than
@@ -115,7 +115,7 @@ def _returns(figures: pd.DataFrame, account: str) -> dict[str, Any]:
     return {"return_pct": row["nav_return"] * 100, "max_drawdown_pct": row["max_drawdown"] * 100}
 
 
-def _household_row(engine: sa.Engine, filters: Filters, figures: pd.DataFrame,
+def _household_row(engine: Bind, filters: Filters, figures: pd.DataFrame,
                    ) -> dict[str, Any]:
     """The ``ALL`` row of `report summary`, from ``portfolio_daily_all`` and the
     household's NAV figures."""

@@ -8,9 +8,8 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
-from snapshotter.reports.query import Filters, filter_sql, read_frame
+from snapshotter.reports.query import Bind, Filters, filter_sql, read_frame
 
 # Finance (No. 2) Act, 2024: capital gains rates changed for transfers from this day
 # (short-term on listed equity 15% -> 20%, long-term 10% -> 12.5%).
@@ -41,7 +40,7 @@ def tax_note(fy: str) -> str:
             "total at the rate change of the Finance (No. 2) Act 2024.")
 
 
-def tax(engine: sa.Engine, fy: str, accounts: tuple[str, ...] = ()) -> pd.DataFrame:
+def tax(engine: Bind, fy: str, accounts: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per account: the P&L of the lots sold in the financial year by term (intraday,
     stcg = short, ltcg = long), each also split at 2024-07-23; ``unmatched``: how many
     sold lots had no buy; ``dividends``: net dividends with their ex-date in the year."""

@@ -1,16 +1,16 @@
-"""The dashboard's pages: overview (all accounts, groups), account, instrument, tax,
-status; each reads one consistent snapshot through the views and report functions."""
+"""The dashboard's first page until the overview lands: the accounts stored."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from snapshotter.reports.query import read_frame
 from snapshotter.serve.database import snapshot
+from snapshotter.serve.tables import Table, answer
 
 if TYPE_CHECKING:
     from snapshotter.serve.app import Dashboard
@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 def routes(dashboard: Dashboard) -> list[BaseRoute]:
     async def overview(request: Request) -> Response:
         with snapshot(dashboard.engine) as conn:
-            rows = conn.execute(sa.text(
-                "SELECT account, MAX(snapshot_date) AS last, COUNT(*) AS sessions "
-                "FROM portfolio_daily GROUP BY account ORDER BY account")).all()
-        return dashboard.page(request, "overview.html", title="Overview", accounts=rows)
+            accounts = read_frame(conn, """
+                SELECT account, MAX(snapshot_date) AS last_snapshot, COUNT(*) AS sessions
+                FROM portfolio_daily GROUP BY account ORDER BY account""", {})
+        table = Table("accounts", accounts, numbers=["sessions"])
+        return answer(dashboard, request, "overview.html", [table], title="Overview")
 
     return [Route("/", overview, name="overview")]
