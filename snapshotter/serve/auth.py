@@ -292,7 +292,7 @@ class Guard:
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             return await call_next(request)
         if request.method not in ("GET", "HEAD"):
-            return self._page(request, 401, "Log in", "log in first")
+            return self._page(request, 403, "Log in", "log in first")
         if self.arrived_cross_site(request):
             return self.bounce(request)
         return RedirectResponse(f"/login?next={quote(_target(request), safe='/')}", 303)
@@ -375,7 +375,7 @@ class Guard:
             if locked:
                 log.warning("serve: %s locked out for %d minutes after %d wrong passwords",
                             client, LOCKED_SECONDS // 60, FAILURES)
-            return self.login_page(request, 401, "wrong password", next_path)
+            return self.login_page(request, 200, "wrong password", next_path)
         self.lockout.clear(client)
         token = self.sessions.start()
         log.info("serve: login from %s", client)
