@@ -354,6 +354,7 @@ def test_navigation_from_another_site_in_the_browser(tmp_path: Path, demo_db: Pa
         page.wait_for_selector("h1")
         assert page.inner_text("h1") == "Overview"
         assert arrivals() == [(200, "cross-site"), (200, "same-origin")]
+        assert "snapshotter_bounce" not in [c["name"] for c in context.cookies()]
         context.close()
 
 
@@ -437,6 +438,7 @@ def test_client_behind_proxies() -> None:
     assert proxies.client("10.1.1.1", []) == "10.1.1.1"
     assert proxies.client("10.1.1.1", ["10.3.3.3"]) == "10.3.3.3"
     assert proxies.client("10.1.1.1", ["unknown"]) == "unknown"
+    assert proxies.client("10.1.1.1", ["forged\nline"]) == "forged?line"  # one log line
 
 
 def test_local_path_and_password() -> None:

@@ -228,7 +228,8 @@ def _shown(hop: str | None) -> str:
     found = address(hop)
     if found is not None:
         return str(found)
-    return (hop or "unknown")[:64].encode("ascii", "replace").decode()
+    # Not an address (a proxy's "unknown", an obfuscated name): shown, but harmless in a log.
+    return "".join(c if c.isprintable() and c.isascii() else "?" for c in (hop or "unknown")[:64])
 
 
 def _peer(request: Request) -> str | None:
@@ -288,7 +289,10 @@ class Guard:
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is not None:
             request.state.logout_token = session.form_token
-            return await call_next(request)
+            response = await call_next(request)
+            if BOUNCE_COOKIE in request.cookies:  # it did its work
+                self._forget(response, BOUNCE_COOKIE, "/")
+            return response
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             return await call_next(request)
         if request.method not in ("GET", "HEAD"):
