@@ -72,6 +72,14 @@ def _set_cookies(response: requests.Response) -> dict[str, str]:
     return found
 
 
+def _submit(page: Any) -> Any:
+    """Send the login form; the answer to the POST, once its page has loaded."""
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        page.click("section.login button")
+    page.wait_for_load_state()
+    return answer.value
+
+
 # -- the real command --------------------------------------------------------------------
 
 
@@ -109,8 +117,7 @@ def test_login_flow_in_the_browser(tmp_path: Path, demo_db: Path, chromium: Any)
         assert parse_qs(urlsplit(page.url).query) == {"next": ["/"]}
 
         page.fill("#password", "not the password")
-        page.click("section.login button")
-        page.wait_for_load_state()
+        _submit(page)
         assert urlsplit(page.url).path == "/login"  # refused: still the login page
         assert page.inner_text("p.error") == "wrong password"
         assert context.cookies() and all(c["name"] != "snapshotter_session"
@@ -155,13 +162,10 @@ def test_lockout_per_client_in_the_browser(tmp_path: Path, demo_db: Path,
         page.goto(served.url + "/login")
         for _ in range(5):
             page.fill("#password", "guess")
-            page.click("section.login button")
-            page.wait_for_load_state()
+            _submit(page)
             assert page.inner_text("p.error") == "wrong password"
         page.fill("#password", PASSWORD)
-        with page.expect_response(lambda r: r.request.method == "POST") as answer:
-            page.click("section.login button")
-        assert answer.value.status == 429
+        assert _submit(page).status == 429
         assert page.inner_text("p.error").startswith(
             "too many wrong passwords from 203.0.113.7: locked for 15 more minutes")
         assert all(c["name"] != "snapshotter_session" for c in locked.cookies())
