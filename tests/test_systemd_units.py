@@ -23,7 +23,7 @@ from snapshotter.config import load_config
 from snapshotter.errors import ConfigError, LoginRejected
 from snapshotter.ops.systemd_units import CREDENTIALS_SOURCE, credential_names
 from snapshotter.simulator import KiteSimulator, SimAccount
-from tests.conftest import IN_CI, run_cli, write_config
+from tests.conftest import IN_CI, local_get, run_cli, serving, write_config
 
 IST = ZoneInfo("Asia/Kolkata")
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
@@ -405,3 +405,106 @@ def test_run_reads_secrets_the_unit_loads(exe: str, sim: KiteSimulator,
     result = run_cli("--config", str(cfg), "run", env={"CREDENTIALS_DIRECTORY": str(creds)})
     assert result.returncode == 0, result.stderr
     assert all(sim.login_count[a.user_id] == 1 for a in accounts)
+
+
+# -- the dashboard's unit (--mode serve) ---------------------------------------------------
+
+
+def _serve_config(path: Path, database_url: str, **serve: object) -> Path:
+    return write_config(path, {
+        "database": {"url": database_url},
+        "accounts": [{"user_id": "AB1234", "password_file": "ab1234-password",
+                      "totp_secret_file": "ab1234-totp"}],
+        "serve": serve,
+    })
+
+
+def test_serve_unit(analyze: str, exe: str, tmp_path: Path) -> None:
+    cfg = _serve_config(tmp_path / "config.yaml", "sqlite:////srv/snapshots/snapshots.db",
+                        host="0.0.0.0", password_file="dashboard-password")
+    result = run_cli("--config", str(cfg), "systemd", "--mode", "serve", "--executable", exe,
+                     "--output-dir", str(tmp_path / "out"), env=NO_CONFIG_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "refuse to start" not in result.stderr
+    units = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "out").iterdir()}
+    # Its own name: it runs beside snapshotter.service (the timer's or the daemon's).
+    assert set(units) == {"snapshotter-serve.service"}
+    text = units["snapshotter-serve.service"]
+    service = parse_unit(text)
+    s = "Service"
+    assert one(service, s, "ExecStart") == f"{exe} --config {cfg.resolve()} serve"
+    assert one(service, s, "Restart") == "on-failure"
+    assert "2" in one(service, s, "RestartPreventExitStatus").split()  # a config problem
+    assert one(service, "Install", "WantedBy") == "multi-user.target"
+    for key in ("ProtectSystem", "ProtectHome", "PrivateTmp", "NoNewPrivileges",
+                "StateDirectory", "RestrictAddressFamilies", "SystemCallArchitectures"):
+        daemon = parse_unit(generate(tmp_path / f"daemon-{key}", "daemon", exe)
+                            ["snapshotter.service"])
+        assert one(service, s, key) == one(daemon, s, key), key
+    # The daemon's dynamic user by name: one UID for both, one owner of StateDirectory=.
+    assert values(service, s, "DynamicUser") == ["yes"]
+    assert values(service, s, "User") == ["snapshotter"]
+    # A SQLite reader in WAL mode writes the -shm file beside the database.
+    assert values(service, s, "ReadWritePaths") == ["/srv/snapshots"]
+    assert "-shm" in text
+    # Loading the config reads every credential it names: the accounts' too.
+    assert [v.split(":")[0] for v in values(service, s, "LoadCredential")] == [
+        "ab1234-password", "ab1234-totp", "dashboard-password"]
+    assert_clean(verify(analyze, tmp_path, units, exe))
+
+
+@pytest.mark.parametrize("url", ["sqlite:////var/lib/snapshotter/snapshots.db",
+                                 "postgresql://snap@db.example.in/snapshots"])
+def test_serve_unit_database_already_writable_or_remote(exe: str, tmp_path: Path,
+                                                       url: str) -> None:
+    cfg = _serve_config(tmp_path / "config.yaml", url)
+    service = parse_unit(generate(tmp_path / "out", "serve", exe, config=cfg)
+                         ["snapshotter-serve.service"])
+    assert values(service, "Service", "ReadWritePaths") == []
+
+
+def test_serve_unit_with_a_named_user(analyze: str, exe: str, tmp_path: Path) -> None:
+    units = generate(tmp_path / "out", "serve", exe, "--user", "snapshotter")
+    service = parse_unit(units["snapshotter-serve.service"])
+    assert values(service, "Service", "User") == ["snapshotter"]
+    assert values(service, "Service", "DynamicUser") == []
+    assert_clean(verify(analyze, tmp_path, units, exe))
+
+
+def test_serve_unit_warns_when_it_would_refuse_to_start(exe: str, tmp_path: Path) -> None:
+    cfg = _serve_config(tmp_path / "config.yaml", "sqlite:///snapshots.db", host="0.0.0.0")
+    result = run_cli("--config", str(cfg), "systemd", "--mode", "serve", "--executable", exe,
+                     env=NO_CONFIG_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "serve.host is 0.0.0.0" in result.stderr and "refuse to start" in result.stderr
+
+
+def test_timer_and_daemon_load_the_dashboard_password_too(exe: str, tmp_path: Path) -> None:
+    """The daemon reads the whole config, serve.password_file included."""
+    cfg = _serve_config(tmp_path / "config.yaml", "sqlite:///snapshots.db",
+                        password_file="dashboard-password")
+    service = parse_unit(generate(tmp_path / "out", "daemon", exe, config=cfg)
+                         ["snapshotter.service"])
+    assert "dashboard-password" in [v.split(":")[0]
+                                    for v in values(service, "Service", "LoadCredential")]
+
+
+def test_serve_reads_the_password_the_unit_loads(tmp_path: Path) -> None:
+    """End to end: the dashboard's password from $CREDENTIALS_DIRECTORY, as the unit
+    delivers it: serve starts on 0.0.0.0 and asks for it."""
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o700)
+    for name in ("ab1234-password", "dashboard-password"):
+        (creds / name).write_text("a long dashboard password\n", encoding="utf-8")
+    (creds / "ab1234-totp").write_text(TOTP, encoding="utf-8")
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    db = tmp_path / "snapshots.db"
+    cfg = _serve_config(tmp_path / "config.yaml", f"sqlite:///{db}", host="0.0.0.0",
+                        password_file="dashboard-password")
+    upgraded = run_cli("--config", str(cfg), "db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    with serving(cfg, env=env) as served:
+        answer = local_get(served.url + "/", allow_redirects=False)
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith("/login")
+        assert "dashboard password" not in served.output()

@@ -258,7 +258,7 @@ def cmd_systemd(args: argparse.Namespace) -> int:
     options = UnitOptions(mode=args.mode, executable=exe, config_path=config_path,
                           user=args.user, run_times=args.times)
     try:
-        units = render_units(options, accounts)
+        units = render_units(options, accounts, config)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the same as --format json")
 
     sd = _command(sub, "systemd", commands.cmd_systemd, "print hardened systemd unit files",
-                  "Units for the one-shot job on a timer, or the daemon.")
-    sd.add_argument("--mode", choices=["timer", "daemon"], default="timer")
+                  "Units for the one-shot job on a timer, or the daemon; --mode serve: "
+                  "the dashboard's unit (snapshotter-serve.service), to run beside either.")
+    sd.add_argument("--mode", choices=["timer", "daemon", "serve"], default="timer")
     sd.add_argument("--user", help="run as this user (default: DynamicUser=yes)")
     sd.add_argument("--executable", help="path of the snapshotter command")
     sd.add_argument("--times", default="16:30,20:30", help="timer run times, IST")

@@ -115,6 +115,7 @@ class ServeConfig:
     password: Secret | None = None  # serve.password (${VAR}) or serve.password_file
     trusted_proxy: tuple[str, ...] = ()  # addresses whose X-Forwarded-For/-Proto are believed
     url: str | None = None  # the dashboard's address as the user's browser reaches it
+    password_file: str | None = None  # as written: a systemd credential name, or a path
 
     def secrets(self) -> list[str]:
         return [self.password] if self.password else []

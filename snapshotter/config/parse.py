@@ -208,8 +208,9 @@ def _serve(section: dict[str, Any], problems: Problems, read_files: bool) -> Ser
     url = str(section.get("url") or "").strip().rstrip("/") or None
     if url is not None and not url.startswith(("http://", "https://")):
         problems.add("serve.url", f"must start with http:// or https://, got {url!r}")
+    password_file = str(section["password_file"]) if section.get("password_file") else None
     return ServeConfig(host=host, port=port, password=password, trusted_proxy=tuple(trusted),
-                       url=url)
+                       url=url, password_file=password_file)
 
 
 def _numbers(section: dict[str, Any], where: str, defaults: Any, minimums: dict[str, float],

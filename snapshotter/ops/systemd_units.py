@@ -1,4 +1,4 @@
-"""`snapshotter systemd --mode timer|daemon`: ready-to-install, hardened unit files."""
+"""`snapshotter systemd --mode timer|daemon|serve`: ready-to-install, hardened unit files."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass(frozen=True)
 class UnitOptions:
-    mode: str  # "timer" or "daemon"
+    mode: str  # "timer", "daemon" or "serve" (the dashboard, beside one of the others)
     executable: str
     config_path: str = "/etc/snapshotter/config.yaml"
     user: str | None = None  # None: DynamicUser=yes
@@ -29,10 +29,33 @@ class UnitOptions:
     randomized_delay: str = "3min"
 
 
+MODES = ("timer", "daemon", "serve")
+#: The dashboard's unit: its own name, so that it runs beside the timer's or the daemon's.
+SERVE_UNIT = "snapshotter-serve.service"
+#: The user name systemd gives snapshotter.service's dynamic user: the serve unit asks for
+#: it by name, so both get one UID (two UIDs would chown StateDirectory= back and forth).
+DYNAMIC_USER = "snapshotter"
+
+
+def _is_credential_name(name: str) -> bool:
+    return not name.startswith(("/", "~", "$"))
+
+
 def credential_names(account: AccountConfig) -> list[str]:
     """The systemd credentials an account's config reads: its relative *_file names
     (an absolute path is read directly, not through $CREDENTIALS_DIRECTORY)."""
-    return [name for name in account.secret_files if not name.startswith(("/", "~", "$"))]
+    return [name for name in account.secret_files if _is_credential_name(name)]
+
+
+def config_credential_names(accounts: list[AccountConfig],
+                            config: Config | None = None) -> list[str]:
+    """Every credential the config reads, the accounts' and ``serve.password_file``:
+    loading the config reads them all, whichever command runs."""
+    names = [name for acc in accounts for name in credential_names(acc)]
+    serve_file = config.serve.password_file if config else None
+    if serve_file and _is_credential_name(serve_file) and serve_file not in names:
+        names.append(serve_file)
+    return names
 
 
 def run_times(times: str) -> list[str]:
@@ -82,6 +105,14 @@ def install_warnings(options: UnitOptions, config: Config | None = None) -> list
             warnings += _dynamic_user_cannot_read(options, f"config {path}", path)
     if config is None:
         return warnings
+    if options.mode == "serve" and not config.serve.password \
+            and not config.serve.password_file:
+        from snapshotter.serve.server import is_loopback
+
+        if not is_loopback(config.serve.host):
+            warnings.append(f"serve.host is {config.serve.host} and the config has no "
+                            "serve.password_file (or serve.password): the service will "
+                            "refuse to start")
     database = _sqlite_file(config.database_url)
     written = [("database", database)] if database else []
     if config.state_dir != default_state_dir():  # the default is the unit's StateDirectory
@@ -90,20 +121,25 @@ def install_warnings(options: UnitOptions, config: Config | None = None) -> list
         if path.startswith(_HIDDEN):
             warnings.append(f"the {what} {path} is hidden from the service (ProtectHome=yes, "
                             f"PrivateTmp=yes): put it under {_STATE_DIRECTORY}")
+        elif options.mode == "serve" and what == "database":
+            continue  # the unit makes its directory writable (ReadWritePaths=)
         elif not path.startswith(_WRITABLE):
             warnings.append(f"the {what} {path} is read-only to the service "
                             f"(ProtectSystem=strict): put it under {_STATE_DIRECTORY}, the "
                             "unit's StateDirectory")
-    for account in config.accounts:
-        for name in account.secret_files:
-            path = os.path.expanduser(name)
-            if not path.startswith("/"):
-                continue  # a credential name: systemd reads it (LoadCredential=)
-            what = f"credential file {path} (account {account.user_id})"
-            if path.startswith(_HIDDEN):
-                warnings.append(f"the {what} is hidden from the service (ProtectHome=yes, "
-                                f"PrivateTmp=yes): {_AS_CREDENTIAL}")
-            warnings += _dynamic_user_cannot_read(options, what, path)
+    files = [(name, f"account {account.user_id}") for account in config.accounts
+             for name in account.secret_files]
+    if config.serve.password_file:
+        files.append((config.serve.password_file, "serve.password_file"))
+    for name, whose in files:
+        path = os.path.expanduser(name)
+        if not path.startswith("/"):
+            continue  # a credential name: systemd reads it (LoadCredential=)
+        what = f"credential file {path} ({whose})"
+        if path.startswith(_HIDDEN):
+            warnings.append(f"the {what} is hidden from the service (ProtectHome=yes, "
+                            f"PrivateTmp=yes): {_AS_CREDENTIAL}")
+        warnings += _dynamic_user_cannot_read(options, what, path)
     return warnings
 
 
@@ -140,6 +176,8 @@ def _sqlite_file(url: str) -> str | None:
 
 def _hardening(options: UnitOptions) -> list[str]:
     user = [f"User={options.user}"] if options.user else ["DynamicUser=yes"]
+    if options.mode == "serve" and not options.user:
+        user.append(f"User={DYNAMIC_USER}")
     return [
         *user,
         "StateDirectory=snapshotter",
@@ -161,14 +199,18 @@ def _hardening(options: UnitOptions) -> list[str]:
     ]
 
 
-def render_units(options: UnitOptions, accounts: list[AccountConfig]) -> dict[str, str]:
-    """File name -> unit text."""
-    if options.mode not in ("timer", "daemon"):
-        raise ValueError(f"mode must be timer or daemon, got {options.mode!r}")
-    times = run_times(options.run_times)
+def render_units(options: UnitOptions, accounts: list[AccountConfig],
+                 config: Config | None = None) -> dict[str, str]:
+    """File name -> unit text (``config``: the config the accounts come from, for
+    serve.password_file and the database)."""
+    if options.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
     credentials = [f"LoadCredential={name}:{CREDENTIALS_SOURCE}/{name}"
-                   for acc in accounts for name in credential_names(acc)]
+                   for name in config_credential_names(accounts, config)]
     env = [f"Environment=SNAPSHOTTER_CONFIG={options.config_path}"]
+    if options.mode == "serve":
+        return {SERVE_UNIT: _serve_unit(options, credentials + env, config)}
+    times = run_times(options.run_times)
     no_lockout = f"RestartPreventExitStatus={LoginRejected.exit_code}"
     command = "run" if options.mode == "timer" else "daemon"
     exec_start = f"ExecStart={options.executable} --config {options.config_path} {command}"
@@ -219,3 +261,40 @@ def render_units(options: UnitOptions, accounts: list[AccountConfig]) -> dict[st
             "WantedBy=timers.target",
         ]) + "\n"
     return units
+
+
+def _serve_unit(options: UnitOptions, settings: list[str], config: Config | None) -> str:
+    """`snapshotter serve` as a long-running service, with the daemon's sandbox."""
+    database = _sqlite_file(config.database_url) if config else None
+    directory = os.path.dirname(database) if database else None  # the loader made it absolute
+    writable = []
+    if directory and not f"{directory}/".startswith(_WRITABLE):
+        writable = [
+            "# serve only reads the database, but a SQLite reader in WAL mode creates and",
+            "# writes the -shm file beside it: its directory must be writable.",
+            f"ReadWritePaths={directory}",
+        ]
+    lines = [
+        "[Unit]",
+        "Description=Kite Snapshotter: the dashboard (snapshotter serve)",
+        "Documentation=https://github.com/kite-snapshotter/kite-snapshotter/blob/main/docs/"
+        "dashboard.md#the-systemd-unit",
+        "Wants=network-online.target",
+        "After=network-online.target postgresql.service",
+        "",
+        "[Service]",
+        "Type=exec",
+        f"ExecStart={options.executable} --config {options.config_path} serve",
+        "Restart=on-failure",
+        "RestartSec=10s",
+        "# Exit 2 is a problem in the config (e.g. another address and no password):",
+        "# restarting would not mend it.",
+        "RestartPreventExitStatus=2",
+        *settings,
+        *_hardening(options),
+        *writable,
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]
+    return "\n".join(lines) + "\n"
