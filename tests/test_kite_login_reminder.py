@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def _raw_without_serve_url(tmp_path: Path, recorder: Recorder) -> dict[str, Any]
 
 
 def test_reminder_trigger_fires_on_session_days_only() -> None:
-    trigger = ReminderTrigger(TradingCalendar(), datetime.strptime("09:00", "%H:%M").time())
+    trigger = ReminderTrigger(TradingCalendar(), time(9, 0))
     assert trigger.get_next_fire_time(None, _ist("2026-11-23T10:00")) == \
         _ist("2026-11-25T09:00")  # past Monday's; 2026-11-24 is a holiday
     fired = _ist("2026-11-27T09:00")

@@ -83,7 +83,7 @@ def _point_apps_at(world: World, dashboard: str) -> None:
         app.redirect_url = f"{dashboard}/kite/callback"
 
 
-def _kite_login_form(world: World, dashboard: str, user_id: str) -> str:
+def _kite_login_form(world: World, dashboard: str, user_id: str, as_user: str = "") -> str:
     """The dashboard's link, followed to Kite's login page, filled as a person does it (no
     browser): the address Kite redirects to (the dashboard's callback)."""
     s = _session()
@@ -92,9 +92,9 @@ def _kite_login_form(world: World, dashboard: str, user_id: str) -> str:
     r = s.get(r.headers["Location"])  # Kite's login page, after its own redirect
     assert r.status_code == 200 and 'name="twofa_value"' in r.text
     fields = {name: parse_qs(urlparse(r.url).query)[name][0] for name in ("api_key", "sess_id")}
-    acc = world.accounts[user_id]
+    acc = world.accounts[as_user or user_id]
     r = s.post(f"{world.sim.base_url}/connect/login", allow_redirects=False, data={
-        **fields, "user_id": user_id, "password": acc.password,
+        **fields, "user_id": acc.user_id, "password": acc.password,
         "twofa_value": pyotp.TOTP(acc.totp_secret).now()})
     assert r.status_code == 302, r.text
     return str(r.headers["Location"])
@@ -229,6 +229,13 @@ def test_the_callback_refuses_what_it_cannot_trust_and_caches_nothing(world: Wor
         assert wrong.status_code == 400 and "Kite refused the login of DM0001" in wrong.text
         assert not world.cache_file("DM0001").exists()
 
+        # DM0001's link, but the person logged in to Kite as DM0004: not DM0001's session.
+        stranger = _session().get(_kite_login_form(world, url, "DM0001", as_user="DM0004"),
+                                  allow_redirects=False)
+        assert stranger.status_code == 400
+        assert "Kite logged in DM0004, not DM0001: nothing was cached" in stranger.text
+        assert not world.cache_file("DM0001").exists()
+
         # An account not configured, or not one the dashboard logs in.
         unknown = _callback(url, account="ZZ9999", state=_state_of(url, "DM0001"),
                             request_token=params["request_token"])
@@ -249,7 +256,8 @@ def test_the_callback_refuses_what_it_cannot_trust_and_caches_nothing(world: Wor
         assert missing.status_code == 500
         assert "account DM0004 has no api_secret in the config (accounts[3].api_secret" \
             in missing.text
-        pages = [forged, other, again, replayed, wrong, unknown, web, cancelled, missing]
+        pages = [forged, other, again, replayed, wrong, stranger, unknown, web, cancelled,
+                 missing]
         for answer in pages:
             assert answer.text.count('class="error"') == 1
             assert "Traceback" not in answer.text
@@ -258,4 +266,4 @@ def test_the_callback_refuses_what_it_cannot_trust_and_caches_nothing(world: Wor
     for secret in [*world.secrets(), params["request_token"]]:
         assert secret not in said
     assert "account DM0003: logged in to Kite from the dashboard" in said
-    assert world.sim.login_count["DM0001"] == 0 and world.sim.login_count["DM0004"] == 0
+    assert world.sim.login_count["DM0001"] == 0

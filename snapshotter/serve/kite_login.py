@@ -35,6 +35,7 @@ from snapshotter.errors import ConfigError, KiteError, LoginRejected, Snapshotte
 from snapshotter.kite.auth import CONNECT_LOGIN, KITE_VERSION
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import CachedSession, TokenCache
+from snapshotter.routes import PROFILE_PATH
 from snapshotter.serve.database import snapshot
 from snapshotter.sessions import IST, utc_now
 
@@ -142,24 +143,31 @@ class _Redirected:
         pass
 
 
-class _SessionOnly(TokenCache):
-    """The session cache as the login writes it, except that a refused request_token
-    writes nothing (a stale or replayed link says nothing of the credentials), and a
-    ``connect`` account keeps the rejection of its configured credentials that a run
-    remembered (a person's login in a browser does not prove them right)."""
+class _Deferred(TokenCache):
+    """The session cache as the login writes it, held back until Kite's profile says whose
+    session it is (``commit``): a refused request_token writes nothing (a stale or
+    replayed link says nothing of the credentials), and a ``connect`` account keeps the
+    rejection of its configured credentials that a run remembered (a person's login in a
+    browser does not prove them right)."""
 
     def __init__(self, config: Config, account: AccountConfig):
         super().__init__(config.state_dir)
         self.keep_rejection = account.auth != "manual"
+        self.session: CachedSession | None = None
 
     def save(self, user_id: str, entry: CachedSession) -> None:
-        if entry.rejected_at is not None or not entry.token:
-            return
+        if entry.rejected_at is None and entry.token:
+            self.session = replace(entry)
+
+    def commit(self, user_id: str) -> CachedSession:
+        assert self.session is not None
+        entry = self.session
         if self.keep_rejection:
             before = self.load(user_id)
             entry.rejected_at, entry.rejected_reason = before.rejected_at, before.rejected_reason
             entry.rejected_fingerprint, entry.salt = before.rejected_fingerprint, before.salt
         super().save(user_id, entry)
+        return entry
 
 
 def _with_api_secret(config: Config, acc: AccountConfig) -> AccountConfig:
@@ -192,17 +200,22 @@ def exchange(config: Config, acc: AccountConfig, request_token: str,
     entry); the cached entry. Raises KiteError when Kite refuses or cannot be reached."""
     redact.register(request_token)
     account = _with_api_secret(config, acc)
-    cache = _SessionOnly(config, account)
+    cache = _Deferred(config, account)
     person = replace(account, auth="manual")  # kite.auth: ManualConnectAuth
     client = KiteClient(person, config.kite, cache, clock=clock,
                         prompt=_Redirected(request_token))
     try:
         client.login(cache.load(acc.user_id))
+        # Whoever logged in at Kite's page owns the token: one app may serve several
+        # accounts, and the phone may remember another user id.
+        profile = client.get(PROFILE_PATH, "profile")
     finally:
         client.close()
-    entry = cache.load(acc.user_id)
-    if entry.valid_token(SESSION_MODE, clock()) is None:
-        raise KiteError("the session could not be cached", account=acc.user_id)
+    owner = str(profile.get("user_id") or "").upper() if isinstance(profile, dict) else ""
+    if owner != acc.user_id:
+        raise _Refusal(f"Kite logged in {owner or 'another user'}, not {acc.user_id}: nothing "
+                       f"was cached; start again and log in to Kite as {acc.user_id}")
+    entry = cache.commit(acc.user_id)
     log.info("account %s: logged in to Kite from the dashboard", acc.user_id)
     return entry
 
