@@ -5,8 +5,8 @@ login (``/kite``; ``pending_logins`` for the other pages).
 ``GET /kite/login/ID`` makes a one-time ``state`` bound to the account (kept in this
 process's memory for ``STATE_LIFETIME``) and redirects to Kite's login with
 ``redirect_params=account=ID&state=...``, which Kite hands back on its redirect. The
-callback takes the state once, reads the account's ``api_secret`` from the config only
-then (serve starts without the accounts' secrets), and exchanges the ``request_token``
+callback takes the state once, reads the account's ``api_secret`` from the config file
+only then (no page needs it before), and exchanges the ``request_token``
 through `snapshotter login`'s own code (kite.auth's Connect login a person completes,
 ``ManualConnectAuth``) into the same session cache. A refused exchange writes nothing.
 """
@@ -171,8 +171,8 @@ class _Deferred(TokenCache):
 
 
 def _with_api_secret(config: Config, acc: AccountConfig) -> AccountConfig:
-    """The account with its api_secret read from the config now (serve starts without the
-    accounts' secrets); a refusal naming the key when it cannot be read."""
+    """The account with its api_secret read from the config file now (no page needs it
+    before); a refusal naming the key when it cannot be read."""
     index = config.accounts.index(acc)
     key = f"accounts[{index}].api_secret"
     if config.path is None:
@@ -197,7 +197,8 @@ def exchange(config: Config, acc: AccountConfig, request_token: str,
              clock: Callable[[], datetime] = utc_now) -> CachedSession:
     """Exchange Kite's request_token for the account's session and cache it, through
     `snapshotter login`'s Connect login (the checksum, ``/session/token``, the cache
-    entry); the cached entry. Raises KiteError when Kite refuses or cannot be reached."""
+    entry); the cached entry. Raises KiteError when Kite refuses or cannot be reached, and
+    _Refusal when the api_secret cannot be read or the session is another user's."""
     redact.register(request_token)
     account = _with_api_secret(config, acc)
     cache = _Deferred(config, account)
