@@ -52,8 +52,9 @@ def _session() -> requests.Session:
 @pytest.fixture
 def world(tmp_path: Path, database_url: str) -> Iterator[World]:
     """DM0001 and DM0003: manual accounts with their Kite Connect app (no password in the
-    config); DM0002: a web account; DM0004: a manual app without its api_secret."""
-    sims = demo_accounts(4, seed=19)
+    config); DM0002: a web account; DM0004: a manual app without its api_secret; DM0005:
+    auth: connect."""
+    sims = demo_accounts(5, seed=19)
     apps = demo_apps(sims)
     with KiteSimulator(sims, apps=apps.values()) as sim:
         def manual(acc: SimAccount, secret: bool = True) -> dict[str, Any]:
@@ -69,7 +70,9 @@ def world(tmp_path: Path, database_url: str) -> Iterator[World]:
             "state_dir": str(tmp_path / "state"),
             "accounts": [manual(sims[0]), {"user_id": web.user_id, "password": web.password,
                                            "totp_secret": web.totp_secret},
-                         manual(sims[2]), manual(sims[3], secret=False)],
+                         manual(sims[2]), manual(sims[3], secret=False),
+                         {**manual(sims[4]), "auth": "connect", "password": sims[4].password,
+                          "totp_secret": sims[4].totp_secret}],
         })
         done = run_cli("--config", str(config), "db", "upgrade")
         assert done.returncode == 0, done.stderr
@@ -267,3 +270,31 @@ def test_the_callback_refuses_what_it_cannot_trust_and_caches_nothing(world: Wor
         assert secret not in said
     assert "account DM0003: logged in to Kite from the dashboard" in said
     assert world.sim.login_count["DM0001"] == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_connect_account_whose_automated_login_failed_is_logged_in_by_hand(
+        world: World) -> None:
+    world.sim.fail_next(100, "503", "/api/login", user_id="DM0005")  # Kite's login is down
+    failed = run_cli("--config", str(world.config), "run", "--account", "DM0005")
+    assert failed.returncode != 0 and "DM0005" in failed.stderr
+    with serving(world.config) as served:
+        _point_apps_at(world, served.url)
+        listed = _session().get(f"{served.url}/kite")
+        row = _main_text(listed.text).split("<td>DM0005</td>", 1)[1].split("</tr>", 1)[0]
+        assert "its automated login failed; no Kite session" in row
+        assert "Log in to Kite" in row
+        # The person logs in on Kite's page (the browser's form, not the failing API).
+        done = _session().get(_kite_login_form(world, served.url, "DM0005"),
+                              allow_redirects=False)
+        assert done.status_code == 303, done.text
+        listed = _session().get(f"{served.url}/kite")
+        row = _main_text(listed.text).split("<td>DM0005</td>", 1)[1].split("</tr>", 1)[0]
+        assert "logged in until 06:00 IST" in row and "Log in to Kite" not in row
+    logins = world.sim.login_count["DM0005"]
+    run = run_cli("--config", str(world.config), "run", "--account", "DM0005")
+    assert run.returncode == 0, run.stderr
+    assert world.sim.login_count["DM0005"] == logins  # today's session: the dashboard's
+    statuses = query_rows(world.database_url,
+                          "SELECT status FROM snapshots WHERE account = 'DM0005' ORDER BY id")
+    assert [r["status"] for r in statuses] == ["failed", "ok"]

@@ -72,7 +72,8 @@ def pending_logins(dashboard: Dashboard, conn: sa.Connection,
                    now: datetime | None = None) -> list[tuple[str, str]]:
     """(account, why) for each account that needs the dashboard's "Log in to Kite" today:
     a ``manual`` account with an ``api_key`` and no valid session, a ``connect`` account
-    without one whose latest run failed (its automated login, most often)."""
+    without one whose latest run failed (its automated login, most often) other than by
+    Kite rejecting its credentials."""
     now = now or utc_now()
     pending = []
     for acc in login_accounts(dashboard.config):
@@ -85,11 +86,13 @@ def pending_logins(dashboard: Dashboard, conn: sa.Connection,
         if acc.auth == "manual":
             pending.append((acc.user_id, "no Kite session for today"))
             continue
+        # Not after Kite rejected its configured credentials: runs do not try them again,
+        # whatever the session cache holds, until the config changes.
         last = conn.execute(sa.text(
-            "SELECT status FROM snapshots WHERE account = :account ORDER BY id DESC LIMIT 1"),
-            {"account": acc.user_id}).first()
-        if last is not None and last.status == "failed":
-            pending.append((acc.user_id, "its latest run failed and it has no Kite session"))
+            "SELECT status, rejected_credentials FROM snapshots WHERE account = :account "
+            "ORDER BY id DESC LIMIT 1"), {"account": acc.user_id}).first()
+        if last is not None and last.status == "failed" and last.rejected_credentials is None:
+            pending.append((acc.user_id, "its automated login failed; no Kite session"))
     return pending
 
 
