@@ -298,3 +298,39 @@ def test_a_connect_account_whose_automated_login_failed_is_logged_in_by_hand(
     statuses = query_rows(world.database_url,
                           "SELECT status FROM snapshots WHERE account = 'DM0005' ORDER BY id")
     assert [r["status"] for r in statuses] == ["failed", "ok"]
+
+
+def test_the_simulated_kite_login_page_refuses_like_kite_and_returns_redirect_params() -> None:
+    [acc] = demo_accounts(1, seed=23)
+    app = SimApp("pagekey", "pagesecret", redirect_url="http://127.0.0.1:9/cb")
+    with KiteSimulator([acc], apps=[app]) as sim:
+        s = _session()
+        page = s.get(f"{sim.base_url}/connect/login", params={
+            "v": "3", "api_key": app.api_key, "redirect_params": "account=DM0001&state=st8"})
+        assert page.status_code == 200 and "<form" in page.text
+        fields = {k: parse_qs(urlparse(page.url).query)[k][0] for k in ("api_key", "sess_id")}
+
+        def submit(password: str, code: str) -> requests.Response:
+            return s.post(f"{sim.base_url}/connect/login", allow_redirects=False, data={
+                **fields, "user_id": acc.user_id.lower(), "password": password,
+                "twofa_value": code})
+
+        wrong = submit("not-the-password", "123456")
+        assert wrong.status_code == 403 and "Invalid `password`." in wrong.text
+        assert 'name="twofa_value"' in wrong.text  # the page again, to try once more
+        totp = pyotp.TOTP(acc.totp_secret)
+        bad_code = totp.generate_otp(totp.timecode(sim.clock()) + 5)
+        refused = submit(acc.password, bad_code)
+        assert refused.status_code == 403 and "Invalid TOTP" in refused.text
+        assert sim.twofa_failures == {acc.user_id: 1}  # counts towards Kite's block
+        done = submit(acc.password, totp.now())
+        assert done.status_code == 302
+        location = urlparse(done.headers["Location"])
+        assert f"{location.scheme}://{location.netloc}{location.path}" == app.redirect_url
+        query = {k: v[0] for k, v in parse_qs(location.query).items()}
+        assert query.pop("request_token")
+        assert query == {"account": "DM0001", "state": "st8", "action": "login",
+                         "type": "login", "status": "success"}
+        # The sess_id is used up.
+        again = submit(acc.password, totp.now())
+        assert again.status_code == 400 and "Invalid `sess_id`." in again.text
