@@ -73,6 +73,28 @@ class SessionTrigger(BaseTrigger):
         return f"NSE sessions at {self.run_time:%H:%M} (or close + {SETTLE_MARGIN})"
 
 
+class ReminderTrigger(BaseTrigger):
+    """``schedule.login_reminder``: that time of day on each NSE session day."""
+
+    def __init__(self, calendar: TradingCalendar, at: time, tz: Any = IST):
+        self.calendar, self.at, self.tz = calendar, at, tz
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        earliest = previous_fire_time + timedelta(microseconds=1) if previous_fire_time \
+            else now
+        day = earliest.astimezone(self.tz).date()
+        for _ in range(400):
+            when = datetime.combine(day, self.at, tzinfo=self.tz)
+            if when >= earliest and self.calendar.session(day) is not None:
+                return when
+            day += timedelta(days=1)
+        return None
+
+    def __str__(self) -> str:
+        return f"NSE session days at {self.at:%H:%M}"
+
+
 class Daemon:
     def __init__(self, config: Config, engine: sa.Engine, *, clock: Clock = utc_now,
                  scheduler: BackgroundScheduler | None = None):
@@ -227,10 +249,10 @@ class Daemon:
             replace_existing=True, misfire_grace_time=MISFIRE_GRACE, coalesce=True,
             max_instances=1)
 
-    def check_manual_sessions(self) -> None:
+    def check_manual_sessions(self, what: str = "login check") -> None:
         from snapshotter.ops.login import check_manual_sessions
 
-        for result in check_manual_sessions(self.config, None, self.clock):
+        for result in check_manual_sessions(self.config, None, self.clock, what):
             if not result.ok:
                 log.error("account %s: %s", result.account, result.message)
 
@@ -284,6 +306,14 @@ class Daemon:
                                before_close=LOGIN_CHECK_BEFORE_CLOSE),
                 id="login-check", max_instances=1, coalesce=True,
                 misfire_grace_time=3600, replace_existing=True)
+            reminder = self.config.schedule.login_reminder
+            if reminder is not None:
+                self.scheduler.add_job(
+                    self.check_manual_sessions,
+                    ReminderTrigger(self.calendar, reminder, self.config.timezone),
+                    kwargs={"what": "login reminder"}, id="login-reminder",
+                    max_instances=1, coalesce=True, misfire_grace_time=3600,
+                    replace_existing=True)
         beat = health.watchdog_interval() or HEARTBEAT_SECONDS
         self.scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=min(beat, 60)),
                                id="heartbeat", max_instances=1, coalesce=True)

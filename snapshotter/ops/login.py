@@ -51,13 +51,18 @@ class TerminalPrompt:
 
 
 def check_manual_sessions(config: Config, user_ids: list[str] | None,
-                          clock: Callable[[], datetime]) -> list[pipeline.LoginResult]:
-    """`login --check` and the daemon's check before the close: pings the failure URL
-    and notifies when a manual account has no working session."""
+                          clock: Callable[[], datetime],
+                          what: str = "login check") -> list[pipeline.LoginResult]:
+    """`login --check`, the daemon's check before the close and its login reminder: pings
+    the failure URL and notifies when a manual account has no working session (with the
+    dashboard's login link for an account with a Kite Connect app)."""
     results = pipeline.check_sessions(config, user_ids, clock)
     failed = [r for r in results if not r.ok]
     if failed:
         health.ping(config.healthcheck_url, ok=False, message="; ".join(
             f"{r.account}: {r.message}" for r in failed))
-        notify.send(config.notify, notify.login_message(failed, config.notify.on))
+        links = {r.account: notify.dashboard_login_url(config.serve, r.account)
+                 for r in failed if config.account(r.account).api_key}
+        notify.send(config.notify, notify.login_message(failed, config.notify.on, links,
+                                                        what))
     return results

@@ -17,15 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from snapshotter import redact
 from snapshotter.errors import ConfigError
 
 if TYPE_CHECKING:
     from snapshotter.config import Config, NotifyConfig
+    from snapshotter.config.model import ServeConfig
     from snapshotter.pipeline import AccountOutcome, LoginResult, RunResult
 
 log = logging.getLogger(__name__)
@@ -99,16 +101,35 @@ def failed_run_message(error: str, on: Sequence[str], what: str = "the run",
     return Message(FAILURE, f"snapshotter: {what} failed", redact.redact(body))
 
 
-def login_message(results: Sequence[LoginResult], on: Sequence[str]) -> Message | None:
-    """`login --check` and the daemon's check before the close: manual accounts without
-    a working session."""
+def login_message(results: Sequence[LoginResult], on: Sequence[str],
+                  links: Mapping[str, str] | None = None,
+                  what: str = "login check") -> Message | None:
+    """`login --check`, the daemon's check before the close and its `schedule.login_reminder`:
+    manual accounts without a working session, each with its dashboard login link
+    (``links``: account -> URL) when it has one."""
     failed = [r for r in results if not r.ok]
     if not failed or FAILURE not in on:
         return None
+    links = links or {}
     title = (f"snapshotter: {_count(len(failed), 'account')} without a working session "
-             "(login check)")
-    return Message(FAILURE, title,
-                   redact.redact("\n".join(f"{r.account}: {r.message}" for r in failed)))
+             f"({what})")
+    lines = []
+    for r in failed:
+        lines.append(f"{r.account}: {r.message}")
+        if r.account in links:
+            lines.append(f"log in to Kite: {links[r.account]}")
+    return Message(FAILURE, title, redact.redact("\n".join(lines)))
+
+
+def dashboard_login_url(serve: ServeConfig, user_id: str) -> str:
+    """The dashboard's "Log in to Kite" link for an account (serve.url, else the address
+    `snapshotter serve` listens on)."""
+    base = serve.url
+    if not base:
+        host = f"[{serve.host}]" if ":" in serve.host and not serve.host.startswith("[") \
+            else serve.host
+        base = f"http://{host}:{serve.port}"
+    return f"{base.rstrip('/')}/kite/login/{quote(user_id, safe='')}"
 
 
 def _count(n: int, noun: str) -> str:

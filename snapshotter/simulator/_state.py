@@ -72,6 +72,8 @@ class SimulatorState:
         self._last_totp_step: dict[str, int] = {}
         # Kite Connect state
         self._sess_ids: dict[str, str] = {}  # sess_id -> api_key
+        #: sess_id -> the login URL's ``redirect_params`` (a query string), for the redirect
+        self._sess_params: dict[str, str] = {}
         self._request_tokens: dict[str, tuple[str, str, str]] = {}  # -> (user, api_key, enc)
         self._access_tokens: dict[tuple[str, str], str] = {}  # (api_key, token) -> user_id
         self._api_calls: dict[str, deque[float]] = {}

@@ -35,11 +35,10 @@ from snapshotter.simulator._data_routes import API_ROUTES, WEB_ROUTES
 from snapshotter.simulator._faults import FaultInjection
 from snapshotter.simulator._historical import API_HISTORICAL, WEB_HISTORICAL, HistoricalRoutes
 from snapshotter.simulator._http import Refused, Request, Response, Server, error
-from snapshotter.simulator._web_login import WebLogin
 from snapshotter.simulator.accounts import SimAccount, SimApp
 
 
-class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
+class KiteSimulator(FaultInjection, KiteConnect, HistoricalRoutes):
     """A Kite server on 127.0.0.1 for tests and demos (see the module docstring).
 
     Thread-safe: every piece of state is guarded by one lock; handlers sleep (``latency``,
@@ -205,8 +204,8 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         route = self._route(req.path.rstrip("/") or "/")
         if route is None:
             return error(404, "GeneralException", "Route not found")
-        method, handler = route
-        if req.method != method:
+        methods, handler = route
+        if req.method not in methods.split("|"):
             return error(405, "InputException", "Method not allowed")
         return handler(req)
 
@@ -223,7 +222,7 @@ class KiteSimulator(FaultInjection, WebLogin, KiteConnect, HistoricalRoutes):
         logins: dict[str, tuple[str, Callable[[Request], Response]]] = {
             "/api/login": ("POST", self._login),
             "/api/twofa": ("POST", self._twofa),
-            "/connect/login": ("GET", self._connect_login),
+            "/connect/login": ("GET|POST", self._connect_login),
             "/connect/finish": ("GET", self._connect_finish),
             "/session/token": ("POST", self._session_token),
         }
