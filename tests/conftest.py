@@ -280,9 +280,32 @@ def chromium() -> Iterator[Any]:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--no-proxy-server"])
         try:
-            yield browser
+            yield PatientBrowser(browser)
         finally:
             browser.close()
+
+
+class PatientBrowser:
+    """The browser, whose pages and contexts wait up to HANG_GUARD (Playwright's own 30 s
+    default is a speed claim a busy 2-core machine breaks); the rest as Playwright's."""
+
+    def __init__(self, browser: Any):
+        self._browser = browser
+
+    def new_page(self, **options: Any) -> Any:
+        page = self._browser.new_page(**options)
+        page.set_default_timeout(HANG_GUARD * 1000)
+        page.set_default_navigation_timeout(HANG_GUARD * 1000)
+        return page
+
+    def new_context(self, **options: Any) -> Any:
+        context = self._browser.new_context(**options)
+        context.set_default_timeout(HANG_GUARD * 1000)
+        context.set_default_navigation_timeout(HANG_GUARD * 1000)
+        return context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 import pyotp
 import pytest
 import requests
+import yaml
 
 from snapshotter.simulator import KiteSimulator, SimAccount, SimApp, demo_accounts
 from snapshotter.simulator.accounts import demo_apps
@@ -334,3 +335,45 @@ def test_the_simulated_kite_login_page_refuses_like_kite_and_returns_redirect_pa
         # The sess_id is used up.
         again = submit(acc.password, totp.now())
         assert again.status_code == 400 and "Invalid `sess_id`." in again.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_kite_login_behind_the_dashboard_password_across_sites(
+        world: World, chromium: Any) -> None:
+    """With serve.password set: Kite (here the simulator on 127.0.0.1, another site than
+    the dashboard reached as `localhost`) redirects the phone to the callback without the
+    SameSite=Strict cookie; the dashboard bounces once, the cookie comes, the token is
+    exchanged and cached."""
+    config = yaml.safe_load(world.config.read_text())
+    config["serve"] = {"password": "${DASHBOARD_PW}"}
+    write_config(world.config, config)
+    password = "a long dashboard password"
+    with serving(world.config, env={"DASHBOARD_PW": password}) as served:
+        dashboard = served.url.replace("127.0.0.1", "localhost")
+        _point_apps_at(world, dashboard)
+        page = chromium.new_page(viewport={"width": 390, "height": 844})
+        callbacks: list[str] = []
+        page.on("request", lambda r: callbacks.append(r.url) if "/kite/callback" in r.url
+                else None)
+        page.goto(dashboard + "/kite")
+        assert "/login" in page.url
+        page.fill("#password", password)
+        page.click("section.login button")
+        page.wait_for_url(f"{dashboard}/kite")
+        page.locator("tr", has_text="DM0001").locator("text=Log in to Kite").click()
+        page.wait_for_selector("input[name=twofa_value]")
+        assert page.url.startswith(world.sim.base_url)
+        acc = world.accounts["DM0001"]
+        page.fill("input[name=user_id]", "DM0001")
+        page.fill("input[name=password]", acc.password)
+        page.fill("input[name=twofa_value]", pyotp.TOTP(acc.totp_secret).now())
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{dashboard}/kite/logged-in/DM0001")
+        assert "Logged in to Kite as DM0001; today's runs use this session" in \
+            page.inner_text("main")
+        # Kite's redirect came without the cookie (another site), the bounce with it.
+        assert len(callbacks) == 2
+        page.close()
+        output = served.output()
+    assert world.cache_file("DM0001").exists()
+    assert password not in output
