@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("snapshotter")
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config; ``secrets=False`` for a command that only reads the database (it
+    neither logs in nor notifies): the accounts' secrets and notify.urls are left out,
+    so their ${VAR}s and *_files need not be there."""
     from snapshotter.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=secrets)
     redact.register(*config.secrets())
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -66,13 +69,14 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
               create: bool = True) -> Iterator[tuple[Config, sa.Engine]]:
     """The configured database, migrated to head (and checked writable when asked);
     disposed of afterwards. An unreachable database is one line and exit 75. Read
-    commands pass ``create=False``: a SQLite file that does not exist is not made."""
+    commands pass ``create=False``: a SQLite file that does not exist is not made, and
+    the config is read without the accounts' secrets (see _config)."""
     import os
 
     from snapshotter.store import engine as db
     from snapshotter.store import migrate
 
-    config = config or _config(args)
+    config = config or _config(args, secrets=create)
     url = config.database_url
     path = db.sqlite_path(url)
     if not create and path is not None and not os.path.exists(path):
