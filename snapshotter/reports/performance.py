@@ -409,7 +409,7 @@ def compute(data: ScopeRows, calendar: TradingCalendar, filters: Filters | None 
     rates, xirr_notes = _xirr(rows)
     out["xirr"] = rates.reindex(out.index)
     household = key is not None and key in out.index
-    gaps = _gap_dates(rows[rows["account"] != key], out.drop(index=key, errors="ignore"),
+    gaps = _gap_dates(rows[rows["account"] != key], out.drop(index=key) if household else out,
                       calendar)
     if household:  # a session is covered for ALL when every account's gap is
         window = (gaps["date"] >= out.at[key, "from"]) & (gaps["date"] <= out.at[key, "to"])

@@ -61,7 +61,8 @@ WITH = _with()
 def scoped_query(select: str) -> sa.TextClause:
     """``select`` (reading household_daily, portfolio_daily_all or nav_daily_all) over
     the accounts bound as ``accounts`` (a list)."""
-    return sa.text(WITH + select).bindparams(sa.bindparam("accounts", expanding=True))
+    accounts = sa.bindparam("accounts", expanding=True, type_=sa.String())
+    return sa.text(WITH + select).bindparams(accounts)
 
 
 NAV_QUERY = scoped_query(f"SELECT {', '.join(NAV_COLUMNS)} FROM nav_daily_all "
