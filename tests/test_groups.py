@@ -26,7 +26,7 @@ from snapshotter.store import migrate as migrations
 from snapshotter.store import scoped
 from snapshotter.store.models import Base
 from tests.conftest import config_dict, run_cli, write_config
-from tests.test_household import A, B, C, D1, D2, D3, D4, D5, D6, load_household
+from tests.test_household import D1, D2, D3, D4, D5, D6, A, B, C, load_household
 from tests.test_returns import xirr_by_bisection
 from tests.test_views import query
 
