@@ -157,6 +157,25 @@ def test_report_performance_group_through_the_command(cfg: Path) -> None:
     assert csv.returncode == 2 and "unknown benchmark 'NIFTY50'" in csv.stderr
 
 
+def test_group_beside_a_benchmark(cfg: Path, engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO benchmark_daily (name, date, close) "
+                             "VALUES ('NIFTY50', :d, :c)"), [{"d": D2, "c": 100},
+                                                            {"d": D6, "c": 110}])
+    result = run_cli("--config", str(cfg), "report", "performance", "--group", "family",
+                     "--benchmark", "nifty50", "--format", "csv", "--from", "2026-11-03")
+    assert result.returncode == 0, result.stderr
+    header, family, *members = result.stdout.splitlines()
+    assert header.split(",")[-3:] == ["benchmark", "benchmark_return", "excess_return"]
+    assert family.startswith("family,,2026-11-03,2026-11-09,")
+    assert family.split(",")[-2] == "0.1" and len(members) == 2
+    early = run_cli("--config", str(cfg), "report", "performance", "--group", "family",
+                    "--benchmark", "NIFTY50")
+    assert early.returncode == 0, early.stderr
+    assert "note: family: benchmark_return is empty: NIFTY50 has no close on or before " \
+           "2026-11-02" in early.stdout.splitlines()
+
+
 def test_group_named_after_its_one_account(cfg: Path) -> None:
     """CC0003's own group: its row (a household of one) and the account's, each as the
     views give them (the group's stops where CC0003 left the household)."""
