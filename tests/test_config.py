@@ -968,3 +968,92 @@ def test_yaml_errors_get_the_hint_that_fits(tmp_path: Path, kite_env: None, text
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == f"error: {path}: invalid YAML at line {line}: {hint}\n"
     assert result.stdout == ""
+
+
+# --- accounts[].group ------------------------------------------------------------------
+
+FAMILY = """\
+accounts:
+  - user_id: ab1234
+    password: ${KITE_PASSWORD}
+    totp_secret: ${KITE_TOTP_SECRET}
+    group: "  Family "
+  - user_id: cd5678
+    auth: manual
+    group: Family
+  - user_id: ef9012
+    auth: manual
+"""
+
+
+def test_groups_in_config_order_default_each_account_its_own(tmp_path: Path,
+                                                             kite_env: None) -> None:
+    config = load(tmp_path, FAMILY)
+    assert [a.group for a in config.accounts] == ["Family", "Family", "EF9012"]
+    assert config.groups() == {"Family": ("AB1234", "CD5678"), "EF9012": ("EF9012",)}
+    assert AccountConfig("XY0001", None, None).group == "XY0001"
+
+
+def test_a_group_may_take_the_name_of_an_account_in_it(tmp_path: Path,
+                                                       kite_env: None) -> None:
+    config = load(tmp_path, FAMILY.replace("group: Family\n", "group: EF9012\n"))
+    assert config.groups() == {"Family": ("AB1234",), "EF9012": ("CD5678", "EF9012")}
+
+
+@pytest.mark.parametrize(("written", "line"), [
+    ('""', "must be a group name (text, e.g. family), or left out for the account's own "
+           "group"),
+    ("2024", "must be a group name (text, e.g. family), or left out for the account's own "
+             "group"),
+    ("[a, b]", "must be a group name (text, e.g. family), or left out for the account's "
+               "own group"),
+    ("all", "'ALL' is reserved for the all-accounts figures: choose another name"),
+    (" ALL ", "'ALL' is reserved for the all-accounts figures: choose another name"),
+    ("ab1234", "'ab1234' is the user_id of another account, which is in group 'Family': "
+               "name the group otherwise, or put AB1234 in it too"),
+])
+def test_bad_group_is_one_line_naming_the_key(tmp_path: Path, kite_env: None, written: str,
+                                              line: str) -> None:
+    got = only_problem(tmp_path, FAMILY.replace("    auth: manual\n\n", "")
+                       + f"    group: {written}\n")
+    assert got == f"accounts[2] (EF9012).group: {line}"
+
+
+# --- read commands load the config without the accounts' secrets -------------------------
+
+
+def test_secretless_load_needs_no_secret_variable_nor_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, FAMILY + """\
+  - user_id: gh3456
+    auth: connect
+    api_key: kiteapp1
+    api_secret_file: /nonexistent/api-secret
+    password_file: /nonexistent/password
+    totp_secret: ${GH_TOTP}
+notify:
+  urls: ["${NOTIFY_URL}"]
+database:
+  url: sqlite:///${SNAPSHOTTER_TEST_DB_DIR}/s.db
+""")
+    with pytest.raises(ConfigError) as strict:
+        load_config(str(path))
+    assert any("KITE_PASSWORD" in line for line in strict.value.problems)
+    with pytest.raises(ConfigError) as info:  # database.url is still interpolated
+        load_config(str(path), secrets=False)
+    assert [line.split(": ", 1)[1] for line in info.value.problems] == [
+        "database.url: environment variable SNAPSHOTTER_TEST_DB_DIR is not set"]
+    monkeypatch.setenv("SNAPSHOTTER_TEST_DB_DIR", str(tmp_path))
+    config = load_config(str(path), secrets=False)
+    assert config.database_url == f"sqlite:///{tmp_path}/s.db"
+    assert [a.secrets() for a in config.accounts] == [[], [], [], []]
+    assert config.notify.urls == () and config.secrets() == []
+    assert config.groups()["Family"] == ("AB1234", "CD5678")
+    # the checks that are not about secrets still hold
+    write(tmp_path, FAMILY + "    group: ALL\n    label: x\n    colour: red\n")
+    with pytest.raises(ConfigError) as bad:
+        load_config(str(path), secrets=False)
+    assert [line.split(": ", 1)[1] for line in bad.value.problems] == [
+        "accounts[2] (EF9012).colour: unknown key",
+        "accounts[2] (EF9012).group: 'ALL' is reserved for the all-accounts figures: "
+        "choose another name"]

@@ -9,8 +9,6 @@ import pytest
 
 from tests.conftest import local_get, run_cli, serving, write_config
 
-FAKE_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DP"
-
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -24,7 +22,9 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(tmp_path: Path, db: Path, **extra: Any) -> Path:
     return write_config(tmp_path / "config.yaml", {
         "database": {"url": f"sqlite:///{db}"},
-        "accounts": [{"user_id": user, "password": "pw", "totp_secret": FAKE_TOTP}
+        # A read command: the accounts' secrets need not be there.
+        "accounts": [{"user_id": user, "password": "${SERVE_TEST_UNSET_PASSWORD}",
+                      "totp_secret": "${SERVE_TEST_UNSET_TOTP}"}
                      for user in ("DM0001", "DM0002")],
         **extra})
 

@@ -25,10 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("snapshotter")
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, *, secrets: bool = True) -> Config:
+    """The config; ``secrets=False`` for a command that only reads the database (it
+    neither logs in nor notifies): the accounts' secrets and notify.urls are left out,
+    so their ${VAR}s and *_files need not be there."""
     from snapshotter.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, secrets=secrets)
     redact.register(*config.secrets())
     for warning in config.warnings:
         log.warning("%s", warning)
@@ -66,13 +69,14 @@ def _database(args: argparse.Namespace, *, config: Config | None = None,
               create: bool = True) -> Iterator[tuple[Config, sa.Engine]]:
     """The configured database, migrated to head (and checked writable when asked);
     disposed of afterwards. An unreachable database is one line and exit 75. Read
-    commands pass ``create=False``: a SQLite file that does not exist is not made."""
+    commands pass ``create=False``: a SQLite file that does not exist is not made, and
+    the config is read without the accounts' secrets (see _config)."""
     import os
 
     from snapshotter.store import engine as db
     from snapshotter.store import migrate
 
-    config = config or _config(args)
+    config = config or _config(args, secrets=create)
     url = config.database_url
     path = db.sqlite_path(url)
     if not create and path is not None and not os.path.exists(path):
@@ -121,7 +125,7 @@ def _known_accounts(config: Config, engine: sa.Engine, wanted: Iterable[str]) ->
 def cmd_serve(args: argparse.Namespace) -> int:
     from snapshotter.serve import server
 
-    config = _config(args)
+    config = _config(args, secrets=False)  # a read command: no account's secret needed
     return server.serve(config, host=args.host, port=args.port)
 
 
@@ -343,7 +347,8 @@ class Report:
 
 # The options a report may take: dest -> how a user writes it.
 REPORT_OPTIONS = {"symbol": "SYMBOL", "account": "--account", "start": "--from",
-                  "end": "--to", "benchmark": "--benchmark", "fy": "--fy", "xirr": "--xirr"}
+                  "end": "--to", "benchmark": "--benchmark", "fy": "--fy", "xirr": "--xirr",
+                  "group": "--group"}
 _WINDOW = frozenset({"account", "start", "end"})
 
 
@@ -446,15 +451,27 @@ def _report_performance(args: argparse.Namespace) -> int:
     from snapshotter.reports.render import with_labels
     from snapshotter.sessions import calendar_for
 
+    if args.group is not None and args.account:
+        raise UsageError("report performance takes --group or --account, not both: "
+                         "--group shows the group's row and its members'")
     with _database(args, create=False) as (config, engine):
-        # `--account ALL`: the all-accounts row alone
-        _known_accounts(config, engine, [a for a in args.account or ()
-                                         if a.strip().upper() != "ALL"])
         filters = Filters(tuple(a.strip().upper() for a in args.account or ()),
                           args.start, args.end)
-        result = performance.performance(engine, calendar_for(config), filters,
-                                         args.benchmark)
-        result.frame = with_labels(result.frame, _labels(config))
+        if args.group is not None:
+            name, members = _group(config, args.group)
+            result = performance.group_performance(engine, calendar_for(config), name,
+                                                   members, filters, args.benchmark)
+        else:
+            # `--account ALL`: the all-accounts row alone
+            _known_accounts(config, engine, [a for a in args.account or ()
+                                             if a.strip().upper() != "ALL"])
+            result = performance.performance(engine, calendar_for(config), filters,
+                                             args.benchmark)
+        labels = _labels(config)
+        result.frame = with_labels(result.frame, labels)
+        if args.group is not None and "label" in result.frame.columns \
+                and not result.frame.empty:
+            result.frame.loc[0, "label"] = None  # the group's row, not an account's
     print(performance.render(result, args.format))
     if args.format != "table":  # stdout stays machine-readable
         for note in [*result.notes, *performance.non_finite_notes(result)]:
@@ -462,6 +479,19 @@ def _report_performance(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return ExitCode.OK
+
+
+def _group(config: Config, wanted: str) -> tuple[str, tuple[str, ...]]:
+    """The group ``wanted`` names (as written, else the one equal ignoring case) and its
+    members; an unknown one is a UsageError listing the groups."""
+    groups = config.groups()
+    wanted = wanted.strip()
+    matches = [g for g in groups if g == wanted] or \
+        [g for g in groups if g.upper() == wanted.upper()]
+    if len(matches) != 1:
+        raise UsageError(f"no group {wanted!r} in {config.path} (accounts[].group; "
+                         f"known: {', '.join(groups) or 'none'})")
+    return matches[0], groups[matches[0]]
 
 
 def _report_tax(args: argparse.Namespace) -> int:
@@ -494,7 +524,7 @@ REPORTS = {report.name: report for report in (
     Report("history", "one symbol's holding, session by session", _WINDOW | {"symbol"},
            _report_history),
     Report("performance", "returns (NAV, TWR, XIRR, CAGR), drawdown, volatility",
-           _WINDOW | {"benchmark"}, _report_performance),
+           _WINDOW | {"benchmark", "group"}, _report_performance),
     Report("tax", "realised P&L and dividends of a financial year (an estimate)",
            frozenset({"account", "fy"}), _report_tax),
 )}

@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "Reports from the SQL views (see docs/schema.md: Views). `performance`: per "
                   "account and for ALL accounts, the NAV return, TWR, XIRR, CAGR, "
                   "drawdown, volatility and sessions missing over the window "
-                  "(`--account ALL`: only the all-accounts row). `tax`: realised P&L "
+                  "(`--account ALL`: only the all-accounts row; `--group NAME`: a group "
+                  "of accounts (accounts[].group) as one, then each of them). `tax`: "
+                  "realised P&L "
                   "of a financial year from imported trades (an estimate).")
     rp.add_argument("kind", choices=list(commands.REPORTS),
                     help="; ".join(f"{r.name}: {r.help}" for r in commands.REPORTS.values()))
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--benchmark", metavar="NAME",
                     help=f"{commands.reports_taking('benchmark')}: compare with this "
                     "index's closes (benchmark_daily)")
+    rp.add_argument("--group", metavar="NAME",
+                    help=f"{commands.reports_taking('group')}: this group's accounts "
+                    "(accounts[].group) together, as ALL is every account's, then each")
 
     bm = _subcommand(sub, "benchmark", "daily closes of an index (NIFTY 50...) to compare "
                      "returns with: import a CSV or fetch from Kite",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyotp
 
+from snapshotter.config.keys import RESERVED_GROUP
 from snapshotter.config.model import AUTH_MODES, AccountConfig, Secret
 from snapshotter.config.problems import Problems
 
@@ -20,8 +21,10 @@ TOTP_CODE_GIVEN = ("looks like a 6-digit code from the authenticator app, not it
                    "external TOTP")
 
 
-def parse_accounts(raw_accounts: Any, problems: Problems,
-                   read_files: bool = True) -> list[AccountConfig]:
+def parse_accounts(raw_accounts: Any, problems: Problems, read_files: bool = True,
+                   secrets: bool = True) -> list[AccountConfig]:
+    """The accounts; ``secrets=False`` (the read commands): their secrets were left out
+    of the mapping, so none is required or read."""
     if isinstance(raw_accounts, dict):
         problems.add("accounts", "must be a list: start each account with '- user_id: ...'")
         return []
@@ -29,6 +32,7 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
         problems.add("accounts", "missing: list at least one account (user_id, password, ...)")
         return []
     accounts: list[AccountConfig] = []
+    positions: list[int] = []  # each account's index in the list as written
     seen: set[str] = set()
     for i, acc in enumerate(raw_accounts):
         where = f"accounts[{i}]."
@@ -44,10 +48,10 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
         auth = str(acc.get("auth") or "web").strip().lower()
         if auth not in AUTH_MODES:
             problems.add(f"{where}auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
-        login = "" if auth in ("web", "connect") else None
+        login = "" if auth in ("web", "connect") and secrets else None
         password = read_secret(acc, "password", where, problems, login, read_files)
         totp = read_secret(acc, "totp_secret", where, problems, login, read_files)
-        connect = " (auth: connect needs it)" if auth == "connect" else None
+        connect = " (auth: connect needs it)" if auth == "connect" and secrets else None
         api_secret = read_secret(acc, "api_secret", where, problems, connect, read_files)
         files = tuple(str(acc[k]) for k in ("password_file", "totp_secret_file",
                                              "api_secret_file") if acc.get(k))
@@ -61,12 +65,45 @@ def parse_accounts(raw_accounts: Any, problems: Problems,
             problems.add(f"{where}api_key", "missing (auth: connect needs it)")
         if totp is not None:
             totp = Secret(totp.replace(" ", "").upper())
+        positions.append(i)
         accounts.append(AccountConfig(
             user_id=user_id, password=password, totp_secret=totp, auth=auth,
             api_key=str(api_key) if api_key else None, api_secret=api_secret,
             label=str(acc["label"]) if acc.get("label") else None, secret_files=files,
+            group=_group(acc.get("group"), f"{where}group", problems),
         ))
+    _check_groups(accounts, positions, problems)
     return accounts
+
+
+def _group(value: Any, key: str, problems: Problems) -> str:
+    """accounts[].group: a name, trimmed ("" when not given: the account's own)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        problems.add(key, "must be a group name (text, e.g. family), or left out for the "
+                          "account's own group")
+        return ""
+    name = value.strip()
+    if name.upper() == RESERVED_GROUP:
+        problems.add(key, f"{RESERVED_GROUP!r} is reserved for the all-accounts figures: "
+                          "choose another name")
+        return ""
+    return name
+
+
+def _check_groups(accounts: list[AccountConfig], positions: list[int],
+                  problems: Problems) -> None:
+    """A group may not take another account's user id as its name unless that account is
+    in it (`report performance --group AB1234` would mean two things)."""
+    by_id = {acc.user_id: acc for acc in accounts if acc.user_id}
+    for i, acc in zip(positions, accounts, strict=True):
+        other = by_id.get(acc.group.upper())
+        if other is not None and other is not acc and other.group != acc.group:
+            problems.add(f"accounts[{i}].group",
+                         f"{acc.group!r} is the user_id of another account, which is in "
+                         f"group {other.group!r}: name the group otherwise, or put "
+                         f"{other.user_id} in it too")
 
 
 def read_secret(acc: dict[str, Any], name: str, where: str, problems: Problems,

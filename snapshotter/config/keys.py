@@ -24,9 +24,10 @@ SECTION_KEYS = {
 }
 ACCOUNT_KEYS = {
     "user_id", "password", "password_file", "totp_secret", "totp_secret_file", "auth",
-    "api_key", "api_secret", "api_secret_file", "label",
+    "api_key", "api_secret", "api_secret_file", "label", "group",
 }
 SECRET_KEYS = ("password", "totp_secret", "api_secret")
+RESERVED_GROUP = "ALL"  # the all-accounts (household) row of the reports
 
 
 def drop_unknown_keys(raw: dict[Any, Any], problems: Problems) -> dict[Any, Any]:
@@ -51,6 +52,27 @@ def drop_unknown_keys(raw: dict[Any, Any], problems: Problems) -> dict[Any, Any]
             out[key] = accounts
         else:
             out[key] = value
+    return out
+
+
+def without_secrets(raw: dict[Any, Any], keep: str | None = None) -> dict[Any, Any]:
+    """``raw`` without what only logins and notifications use: each account's secrets
+    (inline, ${VAR} or *_file) and notify.urls, so that the commands that only read the
+    database need none of them set (and hold none). ``keep``: the user id of one account
+    whose secrets stay (the dashboard finishing that account's Kite Connect login)."""
+    dropped = {*SECRET_KEYS, *(f"{key}_file" for key in SECRET_KEYS)}
+    out = dict(raw)
+
+    def kept(acc: dict[Any, Any]) -> bool:
+        return keep is not None and \
+            silent_interpolate(str(acc.get("user_id") or "")).strip().upper() == keep
+
+    if isinstance(out.get("accounts"), list):
+        out["accounts"] = [{k: v for k, v in acc.items() if k not in dropped}
+                           if isinstance(acc, dict) and not kept(acc) else acc
+                           for acc in out["accounts"]]
+    if isinstance(out.get("notify"), dict):
+        out["notify"] = {k: v for k, v in out["notify"].items() if k != "urls"}
     return out
 
 

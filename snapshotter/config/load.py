@@ -33,7 +33,11 @@ for _digit in "0123456789":
         0, ("tag:yaml.org,2002:str", _CLOCK))
 
 
-def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> Config:
+def load_config(cli_path: str | None = None, read_secret_files: bool = True,
+                secrets: bool = True, secrets_of: str | None = None) -> Config:
+    """The config file, checked; ``secrets=False`` for a command that only reads the
+    database: the accounts' secrets and notify.urls are neither resolved nor required
+    (but those of the account ``secrets_of``, when given)."""
     path = resolve_config_path(cli_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -63,7 +67,7 @@ def load_config(cli_path: str | None = None, read_secret_files: bool = True) -> 
         elif problem.startswith("mapping values are not allowed here"):
             problem += " (check the indentation, or quote a value holding ': ')"
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
-    config = parse_config(raw, str(path), path, read_secret_files)
+    config = parse_config(raw, str(path), path, read_secret_files, secrets, secrets_of)
     warnings: list[str] = list(config.warnings)
     database_url = resolve_sqlite_url(config.database_url, path.parent)
     if database_url != config.database_url:

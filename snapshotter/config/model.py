@@ -44,6 +44,11 @@ class AccountConfig:
     label: str | None = None
     # The *_file values as written (e.g. "ab1234-password"): systemd credential names.
     secret_files: tuple[str, ...] = ()
+    group: str = ""  # accounts[].group; "" (not given): the account's own user id
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            object.__setattr__(self, "group", self.user_id)
 
     def secrets(self) -> list[str]:
         return [s for s in (self.password, self.totp_secret, self.api_secret) if s]
@@ -146,6 +151,14 @@ class Config:
         close = difflib.get_close_matches(user_id, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
         raise ConfigError([f"{self.path}: no account {user_id!r} in accounts ({hint})"])
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """accounts[].group: each group's name -> its members' user ids, both in the
+        config's order (an account without a group is a group of its own)."""
+        found: dict[str, list[str]] = {}
+        for acc in self.accounts:
+            found.setdefault(acc.group, []).append(acc.user_id)
+        return {name: tuple(members) for name, members in found.items()}
 
     def secrets(self) -> list[str]:
         """Every secret this config holds, the database password included."""

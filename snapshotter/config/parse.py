@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from snapshotter.config.accounts import parse_accounts, read_secret
-from snapshotter.config.keys import drop_unknown_keys
+from snapshotter.config.keys import drop_unknown_keys, without_secrets
 from snapshotter.config.model import (
     DEFAULT_API_ROOT,
     DEFAULT_BASE_URL,
@@ -48,15 +48,20 @@ _IMPORT_MINIMUMS: dict[str, float] = {"max_file_mb": 0.001}
 
 
 def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
-                 read_secret_files: bool = True) -> Config:
+                 read_secret_files: bool = True, secrets: bool = True,
+                 secrets_of: str | None = None) -> Config:
     """Validate ``raw``; ``read_secret_files=False`` leaves *_file secrets unread (for
-    `snapshotter systemd`, which runs where only the service's credentials exist)."""
+    `snapshotter systemd`, which runs where only the service's credentials exist);
+    ``secrets=False`` leaves out the accounts' secrets and notify.urls altogether (the
+    commands that only read the database: their ${VAR}s need not be set)."""
     problems = Problems(source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: must be a YAML mapping with database, kite, accounts"])
     raw = drop_unknown_keys(raw, problems)
+    if not secrets:
+        raw = without_secrets(raw, keep=secrets_of)
     raw = interpolate(raw, "", problems)
 
     db = _section(raw, "database", problems)
@@ -118,7 +123,7 @@ def parse_config(raw: Any, source: str = "<config>", path: Path | None = None,
     imports = ImportConfig(**_numbers(_section(raw, "import", problems), "import.",
                                       ImportConfig(), _IMPORT_MINIMUMS, problems))
     serve = _serve(_section(raw, "serve", problems), problems, read_secret_files)
-    accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files)
+    accounts = parse_accounts(raw.get("accounts"), problems, read_secret_files, secrets)
     if problems.lines:
         raise ConfigError(problems.lines)
 

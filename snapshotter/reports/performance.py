@@ -27,6 +27,9 @@ The window of an account runs from its first complete snapshot on or after ``--f
   imported ledger (nav_daily's ``cash_flow_source`` 'ledger': the ledger covers the
   days from the snapshot before the gap to the one after it) lost no flow, and is only
   noted
+- a group (``--group``: ``accounts[].group``) is a household of its accounts, its row
+  computed as ``ALL`` is, from the same views' SQL over its accounts alone
+  (``store/scoped.py``), followed by its members' rows
 - ``carried`` (0 for an account): ALL's household sessions in the window on which some
   account had no complete snapshot and counted at its last value (``household_daily``);
   each is warned about with the accounts carried
@@ -75,12 +78,15 @@ class Performance:
 
 def _query(engine: Bind, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     with connection(engine) as conn:
-        result = conn.execute(sa.text(sql), params)
-        # The driver's plain tuples: a frame built from SQLAlchemy's Row objects takes
-        # several times as long (a report reads every account's history).
-        assert isinstance(result, sa.CursorResult) and result.cursor is not None
-        frame = pd.DataFrame.from_records(result.cursor.fetchall(),
-                                          columns=list(result.keys()))
+        return _frame(conn.execute(sa.text(sql), params))
+
+
+def _frame(result: sa.Result[Any]) -> pd.DataFrame:
+    """A result's rows, typed: dates as datetime64, figures as float64."""
+    # The driver's plain tuples: a frame built from SQLAlchemy's Row objects takes
+    # several times as long (a report reads every account's history).
+    assert isinstance(result, sa.CursorResult) and result.cursor is not None
+    frame = pd.DataFrame.from_records(result.cursor.fetchall(), columns=list(result.keys()))
     if "snapshot_date" in frame.columns:
         frame = frame.rename(columns={"snapshot_date": "date"})
     if "date" in frame.columns:  # ISO text on SQLite, dates on PostgreSQL: one dtype
@@ -291,6 +297,77 @@ def _add_benchmark(out: pd.DataFrame, name: str, closes: pd.DataFrame,
                      f"before {before[account].date().isoformat()}")
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What one report reads: the accounts' own series (``accounts``; None: every
+    account) and a household row named ``household`` (None: none) over ``members``
+    (None: every account, the views' ``ALL``; else those accounts, a config group)."""
+
+    accounts: tuple[str, ...] | None = None
+    household: str | None = ALL
+    members: tuple[str, ...] | None = None
+
+    @classmethod
+    def group(cls, name: str, members: tuple[str, ...]) -> Scope:
+        """A config group: its row, then its members'."""
+        return cls(accounts=members, household=name, members=members)
+
+    @property
+    def key(self) -> str | None:
+        """The household's name while it is computed: ``ALL``, or for a group one that
+        no account has (a group may be named after its one member)."""
+        if self.household is None:
+            return None
+        return ALL if self.members is None else GROUP_KEY
+
+
+GROUP_KEY = " group"  # a user id has no spaces
+
+
+@dataclass
+class ScopeRows:
+    """A scope's whole history, read once: ``rows`` (account, date, total_value,
+    cash_flow, nav, from_ledger: nav_daily's, and the household's under ``scope.key``)
+    and ``carried`` (account, date: household_daily's carried rows)."""
+
+    scope: Scope
+    rows: pd.DataFrame
+    carried: pd.DataFrame
+
+
+def read_rows(engine: Bind, scope: Scope) -> ScopeRows:
+    """Every session of ``scope``'s series: what ``compute`` takes, for any window."""
+    from snapshotter.store import scoped
+
+    rows = _account_rows(engine, Filters(), None if scope.accounts is None
+                         else list(scope.accounts))
+    carried = pd.DataFrame({"account": pd.Series([], dtype=object),
+                            "date": pd.to_datetime([]).astype("datetime64[us]")})
+    if scope.key is not None:
+        if scope.members is None:
+            household = _all_rows(engine, Filters())
+            carried = _carried_rows(engine, Filters())
+        else:
+            with connection(engine) as conn:
+                household = _frame(scoped.nav_rows(conn, scope.members))[
+                    ["date", "total_value", "cash_flow", "nav"]]
+                carried = _frame(scoped.carried_rows(conn, scope.members))
+            household.insert(0, "account", scope.key)
+        if not household.empty:
+            rows = pd.concat([rows, household], ignore_index=True)
+    return ScopeRows(scope, rows, carried)
+
+
+def _window(frame: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    """The rows within ``filters``' dates (as the views' ``snapshot_date`` filter)."""
+    chosen = pd.Series(True, index=frame.index)
+    if filters.start:
+        chosen &= frame["date"] >= pd.Timestamp(filters.start)
+    if filters.end:
+        chosen &= frame["date"] <= pd.Timestamp(filters.end)
+    return frame[chosen].reset_index(drop=True)
+
+
 def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None = None,
                 benchmark: str | None = None) -> Performance:
     """The figures per account (``filters.accounts``, or every account and ``ALL``; the
@@ -298,14 +375,32 @@ def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None
     return beside them (an unknown name is a UsageError)."""
     filters = filters or Filters()
     wanted = set(filters.accounts)
-    with_all = not wanted or ALL in wanted
-    name, closes = benchmark_closes(engine, benchmark) if benchmark else (None, None)
     # Every account's rows when ALL is asked for: its gaps are theirs.
-    rows = _account_rows(engine, filters, None if with_all else sorted(wanted - {ALL}))
-    if with_all:
-        all_rows = _all_rows(engine, filters)
-        if not all_rows.empty:
-            rows = pd.concat([rows, all_rows], ignore_index=True)
+    scope = Scope() if not wanted or ALL in wanted else \
+        Scope(accounts=tuple(sorted(wanted)), household=None)
+    closes = benchmark_closes(engine, benchmark) if benchmark else None
+    return compute(read_rows(engine, scope), calendar, filters, closes)
+
+
+def group_performance(engine: Bind, calendar: TradingCalendar, name: str,
+                      members: tuple[str, ...], filters: Filters | None = None,
+                      benchmark: str | None = None) -> Performance:
+    """A group's row (its accounts as a household, as ``ALL`` is every account's), then
+    its members' rows, within ``filters``' dates (its accounts are not read)."""
+    dates = Filters(start=filters.start, end=filters.end) if filters else Filters()
+    closes = benchmark_closes(engine, benchmark) if benchmark else None
+    return compute(read_rows(engine, Scope.group(name, members)), calendar, dates, closes)
+
+
+def compute(data: ScopeRows, calendar: TradingCalendar, filters: Filters | None = None,
+            benchmark: tuple[str, pd.DataFrame] | None = None) -> Performance:
+    """The figures of ``data`` within ``filters``' dates (``filters.accounts``: only
+    those rows), with a benchmark's name and closes (``benchmark_closes``) beside them."""
+    filters = filters or Filters()
+    wanted = set(filters.accounts)
+    key = data.scope.key
+    name, closes = benchmark if benchmark else (None, None)
+    rows = _window(data.rows, filters)
     columns = KEYS + (BENCHMARK_KEYS if name else [])
     if rows.empty:
         return Performance(pd.DataFrame(columns=columns))
@@ -313,17 +408,18 @@ def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None
     out = _figures(rows)
     rates, xirr_notes = _xirr(rows)
     out["xirr"] = rates.reindex(out.index)
-    gaps = _gap_dates(rows[rows["account"] != ALL], out.drop(index=ALL, errors="ignore"),
+    household = key is not None and key in out.index
+    gaps = _gap_dates(rows[rows["account"] != key], out.drop(index=key) if household else out,
                       calendar)
-    if ALL in out.index:  # a session is covered for ALL when every account's gap is
-        window = (gaps["date"] >= out.at[ALL, "from"]) & (gaps["date"] <= out.at[ALL, "to"])
+    if household:  # a session is covered for ALL when every account's gap is
+        window = (gaps["date"] >= out.at[key, "from"]) & (gaps["date"] <= out.at[key, "to"])
         every = gaps[window].groupby("date", as_index=False)["covered"].all()
-        gaps = pd.concat([gaps, every.assign(account=ALL)], ignore_index=True)
+        gaps = pd.concat([gaps, every.assign(account=key)], ignore_index=True)
     out["gaps"] = gaps.groupby("account").size().reindex(out.index).fillna(0).astype(int)
-    carried = _carried_rows(engine, filters) if ALL in out.index else pd.DataFrame()
+    carried = _window(data.carried, filters) if household else pd.DataFrame()
     out["carried"] = 0  # an account's own figures carry nothing: its gaps are gaps
-    if ALL in out.index:
-        out.loc[ALL, "carried"] = carried["date"].nunique()
+    if household:
+        out.loc[key, "carried"] = carried["date"].nunique()
     if wanted:
         out = out[out.index.isin(wanted)]
         gaps = gaps[gaps["account"].isin(wanted)]
@@ -331,6 +427,8 @@ def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None
     if out.empty:
         return Performance(pd.DataFrame(columns=columns))
 
+    if key == GROUP_KEY:  # the group's row first, then its members'
+        out = pd.concat([out[out.index == key], out[out.index != key]])
     notes = _notes(out, xirr_notes)
     if name is not None and closes is not None:
         _add_benchmark(out, name, closes, notes)
@@ -340,9 +438,19 @@ def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None
     frame["from"] = frame["from"].dt.date.map(date.isoformat)
     frame["to"] = frame["to"].dt.date.map(date.isoformat)
     warnings = _gap_warnings(gaps[~gaps["covered"]])
-    if ALL in out.index and not carried.empty:
-        warnings.append(_carried_warning(carried))
+    if household and not carried.empty:
+        warnings.append(_carried_warning(carried, str(key)))
+    if key == GROUP_KEY:
+        shown = str(data.scope.household)
+        frame["account"] = frame["account"].replace({key: shown})
+        notes = [_named(note, key, shown) for note in notes]
+        warnings = [_named(warning, key, shown) for warning in warnings]
     return Performance(frame[columns], notes, warnings)
+
+
+def _named(line: str, key: str, name: str) -> str:
+    """A note or warning about the row ``key``, about ``name`` instead."""
+    return f"{name}{line.removeprefix(key)}" if line.startswith(f"{key}: ") else line
 
 
 def _notes(out: pd.DataFrame, xirr_notes: dict[str, str]) -> list[str]:
@@ -404,14 +512,14 @@ def _gap_warnings(gaps: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def _carried_warning(carried: pd.DataFrame) -> str:
+def _carried_warning(carried: pd.DataFrame, household: str = ALL) -> str:
     """The household sessions that counted an account at its last value."""
     sessions = carried.groupby("date", sort=True)["account"].apply(", ".join)
     named = "; ".join(f"{day.date().isoformat()}: {accounts}"
                       for day, accounts in sessions.iloc[:MAX_DATES_NAMED].items())
     if len(sessions) > MAX_DATES_NAMED:
         named += f"; and {len(sessions) - MAX_DATES_NAMED} more"
-    return (f"{ALL}: {len(sessions)} session(s) counted an account without a complete "
+    return (f"{household}: {len(sessions)} session(s) counted an account without a complete "
             f"snapshot at its last value ({named}): a missed login moves no household "
             "figure, the account's next snapshot brings its move; an account that has "
             "closed for good: `snapshotter household leave ACCOUNT`")

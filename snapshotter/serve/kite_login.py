@@ -184,7 +184,8 @@ def _with_api_secret(config: Config, acc: AccountConfig) -> AccountConfig:
         from snapshotter.config import load_config
 
         try:
-            fresh = load_config(str(config.path)).account(acc.user_id)
+            fresh = load_config(str(config.path), secrets=False,
+                                secrets_of=acc.user_id).account(acc.user_id)
         except ConfigError as exc:
             lines = [p for p in exc.problems if key in p] or exc.problems[:1]
             raise _Refusal(f"cannot read the api_secret of {acc.user_id}: "
