@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -29,13 +30,17 @@ if TYPE_CHECKING:
     from snapshotter.serve.app import Dashboard
 
 
-def account_link(row: pd.Series) -> str:
+def account_link(row: pd.Series) -> str | None:
     return f"/account/{quote(str(row['account']), safe='')}"
 
 
 def instrument_link(symbol: str, account: str | None = None) -> str:
     link = f"/instrument/{quote(symbol, safe='')}"
     return f"{link}?account={quote(account, safe='')}" if account else link
+
+
+#: the account column links to the account's page
+ACCOUNT_LINKS: dict[str, Callable[[pd.Series], str | None]] = {"account": account_link}
 
 
 def _labels(dashboard: Dashboard) -> dict[str, str]:
@@ -118,19 +123,18 @@ def _instrument(dashboard: Dashboard, request: Request) -> Response:
             whose = f" for account {account}" if account else ""
             raise HTTPException(404, f"no instrument {symbol!r}{whose}")
     labels = _labels(dashboard)
-    links = {"account": account_link}
     tables = [
         Table("history", with_labels(history, labels), caption="Session by session",
               money=["average_price", "price", "value", "unrealised_pnl", "day_pnl"],
               numbers=["quantity", "quantity_change"], percents=["weight"],
-              signed=["unrealised_pnl", "day_pnl", "quantity_change"], links=links),
+              signed=["unrealised_pnl", "day_pnl", "quantity_change"], links=ACCOUNT_LINKS),
         Table("trades", with_labels(trades, labels), caption="Imported trades",
-              money=["price", "value"], numbers=["quantity"], links=links),
+              money=["price", "value"], numbers=["quantity"], links=ACCOUNT_LINKS),
         Table("open_lots", with_labels(lots, labels), caption="Open FIFO lots",
-              money=["buy_price", "cost"], numbers=["quantity"], links=links),
+              money=["buy_price", "cost"], numbers=["quantity"], links=ACCOUNT_LINKS),
         Table("corporate_actions", with_labels(actions, labels), caption="Corporate actions",
               money=["old_average_price", "new_average_price"],
-              numbers=["ratio", "old_quantity", "new_quantity"], links=links),
+              numbers=["ratio", "old_quantity", "new_quantity"], links=ACCOUNT_LINKS),
     ]
     latest = history.groupby("account", sort=True).tail(1)
     return answer(dashboard, request, "instrument.html", tables, title=symbol,
@@ -168,7 +172,7 @@ def _tax(dashboard: Dashboard, request: Request) -> Response:
                 years.add(name)
     figures = [c for c in tax.TAX_COLUMNS if c not in ("account", "unmatched")]
     table = Table("tax", with_labels(frame, _labels(dashboard)), money=figures,
-                  numbers=["unmatched"], signed=figures, links={"account": account_link},
+                  numbers=["unmatched"], signed=figures, links=ACCOUNT_LINKS,
                   caption=f"FY {fy}: {start} to {end}")
     return answer(dashboard, request, "tax.html", [table], title=f"Tax FY {fy}", fy=fy,
                   years=sorted(years, reverse=True), note=tax.tax_note(fy))
@@ -204,10 +208,9 @@ def _status(dashboard: Dashboard, request: Request) -> Response:
           "taken_at": formatting.ist(s.taken_at), "final": "yes" if s.final else "no",
           "routes": len(s.payloads)} for s in waiting],
         columns=["account", "snapshot_date", "taken_at", "final", "routes"])
-    links = {"account": account_link}
     tables = [Table("accounts", with_labels(accounts, _labels(dashboard)), numbers=["warnings"],
-                    links=links, caption="Accounts"),
-              Table("spool", spooled, numbers=["routes"], links=links,
+                    links=ACCOUNT_LINKS, caption="Accounts"),
+              Table("spool", spooled, numbers=["routes"], links=ACCOUNT_LINKS,
                     caption="Waiting in the spool")]
     return answer(dashboard, request, "status.html", tables, title="Status", report=report,
                   warnings=status.warning_lines(report))
