@@ -91,21 +91,18 @@ def axis_ticks(values: list[float], count: int = 5) -> dict[str, list[Any]]:
 
 
 def chart_json(history: pd.DataFrame) -> str:
-    """The instrument chart's data (value per account, the price), escaped for HTML."""
+    """The instrument chart's data, escaped for HTML: per account its value (left axis),
+    then per account its price (right axis: each account's own quote and splits)."""
     traces: list[dict[str, Any]] = []
-    for account, rows in history.groupby("account", sort=True):
-        values = [float(v) for v in rows["value"].fillna(0.0)]
-        traces.append({"name": f"value {account}", "axis": "y",
-                       "x": [str(d) for d in rows["snapshot_date"]], "y": values,
-                       "text": [formatting.rupees(v) for v in values]})
-    first = history.drop_duplicates("snapshot_date")
-    prices = [float(v) for v in first["price"].fillna(0.0)]
-    traces.append({"name": "price", "axis": "y2",
-                   "x": [str(d) for d in first["snapshot_date"]], "y": prices,
-                   "text": [formatting.rupees(v) for v in prices]})
+    for column, axis in (("value", "y"), ("price", "y2")):
+        for account, rows in history.groupby("account", sort=True):
+            values = [float(v) for v in rows[column].fillna(0.0)]
+            traces.append({"name": f"{column} {account}", "axis": axis,
+                           "x": [str(d)[:10] for d in rows["snapshot_date"]], "y": values,
+                           "text": [formatting.rupees(v) for v in values]})
     data = {"traces": traces,
-            "value_axis": axis_ticks([v for t in traces[:-1] for v in t["y"]]),
-            "price_axis": axis_ticks(prices)}
+            "value_axis": axis_ticks([v for t in traces if t["axis"] == "y" for v in t["y"]]),
+            "price_axis": axis_ticks([v for t in traces if t["axis"] == "y2" for v in t["y"]])}
     return json.dumps(data).replace("<", "\\u003c")
 
 
@@ -213,7 +210,8 @@ def _status(dashboard: Dashboard, request: Request) -> Response:
               Table("spool", spooled, numbers=["routes"], links=ACCOUNT_LINKS,
                     caption="Waiting in the spool")]
     return answer(dashboard, request, "status.html", tables, title="Status", report=report,
-                  warnings=status.warning_lines(report))
+                  warnings=status.warning_lines(report),
+                  missing=[a.account for a in report.accounts if not a.has_latest])
 
 
 def routes(dashboard: Dashboard) -> list[BaseRoute]:
