@@ -177,6 +177,14 @@ def check_instrument(served: Served, chromium: Any, config: Path, symbol: str,
         points = page.evaluate(
             "document.getElementById('instrument-chart').data.map((t) => t.x.length)")
         assert points == [len(printed), len(printed)]  # value, price
+        # Hover values Indian-style, the report's figures; the value axis in lakh/crore.
+        hover = page.evaluate("document.getElementById('instrument-chart').data[0].text")
+        assert all(same(text, want["value"]) for text, want in zip(hover, printed, strict=True))
+        ticks = page.evaluate(
+            "document.getElementById('instrument-chart').layout.yaxis.ticktext")
+        assert ticks and all(t.lstrip("-").startswith("₹") for t in ticks)
+        if max(w["value"] for w in printed) >= 100_000:
+            assert any(t.endswith((" L", " Cr")) for t in ticks), ticks
         shown = table_rows(page, "history")
         assert len(shown) == len(printed)
         for row, want in zip(shown, printed, strict=True):

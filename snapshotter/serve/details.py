@@ -74,7 +74,8 @@ def _day(request: Request, name: str) -> date | None:
 
 
 def axis_ticks(values: list[float], count: int = 5) -> dict[str, list[Any]]:
-    """Round tick values over ``values`` and their labels in lakh/crore (short_rupees)."""
+    """Round tick values that frame ``values`` (the axis' range: first to last tick) and
+    their labels in lakh/crore (short_rupees)."""
     finite = [v for v in values if math.isfinite(v)]
     low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if high - low < 1e-9:
@@ -82,12 +83,16 @@ def axis_ticks(values: list[float], count: int = 5) -> dict[str, list[Any]]:
     raw = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    tick = math.floor(low / step) * step
-    ticks = []
-    while tick <= high + step:
-        ticks.append(round(tick, 6))
-        tick += step
-    return {"tickvals": ticks, "ticktext": [formatting.short_rupees(t) for t in ticks]}
+    index = math.floor(low / step)
+    ticks = [round(index * step, 6)]
+    while ticks[-1] < high:
+        index += 1
+        ticks.append(round(index * step, 6))
+    decimals = 0 if float(step).is_integer() else 2
+    labels = [formatting.short_rupees(t) if abs(t) >= formatting.LAKH
+              else formatting.rupees(t, decimals) for t in ticks]
+    return {"tickvals": ticks, "ticktext": labels,
+            "range": [ticks[0], ticks[-1]]}
 
 
 def chart_json(history: pd.DataFrame) -> str:

@@ -13,7 +13,7 @@
     line: t.axis === "y2" ? { dash: "dot" } : {},
   }));
   const axis = (ticks, extra) => Object.assign({
-    tickvals: ticks.tickvals, ticktext: ticks.ticktext, automargin: true, fixedrange: false,
+    tickvals: ticks.tickvals, ticktext: ticks.ticktext, range: ticks.range, automargin: true,
   }, extra);
   const layout = {
     margin: { l: 10, r: 10, t: 10, b: 30 }, height: 320, autosize: true,
