@@ -56,7 +56,7 @@ def _known_account(dashboard: Dashboard, conn: sa.Connection, text: str | None,
     account = text.strip().upper()
     if any(a.user_id == account for a in dashboard.config.accounts):
         return account
-    stored = read_frame(conn, "SELECT 1 AS found FROM snapshots WHERE account = :account",
+    stored = read_frame(conn, "SELECT 1 AS found FROM snapshots WHERE account = :account LIMIT 1",
                         {"account": account})
     if stored.empty:
         raise HTTPException(404, f"no account {account!r}")
@@ -173,8 +173,10 @@ def _tax(dashboard: Dashboard, request: Request) -> Response:
             if fy_end >= first and fy_start <= last:
                 years.add(name)
     figures = [c for c in tax.TAX_COLUMNS if c not in ("account", "unmatched")]
+    headers = {f"{term}_{suffix}": f"{term} {suffix.replace('_', ' ', 1).replace('_', '-')}"
+               for term in tax.TERMS.values() for suffix in tax.SUFFIXES}
     table = Table("tax", with_labels(frame, _labels(dashboard)), money=figures,
-                  numbers=["unmatched"], signed=figures, links=ACCOUNT_LINKS,
+                  numbers=["unmatched"], signed=figures, links=ACCOUNT_LINKS, headers=headers,
                   caption=f"FY {fy}: {start} to {end}")
     return answer(dashboard, request, "tax.html", [table], title=f"Tax FY {fy}", fy=fy,
                   years=sorted(years, reverse=True), note=tax.tax_note(fy))
