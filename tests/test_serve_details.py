@@ -354,10 +354,11 @@ def test_status_page_equals_status_and_lists_the_spool(demo: Path, chromium: Any
 def test_the_pages_on_postgresql(database_url: str, sim: KiteSimulator,
                                  sim_accounts: list[SimAccount], chromium: Any,
                                  tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.yaml", config_dict(
-        sim, sim_accounts, database_url, tmp_path / "state"))
+    data = config_dict(sim, sim_accounts, database_url, tmp_path / "state")
+    data["accounts"][1]["password"] = "not-the-password"  # Kite refuses it: a failure
+    config = write_config(tmp_path / "config.yaml", data)
     done = run_cli("--config", str(config), "run")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode != 0 and "error: " in done.stderr, done.stdout + done.stderr
     account = sim_accounts[0].user_id
     [held] = query_rows(database_url, """SELECT tradingsymbol FROM holdings
         WHERE account = :a ORDER BY tradingsymbol LIMIT 1""", a=account)
@@ -367,9 +368,16 @@ def test_the_pages_on_postgresql(database_url: str, sim: KiteSimulator,
         check_instrument(served, chromium, config, symbol, account)
         check_tax(served, chromium, config, account)
         seen = check_status(served, chromium, config)
+        pages = "".join(local_get(served.url + path).text for path in (
+            "/status", "/status?csv=accounts", "/tax", f"/instrument/{symbol}"))
+    for secret in ["not-the-password", *(a.totp_secret for a in sim_accounts),
+                   *(a.password for a in sim_accounts)]:
+        assert secret not in pages
     assert seen["spool"] == []
-    assert {a["account"] for a in seen["status"]["accounts"]} == \
-        {a.user_id for a in sim_accounts}
+    accounts = {a["account"]: a for a in seen["status"]["accounts"]}
+    assert set(accounts) == {a.user_id for a in sim_accounts}
+    refused = accounts[sim_accounts[1].user_id]
+    assert refused["last_failure"]["error"] and refused["next_run"]["note"] == "login rejected"
 
 
 # --- demo --serve, and the screenshots -------------------------------------------------------
