@@ -112,6 +112,7 @@ def browser_page(chromium: Any, viewport: dict[str, int] = LAPTOP) -> Iterator[A
     """A page that fails the test on a console error, a failed request or an answer
     >= 400."""
     page = chromium.new_page(viewport=viewport)
+    page.set_default_timeout(HANG_GUARD * 1000)  # a hang guard, not Playwright's 30 s
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
