@@ -296,6 +296,14 @@ def test_instrument_page_equals_report_history(demo: Path, chromium: Any,
             page.click("#table-history th[data-column=value]")
             values = [figure(r["value"]) for r in table_rows(page, "history")]
             assert values == sorted(values, reverse=True)
+        # A window of sessions, as --from/--to give the report.
+        days = [r["snapshot_date"] for r in json.loads(command(
+            demo, "report", "history", "TCS", "--account", "DM0001", "--format", "json"))]
+        window = local_get(f"{served.url}/instrument/TCS?account=DM0001&from={days[2]}"
+                           f"&to={days[5]}&csv=history")
+        assert window.text == command(demo, "report", "history", "TCS", "--account", "DM0001",
+                                      "--from", days[2], "--to", days[5], "--format", "csv")
+        assert len(window.text.splitlines()) == 1 + 4
 
 
 def test_unknown_instrument_account_date_or_table_is_a_404(demo: Path) -> None:
