@@ -16,6 +16,7 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/snapshotter demo
+	@echo "(from this checkout: $(BIN)/snapshotter --config demo-output/config.yaml serve)"
 
 test: install
 	$(BIN)/ruff check snapshotter migrations tests benchmarks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shlex
 import shutil
 import time as _time
 from datetime import datetime, time
@@ -59,11 +60,17 @@ def demo_config_dict(base_url: str, accounts: list[SimAccount], database_url: st
     }
 
 
-def write_private_yaml(path: Path, data: dict[str, Any]) -> None:
+SIMULATE_HEADER = "# Written by `snapshotter simulate`: simulator accounts, not real ones.\n"
+DEMO_HEADER = ("# Written by `snapshotter demo`: its database and simulated accounts (their\n"
+               "# simulator has stopped), for `snapshotter --config THIS serve` and the reports.\n")
+
+
+def write_private_yaml(path: Path, data: dict[str, Any], header: str = SIMULATE_HEADER,
+                       ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("# Written by `snapshotter simulate`: simulator accounts, not real ones.\n")
+        fh.write(header)
         yaml.safe_dump(data, fh, sort_keys=False)
     os.chmod(path, 0o600)
 
@@ -113,7 +120,25 @@ def _demo_sessions(calendar: TradingCalendar, now: datetime, days: int) -> list[
 BENCHMARK = "NIFTY50"
 
 
-def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web") -> int:
+def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web",
+             serve: bool = False, port: int | None = None) -> int:
+    """The demo; then, with ``serve``, the dashboard over its database on 127.0.0.1
+    (``port``, else serve.port's default) until Ctrl-C; without, the command that opens
+    it. Either way it leaves ``OUT/config.yaml`` (0600) for that command."""
+    code = _demo(out_dir=out_dir, accounts=accounts, days=days, auth=auth)
+    config_path = Path(out_dir) / "config.yaml"
+    if not serve:
+        print(f"\ndashboard: snapshotter --config {shlex.quote(str(config_path))} serve")
+        return code
+    from snapshotter.config import load_config
+    from snapshotter.serve import server
+
+    print()
+    server.serve(load_config(str(config_path)), host="127.0.0.1", port=port)
+    return code
+
+
+def _demo(*, out_dir: str, accounts: int, days: int, auth: str) -> int:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # A fresh simulator each time: start from an empty database and token cache.
@@ -171,6 +196,8 @@ def run_demo(*, out_dir: str, accounts: int, days: int = 60, auth: str = "web") 
                   "(final snapshot kept, no login)")
             _history_outputs(engine, out)
             _returns_outputs(config, engine, out, calendar, clock)
+            write_private_yaml(out / "config.yaml", demo_config_dict(
+                sim.base_url, sim_accounts, database_url, out / "state", apps), DEMO_HEADER)
             return 1 if failures else second.exit_code
         finally:
             engine.dispose()

@@ -78,7 +78,9 @@ def test_the_demo_ends_with_its_returns_against_the_simulators_nifty(tmp_path: P
         "accounts": [{"user_id": a, "auth": "manual"} for a in ("DM0001", "DM0002")]})
     table = run_cli("--config", str(cfg), "report", "performance", "--benchmark", "NIFTY50")
     assert table.returncode == 0, table.stderr
-    assert result.stdout.endswith(table.stdout)  # its last output
+    # its last output, before the command that opens the dashboard over its database
+    assert result.stdout.endswith(
+        f"{table.stdout}\ndashboard: snapshotter --config {tmp_path / 'config.yaml'} serve\n")
     lines = table.stdout.splitlines()
     header = lines[0].split()
     assert header[-3:] == ["benchmark", "benchmark_return", "excess_return"]

@@ -674,5 +674,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from snapshotter import demo
 
+    if args.port is not None and not args.serve:
+        raise UsageError("demo: --port is for --serve")
     return demo.run_demo(out_dir=args.out, accounts=args.accounts, days=args.days,
-                         auth=args.auth)
+                         auth=args.auth, serve=args.serve, port=args.port)

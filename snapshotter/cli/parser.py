@@ -338,4 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--auth", choices=["web", "connect"], default="web",
                       help="the accounts' login: web, or connect (Kite Connect apps, "
                       "simulated)")
+    demo.add_argument("--serve", action="store_true",
+                      help="then serve the dashboard over the demo database on 127.0.0.1 "
+                      "until Ctrl-C")
+    demo.add_argument("--port", type=int,
+                      help="with --serve: the dashboard's port (default: serve.port, 8000)")
     return parser

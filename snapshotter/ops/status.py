@@ -126,7 +126,10 @@ def _next_run(config: Config, calendar: TradingCalendar, latest: Session, now: d
     return NextRun(due, "overdue", overdue=True)
 
 
-def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusReport:
+def build_status(config: Config, engine: sa.Engine | sa.Connection,
+                 now: datetime) -> StatusReport:
+    """Each configured account's status at ``now``, read through ``engine`` (or a
+    connection whose transaction it shares: the dashboard's snapshot)."""
     calendar = calendar_for(config)
     latest = calendar.latest_opened(now)
     due = fire_time(latest, config.schedule.time, config.timezone)
@@ -148,7 +151,8 @@ def build_status(config: Config, engine: sa.Engine, now: datetime) -> StatusRepo
     return StatusReport(latest.day, rows, calendar.horizon_warning(horizon_day))
 
 
-def _kind(a: AccountStatus) -> str:
+def snapshot_kind(a: AccountStatus) -> str:
+    """The latest complete snapshot's kind: final, not final (warnings), intraday."""
     if a.last_complete is not None and a.last_complete.final:
         return "final"
     return "not final" if a.warnings else "intraday"
@@ -162,7 +166,7 @@ def _when(snap: Snapshot) -> str:
     return _ist(snap.taken_at)
 
 
-def _next(n: NextRun) -> str:
+def next_run_text(n: NextRun) -> str:
     if n.at is None:
         return f"none ({n.note})"
     if n.overdue:
@@ -179,6 +183,28 @@ def _shorten(error: str) -> str:
     return textwrap.shorten(error, FAILURE_WIDTH, placeholder=" ...")
 
 
+def warning_lines(report: StatusReport) -> list[str]:
+    """What needs attention, per account: an overdue run, an interrupted one, the latest
+    snapshot's warnings and whether it waits for a confirming fetch."""
+    lines = []
+    for a in report.accounts:
+        if a.next_run.overdue and a.next_run.at is not None:
+            lines.append(f"account {a.account}: the run due {_ist(a.next_run.at)} "
+                         f"left no final snapshot of session {report.latest_session}: the "
+                         "daemon catches up when it starts; `snapshotter run` takes it now")
+        interrupted = a.interrupted
+        if interrupted is not None:
+            lines.append(f"account {a.account}: the last run was interrupted (Ctrl-C) "
+                         f"before it finished ({_when(interrupted)}): `snapshotter run` "
+                         "takes it now")
+        lines += a.warnings
+        if a.unconfirmed:
+            lines.append(f"account {a.account}: that snapshot is not final: a later "
+                         "run fetches again and keeps it once the same answer comes 30 "
+                         "minutes apart")
+    return lines
+
+
 def render(report: StatusReport) -> str:
     table = []
     for a in report.accounts:
@@ -187,10 +213,10 @@ def render(report: StatusReport) -> str:
             if a.warnings else ""
         table.append([
             a.account,
-            f"{c.snapshot_date} ({_kind(a)}, {_when(c)}{marks})" if c else "never",
+            f"{c.snapshot_date} ({snapshot_kind(a)}, {_when(c)}{marks})" if c else "never",
             f"{f.snapshot_date}: {_shorten(f.error or '')}" if f else "-",
             "yes" if a.has_latest else "NO",
-            _next(a.next_run),
+            next_run_text(a.next_run),
         ])
     lines = [f"latest session: {report.latest_session}"]
     if report.warning:
@@ -198,21 +224,7 @@ def render(report: StatusReport) -> str:
     lines.append(tabulate(table, headers=["account", "last complete snapshot", "last failure",
                                           "has latest session", "next run"],
                           disable_numparse=True))
-    for a in report.accounts:
-        if a.next_run.overdue and a.next_run.at is not None:
-            lines.append(f"warning: account {a.account}: the run due {_ist(a.next_run.at)} "
-                         f"left no final snapshot of session {report.latest_session}: the "
-                         "daemon catches up when it starts; `snapshotter run` takes it now")
-        interrupted = a.interrupted
-        if interrupted is not None:
-            lines.append(f"warning: account {a.account}: the last run was interrupted (Ctrl-C) "
-                         f"before it finished ({_when(interrupted)}): `snapshotter run` "
-                         "takes it now")
-        lines += [f"warning: {w}" for w in a.warnings]
-        if a.unconfirmed:
-            lines.append(f"warning: account {a.account}: that snapshot is not final: a later "
-                         "run fetches again and keeps it once the same answer comes 30 "
-                         "minutes apart")
+    lines += [f"warning: {line}" for line in warning_lines(report)]
     return "\n".join(lines)
 
 
@@ -230,7 +242,7 @@ def as_json(report: StatusReport) -> str:
             "account": a.account,
             "last_complete": None if c is None else {
                 "snapshot_date": c.snapshot_date.isoformat(), "taken_at": _iso(c.taken_at),
-                "kind": _kind(a), "warnings": a.warnings},
+                "kind": snapshot_kind(a), "warnings": a.warnings},
             "last_failure": None if f is None else {
                 "snapshot_date": f.snapshot_date.isoformat(), "taken_at": _iso(f.taken_at),
                 "error": f.error or ""},

@@ -31,6 +31,13 @@ def fiscal_year(text: str) -> tuple[date, date]:
     return date(start, 4, 1), date(start + 1, 3, 31)
 
 
+def fiscal_year_of(day: date) -> str:
+    """The financial year ``day`` falls in: 2026-03-31 -> ``2025-26``, 2026-04-01 ->
+    ``2026-27``."""
+    start = day.year if day.month >= 4 else day.year - 1
+    return f"{start}-{(start + 1) % 100:02d}"
+
+
 def tax_note(fy: str) -> str:
     start, end = fiscal_year(fy)
     return (f"FY {fy} ({start} to {end}): an ESTIMATE from the imported trades' FIFO lots "
