@@ -357,6 +357,24 @@ def serving(config: Path, *args: str, env: dict[str, str] | None = None) -> Iter
         reader.join(HANG_GUARD)
 
 
+def page_problems(page: Any) -> list[str]:
+    """What goes wrong on ``page`` from now on: console errors, failed requests and answers
+    >= 400 (the list fills as they happen). The browser abandoning its favicon fetch when a
+    test moves on to the next page is not a failure of ours."""
+    problems: list[str] = []
+
+    def failed(request: Any) -> None:
+        if request.url.endswith("/favicon.svg") and request.failure == "net::ERR_ABORTED":
+            return
+        problems.append(f"failed: {request.url} ({request.failure})")
+
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("requestfailed", failed)
+    page.on("response", lambda r: problems.append(f"{r.status}: {r.url}")
+            if r.status >= 400 else None)
+    return problems
+
+
 def local_get(url: str, **kwargs: Any) -> Any:
     """requests.get without the machine's proxy (the dashboard is on 127.0.0.1)."""
     import requests

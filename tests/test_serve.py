@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import local_get, run_cli, serving, write_config
+from tests.conftest import local_get, page_problems, run_cli, serving, write_config
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,7 @@ def _config(tmp_path: Path, db: Path, **extra: Any) -> Path:
 def test_overview_loads_in_the_browser(tmp_path: Path, demo_db: Path, chromium: Any) -> None:
     with serving(_config(tmp_path, demo_db)) as served:
         page = chromium.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        errors = page_problems(page)
         answer = page.goto(served.url + "/")
         assert answer is not None and answer.status == 200
         assert page.inner_text("h1") == "Overview"

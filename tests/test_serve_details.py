@@ -29,6 +29,7 @@ from tests.conftest import (
     Served,
     config_dict,
     local_get,
+    page_problems,
     query_rows,
     run_cli,
     serving,
@@ -113,11 +114,7 @@ def browser_page(chromium: Any, viewport: dict[str, int] = LAPTOP) -> Iterator[A
     >= 400."""
     page = chromium.new_page(viewport=viewport)
     page.set_default_timeout(HANG_GUARD * 1000)  # a hang guard, not Playwright's 30 s
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
-    page.on("response", lambda r: errors.append(f"{r.status}: {r.url}")
-            if r.status >= 400 else None)
+    errors = page_problems(page)
     try:
         yield page
         assert errors == []
