@@ -70,7 +70,7 @@ def nav_chart(nav: pd.DataFrame, benchmark: str | None,
     x = _dates(nav["snapshot_date"])
     rebased = _floats(nav["rebased"])
     traces = [trace("NAV", x, rebased, [formatting.number(v) for v in rebased])]
-    if benchmark and closes is not None:
+    if benchmark and closes is not None and "rebased" in closes.columns:
         values = _floats(closes["rebased"])
         traces.append(trace(benchmark, _dates(closes["date"]), values,
                             [formatting.number(v) for v in values]))
