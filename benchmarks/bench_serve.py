@@ -84,7 +84,7 @@ def _config(directory: Path, url: str, accounts: list[str]) -> Path:
         "database": {"url": url},
         # serve needs no secret; until the read commands load the config without them,
         # fake ones
-        "accounts": [{"user_id": a, "password": "bench", "totp_secret": "JBSWY3DPEHPK3PXP"}
+        "accounts": [{"user_id": a, "password": "bench", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"}
                      for a in accounts]}), encoding="utf-8")
     path.chmod(0o600)
     return path

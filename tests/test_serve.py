@@ -22,8 +22,8 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(tmp_path: Path, db: Path, **extra: Any) -> Path:
     return write_config(tmp_path / "config.yaml", {
         "database": {"url": f"sqlite:///{db}"},
-        "accounts": [{"user_id": "DM0001", "password": "pw", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"},
-                     {"user_id": "DM0002", "password": "pw", "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"}],
+        "accounts": [{"user_id": user, "password": "pw",
+                      "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"} for user in ("DM0001", "DM0002")],
         **extra})
 
 

@@ -113,19 +113,26 @@ def _series(conn: sa.Connection, account: str | None, benchmark: str | None,
     return Series(chart.nav_rebased(conn, account, start, end))
 
 
-def all_accounts(conn: sa.Connection, calendar: TradingCalendar, window: Window,
-                 benchmark: str | None, groups: dict[str, tuple[str, ...]],
-                 ) -> Overview | None:
-    """The overview's figures; None when nothing is stored yet."""
+@dataclass
+class Household:
+    """What every window of the overview shares: the household's last sessions."""
+
+    latest: date
+    day: date  # the household's last session
+    summed: pd.DataFrame  # chart_data's all-accounts rows
+    today: Today
+    kinds: dict[str, float]
+    members: pd.DataFrame  # account, total_value, carried on ``day``
+    pnl: pd.DataFrame  # report pnl's rows of ``day``
+
+
+def household(conn: sa.Connection) -> Household | None:
+    """The household's last sessions (None: nothing stored yet): today's change by
+    chart_data's ALL formulas (those of report performance's ALL market P&L), the values
+    on the last one, and each account's `report pnl` row of that day."""
     latest = latest_session(conn)
     if latest is None:
         return None
-    window = window.resolved(latest)
-    start, end = window.dates(latest)
-    result = performance.performance(conn, calendar, Filters(start=start, end=end),
-                                     benchmark)
-    # The household's last sessions: today's change by chart_data's ALL formulas (those
-    # of report performance's ALL market P&L), and the values on the last one.
     summed = chart.chart_data(conn)
     today = Today()
     if not summed.empty:
@@ -136,18 +143,33 @@ def all_accounts(conn: sa.Connection, calendar: TradingCalendar, window: Window,
             today.previous = before["snapshot_date"].date()
             today.value_change = float(last["total_value"] - before["total_value"])
             today.market_pnl = float(last["market_pnl"])
-    household_day = today.day or latest
-    kinds_frame = read_frame(conn, f"""
+    day = today.day or latest
+    kinds = read_frame(conn, f"""
         SELECT {", ".join(KINDS)}, total_value FROM portfolio_daily_all
-        WHERE snapshot_date = :day""", {"day": household_day})
+        WHERE snapshot_date = :day""", {"day": day})
     members = read_frame(conn, """
         SELECT account, total_value, carried FROM household_daily
-        WHERE snapshot_date = :day AND leaving = 0 ORDER BY account""",
-                         {"day": household_day})
+        WHERE snapshot_date = :day AND leaving = 0 ORDER BY account""", {"day": day})
+    return Household(latest, day, summed, today, _kinds(kinds), members,
+                     daily.pnl(conn, Filters(start=day, end=day)))
+
+
+def all_accounts(conn: sa.Connection, calendar: TradingCalendar, window: Window,
+                 benchmark: str | None, groups: dict[str, tuple[str, ...]],
+                 base: Household | None) -> Overview | None:
+    """The overview's figures over ``window``, given the household's last sessions
+    (``household``, read at the same data version); None when nothing is stored yet."""
+    if base is None:
+        return None
+    window = window.resolved(base.latest)
+    start, end = window.dates(base.latest)
+    result = performance.performance(conn, calendar, Filters(start=start, end=end),
+                                     benchmark)
     scope = ScopeFigures(
-        window, start, end, latest, result, _series(conn, None, benchmark, start, end),
-        today, _kinds(kinds_frame), _within(summed, start, end), _row(result, ALL))
-    accounts = _accounts_table(conn, result, members, household_day)
+        window, start, end, base.latest, result,
+        _series(conn, None, benchmark, start, end), base.today, base.kinds,
+        _within(base.summed, start, end), _row(result, ALL))
+    accounts = _accounts_table(result, base.members, base.pnl)
     group_rows, group_notes = _groups(conn, calendar, groups, start, end)
     return Overview(scope, accounts, group_rows, group_notes)
 
@@ -168,12 +190,11 @@ def _kinds(frame: pd.DataFrame) -> dict[str, float]:
             if pd.notna(row[column])}
 
 
-def _accounts_table(conn: sa.Connection, result: Performance, members: pd.DataFrame,
-                    day: date) -> pd.DataFrame:
+def _accounts_table(result: Performance, members: pd.DataFrame, pnl: pd.DataFrame,
+                    ) -> pd.DataFrame:
     """Per account: its value counted on the household's last session (its last one,
     when carried), share of the total, that session's change (report pnl's), and the
     window's figures (report performance's)."""
-    pnl = daily.pnl(conn, Filters(start=day, end=day))
     out = members.rename(columns={"total_value": "value"})
     total = float(out["value"].astype("float64").sum()) if not out.empty else 0.0
     out["share"] = out["value"].astype("float64") / total if total else None

@@ -66,12 +66,18 @@ class Pages:
         self.groups = config_groups(dashboard.config)
         self.labels = {a.user_id: a.label for a in dashboard.config.accounts if a.label}
         self.cache: Cache[Key, Any] = Cache(dashboard.engine, self.compute, POLL_SECONDS)
+        # what every window shares, read once per data version (by the worker alone)
+        self.household: tuple[tuple[str, ...], figures.Household | None] | None = None
 
     def compute(self, conn: sa.Connection, key: Key) -> Any:
         kind = key[0]
         if kind == "overview":
             _, window, benchmark = key
-            return figures.all_accounts(conn, self.calendar, window, benchmark, self.groups)
+            version = data_version(conn)
+            if self.household is None or self.household[0] != version:
+                self.household = (version, figures.household(conn))
+            return figures.all_accounts(conn, self.calendar, window, benchmark, self.groups,
+                                        self.household[1])
         if kind == "account":
             _, account, window, benchmark = key
             return figures.one_account(conn, self.calendar, account, window, benchmark)
