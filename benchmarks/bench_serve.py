@@ -190,6 +190,8 @@ def measure(url: str, runs: int) -> ServeResult:
         session = _session()
         for page in PAGES:
             _wait_computed(session, base + page)
+            print(f"  {page} computed after {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr, flush=True)
         result = ServeResult(time.perf_counter() - started)
         for page in PAGES:
             result.pages_ms[page] = server_ms(session, base + page, runs)
