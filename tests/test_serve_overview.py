@@ -167,6 +167,9 @@ def test_every_window_equals_report_performance(tmp_path: Path,
         # A past financial year without snapshots: said so, not an error
         empty = computed(served, "/?window=FY&fy=2019-20")
         assert "no snapshot in it" in empty
+        # a financial year links to the one before it and the one after
+        assert 'href="?window=FY&amp;fy=2018-19"' in empty
+        assert 'href="?window=FY&amp;fy=2020-21"' in empty
 
         # The tables' CSV: report performance's rows, and report holdings'
         csv = local_get(f"{served.url}/account/DM0001?window=all&csv=holdings")

@@ -84,13 +84,20 @@ def parse(request: Request) -> Window:
 
 
 def choices(current: Window, latest: date | None) -> list[tuple[str, str, bool]]:
-    """The window links: (label, query, chosen)."""
+    """The window links: (label, query, chosen); on a financial year, the one before it
+    (and the one after, up to the latest snapshot's) too."""
     out = []
     for name in WINDOWS:
         window = Window(name)
         label = name
         if name == "FY" and latest is not None:
-            window = current if current.name == "FY" else Window("FY", fy_of(latest))
-            label = f"FY {fy_label(window.resolved(latest).fy_start or fy_of(latest))}"
+            window = current.resolved(latest) if current.name == "FY" \
+                else Window("FY", fy_of(latest))
+            label = f"FY {fy_label(window.fy_start or fy_of(latest))}"
         out.append((label, window.query(), current.name == name))
+    if current.name == "FY" and latest is not None:
+        year = current.resolved(latest).fy_start or fy_of(latest)
+        out.append((f"« FY {fy_label(year - 1)}", Window("FY", year - 1).query(), False))
+        if year < fy_of(latest):
+            out.append((f"FY {fy_label(year + 1)} »", Window("FY", year + 1).query(), False))
     return out
