@@ -30,17 +30,18 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 #: what a figure depends on, besides the code: every write path changes one of these
+#: (cheap: indexes and small tables; a re-derivation in place, `run --from-raw`, is not
+#: seen until serve starts again)
 VERSION_SQL = sa.text("""
-SELECT (SELECT COUNT(*) FROM snapshots) AS snapshots,
-       (SELECT MAX(id) FROM snapshots) AS last_snapshot,
-       (SELECT MAX(taken_at) FROM snapshots) AS last_taken,
-       (SELECT COUNT(*) FROM snapshot_nav) AS navs,
+SELECT (SELECT MAX(id) FROM snapshots) AS last_snapshot,
+       (SELECT COUNT(*) FROM snapshots WHERE status = 'ok') AS complete,
        (SELECT COUNT(*) FROM console_files) AS console_files,
        (SELECT MAX(id) FROM console_files) AS last_console_file,
        (SELECT COUNT(*) FROM household_leaves) AS leaves,
        (SELECT MAX(left_on) FROM household_leaves) AS last_leave,
        (SELECT COUNT(*) FROM benchmark_daily) AS closes,
-       (SELECT MAX(date) FROM benchmark_daily) AS last_close
+       (SELECT MAX(date) FROM benchmark_daily) AS last_close,
+       (SELECT SUM(close) FROM benchmark_daily) AS sum_of_closes
 """)
 
 #: results kept per key: the newest, and the one before it while the newest computes
