@@ -299,3 +299,51 @@ def test_a_run_while_serving_is_seen_and_no_page_mixes_versions(
                             else before["ALL"])
             assert_same(figures(computed(served, f"/account/{user}?window=all")),
                         after[user])
+
+
+TRADEBOOK_HEADER = ("symbol,isin,trade_date,exchange,segment,series,trade_type,auction,"
+                    "quantity,price,trade_id,order_id,order_execution_time")
+
+
+def test_holdings_xirr_from_an_imported_tradebook(tmp_path: Path,
+                                                  demo: tuple[Path, Path]) -> None:
+    """With a tradebook imported, an account's holdings show XIRR from its FIFO lots:
+    `report holdings --xirr`'s."""
+    _, source = demo
+    db = tmp_path / "demo.db"
+    db.write_bytes(source.read_bytes())
+    url = f"sqlite:///{db}"
+    config = write_config(tmp_path / "config.yaml", {
+        "database": {"url": url},
+        "accounts": [{"user_id": f"DM000{i}", "password": "pw",
+                      "totp_secret": "JBSWY3DPEHPK3PXPJBSWY3DP"} for i in (1, 2)]})
+    first = _sessions(db)[0]
+    held = query_rows(url, """
+        SELECT tradingsymbol, isin, exchange, quantity, average_price FROM holdings
+        WHERE account = 'DM0001' AND snapshot_date = :day ORDER BY tradingsymbol""",
+                      day=first)[:2]
+    trades = tmp_path / "tradebook.csv"
+    trades.write_text("\n".join([TRADEBOOK_HEADER, *(
+        f"{h['tradingsymbol']},{h['isin']},{first.isoformat()},{h['exchange']},EQ,EQ,buy,"
+        f"false,{h['quantity']},{h['average_price']},{30000001 + i},{i + 1},"
+        f"{first.isoformat()}T10:00:00" for i, h in enumerate(held))]) + "\n", encoding="utf-8")
+    done = run_cli("--config", str(config), "import", "tradebook", str(trades), "--account",
+                   "DM0001")
+    assert done.returncode == 0, done.stderr
+    expected = {r["tradingsymbol"]: r["xirr"] for r in command_json(
+        config, "holdings", "--account", "DM0001", "--xirr")}
+    assert sum(v is not None for v in expected.values()) >= 1
+    with serving(config) as served:
+        computed(served, "/")
+        page = computed(served, "/account/DM0001")
+        assert "import the account's tradebook" not in page
+        csv = local_get(served.url + "/account/DM0001?csv=holdings").text.splitlines()
+    header = csv[0].split(",")
+    shown = {line.split(",")[header.index("tradingsymbol")]:
+             line.split(",")[header.index("xirr")] for line in csv[1:]}
+    assert shown.keys() == expected.keys()
+    for symbol, rate in expected.items():
+        if rate is None:
+            assert shown[symbol] == ""
+        else:
+            assert float(shown[symbol]) == pytest.approx(rate, abs=1e-9)
