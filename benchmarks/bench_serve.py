@@ -49,6 +49,8 @@ COMPUTING = 'id="computing"'
 PAGES = ["/", "/?window=1M", "/?window=3M", "/?window=6M", "/?window=3Y", "/?window=all",
          "/?window=FY", "/account/BM0017", "/account/BM0017?window=all"]
 BENCHMARK = "NIFTY50"
+#: an account page no warm-up computes: its first visit computes it in the request
+FIRST_VISIT = "/account/BM0042?window=3Y"
 
 
 @dataclass
@@ -193,6 +195,8 @@ def measure(url: str, runs: int) -> ServeResult:
             print(f"  {page} computed after {time.perf_counter() - started:.0f} s",
                   file=sys.stderr, flush=True)
         result = ServeResult(time.perf_counter() - started)
+        result.pages_ms[f"{FIRST_VISIT} (first visit)"] = server_ms(
+            session, base + FIRST_VISIT, 1)
         for page in PAGES:
             result.pages_ms[page] = server_ms(session, base + page, runs)
         if Path(CHROMIUM).exists():
@@ -202,13 +206,14 @@ def measure(url: str, runs: int) -> ServeResult:
 
 def report(result: ServeResult, command: str) -> None:
     print(f"figures computed {result.warm_s:.1f} s after the start (background warm-up)")
-    print(f"| {'page':34s} | server time (median) | target | met |")
-    print(f"|{'-' * 36}|{'-' * 22}|{'-' * 8}|-----|")
+    width = max(len(page) for page in [*result.pages_ms, "/ first contentful paint"])
+    print(f"| {'page':{width}s} | server time (median) | target | met |")
+    print(f"|{'-' * (width + 2)}|{'-' * 22}|{'-' * 8}|-----|")
     for page, ms in result.pages_ms.items():
-        print(f"| {page:34s} | {ms:17.1f} ms | 300 ms | "
+        print(f"| {page:{width}s} | {ms:17.1f} ms | 300 ms | "
               f"{'yes' if ms <= PAGE_TARGET_MS else 'NO':3s} |")
     paint = result.first_paint_ms
-    print(f"| {'/ first contentful paint (chromium)':34s} | {paint / 1000:18.2f} s | 1.5 s  | "
+    print(f"| {'/ first contentful paint':{width}s} | {paint / 1000:18.2f} s | 1.5 s  | "
           f"{'yes' if paint / 1000 <= PAINT_TARGET_S else 'NO':3s} |")
     print(f"\n{command}")
 

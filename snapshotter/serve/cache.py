@@ -94,13 +94,17 @@ class Cache(Generic[K, V]):
         with self._lock:
             self._lock.notify_all()
 
-    def ask(self, key: K) -> None:
-        """Compute ``key`` at the current data version (unless done or queued)."""
+    def ask(self, key: K, first: bool = False) -> None:
+        """Compute ``key`` at the current data version (unless done or queued); ``first``:
+        next (a page waits for it), before the warm-up's keys."""
         with self._lock:
             if key not in self._wanted:
                 self._wanted.append(key)
+            if first and key in self._queue[1:]:
+                self._queue.remove(key)
             if key not in self._queue:
-                self._queue.append(key)
+                # the queue's head is the key being computed
+                self._queue.insert(1 if first and self._queue else len(self._queue), key)
                 self._lock.notify_all()
 
     def get(self, key: K, version: tuple[str, ...]) -> Computed[V] | None:
@@ -111,7 +115,7 @@ class Cache(Generic[K, V]):
             newest = max(found.values(), key=lambda c: c.serial) if found else None
             failed = self._failed.get(key) == version
         if (newest is None or newest.version != version) and not failed:
-            self.ask(key)
+            self.ask(key, first=True)
         return newest
 
     def put(self, key: K, version: tuple[str, ...], value: V) -> Computed[V]:
