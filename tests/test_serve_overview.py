@@ -187,7 +187,8 @@ def test_wrong_addresses_are_one_line_404s(tmp_path: Path, demo: tuple[Path, Pat
     config, _ = demo
     with serving(config) as served:
         for path in ("/account/NOPE1", "/?window=5Y", "/?window=FY&fy=2026-28",
-                     "/?window=FY&fy=26-27", "/?window=1M&fy=2025-26",
+                     "/?window=FY&fy=26-27", "/?window=FY&fy=9999-00",
+                     "/?window=1M&fy=2025-26",
                      "/?benchmark=NOT%20AN%20INDEX", "/account/DM0001?csv=nope",
                      "/group/nobody", "/account/DM0001?window=%27%3B--"):
             answer = local_get(served.url + path)

@@ -78,7 +78,7 @@ def parse(request: Request) -> Window:
         return Window(name)
     match = FY_PATTERN.match(fy)
     if not match or (int(match.group(1)) + 1) % 100 != int(match.group(2)) \
-            or int(match.group(1)) < 1900:
+            or not 1900 <= int(match.group(1)) < 3000:
         raise HTTPException(404, f"no financial year {fy!r} (say e.g. fy=2025-26)")
     return Window("FY", int(match.group(1)))
 
