@@ -44,6 +44,9 @@ SELECT (SELECT MAX(id) FROM snapshots) AS last_snapshot,
        (SELECT SUM(close) FROM benchmark_daily) AS sum_of_closes
 """)
 
+#: tries at computing a key at one version before its page says it failed
+ATTEMPTS = 3
+
 #: results kept per key: the newest, and the one before it while the newest computes
 KEPT_VERSIONS = 2
 
@@ -74,7 +77,8 @@ class Cache(Generic[K, V]):
         self._results: dict[K, OrderedDict[tuple[str, ...], Computed[V]]] = {}
         self._queue: list[K] = []
         self._wanted: list[K] = []  # every key asked for, in the order first asked
-        self._failed: dict[K, tuple[str, ...]] = {}
+        # key -> (the version its computing failed at, how many times)
+        self._failed: dict[K, tuple[tuple[str, ...], int]] = {}
         self._serial = 0
         self._latest_version: tuple[str, ...] | None = None
         self._stop = threading.Event()
@@ -113,7 +117,7 @@ class Cache(Generic[K, V]):
         with self._lock:
             found = self._results.get(key)
             newest = max(found.values(), key=lambda c: c.serial) if found else None
-            failed = self._failed.get(key) == version
+            failed = self._gave_up(key, version)
         if (newest is None or newest.version != version) and not failed:
             self.ask(key, first=True)
         return newest
@@ -158,14 +162,21 @@ class Cache(Generic[K, V]):
         except Exception as exc:  # the page says its figures could not be made
             log.error("serve: computing %s failed: %s: %s", key, type(exc).__name__, exc)
             with self._lock:
-                self._failed[key] = version
+                seen, times = self._failed.get(key, (version, 0))
+                self._failed[key] = (version, times + 1 if seen == version else 1)
             return
         self.put(key, version, value)
         log.info("serve: computed %s", key)
 
     def failed(self, key: K, version: tuple[str, ...]) -> bool:
         with self._lock:
-            return self._failed.get(key) == version
+            return self._gave_up(key, version)
+
+    def _gave_up(self, key: K, version: tuple[str, ...]) -> bool:
+        """Computing ``key`` failed ATTEMPTS times at ``version`` (a database error of
+        a moment is tried again; a bug in the figures is not, forever)."""
+        seen, times = self._failed.get(key, ((), 0))
+        return seen == version and times >= ATTEMPTS
 
     def _poll(self) -> None:
         """A new data version: recompute every key asked for so far."""
