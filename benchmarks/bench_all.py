@@ -14,12 +14,14 @@ from dataclasses import dataclass
 import bench_fetch
 import bench_lots
 import bench_nav
+import bench_serve
 import bench_startup
 
 FETCH = "benchmarks/bench_fetch.py"
 NAV = "benchmarks/bench_nav.py --db sqlite"
 LOT_ROWS = 200_000
 LOTS = f"benchmarks/bench_lots.py --rows {LOT_ROWS}"
+SERVE = "benchmarks/bench_serve.py --db sqlite"
 
 
 @dataclass
@@ -64,6 +66,8 @@ def rows(runs: int) -> list[Row]:
     nav = bench_nav.measure_sqlite(runs=runs)
     print(f"  {LOTS}", file=sys.stderr, flush=True)
     lots = bench_lots.measure(LOT_ROWS)
+    print(f"  {SERVE}", file=sys.stderr, flush=True)
+    served = bench_serve.measure_sqlite(runs=runs)
     per_account_ms = (large.wall - small.wall) / (large.accounts - small.accounts) * 1000
     return [
         Row("200 accounts, 0 ms latency: extra wall per account over 20 accounts",
@@ -101,6 +105,12 @@ def rows(runs: int) -> list[Row]:
             "216 s (1M fills)", "< 2 s", lots.run_added, "s", lambda v: v < 2.0, LOTS),
         Row("a one-fill `import tradebook` afterwards, wall incl. start-up (SQLite)", "-",
             "<= 3 s", lots.small_import_wall, "s", lambda v: v <= 3.0, LOTS),
+        Row("dashboard: slowest page's server time, 50 accounts x 10 years (SQLite)", "-",
+            "< 300 ms", served.slowest_ms, "ms", lambda v: v < 300,
+            f"{SERVE} (median of {runs} per page, after the background warm-up)"),
+        Row("dashboard: the overview's first contentful paint in Chromium (SQLite)", "-",
+            "< 1.5 s", served.first_paint_ms / 1000, "s", lambda v: v < 1.5,
+            f"{SERVE} (median of {runs}, nothing cached)"),
     ]
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import matplotlib.dates as mdates
 import pandas as pd
@@ -237,35 +238,63 @@ def write_chart(engine: Bind, path: Path, account: str | None = None) -> Path:
     return save(build(engine, account), path)
 
 
-def benchmark_chart_data(engine: Bind, benchmark: str, account: str | None = None,
-                         ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The benchmark's stored name, the NAV (one account's ``nav_daily``, or
-    ``nav_daily_all``) and the benchmark's closes, each rebased to 100: the NAV on its
-    first session (where the series stops and starts again, the days between count 0%),
-    the index at its last close on or before that session."""
-    from snapshotter.reports.performance import benchmark_closes
-
-    name, closes = benchmark_closes(engine, benchmark)
+def nav_rebased(engine: Bind, account: str | None = None, start: date | None = None,
+                end: date | None = None) -> pd.DataFrame:
+    """The NAV (one account's ``nav_daily``, or ``nav_daily_all``) of the sessions from
+    ``start`` to ``end`` (None: unbounded), ``rebased`` to 100 on the first of them (where
+    the series stops and starts again, the days between count 0%), and its ``drawdown``:
+    rebased / its running maximum - 1."""
+    clauses = ["1 = 1"]
+    params: dict[str, Any] = {}
+    if account:
+        clauses.append("account = :a")
+        params["a"] = account
+    if start:
+        clauses.append("snapshot_date >= :start")
+        params["start"] = start
+    if end:
+        clauses.append("snapshot_date <= :end")
+        params["end"] = end
+    view = "nav_daily" if account else "nav_daily_all"
     with connection(engine) as conn:
-        if account:
-            nav = pd.read_sql(sa.text(
-                "SELECT snapshot_date, nav FROM nav_daily WHERE account = :a "
-                "ORDER BY snapshot_date"), conn, params={"a": account})
-        else:
-            nav = pd.read_sql(sa.text(
-                "SELECT snapshot_date, nav FROM nav_daily_all ORDER BY snapshot_date"), conn)
+        nav = pd.read_sql(sa.text(
+            f"SELECT snapshot_date, nav FROM {view} WHERE {' AND '.join(clauses)} "
+            "ORDER BY snapshot_date"), conn, params=params)
     nav["snapshot_date"] = pd.to_datetime(nav["snapshot_date"])
+    nav["nav"] = pd.to_numeric(nav["nav"], errors="coerce").astype("float64")
     nav["rebased"] = 100 * (nav["nav"] / nav["nav"].shift()).fillna(1.0).cumprod()
-    if nav.empty:
-        return name, nav, closes.iloc[0:0]
-    first, last = nav["snapshot_date"].iloc[0], nav["snapshot_date"].iloc[-1]
+    nav["drawdown"] = nav["rebased"] / nav["rebased"].cummax() - 1
+    return nav
+
+
+def rebased_closes(closes: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp,
+                   ) -> pd.DataFrame:
+    """A benchmark's closes from its last close on or before ``first`` to ``last``,
+    ``rebased`` to 100 on that first close."""
     before = closes[closes["date"] <= first]
     start = before.index[-1] if not before.empty else 0
     shown = closes.loc[start:]
     shown = shown[shown["date"] <= last].copy()
     shown["rebased"] = 100 * shown["close"] / shown["close"].iloc[0] if not shown.empty \
         else shown["close"]
-    return name, nav, shown
+    return shown
+
+
+def benchmark_chart_data(engine: Bind, benchmark: str, account: str | None = None,
+                         start: date | None = None, end: date | None = None,
+                         ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """The benchmark's stored name, the NAV (one account's ``nav_daily``, or
+    ``nav_daily_all``; the sessions from ``start`` to ``end``, None: all) and the
+    benchmark's closes, each rebased to 100: the NAV on its first session (nav_rebased),
+    the index at its last close on or before that session."""
+    from snapshotter.reports.performance import benchmark_closes
+
+    name, closes = benchmark_closes(engine, benchmark)
+    nav = nav_rebased(engine, account, start, end)
+    if nav.empty:
+        return name, nav, closes.iloc[0:0]
+    first, last = nav["snapshot_date"].iloc[0], nav["snapshot_date"].iloc[-1]
+    return name, nav, rebased_closes(closes, first, last)
 
 
 def build_benchmark(engine: Bind, benchmark: str, account: str | None = None) -> Chart:

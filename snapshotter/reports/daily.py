@@ -3,25 +3,43 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pandas as pd
 
-from snapshotter.reports.query import Bind, Filters, filter_sql, read_frame
+from snapshotter.reports.query import Bind, Filters, connection, filter_sql, read_frame
 
 
 def holdings(engine: Bind, filters: Filters = Filters()) -> pd.DataFrame:
-    """Each account's holdings on the last session in range."""
+    """Each account's holdings on the last session in range (its last complete snapshot
+    with holdings)."""
     where, params = filter_sql(filters, alias="h")
-    inner, _ = filter_sql(filters, alias="x")
-    return read_frame(engine, f"""
-        SELECT h.account, h.snapshot_date, h.exchange, h.tradingsymbol, h.quantity,
+    columns = """h.account, h.snapshot_date, h.exchange, h.tradingsymbol, h.quantity,
                h.average_price, h.price, h.value, h.unrealised_pnl, h.day_pnl, h.weight,
-               h.quantity_change
-        FROM holding_daily h
-        JOIN (SELECT account, MAX(snapshot_date) AS last FROM holding_daily x
-              WHERE {inner} GROUP BY account) l
-          ON l.account = h.account AND l.last = h.snapshot_date
-        WHERE {where}
-        ORDER BY h.account, h.value DESC""", params)
+               h.quantity_change"""
+    with connection(engine) as conn:
+        # The last dates first, from the tables: holding_daily filtered on its dates reads
+        # those sessions alone, where a join with its own MAX() reads every session.
+        last = read_frame(conn, f"""
+            SELECT h.account, MAX(h.snapshot_date) AS last FROM holdings h
+            JOIN snapshots s ON s.id = h.snapshot_id AND s.status = 'ok'
+            WHERE {where} GROUP BY h.account""", params)
+        days = sorted({str(day) for day in last["last"]})
+        if not days:
+            return read_frame(conn, f"SELECT {columns} FROM holding_daily h WHERE 1 = 0", {})
+        names = {f"day_{i}": day for i, day in enumerate(days)}
+        found = read_frame(conn, f"""
+            SELECT {columns} FROM holding_daily h
+            WHERE {where} AND h.snapshot_date IN ({", ".join(":" + n for n in names)})""",
+                           {**params, **{n: date.fromisoformat(d[:10])
+                                         for n, d in names.items()}})
+    wanted = {(str(a), str(d)[:10]) for a, d in zip(last["account"], last["last"],
+                                                    strict=True)}
+    keep = [(str(a), str(d)[:10]) in wanted for a, d in zip(found["account"],
+                                                         found["snapshot_date"], strict=True)]
+    out = found[keep]
+    return out.sort_values(["account", "value"], ascending=[True, False],
+                           ignore_index=True, kind="stable")
 
 
 def pnl(engine: Bind, filters: Filters = Filters()) -> pd.DataFrame:

@@ -32,7 +32,7 @@ HERE = Path(__file__).parent
 
 #: modules under snapshotter.serve whose ``routes(dashboard)`` (and optional
 #: ``middleware(dashboard)``) make up the app, in this order
-ROUTE_MODULES = ("pages", "auth", "kite_login", "details")
+ROUTE_MODULES = ("overview", "auth", "kite_login", "details")
 
 
 @dataclass
