@@ -41,7 +41,7 @@ IST = ZoneInfo("Asia/Kolkata")
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1366, "height": 768}
 #: what the README's screenshots show (the overview, "/", once h/overview's page lands)
-SCREENSHOT_PAGE = "/instrument/TCS"
+SCREENSHOT_PAGE = "/"
 
 
 def tradebook(path: Path, symbol: str, isin: str) -> Path:
@@ -433,9 +433,13 @@ def test_screenshots(demo: Path, chromium: Any, tmp_path: Path) -> None:
     out = Path(os.environ.get("SNAPSHOTTER_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     with serving(demo) as served:
+        # the overview's figures are computed in the background (a page says so till then)
+        wait_until(lambda: 'id="computing"' not in local_get(served.url + SCREENSHOT_PAGE).text,
+                   "the overview's figures")
         for name, size in (("dashboard-phone.png", PHONE), ("dashboard-laptop.png", LAPTOP)):
             with browser_page(chromium, size) as page:
                 assert page.goto(served.url + SCREENSHOT_PAGE).status == 200
+                page.wait_for_selector(".js-plotly-plot .main-svg")  # a chart drawn
                 assert fits(page, size)
                 page.screenshot(path=str(out / name))
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
