@@ -156,15 +156,21 @@ def household(conn: sa.Connection) -> Household | None:
 
 def all_accounts(conn: sa.Connection, calendar: TradingCalendar, window: Window,
                  benchmark: str | None, groups: dict[str, tuple[str, ...]],
-                 base: Household | None) -> Overview | None:
+                 base: Household | None,
+                 series: performance.ScopeRows | None = None) -> Overview | None:
     """The overview's figures over ``window``, given the household's last sessions
-    (``household``, read at the same data version); None when nothing is stored yet."""
+    (``household``, read at the same data version) and, when given, every account's and
+    ALL's whole series (``performance.read_rows(conn, Scope())`` at that version: read
+    once for every window); None when nothing is stored yet."""
     if base is None:
         return None
     window = window.resolved(base.latest)
     start, end = window.dates(base.latest)
-    result = performance.performance(conn, calendar, Filters(start=start, end=end),
-                                     benchmark)
+    if series is None:
+        series = performance.read_rows(conn, performance.Scope())
+    closes = performance.benchmark_closes(conn, benchmark) if benchmark else None
+    # report performance's own steps: read_rows, then compute within the window
+    result = performance.compute(series, calendar, Filters(start=start, end=end), closes)
     scope = ScopeFigures(
         window, start, end, base.latest, result,
         _series(conn, None, benchmark, start, end), base.today, base.kinds,

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from snapshotter.reports import performance
 from snapshotter.reports.performance import ALL, Performance
 from snapshotter.serve import charts, figures, windows
 from snapshotter.serve.cache import Cache, Computed, data_version
@@ -58,6 +59,7 @@ class Pages:
         self.cache: Cache[Key, Any] = Cache(dashboard.engine, self.compute, POLL_SECONDS)
         # what every window shares, read once per data version (by the worker alone)
         self.household: tuple[tuple[str, ...], figures.Household | None] | None = None
+        self.series: tuple[tuple[str, ...], performance.ScopeRows] | None = None
 
     def compute(self, conn: sa.Connection, key: Key) -> Any:
         kind = key[0]
@@ -66,8 +68,10 @@ class Pages:
             version = data_version(conn)
             if self.household is None or self.household[0] != version:
                 self.household = (version, figures.household(conn))
+                self.series = (version, performance.read_rows(conn, performance.Scope()))
+            assert self.series is not None and self.series[0] == version
             return figures.all_accounts(conn, self.calendar, window, benchmark, self.groups,
-                                        self.household[1])
+                                        self.household[1], self.series[1])
         if kind == "account":
             _, account, window, benchmark = key
             return figures.one_account(conn, self.calendar, account, window, benchmark)
