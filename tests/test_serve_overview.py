@@ -391,3 +391,28 @@ def test_a_group_equals_report_performance_group(tmp_path: Path,
             assert row["group"] == "family" and row["members"] == "2"
             assert float(row["end_value"]) == pytest.approx(group["end_value"], abs=0.006)
             assert float(row["xirr"]) == pytest.approx(group["xirr"], abs=1e-6)
+
+
+def test_the_overview_chart_from_the_read_series_is_nav_daily_all(
+        demo: tuple[Path, Path]) -> None:
+    """The overview draws ALL's NAV from the series report performance read (not from
+    nav_daily_all again): the same rebased points and drawdown, whole and windowed."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from snapshotter.reports import chart, performance
+    from snapshotter.reports.query import Filters
+
+    _, db = demo
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        data = performance.read_rows(engine, performance.Scope())
+        sessions = _sessions(db)
+        for start, end in ((None, None), (sessions[5], sessions[-3])):
+            expected = chart.nav_rebased(engine, None, start, end)
+            rows = performance.window_rows(data, Filters((performance.ALL,), start, end))
+            drawn = chart.rebase(rows.rename(columns={"date": "snapshot_date"}))
+            assert len(drawn) > 1
+            pd.testing.assert_frame_equal(drawn, expected, check_dtype=False)
+    finally:
+        engine.dispose()

@@ -260,6 +260,14 @@ def nav_rebased(engine: Bind, account: str | None = None, start: date | None = N
         nav = pd.read_sql(sa.text(
             f"SELECT snapshot_date, nav FROM {view} WHERE {' AND '.join(clauses)} "
             "ORDER BY snapshot_date"), conn, params=params)
+    return rebase(nav)
+
+
+def rebase(nav: pd.DataFrame) -> pd.DataFrame:
+    """``nav`` (snapshot_date, nav; in date order) with ``rebased`` (100 on the first
+    session; where the series stops and starts again, the days between count 0%) and
+    ``drawdown`` (rebased / its running maximum - 1)."""
+    nav = nav[["snapshot_date", "nav"]].reset_index(drop=True)
     nav["snapshot_date"] = pd.to_datetime(nav["snapshot_date"])
     nav["nav"] = pd.to_numeric(nav["nav"], errors="coerce").astype("float64")
     nav["rebased"] = 100 * (nav["nav"] / nav["nav"].shift()).fillna(1.0).cumprod()
@@ -290,11 +298,15 @@ def benchmark_chart_data(engine: Bind, benchmark: str, account: str | None = Non
     from snapshotter.reports.performance import benchmark_closes
 
     name, closes = benchmark_closes(engine, benchmark)
-    nav = nav_rebased(engine, account, start, end)
+    return name, *against(nav_rebased(engine, account, start, end), closes)
+
+
+def against(nav: pd.DataFrame, closes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``nav`` (rebased) and a benchmark's ``closes`` rebased at its first session."""
     if nav.empty:
-        return name, nav, closes.iloc[0:0]
+        return nav, closes.iloc[0:0]
     first, last = nav["snapshot_date"].iloc[0], nav["snapshot_date"].iloc[-1]
-    return name, nav, rebased_closes(closes, first, last)
+    return nav, rebased_closes(closes, first, last)
 
 
 def build_benchmark(engine: Bind, benchmark: str, account: str | None = None) -> Chart:

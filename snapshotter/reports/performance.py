@@ -368,6 +368,16 @@ def _window(frame: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     return frame[chosen].reset_index(drop=True)
 
 
+def window_rows(data: ScopeRows, filters: Filters) -> pd.DataFrame:
+    """``data``'s rows within ``filters``' dates, of ``filters.accounts`` (the household's
+    under its name, e.g. ``ALL``) or all of them: date, total_value, cash_flow, nav."""
+    rows = _window(data.rows, filters)
+    if filters.accounts:
+        names = {data.scope.key if a == data.scope.household else a for a in filters.accounts}
+        rows = rows[rows["account"].isin(names)].reset_index(drop=True)
+    return rows
+
+
 def performance(engine: Bind, calendar: TradingCalendar, filters: Filters | None = None,
                 benchmark: str | None = None) -> Performance:
     """The figures per account (``filters.accounts``, or every account and ``ALL``; the

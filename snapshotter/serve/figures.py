@@ -106,7 +106,18 @@ def _row(result: Performance, scope: str) -> dict[str, Any]:
 
 
 def _series(conn: sa.Connection, account: str | None, benchmark: str | None,
-            start: date | None, end: date) -> Series:
+            start: date | None, end: date, read: performance.ScopeRows | None = None,
+            ) -> Series:
+    """The chart's NAV (and benchmark); ``read``: ALL's series already read (its nav is
+    nav_daily_all's), so the household's NAV is not read again."""
+    if read is not None and account is None:
+        rows = performance.window_rows(read, Filters((ALL,), start, end))
+        nav = chart.rebase(rows.rename(columns={"date": "snapshot_date"}))
+        if not benchmark:
+            return Series(nav)
+        name, closes = performance.benchmark_closes(conn, benchmark)
+        nav, rebased = chart.against(nav, closes)
+        return Series(nav, name, rebased)
     if benchmark:
         name, nav, closes = chart.benchmark_chart_data(conn, benchmark, account, start, end)
         return Series(nav, name, closes)
@@ -173,7 +184,7 @@ def all_accounts(conn: sa.Connection, calendar: TradingCalendar, window: Window,
     result = performance.compute(series, calendar, Filters(start=start, end=end), closes)
     scope = ScopeFigures(
         window, start, end, base.latest, result,
-        _series(conn, None, benchmark, start, end), base.today, base.kinds,
+        _series(conn, None, benchmark, start, end, series), base.today, base.kinds,
         _within(base.summed, start, end), _row(result, ALL))
     accounts = _accounts_table(result, base.members, base.pnl)
     group_rows, group_notes = _groups(conn, calendar, groups, start, end)
