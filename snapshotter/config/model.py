@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -105,6 +106,16 @@ class ImportConfig:
     @property
     def max_bytes(self) -> int:
         return int(self.max_file_mb * 2**20)
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (serve.host, --host) a loopback address, reachable from this machine only?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 DEFAULT_SERVE_HOST = "127.0.0.1"

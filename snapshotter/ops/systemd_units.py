@@ -107,7 +107,7 @@ def install_warnings(options: UnitOptions, config: Config | None = None) -> list
         return warnings
     if options.mode == "serve" and not config.serve.password \
             and not config.serve.password_file:
-        from snapshotter.serve.server import is_loopback
+        from snapshotter.config.model import is_loopback
 
         if not is_loopback(config.serve.host):
             warnings.append(f"serve.host is {config.serve.host} and the config has no "

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 
 from snapshotter.config import Config
+from snapshotter.config.model import is_loopback
 from snapshotter.errors import ExitCode, UsageError
 
 log = logging.getLogger("snapshotter.serve")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(config: Config, host: str) -> None:
