@@ -163,7 +163,7 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
 
 RUN_DEADLINE = "run deadline"
 SHUTTING_DOWN = "abandoned: the daemon is shutting down"
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.02  # the wait for the next account to end (a poll: see _Run)
 # After cancelling, how long requests in flight get to notice before their accounts are
 # recorded failed without them (their sockets are shut down at once, so this is slack).
 CANCEL_GRACE = 5.0

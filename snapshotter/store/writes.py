@@ -496,9 +496,17 @@ def store_snapshots(engine: sa.Engine, items: Sequence[NewSnapshot]) -> list[Sto
         for account in sorted(_with_ledger(session, accounts)):
             with _refused_as_store_error(account, "ledger_flows"):
                 _insert_flows(session, account, snapshot_date)
+        navs = SnapshotNav.metadata.tables[SnapshotNav.__tablename__]
+        later = set(session.execute(sa.select(navs.c.account).distinct().where(
+            navs.c.account.in_(accounts), navs.c.snapshot_date >= snapshot_date)).scalars())
         for account in accounts:
             with _refused_as_store_error(account, "snapshot_nav"):
-                _insert_nav(session, account, snapshot_date)
+                # _insert_nav, without its DELETE where there is nothing to delete
+                if account in later:
+                    _insert_nav(session, account, snapshot_date)
+                else:
+                    session.execute(sa.text(views.SNAPSHOT_NAV),
+                                    {"account": account, "start": snapshot_date})
         raw = [{"snapshot_id": snapshot_id, "name": name, "body": compress(body)}
                for item, snapshot_id in zip(items, ids, strict=True)
                for name, body in (item.payloads or {}).items()]
