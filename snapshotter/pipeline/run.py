@@ -1,5 +1,5 @@
 """One run: which session, which accounts, fetched concurrently under the run lock and
-the run's deadline, each stored as it ends."""
+the run's deadline, stored as they end (those that ended together in one batch)."""
 
 from __future__ import annotations
 
@@ -171,8 +171,9 @@ CANCEL_GRACE = 5.0
 
 @dataclass
 class _Run:
-    """One run's account snapshots: fetched concurrently, stored here as each ends,
-    all ended by the run's deadline. Polls with time.sleep (no timed thread waits:
+    """One run's account snapshots: fetched concurrently, stored here as they end (the
+    accounts that ended since the last poll as one batch), all ended by the run's
+    deadline. Polls with time.sleep (no timed thread waits:
     libfaketime would freeze them)."""
 
     config: Config
