@@ -199,7 +199,8 @@ class _Run:
 
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
-        threading.Thread(target=_load_normalize, name="load-normalize", daemon=True).start()
+        loader = threading.Thread(target=_load_normalize, name="load-normalize")
+        loader.start()
         cache = TokenCache(config.state_dir)
         respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
         started: dict[str, tuple[datetime, float]] = {}
@@ -240,6 +241,7 @@ class _Run:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
+            loader.join()
 
     def _ended(self, futures: list[Future[Any]], pending: dict[Future[Any], AccountConfig],
                started: dict[str, tuple[datetime, float]]) -> None:
