@@ -51,6 +51,7 @@ def normalize_snapshot(payloads: Any, account: str, day: date) -> Normalized:
 
     return normalize(payloads, account, day)
 
+
 @dataclass
 class RunDatabase:
     """Whether the database was lost during this run (then answers go to the spool)."""
