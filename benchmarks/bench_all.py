@@ -15,6 +15,7 @@ import bench_fetch
 import bench_lots
 import bench_nav
 import bench_serve
+import bench_run
 import bench_startup
 
 FETCH = "benchmarks/bench_fetch.py"
@@ -22,6 +23,7 @@ NAV = "benchmarks/bench_nav.py --db sqlite"
 LOT_ROWS = 200_000
 LOTS = f"benchmarks/bench_lots.py --rows {LOT_ROWS}"
 SERVE = "benchmarks/bench_serve.py --db sqlite"
+RUN = "benchmarks/bench_run.py"
 
 
 @dataclass
@@ -68,6 +70,9 @@ def rows(runs: int) -> list[Row]:
     lots = bench_lots.measure(LOT_ROWS)
     print(f"  {SERVE}", file=sys.stderr, flush=True)
     served = bench_serve.measure_sqlite(runs=runs)
+    print(f"  {RUN} (median of 3 of each case)", file=sys.stderr, flush=True)
+    daily = bench_run.summarize(bench_run.run_cases(3, {"now": bench_run.ROOT})["now"])
+    cases = bench_run.CASES
     per_account_ms = (large.wall - small.wall) / (large.accounts - small.accounts) * 1000
     return [
         Row("200 accounts, 0 ms latency: extra wall per account over 20 accounts",
@@ -98,6 +103,18 @@ def rows(runs: int) -> list[Row]:
         Row("`report performance`, 50 accounts + ALL over 10 years (SQLite)", "-",
             "<= 3 s", nav["report performance, 50 accounts + ALL, 10 years"] / 1000, "s",
             lambda v: v <= 3.0, f"{NAV} (median of 5)"),
+        Row("extra CPU of `snapshotter run` per account, 20 -> 200 accounts at 0 ms "
+            f"(the simulator's: {daily.sim_cpu_per_account_ms:.1f} ms)", "~58 ms", "<= 10 ms",
+            daily.cpu_per_account_ms, "ms", lambda v: v <= 10,
+            f"{RUN}: CPU of {cases['cpu200'].command}, minus {cases['cpu20'].command}, "
+            "/ 180 (getrusage of the child; the simulator's: of this process)"),
+        Row("20 accounts, 200 ms, all at once, fresh database, wall", "3.7 s", "<= 1.6 s",
+            daily.fresh20, "s", lambda v: v <= 1.6, f"{RUN}: {cases['fresh20'].command}"),
+        Row("20 accounts, 200 ms, all at once, database at head, wall", "-", "<= 1.3 s",
+            daily.head20, "s", lambda v: v <= 1.3, f"{RUN}: {cases['head20'].command}"),
+        Row("200 accounts, 200 ms, `kite.concurrency: 50`, database at head, wall", "-",
+            "<= 3 s", daily.wide200, "s", lambda v: v <= 3.0,
+            f"{RUN}: {cases['wide200'].command}"),
         Row(f"`import tradebook` of {LOT_ROWS:,} fills, lots included (SQLite)",
             "3,400 rows/s (1M: 294 s)", ">= 5,000 rows/s", lots.rows_per_second, "rows/s",
             lambda v: v >= 5000, LOTS),

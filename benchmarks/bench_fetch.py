@@ -122,15 +122,22 @@ def measure(accounts: int, latency: float, concurrency: int) -> FetchResult:
 
 def run_measured(command: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
     """Wall seconds, the child's own peak RSS (MB) and its result."""
+    wall, usage, result = run_with_usage(command, env())
+    return wall, usage.ru_maxrss / 1024, result
+
+
+def run_with_usage(command: list[str], environ: dict[str, str],
+                   ) -> tuple[float, Any, subprocess.CompletedProcess[str]]:
+    """Wall seconds, the child's own resource usage (``os.wait4``) and its result."""
     t0 = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, env=env())
+                             stdin=subprocess.DEVNULL, env=environ)
     out, err = _drain(child)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     child.returncode = code
-    return wall, usage.ru_maxrss / 1024, subprocess.CompletedProcess(
+    return wall, usage, subprocess.CompletedProcess(
         command, code, out.decode(errors="replace"), err.decode(errors="replace"))
 
 

@@ -9,6 +9,9 @@ The portfolios are ``snapshotter.simulator.make_portfolio(seed)``, the same for 
 ``migrations/`` copied to a temporary folder), alternating the two trees ``--rounds``
 times in fresh processes, so that both are measured under the same load.
 
+``--batch N``: this tree stores N accounts per transaction (``store_snapshots``, as a
+run stores the accounts whose fetches ended together).
+
 Run: ``.venv/bin/python benchmarks/bench_normalize.py --accounts 200 --baseline main``.
 Not a test.
 """
@@ -67,6 +70,50 @@ def measure(accounts: int, url: str) -> dict[str, float]:
         cpu["both"].append((c2 - c0) * 1000)
         wall.append((w2 - w0) * 1000)
     engine.dispose()
+    return _result(cpu, wall, rows, accounts)
+
+
+def measure_batches(accounts: int, url: str, batch: int) -> dict[str, float]:
+    """As ``measure``, the accounts stored ``batch`` at a time in one transaction
+    (``store.writes.store_snapshots``, as a run stores the accounts that ended
+    together); per account: each batch's time over its accounts."""
+    from snapshotter.normalize import normalize_snapshot
+    from snapshotter.simulator import make_portfolio
+    from snapshotter.store import engine as db
+    from snapshotter.store import migrate
+    from snapshotter.store import writes as store
+
+    engine = db.make_engine(url)
+    migrate.upgrade(url, engine)
+    portfolios = [make_portfolio(seed) for seed in range(accounts + WARM_UP)]
+    cpu: dict[str, list[float]] = {"normalize": [], "store": [], "both": []}
+    wall: list[float] = []
+    rows = 0
+    for start in range(0, len(portfolios), batch):
+        group = list(enumerate(portfolios))[start:start + batch]
+        w0, c0 = time.perf_counter(), time.process_time()
+        items = []
+        for number, payloads in group:
+            account = f"BN{number:04d}"
+            normalized = normalize_snapshot(payloads, account, DAY)
+            items.append(store.NewSnapshot(account, DAY, datetime(2026, 11, 27, 11, tzinfo=UTC),
+                                           True, payloads, normalized.tables, 1,
+                                           normalized.warnings))
+        c1 = time.process_time()
+        stored = store.store_snapshots(engine, items)
+        c2, w2 = time.process_time(), time.perf_counter()
+        if start < WARM_UP:
+            continue
+        rows += sum(sum(s.counts.values()) for s in stored)
+        for values, spent in ((cpu["normalize"], c1 - c0), (cpu["store"], c2 - c1),
+                              (cpu["both"], c2 - c0), (wall, w2 - w0)):
+            values += [spent * 1000 / len(group)] * len(group)
+    engine.dispose()
+    return _result(cpu, wall, rows, len(cpu["both"]))
+
+
+def _result(cpu: dict[str, list[float]], wall: list[float], rows: int,
+            accounts: int) -> dict[str, float]:
     result = {f"{name}_cpu_ms": statistics.mean(values) for name, values in cpu.items()}
     result["both_wall_ms"] = statistics.mean(wall)
     result["rows_per_account"] = rows / accounts
@@ -87,11 +134,12 @@ def _tree_of(ref: str, into: Path) -> Path:
     return into
 
 
-def _run_worker(tree: Path, accounts: int, tmp: Path, label: str) -> dict[str, float]:
+def _run_worker(tree: Path, accounts: int, tmp: Path, label: str,
+                batch: int = 1) -> dict[str, float]:
     url = f"sqlite:///{tmp}/{label}-{time.monotonic_ns()}.db"
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker", "--accounts",
-         str(accounts), "--url", url],
+         str(accounts), "--url", url, "--batch", str(batch)],
         check=True, capture_output=True, text=True, cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)})
     return dict(json.loads(out.stdout))
@@ -111,11 +159,15 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="REF", help="also time git revision REF")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="this tree stores this many accounts per transaction (as a "
+                             "run stores those that ended together)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.accounts, args.url)))
+        print(json.dumps(measure(args.accounts, args.url) if args.batch <= 1
+                         else measure_batches(args.accounts, args.url, args.batch)))
         return 0
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -125,9 +177,12 @@ def main() -> int:
         runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
         for _ in range(args.rounds):
             for label, tree in trees.items():
-                runs[label].append(_run_worker(tree, args.accounts, tmp, "db"))
+                runs[label].append(_run_worker(tree, args.accounts, tmp, "db",
+                                               args.batch if tree == ROOT else 1))
     print(f"normalize + store, {args.accounts} simulated accounts into SQLite, mean per "
-          f"account, the best of {args.rounds} rounds:")
+          f"account, the best of {args.rounds} rounds"
+          + (f"; this tree {args.batch} accounts per transaction:" if args.batch > 1
+             else ":"))
     best = {label: _show(label, found) for label, found in runs.items()}
     if args.baseline:
         ratio = best[args.baseline]["both_cpu_ms"] / best["this tree"]["both_cpu_ms"]

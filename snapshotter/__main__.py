@@ -1,3 +1,3 @@
-from snapshotter.cli import main
+from snapshotter.cli import entry
 
-raise SystemExit(main())
+entry()

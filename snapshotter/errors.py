@@ -37,6 +37,11 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130, "interrupted (Ctrl-C)"
 
 
+class PayloadError(ValueError):
+    """A payload that cannot be read as Kite's documented shape (normalize raises it;
+    defined here so that the pipeline catches it without loading normalize)."""
+
+
 class SnapshotterError(Exception):
     """Base class: an expected failure reported as one line, never a traceback."""
 

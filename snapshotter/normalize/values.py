@@ -19,13 +19,11 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from snapshotter.errors import PayloadError
+
 FLOAT_DECIMALS = 6
 KITE_TZ = "Asia/Kolkata"  # Kite's timestamps are naive IST strings
 KITE_ZONE = ZoneInfo(KITE_TZ)
-
-
-class PayloadError(ValueError):
-    """A payload that cannot be read as Kite's documented shape."""
 
 
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

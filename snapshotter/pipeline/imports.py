@@ -29,6 +29,7 @@ from snapshotter.console import actions, dividends, ledger, lots, tradebook
 from snapshotter.console.files import BadFile, is_xlsx, read_file
 from snapshotter.normalize import clean_text
 from snapshotter.store import imports as db
+from snapshotter.store import lots_due
 from snapshotter.store.engine import is_connection_error, unavailable
 from snapshotter.store.lock import run_lock
 from snapshotter.store.models import LEDGER_KINDS
@@ -321,8 +322,12 @@ def rebuild_after_run(engine: sa.Engine, stored: Sequence[str],
     a rebuild (an import cut off before it), where they changed. A failure is a warning
     line, never fails the run: the stale instruments stay marked, the next run or import
     tries again."""
-    waiting = db.accounts_with_stale_lots(engine, others) if others else []
-    for account in sorted(set(db.accounts_with_trades(engine, stored)) | set(waiting)):
+    rebuild_accounts(engine, lots_due.after_run(engine, stored, others))
+
+
+def rebuild_accounts(engine: sa.Engine, accounts: Sequence[str]) -> None:
+    """``rebuild_after_run``'s rebuilds, of the accounts ``lots_due.after_run`` named."""
+    for account in accounts:
         try:
             summary = rebuild_lots(engine, account)
         except Exception as exc:

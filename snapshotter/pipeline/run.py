@@ -1,9 +1,12 @@
 """One run: which session, which accounts, fetched concurrently under the run lock and
-the run's deadline, each stored as it ends."""
+the run's deadline, stored as they end (those that ended together in one batch)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +23,6 @@ from snapshotter.errors import LockLost
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
-from snapshotter.pipeline.imports import rebuild_after_run
 from snapshotter.pipeline.outcomes import (
     FAILED,
     OK,
@@ -29,8 +31,15 @@ from snapshotter.pipeline.outcomes import (
     Clock,
     RunResult,
 )
-from snapshotter.pipeline.storing import RunDatabase, step_reserver, store_one, store_spooled
+from snapshotter.pipeline.storing import (
+    Ended,
+    RunDatabase,
+    step_reserver,
+    store_ended,
+    store_spooled,
+)
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
+from snapshotter.store import lots_due
 from snapshotter.store import writes as store
 from snapshotter.store.lock import HeldLock, run_lock
 from snapshotter.store.models import Snapshot
@@ -125,8 +134,12 @@ def run_snapshot(
         # have imported trades are rebuilt (pipeline.imports), under the lock; so are
         # those an import left waiting.
         if database.lost is None and lock.lost is None:
-            rebuild_after_run(engine, [o.account for o in outcomes if o.status == OK],
-                              [o.account for o in outcomes if o.status != OK])
+            due = lots_due.after_run(engine, [o.account for o in outcomes if o.status == OK],
+                                     [o.account for o in outcomes if o.status != OK])
+            if due:  # the import code (pandas' Console parsing...) loads only then
+                from snapshotter.pipeline.imports import rebuild_accounts
+
+                rebuild_accounts(engine, due)
     return RunResult(session, outcomes, lock_lost=str(lock.lost) if lock.lost else None)
 
 
@@ -150,7 +163,7 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
 
 RUN_DEADLINE = "run deadline"
 SHUTTING_DOWN = "abandoned: the daemon is shutting down"
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.02  # the wait for the next account to end (a poll: see _Run)
 # After cancelling, how long requests in flight get to notice before their accounts are
 # recorded failed without them (their sockets are shut down at once, so this is slack).
 CANCEL_GRACE = 5.0
@@ -158,8 +171,9 @@ CANCEL_GRACE = 5.0
 
 @dataclass
 class _Run:
-    """One run's account snapshots: fetched concurrently, stored here as each ends,
-    all ended by the run's deadline. Polls with time.sleep (no timed thread waits:
+    """One run's account snapshots: fetched concurrently, stored here as they end (the
+    accounts that ended since the last poll as one batch), all ended by the run's
+    deadline. Polls with time.sleep (no timed thread waits:
     libfaketime would freeze them)."""
 
     config: Config
@@ -185,6 +199,8 @@ class _Run:
 
     def snapshot_accounts(self, todo: list[AccountConfig]) -> None:
         config, cancel = self.config, self.cancel
+        loader = threading.Thread(target=_load_normalize, name="load-normalize")
+        loader.start()
         cache = TokenCache(config.state_dir)
         respect_other_hosts_totp(self.engine, cache, [a.user_id for a in todo], self.clock())
         started: dict[str, tuple[datetime, float]] = {}
@@ -217,8 +233,7 @@ class _Run:
                         break
                     time.sleep(POLL_SECONDS)
                     continue
-                for future in done:
-                    self._ended(future, pending, started)
+                self._ended(done, pending, started)
         except KeyboardInterrupt:
             self._interrupted(pending, started)
             raise
@@ -226,20 +241,30 @@ class _Run:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
+            loader.join()
 
-    def _ended(self, future: Future[Any], pending: dict[Future[Any], AccountConfig],
+    def _ended(self, futures: list[Future[Any]], pending: dict[Future[Any], AccountConfig],
                started: dict[str, tuple[datetime, float]]) -> None:
-        """Store (or record the failure of) one account whose job has ended; it leaves
-        ``pending`` once recorded, so an interrupt while storing records it again."""
-        acc = pending[future]
-        if future.exception() is None and future.result() is None:
-            self._not_started(acc)
-        else:
-            taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
-            self._lock_held()  # a lost lock stops the logins; these answers are kept
-            self.report(store_one(self.engine, acc, self.session, taken_at, t0, future,
-                                   state_dir=self.config.state_dir, database=self.database))
-        del pending[future]
+        """Store (or record the failure of) the accounts whose jobs have ended, together
+        (one transaction: ``storing.store_ended``); they leave ``pending`` once recorded,
+        so an interrupt while storing records them again."""
+        ended = []
+        for future in futures:
+            acc = pending[future]
+            if future.exception() is None and future.result() is None:
+                self._not_started(acc)
+                del pending[future]
+            else:
+                taken_at, t0 = started.get(acc.user_id, (self.clock(), time.perf_counter()))
+                ended.append((future, Ended(acc, taken_at, t0, future)))
+        if not ended:
+            return
+        self._lock_held()  # a lost lock stops the logins; these answers are kept
+        for outcome in store_ended(self.engine, [e for _, e in ended], self.session,
+                                   state_dir=self.config.state_dir, database=self.database):
+            self.report(outcome)
+        for future, _ in ended:
+            del pending[future]
 
     def _interrupted(self, pending: dict[Future[Any], AccountConfig],
                      started: dict[str, tuple[datetime, float]]) -> None:
@@ -250,8 +275,7 @@ class _Run:
         self.cancel.cancel(INTERRUPTED)
         grace_ends = time.monotonic() + CANCEL_GRACE
         while pending and time.monotonic() < grace_ends:
-            for future in [f for f in pending if f.done()]:
-                self._ended(future, pending, started)
+            self._ended([f for f in pending if f.done()], pending, started)
             if pending:
                 time.sleep(POLL_SECONDS)
 
@@ -288,6 +312,13 @@ class _Run:
             log.error("account %s: could not record the failure: %s", acc.user_id,
                       redact.redact(str(exc).splitlines()[0]))
         self.report(outcome)
+
+
+def _load_normalize() -> None:
+    """Import normalize (pandas, a third of a second of CPU) while the logins wait on
+    the network, not after the answers came; a failure is the storing's to report."""
+    with contextlib.suppress(Exception):
+        importlib.import_module("snapshotter.normalize")
 
 
 def respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],

@@ -7,9 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -20,11 +20,11 @@ from snapshotter.errors import (
     KiteError,
     LockLost,
     LoginRejected,
+    PayloadError,
     SnapshotterError,
 )
 from snapshotter.kite.auth import HELD, ReserveTotpStep, StepReservation
 from snapshotter.kite.token_cache import rejection_advice
-from snapshotter.normalize import PayloadError, normalize_snapshot
 from snapshotter.pipeline.outcomes import (
     FAILED,
     OK,
@@ -38,7 +38,19 @@ from snapshotter.store import spool, totp
 from snapshotter.store import writes as store
 from snapshotter.store.lock import HeldLock
 
+if TYPE_CHECKING:
+    from snapshotter.normalize import Normalized
+
 log = logging.getLogger(__name__)
+
+
+def normalize_snapshot(payloads: Any, account: str, day: date) -> Normalized:
+    """``normalize.normalize_snapshot``, loaded when first used: pandas' import (a third
+    of a second) then overlaps the network (``pipeline.run`` warms it up meanwhile)."""
+    from snapshotter.normalize import normalize_snapshot as normalize
+
+    return normalize(payloads, account, day)
+
 
 @dataclass
 class RunDatabase:
@@ -124,6 +136,72 @@ def store_one(engine: sa.Engine, acc: AccountConfig, session: Session, taken_at:
         log.error("account %s: could not record the failure in the ledger (%s)", user,
                   store.error_kind(exc))
     return outcome
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An account whose fetch has ended: when it started, and its job's future."""
+
+    account: AccountConfig
+    taken_at: datetime
+    t0: float
+    future: Any
+
+
+def store_ended(engine: sa.Engine, ended: list[Ended], session: Session, *,
+                state_dir: Path, database: RunDatabase) -> list[AccountOutcome]:
+    """The outcomes of accounts whose fetch ended, in ``ended``'s order. Those whose
+    answers normalize are stored together (``store.store_snapshots``: one transaction);
+    when the database refuses that batch, each is stored on its own (``store_one``), so
+    a bad account fails alone and the others are kept; failed fetches, answers that do
+    not normalize and a lost database take ``store_one``'s way too."""
+    ready: list[tuple[Ended, store.NewSnapshot, int]] = []
+    alone: list[Ended] = []
+    for item in ended:
+        normalized = _normalized(item, session, database)
+        if normalized is None:
+            alone.append(item)
+            continue
+        payloads, logins, tables = normalized
+        ready.append((item, store.NewSnapshot(
+            item.account.user_id, session.day, item.taken_at,
+            item.taken_at >= session.settled, payloads, tables.tables,
+            int((time.perf_counter() - item.t0) * 1000), tables.warnings), logins))
+    outcomes: dict[str, AccountOutcome] = {}
+    if len(ready) > 1:
+        try:
+            stored = store.store_snapshots(engine, [new for _, new, _ in ready])
+        except (store.StoreError, sa.exc.SQLAlchemyError) as exc:
+            if isinstance(exc, sa.exc.SQLAlchemyError) and store.is_connection_error(exc):
+                database.lost = database.lost or db.unavailable(exc, database.url)
+            else:
+                log.debug("a batch of %d snapshots was refused (%s): storing each on "
+                          "its own", len(ready), store.error_kind(exc))
+        else:
+            for (item, _, logins), snap in zip(ready, stored, strict=True):
+                outcomes[item.account.user_id] = AccountOutcome(
+                    snap.account, OK, session.day, final=snap.final, counts=snap.counts,
+                    logins=logins, warnings=snap.warnings)
+            ready = []
+    alone += [item for item, _, _ in ready]
+    for item in alone:
+        outcomes[item.account.user_id] = store_one(
+            engine, item.account, session, item.taken_at, item.t0, item.future,
+            state_dir=state_dir, database=database)
+    return [outcomes[item.account.user_id] for item in ended]
+
+
+def _normalized(item: Ended, session: Session, database: RunDatabase) -> Any:
+    """(payloads, logins, normalize's answer) of a fetch that ended well and normalizes;
+    None when ``store_one`` must decide (a failure, a lost database)."""
+    if database.lost is not None or item.future.exception() is not None:
+        return None
+    payloads, logins = item.future.result()
+    try:
+        return payloads, logins, normalize_snapshot(payloads, item.account.user_id,
+                                                    session.day)
+    except Exception:  # store_one normalizes again, and records the failure
+        return None
 
 
 def _spool(acc: AccountConfig, session: Session, taken_at: datetime, final: bool,

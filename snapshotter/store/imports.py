@@ -323,20 +323,3 @@ def lot_counts(conn: sa.Connection, account: str) -> tuple[int, int]:
         counts.append(int(conn.execute(sa.select(sa.func.count()).select_from(table)
                                        .where(table.c.account == account)).scalar_one()))
     return counts[0], counts[1]
-
-
-def accounts_with_stale_lots(engine: sa.Engine, accounts: Sequence[str]) -> list[str]:
-    """Those of ``accounts`` whose lots wait for a rebuild (an import or ``import forget``
-    stored its files, and the rebuild after it failed or was cut off)."""
-    table = _table(LotInstrument)
-    with engine.connect() as conn:
-        return sorted(conn.execute(
-            sa.select(table.c.account).distinct()
-            .where(table.c.account.in_(set(accounts)), table.c.stale)).scalars())
-
-
-def accounts_with_trades(engine: sa.Engine, accounts: Sequence[str]) -> list[str]:
-    table = _table(Trade)
-    with engine.connect() as conn:
-        return sorted(a for a in set(accounts) if conn.execute(
-            sa.select(sa.literal(1)).where(table.c.account == a).limit(1)).first())

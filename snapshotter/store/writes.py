@@ -8,15 +8,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from snapshotter.errors import SnapshotterError
-from snapshotter.normalize import clean_text, record_label
 from snapshotter.routes import BY_TABLE
-from snapshotter.rows import TableRows, frame_records
 from snapshotter.store import views
 from snapshotter.store.engine import is_connection_error
 from snapshotter.store.models import (
@@ -26,12 +24,16 @@ from snapshotter.store.models import (
     SNAPSHOT_OK,
     SNAPSHOT_SUPERSEDED,
     WARNING_CONFIRM_AFTER,
+    LedgerEntry,
     LedgerFlow,
     RawPayload,
     Snapshot,
     SnapshotNav,
     SnapshotTotals,
 )
+
+if TYPE_CHECKING:
+    from snapshotter.rows import TableRows
 
 MAX_ERROR_LENGTH = 2000
 # Tables whose emptying, or losing more than half their rows, against the account's
@@ -164,6 +166,8 @@ def _value_and_flow(session: Session, account: str, snapshot_date: date,
 def _insert_frames(session: Session, account: str, snapshot_id: int,
                    frames: Mapping[str, TableRows]) -> dict[str, int]:
     """One executemany per table, its rows taken from the frame column by column."""
+    from snapshotter.rows import frame_records
+
     counts = {}
     for name, table in DATA_TABLES.items():
         frame = frames.get(name)
@@ -190,16 +194,45 @@ def decompress(body: bytes) -> Any:
     return json.loads(gzip.decompress(body))
 
 
+_PREVIOUS_COLUMNS = (_LEDGER.c.id, _LEDGER.c.account, _LEDGER.c.snapshot_date,
+                     *(_LEDGER.c[COUNT_COLUMNS[name]] for name in SHRINK_CHECKED))
+
+
+def _previous(session: Session, account: str, snapshot_date: date) -> sa.Row[Any] | None:
+    """The account's previous complete snapshot of an earlier session (its counts)."""
+    return session.execute(
+        sa.select(*_PREVIOUS_COLUMNS)
+        .where(_LEDGER.c.account == account, _LEDGER.c.snapshot_date < snapshot_date,
+               _LEDGER.c.status == SNAPSHOT_OK)
+        .order_by(_LEDGER.c.snapshot_date.desc()).limit(1)).first()
+
+
+def _previous_of_each(session: Session, accounts: Sequence[str], snapshot_date: date,
+                      ) -> dict[str, sa.Row[Any]]:
+    """``_previous`` of several accounts, in one query."""
+    latest = sa.select(_LEDGER.c.account, sa.func.max(_LEDGER.c.snapshot_date).label("day")) \
+        .where(_LEDGER.c.account.in_(accounts), _LEDGER.c.snapshot_date < snapshot_date,
+               _LEDGER.c.status == SNAPSHOT_OK).group_by(_LEDGER.c.account).subquery()
+    query = sa.select(*_PREVIOUS_COLUMNS).join(latest, sa.and_(
+        _LEDGER.c.account == latest.c.account, _LEDGER.c.snapshot_date == latest.c.day)) \
+        .where(_LEDGER.c.status == SNAPSHOT_OK)
+    return {row.account: row for row in session.execute(query)}
+
+
+_NOT_READ: Any = object()
+
+
 def _shrink_warnings(session: Session, account: str, snapshot_date: date,
-                     frames: Mapping[str, TableRows]) -> list[str]:
+                     frames: Mapping[str, TableRows],
+                     previous: sa.Row[Any] | None = _NOT_READ) -> list[str]:
     """Holdings or MF holdings that emptied, or lost more than half their rows, against
-    the account's previous complete snapshot of an earlier session."""
-    previous = session.execute(
-        sa.select(Snapshot.id, Snapshot.snapshot_date,
-                  *(getattr(Snapshot, COUNT_COLUMNS[name]) for name in SHRINK_CHECKED))
-        .where(Snapshot.account == account, Snapshot.snapshot_date < snapshot_date,
-               Snapshot.status == SNAPSHOT_OK)
-        .order_by(Snapshot.snapshot_date.desc()).limit(1)).first()
+    the account's previous complete snapshot of an earlier session (``previous``, read
+    here when not given)."""
+    from snapshotter.normalize import record_label
+    from snapshotter.rows import frame_records
+
+    if previous is _NOT_READ:
+        previous = _previous(session, account, snapshot_date)
     if previous is None:
         return []
     warnings = []
@@ -245,10 +278,12 @@ def _confirmed(session: Session, account: str, snapshot_date: date, taken_at: da
 
 def _verdict(session: Session, account: str, snapshot_date: date, taken_at: datetime,
              frames: Mapping[str, TableRows], warnings: Sequence[str], after_close: bool,
-             snapshot_id: int | None = None) -> tuple[list[str], bool]:
+             snapshot_id: int | None = None,
+             previous: sa.Row[Any] | None = _NOT_READ) -> tuple[list[str], bool]:
     """A complete snapshot's warnings (normalize's and the shrink check's), and whether
     it is final."""
-    found = sorted({*warnings, *_shrink_warnings(session, account, snapshot_date, frames)})
+    found = sorted({*warnings, *_shrink_warnings(session, account, snapshot_date, frames,
+                                                 previous)})
     final = after_close and (not found or _confirmed(
         session, account, snapshot_date, taken_at, "\n".join(found), snapshot_id))
     return found, final
@@ -355,12 +390,143 @@ def store_snapshot(
                               tuple(found))
 
 
+@dataclass(frozen=True)
+class NewSnapshot:
+    """One account snapshot to store (``store_snapshot``'s arguments)."""
+
+    account: str
+    snapshot_date: date
+    taken_at: datetime
+    final: bool
+    payloads: Mapping[str, Any]
+    frames: Mapping[str, TableRows]
+    duration_ms: int | None = None
+    warnings: Sequence[str] = ()
+
+
+def _writers_per_sessions(session: Session, items: Sequence[NewSnapshot]) -> None:
+    """``_one_writer_per_session`` for several snapshots, in one statement (the keys in
+    one order, so two batches sharing accounts queue instead of deadlocking)."""
+    if session.get_bind().dialect.name != "postgresql":
+        _one_writer_per_session(session, items[0].account, items[0].snapshot_date)
+        return
+    keys = sorted({f"{item.account}/{item.snapshot_date}" for item in items})
+    session.execute(sa.text(
+        "SELECT count(pg_advisory_xact_lock(:space, hashtext(k.key))) "
+        "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(key, n)"),
+        {"space": _SESSION_LOCK_SPACE, "keys": keys})
+
+
+def _id_runs(ids: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Sorted ids as (first, last) runs of consecutive ids."""
+    ordered = sorted(ids)
+    first = previous = ordered[0]
+    for snapshot_id in ordered[1:]:
+        if snapshot_id != previous + 1:
+            yield first, previous
+            first = snapshot_id
+        previous = snapshot_id
+    yield first, previous
+
+
+def _with_ledger(session: Session, accounts: Sequence[str]) -> set[str]:
+    """Those of ``accounts`` with an imported ledger or ledger flow rows (the others'
+    ``ledger_flows`` fill writes nothing)."""
+    entries, flows = (model.metadata.tables[model.__tablename__]
+                      for model in (LedgerEntry, LedgerFlow))
+    query = sa.union(
+        sa.select(entries.c.account).where(entries.c.account.in_(accounts)).distinct(),
+        sa.select(flows.c.account).where(flows.c.account.in_(accounts)).distinct())
+    return set(session.execute(query).scalars())
+
+
+def store_snapshots(engine: sa.Engine, items: Sequence[NewSnapshot]) -> list[StoredSnapshot]:
+    """Several accounts' snapshots of one session, each as ``store_snapshot`` stores it,
+    in ONE transaction: the commit and the statements are paid per batch (one INSERT of
+    each table for all of them). All or nothing: when the database refuses any row the
+    whole batch is rolled back and this raises (the caller then stores each on its own,
+    so that a bad account fails alone)."""
+    from snapshotter.rows import frame_records
+
+    if not items:
+        return []
+    snapshot_date = items[0].snapshot_date
+    accounts = [item.account for item in items]
+    if any(item.snapshot_date != snapshot_date for item in items) \
+            or len(set(accounts)) != len(accounts):
+        raise ValueError("a batch holds one snapshot per account, all of one session")
+    batch = f"{len(items)} accounts ({', '.join(accounts[:3])}{', ...' if len(items) > 3 else ''})"
+    with Session(engine) as session, session.begin():
+        _writers_per_sessions(session, items)
+        current = session.execute(
+            sa.select(_LEDGER.c.id).where(_LEDGER.c.account.in_(accounts),
+                                          _LEDGER.c.snapshot_date == snapshot_date,
+                                          _LEDGER.c.status == SNAPSHOT_OK)
+            .with_for_update()).scalars().all()
+        _supersede(session, list(current))
+        previous = _previous_of_each(session, accounts, snapshot_date)
+        verdicts = [_verdict(session, item.account, snapshot_date, item.taken_at,
+                             item.frames, item.warnings, item.final,
+                             previous=previous.get(item.account)) for item in items]
+        counts = [{name: 0 if item.frames.get(name) is None else len(item.frames[name])
+                   for name in DATA_TABLES} for item in items]
+        with _refused_as_store_error(batch, "snapshots"):
+            inserted = session.execute(
+                sa.insert(_LEDGER).returning(_LEDGER.c.id, sort_by_parameter_order=True), [{
+                    "account": item.account, "snapshot_date": snapshot_date,
+                    "taken_at": item.taken_at, "status": SNAPSHOT_OK, "final": final,
+                    "duration_ms": item.duration_ms, "source": "kite",
+                    "warnings": "\n".join(found) or None, "error": None,
+                    "rejected_credentials": None,
+                    **{COUNT_COLUMNS[name]: n for name, n in count.items()}}
+                    for item, (found, final), count in zip(items, verdicts, counts,
+                                                           strict=True)])
+            ids = [int(row[0]) for row in inserted]
+        for name, table in DATA_TABLES.items():
+            rows = [row for item, snapshot_id in zip(items, ids, strict=True)
+                    if item.frames.get(name) is not None
+                    for row in frame_records(item.frames[name], {"snapshot_id": snapshot_id})]
+            if rows:
+                with _refused_as_store_error(batch, name):
+                    session.execute(sa.insert(table), rows)
+        with _refused_as_store_error(batch, "snapshot_totals"):
+            for first, last in _id_runs(ids):
+                session.execute(sa.text(views.SNAPSHOT_TOTALS),
+                                {"first_id": first, "last_id": last})
+        for account in sorted(_with_ledger(session, accounts)):
+            with _refused_as_store_error(account, "ledger_flows"):
+                _insert_flows(session, account, snapshot_date)
+        navs = SnapshotNav.metadata.tables[SnapshotNav.__tablename__]
+        later = set(session.execute(sa.select(navs.c.account).distinct().where(
+            navs.c.account.in_(accounts), navs.c.snapshot_date >= snapshot_date)).scalars())
+        for account in accounts:
+            with _refused_as_store_error(account, "snapshot_nav"):
+                # _insert_nav, without its DELETE where there is nothing to delete
+                if account in later:
+                    _insert_nav(session, account, snapshot_date)
+                else:
+                    session.execute(sa.text(views.SNAPSHOT_NAV),
+                                    {"account": account, "start": snapshot_date})
+        raw = [{"snapshot_id": snapshot_id, "name": name, "body": compress(body)}
+               for item, snapshot_id in zip(items, ids, strict=True)
+               for name, body in (item.payloads or {}).items()]
+        if raw:
+            with _refused_as_store_error(batch, "raw_payloads"):
+                session.execute(sa.insert(_RAW_PAYLOADS), raw)
+        return [StoredSnapshot(snapshot_id, item.account, snapshot_date, final, count,
+                               tuple(found))
+                for item, snapshot_id, (found, final), count
+                in zip(items, ids, verdicts, counts, strict=True)]
+
+
 def record_failure(engine: sa.Engine, *, account: str, snapshot_date: date,
                    taken_at: datetime, error: str, duration_ms: int | None = None,
                    rejected_credentials: str | None = None,
                    payloads: Mapping[str, Any] | None = None) -> None:
     """A failed attempt's ledger row, with the raw answers it got (``payloads``), so that
     ``run --from-raw`` can re-derive it once normalization handles them."""
+    from snapshotter.normalize import clean_text
+
     with Session(engine) as session, session.begin():
         snap = Snapshot(account=account, snapshot_date=snapshot_date, taken_at=taken_at,
                         status=SNAPSHOT_FAILED, final=False,

@@ -1,0 +1,268 @@
+"""Issue 20: accounts that finish together are stored in one transaction (a batch), and
+each account stays atomic: a hostile account in a batch fails alone, a kill -9 in the
+middle of a batch leaves no partial snapshot of any account; a daily run against a
+database at head loads neither Alembic nor the Console/import code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from snapshotter.config import load_config
+from snapshotter.pipeline.outcomes import FAILED, OK
+from snapshotter.pipeline.storing import Ended, RunDatabase, store_ended
+from snapshotter.sessions import IST, Session
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from snapshotter.store.engine import make_engine, normalize_url
+from tests.conftest import config_dict, query_rows, run_cli, wait_until, write_config
+
+HOSTILE_QUANTITY = 100_000_000
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(normalize_url(url))
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
+def _refuse_big_quantities(url: str) -> None:
+    """A refusal nobody foresaw (a trigger a DBA added): rows normalize lets through."""
+    if url.startswith("sqlite"):
+        _execute(url, "CREATE TRIGGER no_big BEFORE INSERT ON holdings WHEN NEW.quantity > "
+                 f"{HOSTILE_QUANTITY - 1} BEGIN SELECT RAISE(ABORT, 'secret detail'); END")
+    else:
+        _execute(url, "CREATE FUNCTION no_big() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 f"IF NEW.quantity > {HOSTILE_QUANTITY - 1} THEN RAISE EXCEPTION "
+                 "'secret detail'; END IF; RETURN NEW; END $$",
+                 "CREATE TRIGGER no_big BEFORE INSERT ON holdings FOR EACH ROW EXECUTE "
+                 "FUNCTION no_big()")
+
+
+def _complete(url: str, account: str) -> bool:
+    """The account has one complete snapshot with all its parts: ledger row, totals,
+    NAV, raw payloads and as many data rows as the ledger counts."""
+    [snap] = query_rows(url, "SELECT * FROM snapshots WHERE account = :a AND status = 'ok'",
+                        a=account) or [None]
+    if snap is None:
+        return False
+    parts = query_rows(url, "SELECT (SELECT COUNT(*) FROM snapshot_totals WHERE snapshot_id = "
+                       ":i) AS totals, (SELECT COUNT(*) FROM snapshot_nav WHERE snapshot_id "
+                       "= :i) AS nav, (SELECT COUNT(*) FROM raw_payloads WHERE snapshot_id = "
+                       ":i) AS raw, (SELECT COUNT(*) FROM holdings WHERE snapshot_id = :i) "
+                       "AS holdings", i=snap["id"])[0]
+    return (parts["totals"], parts["nav"], parts["raw"], parts["holdings"]) == (
+        1, 1, 4, snap["holdings_count"])
+
+
+def _stored_rows(url: str) -> dict[str, int]:
+    tables = ("holdings", "positions", "funds", "mf_holdings", "snapshot_totals",
+              "snapshot_nav", "raw_payloads")
+    counts = {t: query_rows(url, f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in tables}
+    counts["ok"] = query_rows(url, "SELECT COUNT(*) AS n FROM snapshots "
+                              "WHERE status = 'ok'")[0]["n"]
+    return counts
+
+
+@pytest.fixture
+def accounts() -> list[SimAccount]:
+    return demo_accounts(6, seed=11)
+
+
+def test_a_hostile_account_in_a_batch_fails_alone(accounts: list[SimAccount],
+                                                  database_url: str, tmp_path: Path) -> None:
+    """The store, given six finished fetches at once (as a run's poll finds them): one
+    batch; the database refuses one account's row, so the batch is rolled back and each
+    account stored on its own: five complete snapshots and one failed attempt."""
+    with KiteSimulator(accounts) as sim:
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, accounts, database_url, tmp_path / "state"))
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        _refuse_big_quantities(database_url)
+        config = load_config(cfg)
+        hostile = accounts[2].user_id
+        ended = []
+        for acc in config.accounts:
+            payloads = sim.portfolio(acc.user_id)
+            answers = {name: json.loads(json.dumps(payloads[name])) for name in
+                       ("holdings", "positions", "margins", "mf_holdings")}
+            if acc.user_id == hostile:
+                answers["holdings"][0]["quantity"] = HOSTILE_QUANTITY
+            future: Future[Any] = Future()
+            future.set_result((answers, 1))
+            ended.append(Ended(acc, datetime.now(UTC), 0.0, future))
+    day = datetime.now(IST).date()
+    session = Session(day, datetime.combine(day, datetime.min.time(), IST),
+                      datetime.combine(day, datetime.min.time(), IST))
+    engine = make_engine(database_url)
+    try:
+        outcomes = store_ended(engine, ended, session, state_dir=tmp_path / "state",
+                               database=RunDatabase(database_url))
+    finally:
+        engine.dispose()
+    assert [o.account for o in outcomes] == [a.user_id for a in accounts]
+    by_account = {o.account: o for o in outcomes}
+    assert by_account[hostile].status == FAILED
+    assert by_account[hostile].error == (f"account {hostile}: could not store holdings: the "
+                                         "database refused a row (" + (
+        "IntegrityError)" if database_url.startswith("sqlite") else
+        "RaiseException, SQLSTATE P0001)"))
+    for acc in accounts:
+        if acc.user_id != hostile:
+            assert by_account[acc.user_id].status == OK
+            assert _complete(database_url, acc.user_id), acc.user_id
+    assert not _complete(database_url, hostile)
+    [failed] = query_rows(database_url, "SELECT * FROM snapshots WHERE account = :a", a=hostile)
+    assert failed["status"] == "failed" and "secret detail" not in failed["error"]
+
+
+def test_a_run_with_a_hostile_account_stores_the_others(
+        accounts: list[SimAccount], database_url: str, tmp_path: Path) -> None:
+    """The same through `snapshotter run`: every account fetched at once; the hostile
+    one is one error line, the others are stored whole."""
+    with KiteSimulator(accounts) as sim:
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, accounts, database_url, tmp_path / "state",
+            kite={"base_url": sim.base_url, "api_root": sim.base_url, "concurrency": 6}))
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        _refuse_big_quantities(database_url)
+        hostile = accounts[4].user_id
+        sim.portfolio(hostile)["holdings"][0]["quantity"] = HOSTILE_QUANTITY
+        run = run_cli("--config", str(cfg), "run")
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: account {hostile}: could not store holdings: the database refused a row ("
+    ), run.stderr
+    assert "secret detail" not in run.stderr + run.stdout
+    for acc in accounts:
+        assert _complete(database_url, acc.user_id) is (acc.user_id != hostile), acc.user_id
+
+
+def _slow_raw_payloads(url: str) -> None:
+    """Storing a raw payload takes minutes (a trigger): a batch stays open, its ledger
+    and data rows written, until the test kills the run."""
+    if url.startswith("sqlite"):
+        _execute(url, "CREATE TRIGGER slow BEFORE INSERT ON raw_payloads BEGIN "
+                 "SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+                 "SELECT x + 1 FROM c WHERE x < 2000000000) SELECT x FROM c); END")
+    else:
+        _execute(url, "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                 "PERFORM pg_sleep(600); RETURN NEW; END $$",
+                 "CREATE TRIGGER slow BEFORE INSERT ON raw_payloads FOR EACH ROW EXECUTE "
+                 "FUNCTION slow()")
+
+
+def _batch_in_progress(url: str) -> bool:
+    """A transaction of the run is writing: PostgreSQL shows its backend in the
+    trigger's sleep; SQLite's write lock is held (no other writer is left once every
+    account has fetched)."""
+    if not url.startswith("sqlite"):
+        return bool(query_rows(url, "SELECT pid FROM pg_stat_activity WHERE "
+                                    "wait_event = 'PgSleep' AND datname = current_database()"))
+    path = sa.make_url(url).database
+    import sqlite3
+
+    conn = sqlite3.connect(str(path), timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        return "locked" in str(exc)
+    finally:
+        conn.close()
+
+
+def test_kill_9_mid_batch_leaves_no_partial_snapshot(accounts: list[SimAccount],
+                                                     database_url: str,
+                                                     tmp_path: Path) -> None:
+    """Six accounts fetched at once, stored together; the run is killed (SIGKILL) while
+    the batch's transaction is open (its rows written, the raw payloads being stored):
+    no snapshot of any account is left, whole or in part; the next run stores all six."""
+    with KiteSimulator(accounts) as sim:
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, accounts, database_url, tmp_path / "state",
+            kite={"base_url": sim.base_url, "api_root": sim.base_url, "concurrency": 6}))
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        _slow_raw_payloads(database_url)
+        run = subprocess.Popen([sys.executable, "-m", "snapshotter", "--config", str(cfg),
+                                "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, stdin=subprocess.DEVNULL)
+        try:
+            fetched = 6 * len(accounts)  # login, 2FA, 4 data routes
+            wait_until(lambda: len(sim.requests_log) >= fetched and sim.in_flight == 0,
+                       "every account fetched", alive=run)
+            wait_until(lambda: _batch_in_progress(database_url), "a batch being stored",
+                       alive=run)
+            os.kill(run.pid, signal.SIGKILL)
+        finally:
+            run.kill()
+            run.communicate()
+        assert run.returncode == -signal.SIGKILL
+        if not database_url.startswith("sqlite"):  # its backend notices the client gone
+            _execute(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE wait_event = 'PgSleep' AND datname = current_database()")
+        wait_until(lambda: not _batch_in_progress(database_url), "the killed batch undone")
+        assert _stored_rows(database_url) == dict.fromkeys(
+            ("holdings", "positions", "funds", "mf_holdings", "snapshot_totals",
+             "snapshot_nav", "raw_payloads", "ok"), 0)
+        _execute(database_url, "DROP TRIGGER slow" if database_url.startswith("sqlite")
+                 else "DROP TRIGGER slow ON raw_payloads")
+        again = run_cli("--config", str(cfg), "run")
+    assert again.returncode == 0, again.stderr
+    for acc in accounts:
+        assert _complete(database_url, acc.user_id), acc.user_id
+
+
+def _loaded(importtime: str) -> set[str]:
+    return {line.split("|")[-1].strip() for line in importtime.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_daily_run_at_head_loads_neither_alembic_nor_import_code(
+        accounts: list[SimAccount], database_url: str, tmp_path: Path) -> None:
+    """`run` against a database at head (the daily case): no Alembic, no Console
+    parsing, no import pipeline (python -X importtime lists every module loaded)."""
+    with KiteSimulator(accounts[:2]) as sim:
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, accounts[:2], database_url, tmp_path / "state"))
+        assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
+        run = subprocess.run([sys.executable, "-X", "importtime", "-m", "snapshotter",
+                              "--config", str(cfg), "run"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert f"{accounts[0].user_id} " in run.stdout
+    loaded = _loaded(run.stderr)
+    assert "snapshotter.pipeline.storing" in loaded  # the listing is whole
+    for module in ("alembic", "snapshotter.console", "snapshotter.pipeline.imports",
+                   "snapshotter.store.imports"):
+        assert module not in loaded, module
+
+
+def test_a_fresh_database_is_migrated_by_run(accounts: list[SimAccount], database_url: str,
+                                             tmp_path: Path) -> None:
+    """Alembic is loaded when it has work: the first run creates the schema."""
+    with KiteSimulator(accounts[:1]) as sim:
+        cfg = write_config(tmp_path / "config.yaml", config_dict(
+            sim, accounts[:1], database_url, tmp_path / "state"))
+        run = subprocess.run([sys.executable, "-X", "importtime", "-m", "snapshotter",
+                              "--config", str(cfg), "run"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "alembic" in _loaded(run.stderr)
+    assert _complete(database_url, accounts[0].user_id)
+
