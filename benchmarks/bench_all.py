@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import bench_fetch
 import bench_lots
 import bench_nav
-import bench_serve
 import bench_run
+import bench_serve
 import bench_startup
 
 FETCH = "benchmarks/bench_fetch.py"
