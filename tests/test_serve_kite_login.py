@@ -134,6 +134,12 @@ def test_log_in_from_the_dashboard_in_a_browser_then_a_run_stores_a_snapshot(
         page.on("request", lambda r: callbacks.append(r.url) if "/kite/callback" in r.url
                 else None)
         page.goto(served.url + "/")
+        # the overview says who needs today's login (once its figures are computed)
+        banner = page.locator("#kite-logins", has_text="DM0001")
+        banner.wait_for()
+        assert "DM0002" not in banner.inner_text()  # a web account logs itself in
+        assert banner.locator("a", has_text="Log in to Kite").first.get_attribute("href") \
+            == "/kite/login/DM0001"
         page.click("nav >> text=Kite login")
         assert page.inner_text("h1") == "Kite login"
         row = page.locator("tr", has_text="DM0001")

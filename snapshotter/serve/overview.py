@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from snapshotter.reports import performance
 from snapshotter.reports.performance import ALL, Performance
-from snapshotter.serve import charts, figures, windows
+from snapshotter.serve import charts, figures, kite_login, windows
 from snapshotter.serve.cache import Cache, Computed, data_version
 from snapshotter.serve.database import snapshot
 from snapshotter.serve.figures import AccountPage, Overview, ScopeFigures
@@ -140,6 +140,8 @@ class Pages:
         with snapshot(self.dashboard.engine) as conn:
             version = data_version(conn)
             benchmark = self.benchmark(conn, request)
+            # "Log in to Kite" for each account that needs a person's login today
+            logins = kite_login.pending_logins(self.dashboard, conn)
         key = ("overview", window, benchmark)
         computed = self.cached(key, version)
         if computed is None:
@@ -149,7 +151,7 @@ class Pages:
         context = self.context(request, window, latest, benchmark, computed, version)
         if data is None:
             return answer(self.dashboard, request, "overview.html", [], title="Overview",
-                          data=None, **context)
+                          data=None, logins=logins, **context)
         scope = data.scope
         tables = [self.accounts_table(data, window), *scope_tables(scope, "performance")]
         if data.groups is not None:
@@ -157,7 +159,7 @@ class Pages:
         return answer(self.dashboard, request, "overview.html", tables, title="Overview",
                       data=data, scope=scope, kpis=kpis(scope),
                       charts=charts.as_json(scope_charts(scope, by_account(data))),
-                      **context)
+                      logins=logins, **context)
 
     def account(self, request: Request) -> Response:
         account = request.path_params["account"]
