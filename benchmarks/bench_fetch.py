@@ -126,12 +126,13 @@ def run_measured(command: list[str]) -> tuple[float, float, subprocess.Completed
     return wall, usage.ru_maxrss / 1024, result
 
 
-def run_with_usage(command: list[str], environ: dict[str, str],
+def run_with_usage(command: list[str], environ: dict[str, str], cwd: str | None = None,
                    ) -> tuple[float, Any, subprocess.CompletedProcess[str]]:
-    """Wall seconds, the child's own resource usage (``os.wait4``) and its result."""
+    """Wall seconds, the child's own resource usage (``os.wait4``) and its result;
+    ``cwd``: where it runs (`python -m` puts it first on sys.path)."""
     t0 = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, env=environ)
+                             stdin=subprocess.DEVNULL, env=environ, cwd=cwd)
     out, err = _drain(child)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - t0

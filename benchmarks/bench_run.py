@@ -66,13 +66,15 @@ def measure(accounts: int, latency: float, concurrency: int, *, fresh: bool,
             KiteSimulator(sim_accounts, latency=latency) as sim:
         config = write_config(Path(tmp) / "config.yaml", tmp, sim.base_url, sim_accounts,
                               concurrency)
+        # Run in the scratch directory: `python -m` puts the working directory first on
+        # sys.path, which would load this checkout's code for --baseline too.
         if not fresh:
             subprocess.run(snapshotter("--config", str(config), "db", "upgrade"),
-                           check=True, capture_output=True, env=env)
+                           check=True, capture_output=True, env=env, cwd=tmp)
         in_flight = InFlight(sim)
         cpu0, t0 = _self_cpu(), time.perf_counter()
         wall, usage, result = run_with_usage(snapshotter("--config", str(config), "run"),
-                                             env)
+                                             env, cwd=tmp)
         sim_cpu = _self_cpu() - cpu0
         first = (in_flight.first or t0) - t0
         return RunResult(accounts, latency, concurrency, fresh, wall,
