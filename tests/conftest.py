@@ -224,6 +224,29 @@ def _offset_to(target: datetime) -> int:
 HANG_GUARD = 300.0
 
 
+def scheduler_clock(monkeypatch: pytest.MonkeyPatch, start: datetime) -> Any:
+    """A ManualClock at ``start``, which APScheduler's modules also read as their now (the
+    daemon's tests move it instead of waiting)."""
+    import apscheduler.executors.base
+    import apscheduler.schedulers.base
+    import apscheduler.triggers.date
+    import apscheduler.triggers.interval
+
+    from snapshotter.sessions import ManualClock
+
+    fake = ManualClock(start)
+
+    class FakeDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
+            return fake.now.astimezone(tz) if tz else fake.now.replace(tzinfo=None)
+
+    for module in (apscheduler.schedulers.base, apscheduler.executors.base,
+                   apscheduler.triggers.date, apscheduler.triggers.interval):
+        monkeypatch.setattr(module, "datetime", FakeDatetime)
+    return fake
+
+
 def wait_until(condition: Callable[[], object], what: str,
                alive: subprocess.Popen[str] | None = None) -> None:
     """Poll ``condition`` until it holds (an event seen from outside: a request the

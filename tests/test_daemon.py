@@ -24,7 +24,7 @@ from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
 from snapshotter.store import engine as db
 from snapshotter.store import migrate
 from snapshotter.store.models import COUNT_COLUMNS
-from tests.conftest import HANG_GUARD, config_dict, write_config
+from tests.conftest import HANG_GUARD, config_dict, scheduler_clock, write_config
 
 
 def _ist(text: str) -> datetime:
@@ -54,22 +54,7 @@ def test_session_trigger_after_previous_fire() -> None:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     """One injected clock for our code and for APScheduler's notion of now."""
-    fake = ManualClock(_ist("2026-11-27T16:29:00"))
-
-    class FakeDatetime(datetime):
-        @classmethod
-        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
-            return fake.now.astimezone(tz) if tz else fake.now.replace(tzinfo=None)
-
-    import apscheduler.executors.base
-    import apscheduler.schedulers.base
-    import apscheduler.triggers.date
-    import apscheduler.triggers.interval
-
-    for module in (apscheduler.schedulers.base, apscheduler.executors.base,
-                   apscheduler.triggers.date, apscheduler.triggers.interval):
-        monkeypatch.setattr(module, "datetime", FakeDatetime)
-    return fake
+    return scheduler_clock(monkeypatch, _ist("2026-11-27T16:29:00"))
 
 
 @pytest.fixture

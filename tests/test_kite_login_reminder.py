@@ -19,7 +19,7 @@ from snapshotter.ops import notify
 from snapshotter.ops.daemon import Daemon, ReminderTrigger
 from snapshotter.sessions import IST, ManualClock, TradingCalendar
 from snapshotter.store import engine as db
-from tests.conftest import LOCAL_ONLY, Recorder, wait_until
+from tests.conftest import LOCAL_ONLY, Recorder, scheduler_clock, wait_until
 
 TOKEN = "Rem1nderTok3n9"  # stands for the token an Apprise URL carries
 TOTP = "JBSWY3DPEHPK3PXPJBSWY3DP"
@@ -38,22 +38,7 @@ def _local_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     """One injected clock for our code and for APScheduler's notion of now."""
-    fake = ManualClock(_ist("2026-11-27T08:59:00"))  # a Friday, an NSE session
-
-    class FakeDatetime(datetime):
-        @classmethod
-        def now(cls, tz=None):  # type: ignore[no-untyped-def,override]
-            return fake.now.astimezone(tz) if tz else fake.now.replace(tzinfo=None)
-
-    import apscheduler.executors.base
-    import apscheduler.schedulers.base
-    import apscheduler.triggers.date
-    import apscheduler.triggers.interval
-
-    for module in (apscheduler.schedulers.base, apscheduler.executors.base,
-                   apscheduler.triggers.date, apscheduler.triggers.interval):
-        monkeypatch.setattr(module, "datetime", FakeDatetime)
-    return fake
+    return scheduler_clock(monkeypatch, _ist("2026-11-27T08:59:00"))
 
 
 def _config(tmp_path: Path, recorder: Recorder, **schedule: Any) -> Config:
