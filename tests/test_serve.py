@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import local_get, page_problems, run_cli, serving, wait_until, write_config
 
@@ -50,6 +51,12 @@ def test_overview_loads_in_the_browser(tmp_path: Path, demo_db: Path, chromium: 
             "account,value,carried,share,")
         missing = local_get(served.url + "/no-such-page")
         assert missing.status_code == 404 and "Traceback" not in missing.text
+        # Starlette's own errors get the error page too (escaped, Allow header kept)
+        session = requests.Session()
+        session.trust_env = False
+        refused = session.put(served.url + "/tax", timeout=300)
+        assert refused.status_code == 405 and "<h1>Method Not Allowed</h1>" in refused.text
+        assert "GET" in refused.headers["allow"] and "Traceback" not in refused.text
         escaped = local_get(served.url + "/static/%2e%2e/app.py")
         assert escaped.status_code == 404 and "import" not in escaped.text
         page.close()

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +117,21 @@ def create_app(dashboard: Dashboard) -> Starlette:
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        detail = exc.detail if isinstance(exc, HTTPException) and exc.status_code == 404 \
-            else "no such page"
+        """404 and every other HTTP error: the error page, its message escaped by the
+        template like every page's (Starlette's own, e.g. 405, keep their headers)."""
         status = exc.status_code if isinstance(exc, HTTPException) else 404
-        if status != 404:
-            return HTMLResponse(str(getattr(exc, "detail", "")), status_code=status)
-        return dashboard.page(request, "error.html", status_code=404, title="Not found",
-                              message=detail)
+        if status == 404:
+            detail = exc.detail if isinstance(exc, HTTPException) else "no such page"
+            return dashboard.page(request, "error.html", status_code=404, title="Not found",
+                                  message=detail)
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        answer = dashboard.page(request, "error.html", status_code=status, title=phrase,
+                                message=str(getattr(exc, "detail", phrase)))
+        answer.headers.update(getattr(exc, "headers", None) or {})
+        return answer
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("%s %s: %s", request.method, request.url.path, type(exc).__name__)
