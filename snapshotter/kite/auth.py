@@ -29,12 +29,11 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from zoneinfo import ZoneInfo
 
 import pyotp
-import requests
 
 from snapshotter import redact
 from snapshotter.config import AccountConfig, KiteConfig
 from snapshotter.errors import KiteProtocolError, LoginRejected, TransientKiteError
-from snapshotter.kite.http import APP_LIMITERS, Answer
+from snapshotter.kite.http import APP_LIMITERS, Answer, KiteSession
 from snapshotter.kite.token_cache import CachedSession, TokenCache, rejection_advice
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ class LoginClient(Protocol):
     account: AccountConfig
     kite: KiteConfig
     cache: TokenCache
-    http: requests.Session
+    http: KiteSession
     prompt: Prompt | None
     #: seconds the client's clock is ahead of the Date of Kite's latest answer
     kite_clock_offset: float | None

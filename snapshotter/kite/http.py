@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import urllib3
@@ -190,12 +190,102 @@ class WatchedAdapter(HTTPAdapter):
         return manager
 
 
-def new_session() -> requests.Session:
-    session = requests.Session()
-    adapter = WatchedAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+class KiteSession:
+    """One account's HTTP state: the headers every request carries, its cookies (Kite's
+    web login sets the enctoken as one) and its kept-alive connections.
+
+    Requests go straight to urllib3 (``send``), through the pools of a requests
+    adapter (proxies, TLS settings): requests' own per-request work (preparing,
+    merging settings, hooks, its Response) cost more CPU than the rest of a run."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = dict(_DEFAULT_HEADERS)
+        self.cookies = requests.cookies.RequestsCookieJar()
+        self.adapter = WatchedAdapter()
+
+    def close(self) -> None:
+        self.adapter.close()
+
+
+_DEFAULT_HEADERS = dict(requests.utils.default_headers())
+
+
+def new_session() -> KiteSession:
+    return KiteSession()
+
+
+_ENVIRONMENT: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+def environment_settings(url: str) -> dict[str, Any]:
+    """The proxies and TLS settings the environment gives requests to ``url``
+    (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``...), read once per origin
+    for the process, as requests reads them. (A ``~/.netrc`` login is never sent.)"""
+    key = origin(url)
+    with _ENVIRONMENT_LOCK:
+        settings = _ENVIRONMENT.get(key)
+        if settings is None:
+            reader = requests.Session()
+            merged = reader.merge_environment_settings(url, {}, None, None, None)
+            reader.close()
+            settings = _ENVIRONMENT[key] = {"proxies": merged["proxies"] or {},
+                                            "verify": merged["verify"],
+                                            "cert": merged["cert"]}
+        return settings
+
+
+@dataclass
+class _Outgoing:
+    """A request as requests' adapter and cookie jar read one (url, headers, body)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    def __post_init__(self) -> None:
+        self.headers = requests.structures.CaseInsensitiveDict(self.headers)  # type: ignore[assignment]
+
+    @property
+    def path_url(self) -> str:
+        """The path and query (what goes on the request line without a proxy)."""
+        parts = urlsplit(self.url)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _outgoing(session: KiteSession, method: str, url: str,
+              headers: Mapping[str, str] | None, data: Mapping[str, Any] | None) -> _Outgoing:
+    """What requests would send: the session's headers, then the call's; a form body
+    (fields whose value is None left out); the cookies the jar holds for ``url``."""
+    merged = {**session.headers, **(headers or {})}
+    body = None
+    if data is not None:
+        body = urlencode([(k, v) for k, v in data.items() if v is not None]).encode()
+        merged["Content-Type"] = "application/x-www-form-urlencoded"
+    elif method in ("POST", "PUT", "PATCH"):
+        merged["Content-Length"] = "0"
+    request = _Outgoing(method, requests.utils.requote_uri(url), merged, body)
+    if session.cookies:
+        cookie = requests.cookies.get_cookie_header(session.cookies, request)
+        if cookie:
+            request.headers["Cookie"] = cookie
+    return request
+
+
+def _urlopen(session: KiteSession, request: _Outgoing, timeout: float,
+             verify: bool | str | None) -> urllib3.BaseHTTPResponse:
+    """The request sent through the adapter's pool for its origin (or its proxy's); the
+    answer's body left unread."""
+    settings = environment_settings(request.url)
+    adapter, proxies = session.adapter, settings["proxies"]
+    pool = adapter.get_connection_with_tls_context(
+        request, settings["verify"] if verify is None else verify, proxies=proxies, cert=settings["cert"])  # type: ignore[arg-type]
+    return pool.urlopen(  # type: ignore[attr-defined]
+        method=request.method, url=adapter.request_url(request, proxies),  # type: ignore[arg-type]
+        body=request.body, headers=request.headers, redirect=False, assert_same_host=False,
+        preload_content=False, decode_content=False, retries=False,
+        timeout=urllib3.Timeout(connect=timeout, read=timeout))
 
 
 @dataclass(frozen=True)
@@ -224,21 +314,24 @@ class Answer:
             raise ValueError(f"unknown charset {encoding!r}") from exc
 
 
-def send(session: requests.Session, method: str, url: str, *, timeout: float,
+def send(session: KiteSession, method: str, url: str, *, timeout: float,
          max_bytes: int, label: str, account: str, cancel: Cancel | None = None,
-         **kwargs: Any) -> Answer:
-    """One request, never redirected, answered whole within ``timeout`` seconds.
+         headers: Mapping[str, str] | None = None,
+         data: Mapping[str, Any] | None = None, verify: bool | str | None = None) -> Answer:
+    """One request, never redirected, answered whole within ``timeout`` seconds;
+    ``verify``: the TLS check, as requests takes it (default: the environment's).
 
     Returns the answer with its body read. Raises ``Cancelled``,
     ``TransientKiteError`` (deadline, connection trouble) or ``KiteProtocolError``
-    (body over ``max_bytes``, a request requests refuses).
+    (body over ``max_bytes``, a request that cannot be sent as given).
     """
     if cancel is not None:
         cancel.check(account)
+    request = _outgoing(session, method, url, headers, data)
     watch = Watch(time.monotonic() + timeout)
     handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
     REAPER.add(watch)
-    resp: requests.Response | None = None
+    resp: urllib3.BaseHTTPResponse | None = None
     body = b""
     failure: BaseException | None = None
     try:
@@ -246,12 +339,11 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
             cancel.check(account)
         _current.watch = watch
         try:
-            resp = session.request(method, url, timeout=(timeout, timeout),
-                                   allow_redirects=False, stream=True, **kwargs)
+            resp = _urlopen(session, request, timeout, verify)
         finally:
             _current.watch = None
         body = _read_body(resp, max_bytes, label, account)
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
         failure = exc
     except BaseException:
         _end(watch, cancel, handle, resp, reusable=False)
@@ -260,33 +352,34 @@ def send(session: requests.Session, method: str, url: str, *, timeout: float,
     _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
     if failure is not None or watch.reason is not None or resp is None:
         raise _failure(watch, failure, timeout, label, account, cancel)
-    return Answer(resp.status_code, resp.headers, body)
+    requests.cookies.extract_cookies_to_jar(session.cookies, request, resp)
+    return Answer(resp.status, resp.headers, body)
 
 
-def _end(watch: Watch, cancel: Cancel | None, handle: int, resp: requests.Response | None,
-         *, reusable: bool) -> None:
+def _end(watch: Watch, cancel: Cancel | None, handle: int,
+         resp: urllib3.BaseHTTPResponse | None, *, reusable: bool) -> None:
     watch.finish()
     REAPER.discard(watch)
     if cancel is not None:
         cancel.forget(handle)
     if resp is not None:
         if reusable:
-            resp.raw.release_conn()
+            resp.release_conn()
         else:  # partly read or cut: never reuse the connection
-            resp.raw.close()
             resp.close()
 
 
-def _read_body(resp: requests.Response, max_bytes: int, label: str, account: str) -> bytes:
+def _read_body(resp: urllib3.BaseHTTPResponse, max_bytes: int, label: str,
+               account: str) -> bytes:
     too_large = KiteProtocolError(
         f"{label}: answer larger than {max_bytes / 2**20:g} MB (kite.max_response_mb); "
         "not read", account=account)
-    length = resp.headers.get("Content-Length", "").strip()
+    length = (resp.headers.get("Content-Length") or "").strip()
     if length.isdigit() and int(length) > max_bytes:
         raise too_large
     body = bytearray()
     # Decoded bytes are counted: a small gzip body must not inflate past the limit.
-    for chunk in resp.raw.stream(CHUNK_BYTES, decode_content=True):
+    for chunk in resp.stream(CHUNK_BYTES, decode_content=True):
         body += chunk
         if len(body) > max_bytes:
             raise too_large
@@ -297,15 +390,15 @@ def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str
              account: str, cancel: Cancel | None) -> KiteError:
     if watch.reason == CANCELLED and cancel is not None:
         return Cancelled(cancel.reason or "cancelled", account=account)
-    timed_out = isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError) \
-        and not isinstance(exc, requests.ConnectTimeout)
+    timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) \
+        and not isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
     if watch.reason == DEADLINE or timed_out:
         return TransientKiteError(f"{label}: no complete answer within {timeout:g} s",
                                   account=account)
-    if isinstance(exc, requests.RequestException) and not isinstance(
-            exc, requests.ConnectionError | requests.Timeout
-            | requests.exceptions.ChunkedEncodingError
-            | requests.exceptions.ContentDecodingError):
+    if isinstance(exc, ValueError | urllib3.exceptions.LocationValueError
+                  | urllib3.exceptions.ProxySchemeUnknown):
+        # A request that cannot be sent as given (an address or header value http.client
+        # refuses): not Kite's trouble, and no retry would change it.
         return KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
                                  account=account)
     return TransientKiteError(f"cannot reach Kite ({type(exc).__name__})", account=account)
