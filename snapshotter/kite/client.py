@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -58,6 +58,7 @@ class KiteClient:
         prompt: Prompt | None = None,
         cancel: Cancel | None = None,
         reserve_totp_step: ReserveTotpStep | None = None,
+        route_pool: Executor | None = None,
     ):
         self.account = account
         self.kite = kite
@@ -67,6 +68,8 @@ class KiteClient:
         self.sleep = _cancellable(sleep, cancel, account.user_id) if cancel else sleep
         self.prompt = prompt
         self.reserve_totp_step = reserve_totp_step
+        #: threads for the data routes, shared by a run's clients (else a pool per fetch)
+        self.route_pool = route_pool
         self.auth = auth_for(account)
         self.logins = 0
         #: seconds this clock is ahead of Kite's (negative: behind), by the ``Date`` of
@@ -243,14 +246,24 @@ class KiteClient:
 
     def _fetch_routes(self) -> dict[str, Any]:
         self.token()
-        with ThreadPoolExecutor(max_workers=len(ROUTES),
-                                thread_name_prefix=f"kite-{self.account.user_id}") as pool:
-            futures = {route.name: pool.submit(self.get, route.connect_path, route.name)
-                       for route in ROUTES}
+        if self.route_pool is not None:
+            futures = {route.name: self.route_pool.submit(self.get, route.connect_path,
+                                                          route.name) for route in ROUTES}
+            wait(futures.values())
+        else:
+            with ThreadPoolExecutor(max_workers=len(ROUTES),
+                                    thread_name_prefix=f"kite-{self.account.user_id}") as pool:
+                futures = {route.name: pool.submit(self.get, route.connect_path, route.name)
+                           for route in ROUTES}
         payloads: dict[str, Any] = {}
         error: BaseException | None = None
         missing: KiteError | None = None
         for name, future in futures.items():
+            if future.cancelled():  # the run's route threads shut down before it started
+                error = error or Cancelled(self.cancel.reason if self.cancel and
+                                           self.cancel.reason else "cancelled",
+                                           account=self.account.user_id)
+                continue
             failure = future.exception()
             if failure is not None:
                 error = error or failure

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -202,6 +203,39 @@ class KiteSession:
         self.headers: dict[str, str] = dict(_DEFAULT_HEADERS)
         self.cookies = requests.cookies.RequestsCookieJar()
         self.adapter = WatchedAdapter()
+        # The Cookie header per address (scheme, host, path), until an answer sets a
+        # cookie: the jar's matching rules cost more than the rest of a request.
+        self._cookie_headers: dict[str, str | None] = {}
+        self._pools: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {}
+
+    def cookie_header(self, request: _Outgoing) -> str | None:
+        address = request.url.partition("?")[0].partition("#")[0]
+        if address not in self._cookie_headers:
+            self._cookie_headers[address] = requests.cookies.get_cookie_header(
+                self.cookies, request) if self.cookies else None
+        return self._cookie_headers[address]
+
+    def pool_for(self, request: _Outgoing, verify: bool | str | None,
+                 ) -> tuple[Any, dict[str, str]]:
+        """The adapter's connection pool for the request's origin (its proxy's, when
+        the environment names one: then also the proxies), looked up once per origin."""
+        settings = environment_settings(request.url)
+        verify = settings["verify"] if verify is None else verify
+        key = (_address_origin(request.url), str(verify))
+        found = self._pools.get(key)
+        if found is None:
+            proxies = settings["proxies"]
+            pool = self.adapter.get_connection_with_tls_context(
+                request, verify, proxies=proxies, cert=settings["cert"])  # type: ignore[arg-type]
+            proxied = proxies if requests.utils.select_proxy(request.url, proxies) else {}
+            found = self._pools[key] = (pool, proxied)
+        return found
+
+    def keep_cookies(self, request: _Outgoing, resp: urllib3.BaseHTTPResponse) -> None:
+        """The cookies ``resp`` sets, into the jar."""
+        if "Set-Cookie" in resp.headers:
+            requests.cookies.extract_cookies_to_jar(self.cookies, request, resp)
+            self._cookie_headers.clear()
 
     def close(self) -> None:
         self.adapter.close()
@@ -214,15 +248,20 @@ def new_session() -> KiteSession:
     return KiteSession()
 
 
-_ENVIRONMENT: dict[tuple[str, str, int | None], dict[str, Any]] = {}
+_ENVIRONMENT: dict[str, dict[str, Any]] = {}
 _ENVIRONMENT_LOCK = threading.Lock()
+
+
+def _address_origin(url: str) -> str:
+    """``scheme://host:port`` as written in ``url`` (a cache key: no parsing)."""
+    return "/".join(url.split("/", 3)[:3])
 
 
 def environment_settings(url: str) -> dict[str, Any]:
     """The proxies and TLS settings the environment gives requests to ``url``
     (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``...), read once per origin
     for the process, as requests reads them. (A ``~/.netrc`` login is never sent.)"""
-    key = origin(url)
+    key = _address_origin(url)
     with _ENVIRONMENT_LOCK:
         settings = _ENVIRONMENT.get(key)
         if settings is None:
@@ -244,14 +283,15 @@ class _Outgoing:
     headers: dict[str, str]
     body: bytes | None
 
-    def __post_init__(self) -> None:
-        self.headers = requests.structures.CaseInsensitiveDict(self.headers)  # type: ignore[assignment]
-
     @property
     def path_url(self) -> str:
         """The path and query (what goes on the request line without a proxy)."""
         parts = urlsplit(self.url)
         return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+# What requests' requote_uri would change (else the address is sent as it is).
+_UNQUOTED = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%(?![0-9A-Fa-f]{2})")
 
 
 def _outgoing(session: KiteSession, method: str, url: str,
@@ -265,11 +305,12 @@ def _outgoing(session: KiteSession, method: str, url: str,
         merged["Content-Type"] = "application/x-www-form-urlencoded"
     elif method in ("POST", "PUT", "PATCH"):
         merged["Content-Length"] = "0"
-    request = _Outgoing(method, requests.utils.requote_uri(url), merged, body)
-    if session.cookies:
-        cookie = requests.cookies.get_cookie_header(session.cookies, request)
-        if cookie:
-            request.headers["Cookie"] = cookie
+    if _UNQUOTED.search(url):
+        url = requests.utils.requote_uri(url)
+    request = _Outgoing(method, url, merged, body)
+    cookie = session.cookie_header(request)
+    if cookie:
+        request.headers["Cookie"] = cookie
     return request
 
 
@@ -277,14 +318,14 @@ def _urlopen(session: KiteSession, request: _Outgoing, timeout: float,
              verify: bool | str | None) -> urllib3.BaseHTTPResponse:
     """The request sent through the adapter's pool for its origin (or its proxy's); the
     answer's body left unread."""
-    settings = environment_settings(request.url)
-    adapter, proxies = session.adapter, settings["proxies"]
-    pool = adapter.get_connection_with_tls_context(
-        request, settings["verify"] if verify is None else verify, proxies=proxies, cert=settings["cert"])  # type: ignore[arg-type]
-    return pool.urlopen(  # type: ignore[attr-defined]
-        method=request.method, url=adapter.request_url(request, proxies),  # type: ignore[arg-type]
-        body=request.body, headers=request.headers, redirect=False, assert_same_host=False,
-        preload_content=False, decode_content=False, retries=False,
+    pool, proxied = session.pool_for(request, verify)
+    url = request.path_url
+    if proxied:
+        url = session.adapter.request_url(request, proxied)  # type: ignore[arg-type]
+    return pool.urlopen(
+        method=request.method, url=url, body=request.body, headers=request.headers,
+        redirect=False, assert_same_host=False, preload_content=False,
+        decode_content=False, retries=False,
         timeout=urllib3.Timeout(connect=timeout, read=timeout))
 
 
@@ -352,7 +393,7 @@ def send(session: KiteSession, method: str, url: str, *, timeout: float,
     _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
     if failure is not None or watch.reason is not None or resp is None:
         raise _failure(watch, failure, timeout, label, account, cancel)
-    requests.cookies.extract_cookies_to_jar(session.cookies, request, resp)
+    session.keep_cookies(request, resp)
     return Answer(resp.status, resp.headers, body)
 
 

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from snapshotter.pipeline.storing import (
     store_ended,
     store_spooled,
 )
+from snapshotter.routes import ROUTES
 from snapshotter.sessions import IST, Session, TradingCalendar, calendar_for, utc_now
 from snapshotter.store import lots_due
 from snapshotter.store import writes as store
@@ -53,11 +54,12 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 
 
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache, clock: Clock,
-           engine: sa.Engine, lock: HeldLock,
-           cancel: Cancel | None = None) -> tuple[dict[str, Any], int]:
+           engine: sa.Engine, lock: HeldLock, cancel: Cancel | None = None,
+           route_pool: Executor | None = None) -> tuple[dict[str, Any], int]:
     client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel,
                         reserve_totp_step=step_reserver(engine, config.database_url,
-                                                        account.user_id, clock, lock))
+                                                        account.user_id, clock, lock),
+                        route_pool=route_pool)
     try:
         return client.fetch_all(), client.logins
     finally:
@@ -210,10 +212,14 @@ class _Run:
                     or not self._lock_held():
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
-            return _fetch(acc, config, cache, self.clock, self.engine, self.lock, cancel)
+            return _fetch(acc, config, cache, self.clock, self.engine, self.lock, cancel,
+                          routes)
 
-        pool = ThreadPoolExecutor(max_workers=min(config.kite.concurrency, len(todo)),
-                                  thread_name_prefix="account")
+        workers = min(config.kite.concurrency, len(todo))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account")
+        # Every fetching account's data routes at once, on threads the accounts share.
+        routes = ThreadPoolExecutor(max_workers=workers * len(ROUTES),
+                                    thread_name_prefix="route")
         pending = {pool.submit(job, acc): acc for acc in todo}
         cancelled_at: float | None = None
         try:
@@ -241,6 +247,7 @@ class _Run:
             for acc in pending.values():  # still stuck after the grace period
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
+            routes.shutdown(wait=not pending, cancel_futures=True)
             loader.join()
 
     def _ended(self, futures: list[Future[Any]], pending: dict[Future[Any], AccountConfig],
