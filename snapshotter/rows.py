@@ -48,8 +48,32 @@ class TableColumns:
         return pd.DataFrame(dict(zip(self.names, self.arrays, strict=True)), copy=False)
 
 
+@dataclass(frozen=True)
+class TablePart:
+    """Rows ``start:stop`` of a table that several account snapshots share (one
+    ``normalize_snapshots`` pass): the store writes the parts of one table in one go."""
+
+    whole: TableColumns
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.whole.names
+
+    @property
+    def arrays(self) -> tuple[Any, ...]:
+        return tuple(array[self.start:self.stop] for array in self.whole.arrays)
+
+    def frame(self) -> pd.DataFrame:
+        return TableColumns(self.names, self.arrays).frame()
+
+
 # What the store takes for a table: normalize's columns, or a DataFrame of the same columns.
-TableRows: TypeAlias = pd.DataFrame | TableColumns
+TableRows: TypeAlias = pd.DataFrame | TableColumns | TablePart
 
 
 def _frame_column(column: pd.Series) -> Any:
@@ -58,12 +82,17 @@ def _frame_column(column: pd.Series) -> Any:
 
 
 def records(names: Sequence[Any], arrays: Sequence[Any],
-            constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Columns -> plain Python rows (see ``plain_column``), each with ``constants``."""
+            constants: Mapping[str, Any] | None = None,
+            plain: Mapping[str, Sequence[Any]] | None = None) -> list[dict[str, Any]]:
+    """Columns -> plain Python rows (see ``plain_column``), each with ``constants``, and
+    ``plain`` columns taken as they are."""
     if not arrays or not len(arrays[0]):
         return []
     columns: list[Any] = [plain_column(array) for array in arrays]
     names = list(names)
+    for name, values in (plain or {}).items():
+        names.append(name)
+        columns.append(values)
     for name, value in (constants or {}).items():
         names.append(name)
         columns.append(repeat(value))
@@ -74,7 +103,7 @@ def frame_records(frame: TableRows,
                   constants: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """A table's columns or a DataFrame -> plain Python rows (NA -> None, numpy scalars
     -> Python scalars), each with ``constants`` added."""
-    if isinstance(frame, TableColumns):
+    if isinstance(frame, TableColumns | TablePart):
         return records(frame.names, frame.arrays, constants)
     if frame.empty:
         return []

@@ -11,22 +11,32 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from snapshotter.config import load_config
+from snapshotter.config import AccountConfig, load_config
+from snapshotter.normalize import (
+    Normalized,
+    PayloadError,
+    frame_records,
+    normalize_snapshot,
+    normalize_snapshots,
+)
 from snapshotter.pipeline.outcomes import FAILED, OK
 from snapshotter.pipeline.storing import Ended, RunDatabase, store_ended
 from snapshotter.sessions import IST, Session
-from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts
+from snapshotter.simulator import KiteSimulator, SimAccount, demo_accounts, make_portfolio
+from snapshotter.store import migrate
 from snapshotter.store.engine import make_engine, normalize_url
 from tests.conftest import config_dict, query_rows, run_cli, wait_until, write_config
 
 HOSTILE_QUANTITY = 100_000_000
+DAY = date(2026, 11, 27)
 
 
 def _execute(url: str, *statements: str) -> None:
@@ -266,3 +276,112 @@ def test_a_fresh_database_is_migrated_by_run(accounts: list[SimAccount], databas
     assert "alembic" in _loaded(run.stderr)
     assert _complete(database_url, accounts[0].user_id)
 
+
+
+def _portfolios() -> list[tuple[dict[str, Any], str]]:
+    """Answers of several accounts, as a batch meets them: ordinary ones, an empty one,
+    one with holdings that have no last_price (warnings) and unknown fields (extra)."""
+    portfolios = [(make_portfolio(seed), f"AB{seed:04d}") for seed in range(5)]
+    unpriced = make_portfolio(7)
+    unpriced["holdings"][0]["last_price"] = None
+    unpriced["holdings"][1]["new_field"] = {"nested": [1, 2]}
+    portfolios.append((unpriced, "AB0007"))
+    portfolios.append(({"holdings": [], "positions": None, "margins": None,
+                        "mf_holdings": []}, "AB0008"))
+    return portfolios
+
+
+def _same(batched: Normalized, alone: Normalized) -> None:
+    assert batched.warnings == alone.warnings
+    assert set(batched.tables) == set(alone.tables)
+    for table, frame in alone.frames.items():
+        got = batched.frames[table].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, frame.reset_index(drop=True), check_exact=True)
+        assert frame_records(batched.tables[table]) == frame_records(alone.tables[table])
+
+
+def test_one_pass_normalizes_each_account_as_alone() -> None:
+    """normalize_snapshots (one pandas pass over a batch) gives each account the very
+    rows, dtypes and warnings normalize_snapshot gives it alone."""
+    portfolios = _portfolios()
+    batched = normalize_snapshots(portfolios, DAY)
+    assert len(batched) == len(portfolios)
+    for (payloads, account), found in zip(portfolios, batched, strict=True):
+        assert found is not None, account
+        _same(found, normalize_snapshot(payloads, account, DAY))
+    assert any("has no last_price" in w for w in batched[5].warnings)  # type: ignore[union-attr]
+
+
+def test_one_pass_leaves_an_account_at_fault_to_normalize_alone() -> None:
+    """An account whose answers are not a table, or list a record twice, is None (the
+    store normalizes it on its own, naming its record as always); the others are as
+    alone. A value no conversion takes leaves every account to normalize alone."""
+    portfolios = _portfolios()
+    broken = [({**p, "holdings": {"not": "a list"}}, a) if a == "AB0001" else (p, a)
+              for p, a in portfolios]
+    twice = make_portfolio(3)
+    twice["holdings"].append(dict(twice["holdings"][0]))
+    broken[3] = (twice, "AB0003")
+    batched = normalize_snapshots(broken, DAY)
+    assert [found is None for found in batched] == [False, True, False, True, False, False,
+                                                    False]
+    for (payloads, account), found in zip(broken, batched, strict=True):
+        if found is not None:
+            _same(found, normalize_snapshot(payloads, account, DAY))
+    with pytest.raises(PayloadError, match="expected a list of objects"):
+        normalize_snapshot(*broken[1], DAY)
+    assert "listed 2 times" in normalize_snapshot(*broken[3], DAY).warnings[0]
+    bad_value = make_portfolio(4)
+    bad_value["holdings"][0]["quantity"] = "many"
+    assert normalize_snapshots([*portfolios[:2], (bad_value, "AB0004")], DAY) == [None] * 3
+
+
+def _data_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every data table's rows with their account, without ids, in a stable order."""
+    found = {}
+    for table in ("holdings", "positions", "funds", "mf_holdings"):
+        rows = query_rows(url, f"SELECT * FROM {table}")
+        found[table] = sorted(
+            tuple(sorted((k, repr(v)) for k, v in row.items()
+                          if k not in ("id", "snapshot_id"))) for row in rows)
+    return found
+
+
+def test_a_batch_stores_what_each_account_alone_stores(database_url: str,
+                                                      tmp_path: Path) -> None:
+    """Seven accounts' answers through store_ended at once (one pass, one transaction)
+    and one by one store the same rows, counts and warnings."""
+    portfolios = _portfolios()
+    day = DAY
+    session = Session(day, datetime.combine(day, datetime.min.time(), IST),
+                      datetime.combine(day, datetime.min.time(), IST))
+    accounts = [AccountConfig(user_id=a, password=None, totp_secret=None)
+                for _, a in portfolios]
+
+    def ended() -> list[Ended]:
+        items = []
+        for acc, (payloads, _) in zip(accounts, portfolios, strict=True):
+            future: Future[Any] = Future()
+            future.set_result((json.loads(json.dumps(payloads)), 1))
+            items.append(Ended(acc, datetime.now(UTC), 0.0, future))
+        return items
+
+    found = {}
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(database_url, engine)
+        for way in ("batch", "alone"):  # the second replaces the first's rows
+            if way == "batch":
+                outcomes = store_ended(engine, ended(), session, state_dir=tmp_path,
+                                       database=RunDatabase(database_url))
+            else:
+                outcomes = [o for item in ended() for o in store_ended(
+                    engine, [item], session, state_dir=tmp_path,
+                    database=RunDatabase(database_url))]
+            assert all(o.status == OK for o in outcomes)
+            found[way] = ([(o.account, o.counts, o.warnings) for o in outcomes],
+                          _data_rows(database_url))
+    finally:
+        engine.dispose()
+    assert found["batch"] == found["alone"]
+    assert sum(len(rows) for rows in found["batch"][1].values()) > 50

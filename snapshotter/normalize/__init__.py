@@ -21,9 +21,10 @@ for their kind (``values``). ``normalize_snapshot`` gives the store each table a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,10 @@ from snapshotter.normalize.checks import (
     MAX_KEY_LENGTH,
     check_key_lengths,
     deduplicate,
+    duplicated_rows,
     record_label,
     unpriced,
+    unpriced_records,
 )
 from snapshotter.normalize.columns import DATETIME_DTYPE, convert, string_array
 from snapshotter.normalize.records import read
@@ -47,13 +50,14 @@ from snapshotter.normalize.values import (
     clean_text,
 )
 from snapshotter.routes import Route
-from snapshotter.rows import TableColumns, TableRows, frame_records, plain_column
+from snapshotter.rows import TableColumns, TablePart, TableRows, frame_records, plain_column
 
 __all__ = [
     "DATETIME_DTYPE", "FLOAT_DECIMALS", "KITE_TZ", "MAX_KEY_LENGTH", "NATURAL_KEYS",
     "TABLE_BY_PAYLOAD", "Normalized", "PayloadError", "TableColumns",
     "TableRows", "clean_json", "clean_text", "frame_records", "normalize_all",
-    "normalize_route", "normalize_snapshot", "plain_column", "record_label",
+    "normalize_route", "normalize_snapshot", "normalize_snapshots", "plain_column",
+    "record_label",
 ]
 
 # table -> the columns that identify a record within one account snapshot (the tables'
@@ -83,7 +87,7 @@ def normalize_route(route: Route, raw: Any, account: str, snapshot_date: date) -
 
 @dataclass(frozen=True)
 class Normalized:
-    tables: dict[str, TableColumns]  # table name -> its rows, what the store takes
+    tables: Mapping[str, TableColumns | TablePart]  # table name -> its rows, for the store
     warnings: tuple[str, ...]  # one plain sentence each, naming account, route and record
 
     @property
@@ -111,6 +115,61 @@ def normalize_snapshot(payloads: Mapping[str, Any], account: str,
         warnings += duplicates
         warnings += unpriced(route, columns, account)
     return Normalized(tables, tuple(warnings))
+
+
+def normalize_snapshots(snapshots: Sequence[tuple[Mapping[str, Any], str]],
+                        snapshot_date: date) -> list[Normalized | None]:
+    """``normalize_snapshot`` of several accounts' payloads (payloads, account) of one
+    session, in one pass: each table's columns are converted once for all of them, and
+    each account's rows are a part of them (``TablePart``). None for an account whose
+    answers need ``normalize_snapshot`` on its own, to name the record at fault as it
+    always does: a payload error, or records listed twice (then, when a table's
+    conversion fails, for every account)."""
+    if not snapshots:
+        return []
+    accounts = [account for _, account in snapshots]
+    alone: set[int] = set()
+    blocks: list[list[tuple[Any, list[Any]]]] = []
+    for index, (payloads, _) in enumerate(snapshots):
+        try:
+            blocks.append([read(route, payloads.get(route.name)) for route in routes.ROUTES])
+        except PayloadError:
+            alone.add(index)
+            blocks.append([])
+    kept = [i for i in range(len(snapshots)) if i not in alone]
+    tables: dict[str, list[TablePart]] = {}
+    warnings: dict[int, list[str]] = {i: [] for i in kept}
+    for position, route in enumerate(routes.ROUTES):
+        parts = [blocks[i][position] for i in kept]
+        lengths = np.array([len(extras) for _, extras in parts], dtype=np.intp)
+        width = len(route.columns)
+        block = np.concatenate([b for b, _ in parts]) if parts \
+            else np.empty((0, width), dtype=object)
+        owners = np.repeat(np.array(kept, dtype=np.intp), lengths)
+        try:
+            columns = {
+                "account": string_array(np.array(accounts, dtype=object)[owners]),
+                "snapshot_date": np.full(len(block), snapshot_date, dtype=object),
+                **convert(block, route.columns),
+                "extra": np.fromiter(chain.from_iterable(e for _, e in parts), dtype=object,
+                                     count=len(block)),
+            }
+            check_key_lengths(route, columns)
+        except PayloadError:
+            return [None] * len(snapshots)
+        alone.update(int(owners[row]) for row in duplicated_rows(route, columns, owners))
+        for row, text in unpriced_records(route, columns):
+            warnings[int(owners[row])].append(f"account {accounts[owners[row]]}: {text}")
+        whole = TableColumns.of(columns)
+        stops = np.cumsum(lengths)
+        tables[route.table] = [TablePart(whole, int(stop - length), int(stop))
+                               for stop, length in zip(stops, lengths, strict=True)]
+    found: list[Normalized | None] = [None] * len(snapshots)
+    for place, index in enumerate(kept):
+        if index not in alone:
+            found[index] = Normalized({table: parts[place] for table, parts in tables.items()},
+                                      tuple(warnings[index]))
+    return found
 
 
 def normalize_all(payloads: Mapping[str, Any], account: str,

@@ -104,14 +104,31 @@ def unpriced(route: Route, columns: Columns, account: str) -> list[str]:
     """Records without a last_price: stored NULL, valued by the views at the route's
     fallback (holdings at close_price, MF holdings, which have no close, at
     average_price)."""
+    return [f"account {account}: {text}" for _, text in unpriced_records(route, columns)]
+
+
+def unpriced_records(route: Route, columns: Columns) -> list[tuple[int, str]]:
+    """``unpriced``'s records: (row, what the warning says of it after the account)."""
     fallback = route.unpriced_fallback
     if fallback is None:
         return []
-    warnings = []
+    found = []
     for row in np.flatnonzero(np.asarray(columns["last_price"].isna())):
         record = plain_row(columns, int(row), (*route.natural_key, fallback))
         basis = f"valued at {fallback}" if record[fallback] is not None \
             else f"no {fallback} either: valued at 0"
-        warnings.append(f"account {account}: {record_label(route.table, record)} has no "
-                        f"last_price ({basis})")
-    return warnings
+        found.append((int(row), f"{record_label(route.table, record)} has no last_price "
+                                f"({basis})"))
+    return found
+
+
+def duplicated_rows(route: Route, columns: Columns, owners: np.ndarray) -> np.ndarray:
+    """The rows whose natural key another row of the same owner (``owners``: one per
+    row) shares; keys with a NULL part share nothing (as in ``deduplicate``)."""
+    keys = list(zip(owners, *(plain_column(columns[c]) for c in route.natural_key),
+                    strict=True))
+    if len(set(keys)) == len(keys):
+        return np.zeros(0, dtype=np.intp)
+    counts = Counter(key for key in keys if None not in key)
+    return np.array([row for row, key in enumerate(keys) if counts.get(key, 0) > 1],
+                    dtype=np.intp)

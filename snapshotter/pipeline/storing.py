@@ -157,8 +157,8 @@ def store_ended(engine: sa.Engine, ended: list[Ended], session: Session, *,
     not normalize and a lost database take ``store_one``'s way too."""
     ready: list[tuple[Ended, store.NewSnapshot, int]] = []
     alone: list[Ended] = []
-    for item in ended:
-        normalized = _normalized(item, session, database)
+    normalized_all = _normalized(ended, session, database)
+    for item, normalized in zip(ended, normalized_all, strict=True):
         if normalized is None:
             alone.append(item)
             continue
@@ -191,17 +191,27 @@ def store_ended(engine: sa.Engine, ended: list[Ended], session: Session, *,
     return [outcomes[item.account.user_id] for item in ended]
 
 
-def _normalized(item: Ended, session: Session, database: RunDatabase) -> Any:
-    """(payloads, logins, normalize's answer) of a fetch that ended well and normalizes;
-    None when ``store_one`` must decide (a failure, a lost database)."""
-    if database.lost is not None or item.future.exception() is not None:
-        return None
-    payloads, logins = item.future.result()
+def _normalized(ended: list[Ended], session: Session, database: RunDatabase) -> list[Any]:
+    """(payloads, logins, normalize's answer) of each fetch that ended well and
+    normalizes, all in one pass (``normalize_snapshots``); None where ``store_one``
+    must decide (a failure, answers that do not normalize, a lost database)."""
+    from snapshotter.normalize import normalize_snapshots
+
+    answers: list[Any] = [None] * len(ended)
+    if database.lost is not None:
+        return answers
+    fetched = [(index, *item.future.result()) for index, item in enumerate(ended)
+               if item.future.exception() is None]
     try:
-        return payloads, logins, normalize_snapshot(payloads, item.account.user_id,
-                                                    session.day)
+        normalized = normalize_snapshots(
+            [(payloads, ended[index].account.user_id) for index, payloads, _ in fetched],
+            session.day)
     except Exception:  # store_one normalizes again, and records the failure
-        return None
+        return answers
+    for (index, payloads, logins), tables in zip(fetched, normalized, strict=True):
+        if tables is not None:
+            answers[index] = (payloads, logins, tables)
+    return answers
 
 
 def _spool(acc: AccountConfig, session: Session, taken_at: datetime, final: bool,

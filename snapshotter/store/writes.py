@@ -440,14 +440,40 @@ def _with_ledger(session: Session, accounts: Sequence[str]) -> set[str]:
     return set(session.execute(query).scalars())
 
 
+def _table_rows(items: Sequence[NewSnapshot], ids: Sequence[int],
+                name: str) -> list[dict[str, Any]]:
+    """Every item's rows of one table, each with its snapshot's id. The parts of one
+    table that ``normalize_snapshots`` made for them all are taken out in one go."""
+    from snapshotter.rows import TablePart, frame_records, records
+
+    frames = [(item.frames.get(name), snapshot_id)
+              for item, snapshot_id in zip(items, ids, strict=True)]
+    parts = [(frame, snapshot_id) for frame, snapshot_id in frames if frame is not None]
+    first = parts[0][0] if parts else None
+    spans = [(frame, snapshot_id) for frame, snapshot_id in parts
+             if isinstance(frame, TablePart) and isinstance(first, TablePart)
+             and frame.whole is first.whole]
+    if parts and len(spans) == len(parts):
+        import numpy as np
+
+        whole = spans[0][0].whole
+        index = np.concatenate([np.arange(part.start, part.stop) for part, _ in spans])
+        owners = np.repeat([snapshot_id for _, snapshot_id in spans],
+                           [len(part) for part, _ in spans])
+        arrays = whole.arrays
+        if len(index) != len(whole) or (index != np.arange(len(whole))).any():
+            arrays = tuple(array.take(index) for array in arrays)
+        return records(whole.names, arrays, plain={"snapshot_id": owners.tolist()})
+    return [row for frame, snapshot_id in parts
+            for row in frame_records(frame, {"snapshot_id": snapshot_id})]
+
+
 def store_snapshots(engine: sa.Engine, items: Sequence[NewSnapshot]) -> list[StoredSnapshot]:
     """Several accounts' snapshots of one session, each as ``store_snapshot`` stores it,
     in ONE transaction: the commit and the statements are paid per batch (one INSERT of
     each table for all of them). All or nothing: when the database refuses any row the
     whole batch is rolled back and this raises (the caller then stores each on its own,
     so that a bad account fails alone)."""
-    from snapshotter.rows import frame_records
-
     if not items:
         return []
     snapshot_date = items[0].snapshot_date
@@ -483,9 +509,7 @@ def store_snapshots(engine: sa.Engine, items: Sequence[NewSnapshot]) -> list[Sto
                                                            strict=True)])
             ids = [int(row[0]) for row in inserted]
         for name, table in DATA_TABLES.items():
-            rows = [row for item, snapshot_id in zip(items, ids, strict=True)
-                    if item.frames.get(name) is not None
-                    for row in frame_records(item.frames[name], {"snapshot_id": snapshot_id})]
+            rows = _table_rows(items, ids, name)
             if rows:
                 with _refused_as_store_error(batch, name):
                     session.execute(sa.insert(table), rows)
