@@ -166,6 +166,11 @@ def _without_rejected_credentials(engine: sa.Engine, todo: list[AccountConfig],
 RUN_DEADLINE = "run deadline"
 SHUTTING_DOWN = "abandoned: the daemon is shutting down"
 POLL_SECONDS = 0.02  # the wait for the next account to end (a poll: see _Run)
+# Accounts that ended are stored together once this many have, or the first of them
+# ended this long ago, or none is still being fetched: a batch's statements and commit
+# cost about as much as a few accounts' rows.
+BATCH_ACCOUNTS = 64
+BATCH_WAIT = 0.5
 # After cancelling, how long requests in flight get to notice before their accounts are
 # recorded failed without them (their sockets are shut down at once, so this is slack).
 CANCEL_GRACE = 5.0
@@ -173,10 +178,9 @@ CANCEL_GRACE = 5.0
 
 @dataclass
 class _Run:
-    """One run's account snapshots: fetched concurrently, stored here as they end (the
-    accounts that ended since the last poll as one batch), all ended by the run's
-    deadline. Polls with time.sleep (no timed thread waits:
-    libfaketime would freeze them)."""
+    """One run's account snapshots: fetched concurrently, stored here as they end (in
+    batches: see BATCH_ACCOUNTS), all ended by the run's deadline. Polls with
+    time.sleep (no timed thread waits: libfaketime would freeze them)."""
 
     config: Config
     engine: sa.Engine
@@ -222,6 +226,7 @@ class _Run:
                                     thread_name_prefix="route")
         pending = {pool.submit(job, acc): acc for acc in todo}
         cancelled_at: float | None = None
+        ended_since: float | None = None  # when the oldest unstored account ended
         try:
             while pending:
                 self.tick()
@@ -234,11 +239,16 @@ class _Run:
                 if cancel.is_set() and cancelled_at is None:
                     cancelled_at = now
                 done = [f for f in pending if f.done()]
-                if not done:
+                if done and ended_since is None:
+                    ended_since = now
+                if not done or not (len(done) == len(pending) or len(done) >= BATCH_ACCOUNTS
+                                    or now - (ended_since or now) >= BATCH_WAIT
+                                    or cancel.is_set()):
                     if cancelled_at is not None and now - cancelled_at >= CANCEL_GRACE:
                         break
                     time.sleep(POLL_SECONDS)
                     continue
+                ended_since = None
                 self._ended(done, pending, started)
         except KeyboardInterrupt:
             self._interrupted(pending, started)
