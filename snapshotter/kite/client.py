@@ -59,6 +59,7 @@ class KiteClient:
         cancel: Cancel | None = None,
         reserve_totp_step: ReserveTotpStep | None = None,
         route_pool: Executor | None = None,
+        shared_connections: kite_http.WatchedAdapter | None = None,
     ):
         self.account = account
         self.kite = kite
@@ -77,7 +78,7 @@ class KiteClient:
         self.kite_clock_offset: float | None = None
         self._web_origin = kite_http.origin(kite.base_url)
         self._origins = {self._web_origin, kite_http.origin(kite.api_root)}
-        self.http = kite_http.new_session()
+        self.http = kite_http.new_session(shared_connections)
         self.http.headers.update({"User-Agent": USER_AGENT, "X-Kite-Version": KITE_VERSION})
         redact.register(*account.secrets())
         self._token: str | None = None

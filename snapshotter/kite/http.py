@@ -176,8 +176,8 @@ _POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
 class WatchedAdapter(HTTPAdapter):
     """Connections the reaper can cut; urllib3 never retries nor redirects."""
 
-    def __init__(self) -> None:
-        super().__init__(pool_connections=4, pool_maxsize=8,
+    def __init__(self, maxsize: int = 8) -> None:
+        super().__init__(pool_connections=4, pool_maxsize=maxsize,
                          max_retries=Retry(total=0, redirect=False, raise_on_redirect=False))
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -199,14 +199,19 @@ class KiteSession:
     adapter (proxies, TLS settings): requests' own per-request work (preparing,
     merging settings, hooks, its Response) cost more CPU than the rest of a run."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: WatchedAdapter | None = None) -> None:
         self.headers: dict[str, str] = dict(_DEFAULT_HEADERS)
         self.cookies = requests.cookies.RequestsCookieJar()
         self.adapter = WatchedAdapter()
+        #: connections a run's accounts share for their GETs (data calls); a login's
+        #: POSTs always go on this account's own, fresh connections: a kept-alive
+        #: connection the server has dropped fails the request, and a 2FA request is
+        #: never sent twice
+        self.shared = shared
         # The Cookie header per address (scheme, host, path), until an answer sets a
         # cookie: the jar's matching rules cost more than the rest of a request.
         self._cookie_headers: dict[str, str | None] = {}
-        self._pools: dict[tuple[str, str], tuple[Any, dict[str, str]]] = {}
+        self._pools: dict[tuple[str, str, bool], tuple[Any, dict[str, str]]] = {}
 
     def cookie_header(self, request: _Outgoing) -> str | None:
         address = request.url.partition("?")[0].partition("#")[0]
@@ -221,11 +226,13 @@ class KiteSession:
         the environment names one: then also the proxies), looked up once per origin."""
         settings = environment_settings(request.url)
         verify = settings["verify"] if verify is None else verify
-        key = (_address_origin(request.url), str(verify))
+        adapter = self.shared if self.shared is not None and request.method == "GET" \
+            else self.adapter
+        key = (_address_origin(request.url), str(verify), adapter is self.adapter)
         found = self._pools.get(key)
         if found is None:
             proxies = settings["proxies"]
-            pool = self.adapter.get_connection_with_tls_context(
+            pool = adapter.get_connection_with_tls_context(
                 request, verify, proxies=proxies, cert=settings["cert"])  # type: ignore[arg-type]
             proxied = proxies if requests.utils.select_proxy(request.url, proxies) else {}
             found = self._pools[key] = (pool, proxied)
@@ -244,8 +251,8 @@ class KiteSession:
 _DEFAULT_HEADERS = dict(requests.utils.default_headers())
 
 
-def new_session() -> KiteSession:
-    return KiteSession()
+def new_session(shared: WatchedAdapter | None = None) -> KiteSession:
+    return KiteSession(shared)
 
 
 _ENVIRONMENT: dict[str, dict[str, Any]] = {}
@@ -320,7 +327,7 @@ def _urlopen(session: KiteSession, request: _Outgoing, timeout: float,
     answer's body left unread."""
     pool, proxied = session.pool_for(request, verify)
     url = request.path_url
-    if proxied:
+    if proxied:  # the absolute address, as to any proxy (requests' rule)
         url = session.adapter.request_url(request, proxied)  # type: ignore[arg-type]
     return pool.urlopen(
         method=request.method, url=url, body=request.body, headers=request.headers,

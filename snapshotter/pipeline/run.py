@@ -22,6 +22,7 @@ from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import LockLost
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
+from snapshotter.kite.http import WatchedAdapter
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.pipeline.outcomes import (
     FAILED,
@@ -55,11 +56,12 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache, clock: Clock,
            engine: sa.Engine, lock: HeldLock, cancel: Cancel | None = None,
-           route_pool: Executor | None = None) -> tuple[dict[str, Any], int]:
+           route_pool: Executor | None = None,
+           connections: WatchedAdapter | None = None) -> tuple[dict[str, Any], int]:
     client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel,
                         reserve_totp_step=step_reserver(engine, config.database_url,
                                                         account.user_id, clock, lock),
-                        route_pool=route_pool)
+                        route_pool=route_pool, shared_connections=connections)
     try:
         return client.fetch_all(), client.logins
     finally:
@@ -217,13 +219,14 @@ class _Run:
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
             return _fetch(acc, config, cache, self.clock, self.engine, self.lock, cancel,
-                          routes)
+                          routes, connections)
 
         workers = min(config.kite.concurrency, len(todo))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account")
         # Every fetching account's data routes at once, on threads the accounts share.
         routes = ThreadPoolExecutor(max_workers=workers * len(ROUTES),
                                     thread_name_prefix="route")
+        connections = WatchedAdapter(maxsize=workers * len(ROUTES))
         pending = {pool.submit(job, acc): acc for acc in todo}
         cancelled_at: float | None = None
         ended_since: float | None = None  # when the oldest unstored account ended
@@ -258,6 +261,8 @@ class _Run:
                 self._gave_up(acc, started.get(acc.user_id))
             pool.shutdown(wait=not pending, cancel_futures=True)
             routes.shutdown(wait=not pending, cancel_futures=True)
+            if not pending:
+                connections.close()
             loader.join()
 
     def _ended(self, futures: list[Future[Any]], pending: dict[Future[Any], AccountConfig],
