@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -229,3 +230,47 @@ def test_success_without_data_is_an_error(server: KiteSimulator, account: SimAcc
     server.portfolio(account.user_id)["holdings"] = None
     with pytest.raises(KiteError, match="holdings: Kite answered success without data"):
         _client(server, account, clock, tmp_path).fetch_all()
+
+
+@pytest.mark.parametrize("reserver", ["database", "none"])
+def test_the_totp_step_is_recorded_before_its_code_is_sent(
+        server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path,
+        reserver: str) -> None:
+    """When Kite receives a 2FA code, its step is already durable: reserved in the
+    database (then the session cache is written once, with the session), or, with
+    nowhere to reserve it, saved in the session cache."""
+    from snapshotter.kite.auth import HELD
+
+    reserved: list[int] = []
+    seen_at_twofa: list[tuple[list[int], int]] = []
+    respond = server._respond
+
+    def watching(req: Any) -> Any:
+        if req.path.endswith("/api/twofa"):
+            on_disk = TokenCache(tmp_path).load(account.user_id).last_totp_step
+            seen_at_twofa.append((list(reserved), on_disk))
+        return respond(req)
+
+    server._respond = watching  # type: ignore[method-assign]
+    client = _client(server, account, clock, tmp_path)
+    if reserver == "database":
+        def reserve(step: int) -> Any:
+            reserved.append(step)
+            return HELD
+        client.reserve_totp_step = reserve
+    writes: list[int] = []
+    save = client.cache.save
+
+    def counted(user: str, entry: Any) -> None:
+        writes.append(entry.last_totp_step)
+        save(user, entry)
+
+    client.cache.save = counted  # type: ignore[method-assign]
+    client.login()
+    step = int(clock().timestamp()) // 30
+    [(reserved_then, cached_then)] = seen_at_twofa
+    if reserver == "database":
+        assert reserved_then == [step] and writes == [step]  # one write, after the 2FA
+    else:
+        assert cached_then == step and writes == [step, step]
+    assert TokenCache(tmp_path).load(account.user_id).last_totp_step == step

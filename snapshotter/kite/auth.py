@@ -103,8 +103,8 @@ class Auth(ABC):
     """One account's login mode: how it logs in and how its data calls authenticate.
 
     A login reads the session cache once (the caller passes the loaded entry) and saves
-    it at most twice: the TOTP step before the 2FA request, then the session (or the
-    rejection).
+    it once with the session (or the rejection), and also with the TOTP step before the
+    2FA request when no database reserved that step.
     """
 
     #: data through Kite Connect (api_root, ``token api_key:access_token``, the per-app
@@ -376,8 +376,9 @@ def _parsed(text: str | None) -> datetime | None:
 def _totp_code(client: LoginClient, entry: CachedSession) -> tuple[str, bool]:
     """A fresh TOTP code, and whether this process holds its step's reservation. Waits
     for the next 30 s step while this one was used here (session cache) or is reserved
-    by another process (``reserve_totp_step``); the step is saved before the code is
-    returned (so before it is sent)."""
+    by another process (``reserve_totp_step``). The step is recorded before the code is
+    returned (so before it is sent): reserved in the database, or else saved in the
+    session cache."""
     user, secret = client.account.user_id, client.account.totp_secret
     if not secret:
         raise LoginRejected("no totp_secret configured", account=user)
@@ -395,7 +396,10 @@ def _totp_code(client: LoginClient, entry: CachedSession) -> tuple[str, bool]:
             f"other processes held {MAX_STEPS_WAITED + 1} TOTP steps in a row; not logging "
             "in this time", account=user)
     entry.last_totp_step = step
-    client.cache.save(user, entry)
+    if client.reserve_totp_step is None or not reserved.held:
+        # Nothing durable holds the step but this cache: saved before the code is sent.
+        # (A step reserved in the database is saved here with the session.)
+        client.cache.save(user, entry)
     return pyotp.TOTP(secret).at(step * TOTP_STEP), reserved.held
 
 
