@@ -87,9 +87,11 @@ class LoginClient(Protocol):
     cache: TokenCache
     http: KiteSession
     prompt: Prompt | None
-    #: seconds the client's clock is ahead of the Date of Kite's latest answer
-    kite_clock_offset: float | None
     reserve_totp_step: ReserveTotpStep | None
+
+    @property
+    def kite_clock_offset(self) -> float | None:
+        """Seconds the client's clock is ahead of the Date of Kite's latest answer."""
 
     def clock(self) -> datetime: ...
 

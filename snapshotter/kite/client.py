@@ -73,9 +73,8 @@ class KiteClient:
         self.route_pool = route_pool
         self.auth = auth_for(account)
         self.logins = 0
-        #: seconds this clock is ahead of Kite's (negative: behind), by the ``Date`` of
-        #: Kite's latest answer; None before any answer or when it had no usable Date
-        self.kite_clock_offset: float | None = None
+        # Kite's latest ``Date`` header and this clock when it came (kite_clock_offset)
+        self._kite_date: tuple[str, datetime] | None = None
         self._web_origin = kite_http.origin(kite.base_url)
         self._origins = {self._web_origin, kite_http.origin(kite.api_root)}
         self.http = kite_http.new_session(shared_connections)
@@ -123,19 +122,20 @@ class KiteClient:
         user = self.account.user_id
         given_headers = kwargs.pop("headers", None) or {}
         for _hop in range(MAX_REDIRECTS + 1):
-            if kite_http.origin(url) not in self._origins:
+            url_origin = kite_http.origin(url)
+            if url_origin not in self._origins:
                 raise KiteProtocolError(
                     f"{label}: Kite redirected to another site ({kite_http.origin_text(url)}); "
                     "not following it", account=user)
             headers = dict(given_headers)
-            if kite_http.origin(url) == self._web_origin:
+            if url_origin == self._web_origin:
                 headers[USER_ID_HEADER] = user
             with self.auth.request_slot(self.kite, url):
                 resp = kite_http.send(
                     self.http, method, url, timeout=self.kite.timeout,
                     max_bytes=int(self.kite.max_response_mb * 2**20), label=label,
                     account=user, cancel=self.cancel, headers=headers, **kwargs)
-            self.kite_clock_offset = self._clock_offset(resp)
+            self._kite_date = (resp.headers.get("Date") or "", self.clock())
             if not 300 <= resp.status_code < 400 or read_redirect:
                 return resp
             if method != "GET":
@@ -151,16 +151,21 @@ class KiteClient:
         raise KiteProtocolError(f"{label}: more than {MAX_REDIRECTS} redirects; not "
                                 "following them", account=user)
 
-    def _clock_offset(self, resp: kite_http.Answer) -> float | None:
-        """This clock minus the time in the answer's ``Date`` header (whole seconds, so
-        the offset is known to about a second)."""
+    @property
+    def kite_clock_offset(self) -> float | None:
+        """Seconds this clock is ahead of Kite's (negative: behind), by the ``Date`` of
+        Kite's latest answer (whole seconds, so the offset is known to about a second);
+        None before any answer or when it had no usable Date."""
+        if self._kite_date is None:
+            return None
+        date_header, received_at = self._kite_date
         try:
-            sent = parsedate_to_datetime(resp.headers.get("Date", ""))
+            sent = parsedate_to_datetime(date_header)
         except (TypeError, ValueError, IndexError):
             return None
         if sent.tzinfo is None:  # "-0000": UTC, with no claim about the sender's zone
             sent = sent.replace(tzinfo=UTC)
-        return (self.clock() - sent).total_seconds()
+        return (received_at - sent).total_seconds()
 
     # -- session handling ----------------------------------------------------------------
 

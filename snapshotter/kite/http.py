@@ -211,10 +211,13 @@ class KiteSession:
         # The Cookie header per address (scheme, host, path), until an answer sets a
         # cookie: the jar's matching rules cost more than the rest of a request.
         self._cookie_headers: dict[str, str | None] = {}
+        self._root_cookies_only = True
         self._pools: dict[tuple[str, str, bool], tuple[Any, dict[str, str]]] = {}
 
     def cookie_header(self, request: _Outgoing) -> str | None:
         address = request.url.partition("?")[0].partition("#")[0]
+        if self._root_cookies_only:  # Kite's: then every path of an origin gets the same
+            address = _address_origin(address)
         if address not in self._cookie_headers:
             self._cookie_headers[address] = requests.cookies.get_cookie_header(
                 self.cookies, request) if self.cookies else None
@@ -243,6 +246,7 @@ class KiteSession:
         if "Set-Cookie" in resp.headers:
             requests.cookies.extract_cookies_to_jar(self.cookies, request, resp)
             self._cookie_headers.clear()
+            self._root_cookies_only = all(cookie.path == "/" for cookie in self.cookies)
 
     def close(self) -> None:
         self.adapter.close()

@@ -8,6 +8,7 @@ import importlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -228,6 +229,12 @@ class _Run:
                                     thread_name_prefix="route")
         connections = WatchedAdapter(maxsize=workers * len(ROUTES))
         pending = {pool.submit(job, acc): acc for acc in todo}
+        # Each job's future as it ends (appended by its thread): no scan of every
+        # pending future at each poll.
+        ending: deque[Future[Any]] = deque()
+        for future in pending:
+            future.add_done_callback(ending.append)
+        done: list[Future[Any]] = []  # ended, not stored yet
         cancelled_at: float | None = None
         ended_since: float | None = None  # when the oldest unstored account ended
         try:
@@ -241,7 +248,8 @@ class _Run:
                                   f"({config.kite.run_timeout:.0f}s)")
                 if cancel.is_set() and cancelled_at is None:
                     cancelled_at = now
-                done = [f for f in pending if f.done()]
+                while ending:
+                    done.append(ending.popleft())
                 if done and ended_since is None:
                     ended_since = now
                 if not done or not (len(done) == len(pending) or len(done) >= BATCH_ACCOUNTS
@@ -252,7 +260,8 @@ class _Run:
                     time.sleep(POLL_SECONDS)
                     continue
                 ended_since = None
-                self._ended(done, pending, started)
+                batch, done = done, []
+                self._ended(batch, pending, started)
         except KeyboardInterrupt:
             self._interrupted(pending, started)
             raise
