@@ -23,6 +23,14 @@ _STEPS = TotpStep.metadata.tables[TotpStep.__tablename__]
 # libfaketime rehearsal against this database): Kite never accepted its code, so it
 # holds no later step back (kite.auth ignores such a step in the session cache alike).
 FUTURE_STEPS = 2
+# Built once (every login runs them): the account's row moved to a later step, unless
+# it holds this step or a later one; else the step it holds.
+_MOVE = sa.update(_STEPS).where(
+    _STEPS.c.account == sa.bindparam("who"),
+    sa.or_(_STEPS.c.step < sa.bindparam("new_step"), _STEPS.c.step > sa.bindparam("future")),
+).values(step=sa.bindparam("new_step"), reserved_at=sa.bindparam("when"),
+         holder=sa.bindparam("by"))
+_TAKEN = sa.select(_STEPS.c.step).where(_STEPS.c.account == sa.bindparam("who"))
 
 
 def this_process() -> str:
@@ -35,22 +43,18 @@ def reserve_totp_step(engine: sa.Engine, account: str, step: int, *, now: dateti
     """Reserve ``step`` for ``account``'s next 2FA code, committed before returning.
     None: this process now holds it (no other will send it); else the latest step
     another process holds (the caller waits for a later one)."""
-    values = {"step": step, "reserved_at": now, "holder": holder}
+    values = {"account": account, "step": step, "reserved_at": now, "holder": holder}
     for _ in range(2):
         try:
             with engine.begin() as conn:
-                moved = conn.execute(
-                    sa.update(_STEPS).where(
-                        _STEPS.c.account == account,
-                        sa.or_(_STEPS.c.step < step, _STEPS.c.step > step + FUTURE_STEPS))
-                    .values(**values))
+                moved = conn.execute(_MOVE, {"who": account, "new_step": step, "when": now,
+                                             "by": holder, "future": step + FUTURE_STEPS})
                 if moved.rowcount == 1:
                     return None
-                taken = conn.scalar(sa.select(_STEPS.c.step)
-                                    .where(_STEPS.c.account == account))
+                taken = conn.scalar(_TAKEN, {"who": account})
                 if taken is not None:
                     return int(taken)
-                conn.execute(sa.insert(_STEPS), {"account": account, **values})
+                conn.execute(sa.insert(_STEPS), values)
                 return None
         except sa.exc.IntegrityError:
             continue  # another process made the account's first reservation meanwhile
