@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import Future
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -385,3 +386,52 @@ def test_a_batch_stores_what_each_account_alone_stores(database_url: str,
         engine.dispose()
     assert found["batch"] == found["alone"]
     assert sum(len(rows) for rows in found["batch"][1].values()) > 50
+
+
+def test_logins_at_the_same_moment_reserve_their_steps_in_one_commit(
+        database_url: str) -> None:
+    """GroupReservations: 12 logins asking at once are committed in fewer transactions
+    than logins, each answered as reserve_totp_step answers alone (held, or the step
+    another process holds), and every step is in totp_steps when its login returns."""
+    from snapshotter.store.totp import GroupReservations, reserve_totp_step
+
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(database_url, engine)
+        now = datetime.now(UTC)
+        reserve_totp_step(engine, "AB0000", 1_000, now=now, holder="other:1")
+        commits: list[int] = []
+        sa.event.listen(engine, "commit", lambda conn: commits.append(1))
+        group = GroupReservations(engine, "this:2")
+        first: list[int] = []
+
+        def hold_the_first(*_: Any) -> None:
+            """The first batch's transaction waits until the other 11 logins queue."""
+            if not first:
+                first.append(1)
+                wait_until(lambda: len(group._queue) == 11, "the other logins to queue")
+
+        sa.event.listen(engine, "before_cursor_execute", hold_the_first)
+        start = threading.Barrier(12)
+        answers: dict[str, Any] = {}
+
+        def login(number: int) -> None:
+            start.wait()
+            account = f"AB{number:04d}"
+            answers[account] = group.reserve(account, 1_000, now)
+            [row] = query_rows(database_url, "SELECT step, holder FROM totp_steps "
+                               "WHERE account = :a", a=account)
+            assert row["step"] == 1_000
+
+        threads = [threading.Thread(target=login, args=(n,)) for n in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.dispose()
+    assert answers == {"AB0000": 1_000, **{f"AB{n:04d}": None for n in range(1, 12)}}
+    assert len(commits) == 2  # the first login's step, then the 11 that queued meanwhile
+    holders = {r["account"]: r["holder"] for r in query_rows(
+        database_url, "SELECT account, holder FROM totp_steps")}
+    assert holders["AB0000"] == "other:1" and holders["AB0011"] == "this:2"

@@ -46,6 +46,7 @@ from snapshotter.store import lots_due
 from snapshotter.store import writes as store
 from snapshotter.store.lock import HeldLock, run_lock
 from snapshotter.store.models import Snapshot
+from snapshotter.store.totp import GroupReservations, this_process
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,12 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache, clock: Clock,
            engine: sa.Engine, lock: HeldLock, cancel: Cancel | None = None,
            route_pool: Executor | None = None,
-           connections: WatchedAdapter | None = None) -> tuple[dict[str, Any], int]:
+           connections: WatchedAdapter | None = None,
+           reservations: GroupReservations | None = None) -> tuple[dict[str, Any], int]:
     client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel,
                         reserve_totp_step=step_reserver(engine, config.database_url,
-                                                        account.user_id, clock, lock),
+                                                        account.user_id, clock, lock,
+                                                        reservations),
                         route_pool=route_pool, shared_connections=connections)
     try:
         return client.fetch_all(), client.logins
@@ -220,7 +223,7 @@ class _Run:
                 return None  # never started
             started[acc.user_id] = (self.clock(), time.perf_counter())
             return _fetch(acc, config, cache, self.clock, self.engine, self.lock, cancel,
-                          routes, connections)
+                          routes, connections, reservations)
 
         workers = min(config.kite.concurrency, len(todo))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="account")
@@ -228,6 +231,7 @@ class _Run:
         routes = ThreadPoolExecutor(max_workers=workers * len(ROUTES),
                                     thread_name_prefix="route")
         connections = WatchedAdapter(maxsize=workers * len(ROUTES))
+        reservations = GroupReservations(self.engine, this_process())
         pending = {pool.submit(job, acc): acc for acc in todo}
         # Each job's future as it ends (appended by its thread): no scan of every
         # pending future at each poll.

@@ -61,16 +61,23 @@ class RunDatabase:
 
 
 def step_reserver(engine: sa.Engine, url: str, account: str, clock: Callable[[], datetime],
-                  lock: HeldLock | None = None) -> ReserveTotpStep:
+                  lock: HeldLock | None = None,
+                  group: totp.GroupReservations | None = None) -> ReserveTotpStep:
     """The account's TOTP steps reserved in the database (store.totp) before each 2FA
-    code is sent, the run lock checked first (``lock``); no login without either."""
+    code is sent, the run lock checked first (``lock``); no login without either.
+    ``group``: the run's, committing the reservations of logins at the same moment
+    together."""
     holder = totp.this_process()
 
     def reserve(step: int) -> StepReservation:
         if lock is not None:
             lock.check()
         try:
-            taken = totp.reserve_totp_step(engine, account, step, now=clock(), holder=holder)
+            if group is not None:
+                taken = group.reserve(account, step, clock())
+            else:
+                taken = totp.reserve_totp_step(engine, account, step, now=clock(),
+                                               holder=holder)
         except sa.exc.SQLAlchemyError as exc:
             raise db.unavailable(exc, url) from None
         return HELD if taken is None else StepReservation(held=False, taken_through=taken)
