@@ -1,0 +1,108 @@
+"""CPU of one Kite request on the client's side: a logged-in client's data GETs
+(``kite.http.send`` on its session, a kept-alive connection) against the simulator,
+timed with the calling thread's CPU clock (the simulator answers on its own threads,
+so its CPU is not counted). Also the whole of one account's fetch (``fetch_all``: the
+web login and the four data routes, its route threads included) with the process CPU
+clock, the simulator then counted too.
+
+``--baseline DIR`` also measures the code in DIR (e.g. ``git archive 2330e0e | tar -x
+-C DIR``), each tree in fresh processes, alternating ``--rounds`` times.
+
+Run: ``.venv/bin/python benchmarks/bench_request.py --baseline /tmp/speed-base``. Not a
+test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GETS = 500
+ACCOUNTS = 40
+
+
+def measure() -> dict[str, float]:
+    """In this process's tree: per GET and per fetched account, in ms."""
+    from snapshotter.config import AccountConfig, KiteConfig, Secret
+    from snapshotter.kite import http as kite_http
+    from snapshotter.kite.client import KiteClient
+    from snapshotter.kite.token_cache import TokenCache
+    from snapshotter.sessions import utc_now
+    from snapshotter.simulator import KiteSimulator, demo_accounts
+
+    accounts = demo_accounts(ACCOUNTS + 1, seed=5)
+    with tempfile.TemporaryDirectory() as tmp, KiteSimulator(accounts) as sim:
+        kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, timeout=30)
+
+        def client(number: int) -> KiteClient:
+            acc = accounts[number]
+            return KiteClient(AccountConfig(user_id=acc.user_id, password=Secret(acc.password),
+                                            totp_secret=Secret(acc.totp_secret)),
+                              kite, TokenCache(Path(tmp) / "state"), clock=utc_now)
+
+        one = client(0)
+        headers = one.auth.headers(kite, one.token())
+        url = f"{sim.base_url}/oms/portfolio/holdings"
+
+        def get() -> None:
+            kite_http.send(one.http, "GET", url, timeout=30, max_bytes=2**24,
+                           label="holdings", account=one.account.user_id, headers=headers)
+
+        for _ in range(20):
+            get()
+        c0 = time.thread_time()
+        for _ in range(GETS):
+            get()
+        per_get = (time.thread_time() - c0) * 1000 / GETS
+        one.close()
+        p0 = time.process_time()
+        for number in range(1, ACCOUNTS + 1):
+            fetching = client(number)
+            fetching.fetch_all()
+            fetching.close()
+        per_account = (time.process_time() - p0) * 1000 / ACCOUNTS
+    return {"get_cpu_ms": per_get, "fetch_cpu_ms": per_account}
+
+
+def _worker(root: Path) -> dict[str, float]:
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
+    with tempfile.TemporaryDirectory() as scratch:  # not this checkout first on sys.path
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker"],
+                             check=True, capture_output=True, text=True, env=env,
+                             cwd=scratch)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, help="also measure the code in this folder")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure()))
+        return
+    roots = {"this tree": ROOT, **({"baseline": args.baseline} if args.baseline else {})}
+    found: dict[str, list[dict[str, float]]] = {label: [] for label in roots}
+    for _ in range(args.rounds):
+        for label, root in roots.items():
+            found[label].append(_worker(root))
+    for label, results in found.items():
+        get = statistics.median(r["get_cpu_ms"] for r in results)
+        fetch = statistics.median(r["fetch_cpu_ms"] for r in results)
+        print(f"{label}: one data GET {get:.3f} ms of the client thread's CPU; one "
+              f"account's fetch_all {fetch:.2f} ms of process CPU (simulator included); "
+              f"median of {args.rounds}")
+
+
+if __name__ == "__main__":
+    main()
