@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -274,3 +278,67 @@ def test_the_totp_step_is_recorded_before_its_code_is_sent(
     else:
         assert cached_then == step and writes == [step, step]
     assert TokenCache(tmp_path).load(account.user_id).last_totp_step == step
+
+
+class _ForwardProxy(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP forward proxy: absolute-form requests, relayed to their origin."""
+
+    seen: list[str]
+
+    def _relay(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        target = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "proxy-connection", "connection")}
+        upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
+        try:
+            upstream.request(self.command, target.path + (f"?{target.query}" if target.query
+                                                          else ""), body or None, headers)
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response_only(answer.status)  # the origin's Date, not ours
+            for name, value in answer.getheaders():
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(content)
+        finally:
+            upstream.close()
+
+    do_GET = do_POST = _relay
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_requests_go_through_the_proxy_the_environment_names(
+        server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY from the environment, as requests reads it (once per origin, now):
+    the login and every data route go through the proxy, and the fetch works."""
+    seen: list[str] = []
+    handler = type("Proxy", (_ForwardProxy,), {"seen": seen})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setattr(kite_http, "_ENVIRONMENT", {})
+        client = _client(server, account, clock, tmp_path)
+        try:
+            payloads = client.fetch_all()
+        finally:
+            client.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert set(payloads) == {route.name for route in ROUTES}
+    paths = [line.split(" ", 1)[1].removeprefix(server.base_url) for line in seen]
+    assert paths[:2] == ["/api/login", "/api/twofa"]
+    assert sorted(paths[2:]) == sorted(route.web_path for route in ROUTES)
