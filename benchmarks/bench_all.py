@@ -135,6 +135,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each start-up timing")
     args = parser.parse_args()
+    bench_fetch.installed_bytecode()
     print("measuring (python " + sys.version.split()[0] + "):", file=sys.stderr)
     table = rows(args.runs)
     header = ("measure", "issue (before)", "measured", "target", "met")

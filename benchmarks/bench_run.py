@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_fetch import InFlight, run_with_usage, snapshotter, write_config
+from bench_fetch import InFlight, installed_bytecode, run_with_usage, snapshotter, write_config
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
 
@@ -182,6 +182,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--fresh", action="store_true", help="into a new database")
     args = parser.parse_args()
+    installed_bytecode(args.baseline.resolve() if args.baseline else ROOT)
+    installed_bytecode(ROOT)
     if args.accounts is not None:
         r = measure(args.accounts, args.latency, args.concurrency, fresh=args.fresh)
         print(f"{r.accounts} accounts, {r.latency * 1000:.0f} ms latency, concurrency "

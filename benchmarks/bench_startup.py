@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_fetch import env, snapshotter, write_config
+from bench_fetch import env, installed_bytecode, snapshotter, write_config
 
 from snapshotter.simulator import KiteSimulator, demo_accounts
 
@@ -47,6 +47,7 @@ def median_wall(command: list[str], runs: int, ok: tuple[int, ...] = (0,)) -> fl
 
 
 def measure(runs: int = 5) -> StartupResult:
+    installed_bytecode()
     python = median_wall([sys.executable, "-c", "pass"], runs)
     help_ = median_wall(snapshotter("--help"), runs)
     version = median_wall(snapshotter("--version"), runs)
