@@ -581,6 +581,28 @@ def test_run_rebuilds_the_lots_of_accounts_with_trades(sim: KiteSimulator,
     assert rows(cfg, "SELECT account, quantity FROM open_lots") == [("DM0001", 6.0)]
 
 
+def test_accounts_with_trades_are_those_with_a_stored_trade(cfg: Path, tmp_path: Path,
+                                                            database_url: str) -> None:
+    """After a run, only accounts with a trade get their lots rebuilt: a ledger-only
+    account does not, nor does one whose tradebook file stored no trade any more."""
+    from snapshotter.store import lots_due
+
+    trades = csv_file(
+        tmp_path / "trades.csv",
+        "ACME,INE00000ACME,2025-01-06,NSE,EQ,EQ,buy,false,10,100,1,1,2025-01-06T10:00:00")
+    ok(cfg, "import", "tradebook", str(trades), "--account", ACCOUNT)
+    ok(cfg, "import", "ledger", str(DATA / "ledger.csv"), "--account", OTHER)
+    engine = db.make_engine(database_url)
+    try:
+        assert lots_due.accounts_with_trades(engine, [ACCOUNT, OTHER, "NOFILES"]) == [ACCOUNT]
+        assert lots_due.after_run(engine, [OTHER, "NOFILES"]) == []
+        with engine.begin() as conn:  # the tradebook file stays, its trade is gone
+            conn.execute(sa.text("DELETE FROM trades"))
+        assert lots_due.accounts_with_trades(engine, [ACCOUNT, OTHER]) == []
+    finally:
+        engine.dispose()
+
+
 # --- the samples ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["tradebook.xlsx", "dividends.xlsx"])
