@@ -14,11 +14,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The package's bytecode, as an installed program has it (pip compiles what it installs):
-# with PYTHONDONTWRITEBYTECODE set, as on our machines, every `snapshotter` process would
-# otherwise compile our modules from source (about 0.1 s each).
+# The package's bytecode (its migrations' too), as an installed program has it (pip
+# compiles what it installs): with PYTHONDONTWRITEBYTECODE set, as on our machines, every
+# `snapshotter` process would otherwise compile our modules from source (about 0.1 s each).
 bytecode: install
-	$(BIN)/python -m compileall -q snapshotter
+	$(BIN)/python -m compileall -q snapshotter migrations
 
 demo: bytecode
 	$(BIN)/snapshotter demo
