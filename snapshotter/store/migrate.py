@@ -95,8 +95,9 @@ def _up_to_date(engine: sa.Engine, url: str, *, fast: bool) -> bool:
     if fast:
         head = head_from_files()
         at_head = head is not None and stamped_revision(engine) == head
-    else:
-        at_head = current_revision(engine) == head_revision(url)
+    else:  # a new database (no revision) is not at head: no need to read the revisions
+        current = current_revision(engine)
+        at_head = current is not None and current == head_revision(url)
     if not at_head:
         return False
     with engine.connect() as conn:
