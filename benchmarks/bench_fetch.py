@@ -102,8 +102,9 @@ def installed_bytecode(root: Path = ROOT) -> None:
     PYTHONDONTWRITEBYTECODE=1 (set on these machines) compiles every module of ours from
     source in every process: about 0.1 s of each command's start-up, and 0.15-0.2 s more
     for the migrations of a new database, that no installed program pays."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "snapshotter"),
-                    str(root / "migrations")], check=True, stdout=subprocess.DEVNULL)
+    trees = [str(root / name) for name in ("snapshotter", "migrations") if (root / name).is_dir()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *trees], check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def snapshotter(*args: str) -> list[str]:

@@ -182,8 +182,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--fresh", action="store_true", help="into a new database")
     args = parser.parse_args()
-    installed_bytecode(args.baseline.resolve() if args.baseline else ROOT)
     installed_bytecode(ROOT)
+    if args.baseline:
+        installed_bytecode(args.baseline.resolve())
     if args.accounts is not None:
         r = measure(args.accounts, args.latency, args.concurrency, fresh=args.fresh)
         print(f"{r.accounts} accounts, {r.latency * 1000:.0f} ms latency, concurrency "
