@@ -286,6 +286,16 @@ def test_cross_site_arrival_gets_the_refresh_page(tmp_path: Path, demo_db: Path)
         login = session.get(served.url + target, allow_redirects=False, timeout=HANG_GUARD)
         assert login.status_code == 303
         assert parse_qs(urlsplit(login.headers["location"]).query) == {"next": [target]}
+        # What the browser fetches for a page by itself (its icon) gets no login page:
+        # that page's new form token would replace the one the person is typing into.
+        icon = _session().get(served.url + "/favicon.ico", allow_redirects=False,
+                              headers={"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image",
+                                       "Sec-Fetch-Site": "same-origin"}, timeout=HANG_GUARD)
+        assert icon.status_code == 401 and "set-cookie" not in icon.headers
+        page = _session().get(served.url + "/favicon.ico", allow_redirects=False,
+                              headers={"Sec-Fetch-Mode": "navigate"}, timeout=HANG_GUARD)
+        assert page.status_code == 303  # typed into the address bar: the login page
+        assert 'rel="icon"' in bounce.text  # the refresh page names its icon
         # A same-site request without a session is not bounced.
         plain = _session().get(served.url + "/?x=1", headers={"Sec-Fetch-Site": "same-origin"},
                                allow_redirects=False, timeout=HANG_GUARD)

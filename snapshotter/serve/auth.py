@@ -297,6 +297,11 @@ class Guard:
             return await call_next(request)
         if request.method not in ("GET", "HEAD"):
             return self._page(request, 403, "Log in", "log in first")
+        if request.headers.get("sec-fetch-mode", "navigate") != "navigate":
+            # What a browser fetches for a page (the icon it asks for by itself), not a
+            # page: no login page for it, whose new form token would replace the one of
+            # the login page the person is typing into (then their login is refused).
+            return self._page(request, 401, "Log in", "log in first")
         if self.arrived_cross_site(request):
             return self.bounce(request)
         return RedirectResponse(f"/login?next={quote(_target(request), safe='/')}", 303)
