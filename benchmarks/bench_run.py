@@ -46,7 +46,7 @@ class RunResult:
     stderr: str
 
 
-def _env(root: Path) -> dict[str, str]:
+def env_for(root: Path) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
 
@@ -61,7 +61,7 @@ def measure(accounts: int, latency: float, concurrency: int, *, fresh: bool,
     """One `snapshotter run` of ``accounts`` simulated accounts; ``fresh``: into a new
     database (migrations included), else into one `db upgrade` made first."""
     sim_accounts = demo_accounts(accounts)
-    env = _env(root)
+    env = env_for(root)
     with tempfile.TemporaryDirectory() as tmp, \
             KiteSimulator(sim_accounts, latency=latency) as sim:
         config = write_config(Path(tmp) / "config.yaml", tmp, sim.base_url, sim_accounts,

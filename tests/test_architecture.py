@@ -61,7 +61,7 @@ def _private_imports(path: Path) -> list[tuple[str, str, str]]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
             continue
-        ours = node.module.split(".")[0] in {"snapshotter", "bench_fetch"}
+        ours = node.module.split(".")[0] in {"snapshotter", "bench_fetch", "bench_run"}
         for alias in node.names:
             if ours and alias.name.startswith("_") and not alias.name.startswith("__"):
                 found.append((path.relative_to(ROOT).as_posix(), node.module, alias.name))
