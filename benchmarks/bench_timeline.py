@@ -15,6 +15,7 @@ another commit, or of a copy changed for an experiment). Figures, not a test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import statistics
 import subprocess
@@ -38,9 +39,9 @@ import os, sys
 sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 '''
 # One line per request sent: "<perf_counter> <path> <who>", who being the form's user_id
-# or the enctoken sent.
+# or a digest of the enctoken sent (the log holds no token).
 CLIENT_LOG_HOOK = '''
-import os, time
+import hashlib, os, time
 import urllib3.connection as _connection
 
 _log = os.open(os.environ["BENCH_CLIENT_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -54,7 +55,8 @@ def request(self, method, url, body=None, headers=None, **kwargs):
                 who = field[len("user_id="):]
     for name, value in (headers or {}).items():
         if not who and name.lower() == "authorization":
-            who = "token:" + value.partition(" ")[2].strip()
+            token = value.partition(" ")[2].strip()
+            who = "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
     os.write(_log, f"{time.perf_counter():.6f} {url.split('?')[0]} {who}\\n".encode())
     return _request(self, method, url, body, headers, **kwargs)
 
@@ -64,7 +66,8 @@ _connection.HTTPConnection.request = request
 
 class Recorder:
     """Wraps the simulator's responder: (arrived, answered, path, account) per request,
-    the account of a data request known from the enctoken its 2FA answer set."""
+    the account of a data request known from the enctoken its 2FA answer set (kept by
+    digest, as the client log writes it)."""
 
     def __init__(self, sim: KiteSimulator):
         self._lock = threading.Lock()
@@ -79,14 +82,18 @@ class Recorder:
             with self._lock:
                 if not account:
                     token = request.headers.get("authorization", "").partition(" ")[2]
-                    account = self.tokens.get(token.strip(), "?")
+                    account = self.tokens.get(_digest(token.strip()), "?")
                 for name, value in answer.headers:
                     if name == "Set-Cookie" and value.startswith("enctoken="):
-                        self.tokens[value.split(";")[0].split("=", 1)[1]] = account
+                        self.tokens[_digest(value.split(";")[0].split("=", 1)[1])] = account
                 self.requests.append((arrived, time.perf_counter(), request.path, account))
             return answer
 
         sim._respond = recording  # type: ignore[method-assign]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def _kind(path: str) -> str:
@@ -158,6 +165,8 @@ def _report(recorder: Recorder, t0: float, wall: float, cpu: float, concurrency:
         steps[account][_kind(path)].append((arrived - t0, answered - t0))
     accounts = sorted((s for s in steps.values() if s["login"] and s["2fa"] and s["data"]),
                       key=lambda s: s["login"][0][0])
+    if not accounts:
+        raise SystemExit("no account logged in and fetched: nothing to follow")
     logins = [s["login"][0][0] for s in accounts]
     ends = sorted(max(answered for _, answered in s["data"]) for s in accounts)
     lines = [f"wall {wall:.2f} s, snapshotter CPU {cpu:.2f} s, first login request "
