@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from snapshotter import logs, redact
+from snapshotter import heap, logs, redact
 from snapshotter.cli.parser import build_parser, parse_args
 from snapshotter.errors import ConfigError, DatabaseUnavailable, ExitCode, SnapshotterError
 
@@ -31,8 +31,11 @@ def entry() -> NoReturn:
     """The `snapshotter` command (and `python -m snapshotter`). After `run`, the process
     ends without tearing the interpreter down: freeing pandas, numpy and SQLAlchemy
     module by module costs about 0.15 s that no one waits for (the run has disposed of
-    its database, sent its pings and notices; logs and output are flushed here)."""
+    its database, sent its pings and notices; logs and output are flushed here). For
+    the same reason `run` keeps the garbage collector off what it loads (heap)."""
     args = parse_args(build_parser(), None)
+    if args.command == "run":
+        heap.hold_off()  # a process that ends after the run: see snapshotter.heap
     code = _main(args)
     if args.command != "run":
         sys.exit(code)

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from snapshotter import redact
+from snapshotter import heap, redact
 from snapshotter.errors import ConfigError, ExitCode, LoginRejected, SnapshotterError, UsageError
 
 if TYPE_CHECKING:
@@ -162,6 +162,7 @@ def _run(args: argparse.Namespace, config: Config, deadline: float) -> int:
     with _database(args, config=config, deadline=deadline, writable=True) \
             as (config, engine):
         if args.from_raw:
+            heap.loaded()  # else the run's loader of pandas does it (pipeline.run)
             replayed = pipeline.replay_raw(
                 engine, [a.strip().upper() for a in args.account] if args.account else None)
             print(f"replayed {replayed.snapshots} snapshot(s) from raw payloads, "

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from snapshotter import redact
+from snapshotter import heap, redact
 from snapshotter.cancel import INTERRUPTED, Cancel
 from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import LockLost
@@ -354,6 +354,7 @@ def _load_normalize() -> None:
     the network, not after the answers came; a failure is the storing's to report."""
     with contextlib.suppress(Exception):
         importlib.import_module("snapshotter.normalize")
+    heap.loaded()  # pandas' objects too, in the `snapshotter run` process
 
 
 def respect_other_hosts_totp(engine: sa.Engine, cache: TokenCache, accounts: list[str],
