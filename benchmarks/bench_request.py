@@ -8,6 +8,12 @@ clock, the simulator then counted too.
 ``--baseline DIR`` also measures the code in DIR (e.g. ``git archive 2330e0e | tar -x
 -C DIR``), each tree in fresh processes, alternating ``--rounds`` times.
 
+``--transports`` instead sends the same kept-alive GET (same headers, same answer)
+three ways: through ``kite.http.send`` (urllib3 and ``http.client`` beneath), with bare
+``http.client`` (the floor of a client that parses HTTP in Python), and with pycurl
+(libcurl parses in C) when it is installed (``.venv/bin/pip install pycurl``; it is not
+a dependency of the project): what another HTTP client would save per request.
+
 Run: ``.venv/bin/python benchmarks/bench_request.py --baseline /tmp/speed-base``. Not a
 test.
 """
@@ -72,6 +78,79 @@ def measure() -> dict[str, float]:
     return {"get_cpu_ms": per_get, "fetch_cpu_ms": per_account}
 
 
+def transports(rounds: int) -> dict[str, list[float]]:
+    """CPU of the calling thread per GET (ms), per way of sending it, ``rounds`` times."""
+    import http.client
+
+    from snapshotter.config import AccountConfig, KiteConfig, Secret
+    from snapshotter.kite import http as kite_http
+    from snapshotter.kite.client import KiteClient
+    from snapshotter.kite.token_cache import TokenCache
+    from snapshotter.sessions import utc_now
+    from snapshotter.simulator import KiteSimulator, demo_accounts
+
+    accounts = demo_accounts(1, seed=5)
+    with tempfile.TemporaryDirectory() as tmp, KiteSimulator(accounts) as sim:
+        kite = KiteConfig(base_url=sim.base_url, api_root=sim.base_url, timeout=30)
+        acc = accounts[0]
+        client = KiteClient(AccountConfig(user_id=acc.user_id, password=Secret(acc.password),
+                                          totp_secret=Secret(acc.totp_secret)),
+                            kite, TokenCache(Path(tmp) / "state"), clock=utc_now)
+        path = "/oms/portfolio/holdings"
+        url = f"{sim.base_url}{path}"
+        extra = client.auth.headers(kite, client.token())
+        # What send() puts on the wire: the session's headers, the call's, the cookies
+        # (Kite's are all for path /).
+        sent = {**client.http.headers, **extra}
+        if client.http.cookies:
+            sent["Cookie"] = "; ".join(f"{c.name}={c.value}" for c in client.http.cookies)
+
+        def via_send() -> None:
+            kite_http.send(client.http, "GET", url, timeout=30, max_bytes=2**24,
+                           label="holdings", account=acc.user_id, headers=extra)
+
+        bare = http.client.HTTPConnection(url.split("/")[2], timeout=30)
+
+        def via_http_client() -> None:
+            bare.request("GET", path, headers=sent)
+            answer = bare.getresponse()
+            if answer.status != 200 or not answer.read():
+                raise SystemExit(f"http.client: HTTP {answer.status}")
+
+        ways = {"kite.http.send": via_send, "http.client": via_http_client}
+        try:
+            import pycurl  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            print("pycurl not installed: `.venv/bin/pip install pycurl` to compare it")
+        else:
+            curl = pycurl.Curl()
+            lines = [f"{name}: {value}" for name, value in sent.items()]
+
+            def via_pycurl() -> None:
+                body = bytearray()
+                curl.setopt(pycurl.URL, url)
+                curl.setopt(pycurl.HTTPHEADER, lines)
+                curl.setopt(pycurl.WRITEFUNCTION, body.extend)
+                curl.setopt(pycurl.TIMEOUT_MS, 30_000)
+                curl.setopt(pycurl.ACCEPT_ENCODING, "gzip, deflate")
+                curl.perform()
+                if curl.getinfo(pycurl.RESPONSE_CODE) != 200 or not body:
+                    raise SystemExit("pycurl: not an answer")
+
+            ways["pycurl"] = via_pycurl
+        found: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(rounds):
+            for name, way in ways.items():
+                for _ in range(20):
+                    way()
+                c0 = time.thread_time()
+                for _ in range(GETS):
+                    way()
+                found[name].append((time.thread_time() - c0) * 1000 / GETS)
+        client.close()
+        return found
+
+
 def _worker(root: Path) -> dict[str, float]:
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
@@ -87,7 +166,14 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="also measure the code in this folder")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--transports", action="store_true",
+                        help="one GET through send(), bare http.client and pycurl")
     args = parser.parse_args()
+    if args.transports:
+        for name, per_get in transports(args.rounds).items():
+            print(f"{name}: one data GET {statistics.median(per_get):.3f} ms of the "
+                  f"client thread's CPU (median of {args.rounds} x {GETS})")
+        return
     if args.worker:
         print(json.dumps(measure()))
         return

@@ -5,7 +5,8 @@ its login reached Kite, how long after the login's answer its 2FA went out, how 
 after the 2FA's answer its first data request did, and how soon a freed slot started
 the next account. With ``--client-log`` the client's own send times are logged too (a
 ``sitecustomize`` on the run's PYTHONPATH wraps urllib3's request), to tell the
-client's waits from the simulator's.
+client's waits from the simulator's. With ``--gc-log`` the run's garbage collections
+are timed (``gc.callbacks``, the same way): how many, of which generation, and how long.
 
 Run: `.venv/bin/python benchmarks/bench_timeline.py --accounts 200 --concurrency 50
 --runs 3`; ``--root DIR`` measures the code in DIR instead (e.g. a `git archive` of
@@ -63,6 +64,23 @@ def request(self, method, url, body=None, headers=None, **kwargs):
 _connection.HTTPConnection.request = request
 '''
 
+# One line per garbage collection in the run's process: "<generation> <seconds>".
+GC_LOG_HOOK = '''
+import gc, os, threading, time
+
+_gc_log = os.open(os.environ["BENCH_GC_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+_gc_started = {}
+
+def _timed(phase, info):
+    if phase == "start":
+        _gc_started[threading.get_ident()] = time.perf_counter()
+    else:
+        took = time.perf_counter() - _gc_started.pop(threading.get_ident())
+        os.write(_gc_log, f"{info['generation']} {took:.6f}\\n".encode())
+
+gc.callbacks.append(_timed)
+'''
+
 
 class Recorder:
     """Wraps the simulator's responder: (arrived, answered, path, account) per request,
@@ -113,9 +131,10 @@ def _spread(label: str, values: list[float]) -> str:
 
 def one_run(accounts: int, latency: float, concurrency: int, root: Path, *,
             client_log: bool = False, processes: int = 1,
-            switch_interval: float | None = None) -> list[str]:
+            switch_interval: float | None = None, gc_log: bool = False) -> list[str]:
     sim_accounts = demo_accounts(accounts)
     env = env_for(root)
+    plain = dict(env)  # for `db upgrade`: the hooks watch the timed runs only
     with tempfile.TemporaryDirectory() as tmp, \
             KiteSimulator(sim_accounts, latency=latency) as sim:
         hooks = []
@@ -123,6 +142,10 @@ def one_run(accounts: int, latency: float, concurrency: int, root: Path, *,
         if client_log:
             hooks.append(CLIENT_LOG_HOOK)
             env["BENCH_CLIENT_LOG"] = str(log_path)
+        gc_path = Path(tmp) / "gc.log"
+        if gc_log:
+            hooks.append(GC_LOG_HOOK)
+            env["BENCH_GC_LOG"] = str(gc_path)
         if switch_interval is not None:
             hooks.append(SWITCH_INTERVAL_HOOK)
             env["BENCH_SWITCH_INTERVAL"] = str(switch_interval)
@@ -139,7 +162,7 @@ def one_run(accounts: int, latency: float, concurrency: int, root: Path, *,
                                   sim_accounts[part::processes],
                                   max(1, concurrency // processes))
             subprocess.run(snapshotter("--config", str(config), "db", "upgrade"),
-                           check=True, capture_output=True, env=env, cwd=home)
+                           check=True, capture_output=True, env=plain, cwd=home)
             runs.append((config, home))
         recorder = Recorder(sim)
         t0 = time.perf_counter()
@@ -151,10 +174,27 @@ def one_run(accounts: int, latency: float, concurrency: int, root: Path, *,
                 raise SystemExit(f"snapshotter run failed ({result.returncode}):\n"
                                  f"{result.stderr}")
         sent = log_path.read_text().splitlines() if client_log else []
+        collections = gc_path.read_text().splitlines() if gc_log else []
     wall = max(w for w, _, _ in ended)
     cpu = sum(usage.ru_utime + usage.ru_stime for _, usage, _ in ended)
-    return _report(recorder, t0, wall, cpu, max(1, concurrency // processes) * processes,
-                   sent)
+    lines = _report(recorder, t0, wall, cpu, max(1, concurrency // processes) * processes,
+                    sent)
+    if gc_log:
+        lines.append(_collections(collections))
+    return lines
+
+
+def _collections(lines: list[str]) -> str:
+    count: dict[str, int] = defaultdict(int)
+    took: dict[str, float] = defaultdict(float)
+    for line in lines:
+        generation, seconds = line.split()
+        count[generation] += 1
+        took[generation] += float(seconds)
+    each = ", ".join(f"generation {g}: {count[g]} taking {took[g] * 1000:.0f} ms"
+                     for g in sorted(count))
+    return (f"  garbage collections: {sum(took.values()) * 1000:.0f} ms in all"
+            f"{' (' + each + ')' if each else ''}")
 
 
 def _report(recorder: Recorder, t0: float, wall: float, cpu: float, concurrency: int,
@@ -225,6 +265,8 @@ def main() -> int:
                         help="also log the client's send times (adds a little CPU)")
     parser.add_argument("--processes", type=int, default=1,
                         help="split the accounts among this many runs started together")
+    parser.add_argument("--gc-log", action="store_true",
+                        help="also time the runs' garbage collections")
     parser.add_argument("--switch-interval", type=float,
                         help="the runs' sys.setswitchinterval, in seconds")
     args = parser.parse_args()
@@ -236,7 +278,7 @@ def main() -> int:
               f"{args.processes} process(es), {root}")
         for line in one_run(args.accounts, args.latency, args.concurrency, root,
                             client_log=args.client_log, processes=args.processes,
-                            switch_interval=args.switch_interval):
+                            switch_interval=args.switch_interval, gc_log=args.gc_log):
             print(line)
     return 0
 
