@@ -174,7 +174,9 @@ SHUTTING_DOWN = "abandoned: the daemon is shutting down"
 POLL_SECONDS = 0.02  # the wait for the next account to end (a poll: see _Run)
 # Accounts that ended are stored together once this many have, or the first of them
 # ended this long ago, or none is still being fetched: a batch's statements and commit
-# cost about as much as a few accounts' rows.
+# cost about as much as a few accounts' rows. Once every account has started, what has
+# ended is stored at each poll: the last ones' network waits then hide the others'
+# stores, and the run ends sooner after its last answer (docs/speed.md).
 BATCH_ACCOUNTS = 64
 BATCH_WAIT = 0.5
 # After cancelling, how long requests in flight get to notice before their accounts are
@@ -258,7 +260,7 @@ class _Run:
                     ended_since = now
                 if not done or not (len(done) == len(pending) or len(done) >= BATCH_ACCOUNTS
                                     or now - (ended_since or now) >= BATCH_WAIT
-                                    or cancel.is_set()):
+                                    or len(started) == len(todo) or cancel.is_set()):
                     if cancelled_at is not None and now - cancelled_at >= CANCEL_GRACE:
                         break
                     time.sleep(POLL_SECONDS)
