@@ -13,7 +13,9 @@ objects mostly go with their last reference; a cycle waits a little longer). A
 (`benchmarks/bench_timeline.py --gc-log`, docs/speed.md).
 
 Only the command's own process does this (``cli.entry``): a program or test calling the
-library, and the daemon, keep Python's defaults.
+library, and the daemon, keep Python's defaults. A run with nothing to fetch turns
+collection back on before rebuilding FIFO lots; the snapshots a lost database left in
+the spool (a few) are stored before it.
 """
 
 from __future__ import annotations

@@ -147,6 +147,7 @@ def run_snapshot(
             if due:  # the import code (pandas' Console parsing...) loads only then
                 from snapshotter.pipeline.imports import rebuild_accounts
 
+                heap.loaded()  # collection on for the rebuild, if no fetch turned it on
                 rebuild_accounts(engine, due)
     return RunResult(session, outcomes, lock_lost=str(lock.lost) if lock.lost else None)
 
