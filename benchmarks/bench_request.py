@@ -124,6 +124,7 @@ def transports(rounds: int) -> dict[str, list[float]]:
             print("pycurl not installed: `.venv/bin/pip install pycurl` to compare it")
         else:
             curl = pycurl.Curl()
+            curl.setopt(pycurl.NOPROXY, "*")  # straight to the simulator, as http.client
             lines = [f"{name}: {value}" for name, value in sent.items()]
 
             def via_pycurl() -> None:
