@@ -15,7 +15,7 @@ objects mostly go with their last reference; a cycle waits a little longer). A
 Only the command's own process does this (``cli.entry``): a program or test calling the
 library, and the daemon, keep Python's defaults. A run with nothing to fetch turns
 collection back on before rebuilding FIFO lots; the snapshots a lost database left in
-the spool (a few) are stored before it.
+the spool (a few) are stored while it is still off.
 """
 
 from __future__ import annotations

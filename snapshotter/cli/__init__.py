@@ -31,8 +31,8 @@ def entry() -> NoReturn:
     """The `snapshotter` command (and `python -m snapshotter`). After `run`, the process
     ends without tearing the interpreter down: freeing pandas, numpy and SQLAlchemy
     module by module costs about 0.15 s that no one waits for (the run has disposed of
-    its database, sent its pings and notices; logs and output are flushed here). For
-    the same reason `run` keeps the garbage collector off what it loads (heap)."""
+    its database, sent its pings and notices; logs and output are flushed here). A `run`
+    also keeps the garbage collector off what it loads, which lives until then (heap)."""
     args = parse_args(build_parser(), None)
     if args.command == "run":
         heap.hold_off()  # a process that ends after the run: see snapshotter.heap
