@@ -280,6 +280,75 @@ def test_the_totp_step_is_recorded_before_its_code_is_sent(
     assert TokenCache(tmp_path).load(account.user_id).last_totp_step == step
 
 
+@pytest.mark.parametrize("shared_threads", [True, False])
+def test_a_fetch_saves_its_new_session_while_its_data_requests_are_in_flight(
+        server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path,
+        shared_threads: bool) -> None:
+    """The session cache write after a login (and its fsync) is not between the 2FA
+    answer and the data requests: here the write waits until Kite has received a data
+    request, which it could not if the requests waited for the write. Written once,
+    with the session, before the fetch returns."""
+    data_request_seen = threading.Event()
+    respond = server._respond
+
+    def watching(req: Any) -> Any:
+        if req.path.startswith("/oms/"):
+            data_request_seen.set()
+        return respond(req)
+
+    server._respond = watching  # type: ignore[method-assign]
+    routes = ThreadPoolExecutor(max_workers=len(ROUTES)) if shared_threads else None
+    client = _client(server, account, clock, tmp_path)
+    client.route_pool = routes
+    save = client.cache.save
+    saved_after_a_data_request: list[bool] = []
+
+    def held_until_a_data_request(user: str, entry: Any) -> None:
+        if entry.token:  # (not the TOTP step's write before the 2FA: nothing reserved it)
+            saved_after_a_data_request.append(data_request_seen.wait(HANG_GUARD))
+        save(user, entry)
+
+    client.cache.save = held_until_a_data_request  # type: ignore[method-assign]
+    try:
+        payloads = client.fetch_all()
+    finally:
+        if routes is not None:
+            routes.shutdown()
+    assert set(payloads) == {route.name for route in ROUTES}
+    assert saved_after_a_data_request == [True]
+    assert TokenCache(tmp_path).load(account.user_id).token == client.token()
+
+
+def test_a_session_that_cannot_be_saved_fails_the_fetch_as_the_login_did(
+        server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path) -> None:
+    """A state directory that refuses the session's write fails the account with that
+    write's own error, once the data requests sent meanwhile have ended."""
+    from snapshotter.private_files import StatePathError
+
+    data_paths: list[str] = []
+    respond = server._respond
+
+    def watching(req: Any) -> Any:
+        if req.path.startswith("/oms/"):
+            data_paths.append(req.path)
+        return respond(req)
+
+    server._respond = watching  # type: ignore[method-assign]
+    client = _client(server, account, clock, tmp_path)
+    save = client.cache.save
+
+    def refused(user: str, entry: Any) -> None:
+        if not entry.token:  # the TOTP step's write before the 2FA (nothing reserved it)
+            return save(user, entry)
+        raise StatePathError(f"{tmp_path}/sessions/{user}.json: cannot write: "
+                             "No space left on device")
+
+    client.cache.save = refused  # type: ignore[method-assign]
+    with pytest.raises(StatePathError, match="cannot write: No space left on device"):
+        client.fetch_all()
+    assert len(data_paths) == len(ROUTES)  # sent, answered and waited for
+
+
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     """A plain HTTP forward proxy: absolute-form requests, relayed to their origin."""
 

@@ -100,12 +100,17 @@ class LoginClient(Protocol):
     def request(self, method: str, url: str, label: str, *, login: bool = False,
                 retry: bool = True, read_redirect: bool = False, **kwargs: Any) -> Any: ...
 
+    def keep_session(self, entry: CachedSession) -> None:
+        """Save a new session in the session cache (now, or once the data requests
+        that wait for it are sent: kite.client)."""
+
 
 class Auth(ABC):
     """One account's login mode: how it logs in and how its data calls authenticate.
 
     A login reads the session cache once (the caller passes the loaded entry) and saves
-    it once with the session (or the rejection), and also with the TOTP step before the
+    it once with the session (through the client, which may hold that save until the
+    data requests are sent) or the rejection, and also with the TOTP step before the
     2FA request when no database reserved that step.
     """
 
@@ -159,7 +164,7 @@ class Auth(ABC):
         entry.created_at = client.clock().isoformat()
         entry.expires_at = expires.isoformat() if expires else None
         forget_rejection(entry)
-        client.cache.save(user, entry)
+        client.keep_session(entry)
         log.info("account %s: logged in (%s)", user, self.session_mode)
         return token
 

@@ -82,6 +82,10 @@ class KiteClient:
         redact.register(*account.secrets())
         self._token: str | None = None
         self._entry: CachedSession | None = None
+        # A fetch's login leaves its session's save for when the data requests are sent
+        # (the write and its fsync are then not between the 2FA answer and them).
+        self._holding_save = False
+        self._held_session: CachedSession | None = None
 
     # -- HTTP with retries --------------------------------------------------------------
 
@@ -202,6 +206,24 @@ class KiteClient:
         self.logins += 1
         return token
 
+    def keep_session(self, entry: CachedSession) -> None:
+        """Save a new session (kite.auth's login): now, or held by ``_fetch_routes``."""
+        if self._holding_save:
+            self._held_session = entry
+        else:
+            self.cache.save(self.account.user_id, entry)
+
+    def _save_held_session(self) -> Exception | None:
+        """Save the session a login held back; what the save raised, if it failed."""
+        entry, self._held_session = self._held_session, None
+        if entry is None:
+            return None
+        try:
+            self.cache.save(self.account.user_id, entry)
+        except Exception as exc:  # raised once the data requests have ended
+            return exc
+        return None
+
     def _forget_token(self) -> None:
         self._token = None
         entry = self._session_entry()
@@ -251,16 +273,28 @@ class KiteClient:
         return True
 
     def _fetch_routes(self) -> dict[str, Any]:
-        self.token()
-        if self.route_pool is not None:
-            futures = {route.name: self.route_pool.submit(self.get, route.connect_path,
-                                                          route.name) for route in ROUTES}
-            wait(futures.values())
-        else:
-            with ThreadPoolExecutor(max_workers=len(ROUTES),
-                                    thread_name_prefix=f"kite-{self.account.user_id}") as pool:
+        """Every data route at once. A login on the way saves its session while the
+        data requests are in flight; a save that fails fails the fetch (as the login
+        would have), once they have ended."""
+        self._holding_save = True
+        try:
+            self.token()
+        finally:
+            self._holding_save = False
+        pool = self.route_pool or ThreadPoolExecutor(
+            max_workers=len(ROUTES), thread_name_prefix=f"kite-{self.account.user_id}")
+        try:
+            try:
                 futures = {route.name: pool.submit(self.get, route.connect_path, route.name)
                            for route in ROUTES}
+            finally:
+                not_saved = self._save_held_session()
+            wait(futures.values())
+        finally:
+            if pool is not self.route_pool:
+                pool.shutdown(wait=True)
+        if not_saved is not None:
+            raise not_saved
         payloads: dict[str, Any] = {}
         error: BaseException | None = None
         missing: KiteError | None = None
