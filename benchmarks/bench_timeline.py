@@ -3,10 +3,12 @@ the simulator (in this process, as in bench_run.py), each request the simulator
 answers recorded with its account, so that each account's steps can be followed: when
 its login reached Kite, how long after the login's answer its 2FA went out, how long
 after the 2FA's answer its first data request did, and how soon a freed slot started
-the next account. With ``--client-log`` the client's own send times are logged too (a
-``sitecustomize`` on the run's PYTHONPATH wraps urllib3's request), to tell the
-client's waits from the simulator's. With ``--gc-log`` the run's garbage collections
-are timed (``gc.callbacks``, the same way): how many, of which generation, and how long.
+the next account, overall and per round of ``--concurrency`` accounts. With
+``--client-log`` the client's own send times, and when it has read each answer's status
+and headers, are logged too (a ``sitecustomize`` on the run's PYTHONPATH wraps urllib3's
+request and getresponse), to tell the client's waits from the simulator's. With
+``--gc-log`` the run's garbage collections are timed (``gc.callbacks``, the same way):
+how many, of which generation, and how long.
 
 Run: `.venv/bin/python benchmarks/bench_timeline.py --accounts 200 --concurrency 50
 --runs 3`; ``--root DIR`` measures the code in DIR instead (e.g. a `git archive` of
@@ -40,13 +42,22 @@ import os, sys
 sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 '''
 # One line per request sent: "<perf_counter> <path> <who>", who being the form's user_id
-# or a digest of the enctoken sent (the log holds no token).
+# or a digest of the enctoken sent (the log holds no token); and one per answer whose
+# status and headers the client has read: "answer <perf_counter> <path> <who>".
 CLIENT_LOG_HOOK = '''
 import hashlib, os, time
 import urllib3.connection as _connection
 
 _log = os.open(os.environ["BENCH_CLIENT_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 _request = _connection.HTTPConnection.request
+_getresponse = _connection.HTTPConnection.getresponse
+
+def getresponse(self, *args, **kwargs):
+    response = _getresponse(self, *args, **kwargs)
+    sent = getattr(self, "_bench_sent", None)
+    if sent:
+        os.write(_log, f"answer {time.perf_counter():.6f} {sent}\\n".encode())
+    return response
 
 def request(self, method, url, body=None, headers=None, **kwargs):
     who = ""
@@ -58,10 +69,12 @@ def request(self, method, url, body=None, headers=None, **kwargs):
         if not who and name.lower() == "authorization":
             token = value.partition(" ")[2].strip()
             who = "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-    os.write(_log, f"{time.perf_counter():.6f} {url.split('?')[0]} {who}\\n".encode())
+    self._bench_sent = f"{url.split('?')[0]} {who}"
+    os.write(_log, f"{time.perf_counter():.6f} {self._bench_sent}\\n".encode())
     return _request(self, method, url, body, headers, **kwargs)
 
 _connection.HTTPConnection.request = request
+_connection.HTTPConnection.getresponse = getresponse
 '''
 
 # One line per garbage collection in the run's process: "<generation> <seconds>".
@@ -120,6 +133,12 @@ def _kind(path: str) -> str:
     if path.endswith("/api/twofa"):
         return "2fa"
     return "data"
+
+
+def _ms(ordered: list[float]) -> str:
+    """Median and 90th percentile of sorted seconds, in ms."""
+    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    return f"median {statistics.median(ordered) * 1000:.1f} / p90 {p90 * 1000:.1f} ms"
 
 
 def _spread(label: str, values: list[float]) -> str:
@@ -220,6 +239,13 @@ def _report(recorder: Recorder, t0: float, wall: float, cpu: float, concurrency:
                          [s["2fa"][0][0] - s["login"][0][1] for s in accounts]))
     lines.append(_spread("2FA answer -> first data request",
                          [min(a for a, _ in s["data"]) - s["2fa"][0][1] for s in accounts]))
+    if len(accounts) > concurrency:  # which rounds of accounts wait longest
+        for first in range(0, len(accounts), concurrency):
+            group = accounts[first:first + concurrency]
+            twofa = sorted(s["2fa"][0][0] - s["login"][0][1] for s in group)
+            data = sorted(min(a for a, _ in s["data"]) - s["2fa"][0][1] for s in group)
+            lines.append(f"    accounts {first + 1}-{first + len(group)}: login answer -> "
+                         f"2FA {_ms(twofa)}; 2FA answer -> data {_ms(data)}")
     lines.append(_spread("first -> last data request of an account",
                          [max(a for a, _ in s["data"]) - min(a for a, _ in s["data"])
                           for s in accounts]))
@@ -236,21 +262,34 @@ def _client_waits(recorder: Recorder, sent: list[str]) -> list[str]:
     """Client send -> simulator handler, per kind of request, matched per account and
     path in order."""
     sends: dict[tuple[str, str], list[float]] = defaultdict(list)
+    reads: dict[tuple[str, str], list[float]] = defaultdict(list)
     for line in sent:
-        at, path, *who = line.split()
+        read = line.startswith("answer ")
+        at, path, *who = line.split()[1:] if read else line.split()
         account = who[0] if who else ""
         if account.startswith("token:"):
             account = recorder.tokens.get(account[len("token:"):], "?")
-        sends[(account, path)].append(float(at))
+        (reads if read else sends)[(account, path)].append(float(at))
     arrivals: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for arrived, _, path, account in recorder.requests:
+    answers: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for arrived, answered, path, account in recorder.requests:
         arrivals[(account, path)].append(arrived)
+        answers[(account, path)].append(answered)
     waits: dict[str, list[float]] = defaultdict(list)
     for key, times in arrivals.items():
         for arrived, at in zip(sorted(times), sorted(sends.get(key, [])), strict=False):
             waits[_kind(key[1])].append(arrived - at)
+    # The simulator's answer (its latency waited, the body built) -> the client has its
+    # status and headers: the simulator writing it (one interpreter lock for every
+    # answer), the kernel, and the client's thread waking and parsing.
+    deliveries: dict[str, list[float]] = defaultdict(list)
+    for key, times in answers.items():
+        for answered, read in zip(sorted(times), sorted(reads.get(key, [])), strict=False):
+            deliveries[_kind(key[1])].append(read - answered)
     return [_spread(f"client send -> simulator handler ({kind})", values)
-            for kind, values in sorted(waits.items())]
+            for kind, values in sorted(waits.items())] + [
+        _spread(f"simulator answer -> client has its headers ({kind})", values)
+        for kind, values in sorted(deliveries.items())]
 
 
 def main() -> int:
