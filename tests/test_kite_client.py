@@ -349,6 +349,21 @@ def test_a_session_that_cannot_be_saved_fails_the_fetch_as_the_login_did(
     assert len(data_paths) == len(ROUTES)  # sent, answered and waited for
 
 
+def test_a_session_held_for_the_data_requests_is_saved_when_an_error_follows_the_login(
+        server: KiteSimulator, account: SimAccount, clock: Clock, tmp_path: Path) -> None:
+    client = _client(server, account, clock, tmp_path)
+    log_in = client.login
+
+    def login_then_an_error(entry: Any = None) -> str:
+        log_in(entry)
+        raise RuntimeError("after the login")
+
+    client.login = login_then_an_error  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="after the login"):
+        client.fetch_all()
+    assert TokenCache(tmp_path).load(account.user_id).token
+
+
 class _ForwardProxy(http.server.BaseHTTPRequestHandler):
     """A plain HTTP forward proxy: absolute-form requests, relayed to their origin."""
 

@@ -279,8 +279,11 @@ class KiteClient:
         self._holding_save = True
         try:
             self.token()
-        finally:
+        except BaseException:  # an error after the login: its session is saved anyway
             self._holding_save = False
+            self._save_held_session()
+            raise
+        self._holding_save = False
         pool = self.route_pool or ThreadPoolExecutor(
             max_workers=len(ROUTES), thread_name_prefix=f"kite-{self.account.user_id}")
         try:
