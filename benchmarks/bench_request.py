@@ -9,10 +9,9 @@ clock, the simulator then counted too.
 -C DIR``), each tree in fresh processes, alternating ``--rounds`` times.
 
 ``--transports`` instead sends the same kept-alive GET (same headers, same answer)
-three ways: through ``kite.http.send`` (urllib3 and ``http.client`` beneath), with bare
-``http.client`` (the floor of a client that parses HTTP in Python), and with pycurl
-(libcurl parses in C) when it is installed (``.venv/bin/pip install pycurl``; it is not
-a dependency of the project): what another HTTP client would save per request.
+three ways: through ``kite.http.send`` (libcurl, through pycurl, beneath), with bare
+``http.client`` (the floor of a client that parses HTTP in Python), and with bare pycurl
+(libcurl and nothing of ours): what our own layer costs per request.
 
 Run: ``.venv/bin/python benchmarks/bench_request.py --baseline /tmp/speed-base``. Not a
 test.

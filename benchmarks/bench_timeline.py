@@ -4,9 +4,9 @@ answers recorded with its account, so that each account's steps can be followed:
 its login reached Kite, how long after the login's answer its 2FA went out, how long
 after the 2FA's answer its first data request did, and how soon a freed slot started
 the next account, overall and per round of ``--concurrency`` accounts. With
-``--client-log`` the client's own send times, and when it has read each answer's status
-and headers, are logged too (a ``sitecustomize`` on the run's PYTHONPATH wraps urllib3's
-request and getresponse), to tell the client's waits from the simulator's. With
+``--client-log`` the client's own send times, and when it has read each whole answer,
+are logged too (a ``sitecustomize`` on the run's PYTHONPATH wraps ``kite.http._perform``,
+libcurl's exchange), to tell the client's waits from the simulator's. With
 ``--gc-log`` the run's garbage collections are timed (``gc.callbacks``, the same way):
 how many, of which generation, and how long.
 
@@ -43,38 +43,33 @@ sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 '''
 # One line per request sent: "<perf_counter> <path> <who>", who being the form's user_id
 # or a digest of the enctoken sent (the log holds no token); and one per answer whose
-# status and headers the client has read: "answer <perf_counter> <path> <who>".
+# whole body the client has read: "answer <perf_counter> <path> <who>".
 CLIENT_LOG_HOOK = '''
 import hashlib, os, time
-import urllib3.connection as _connection
+import snapshotter.kite.http as _http
 
 _log = os.open(os.environ["BENCH_CLIENT_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-_request = _connection.HTTPConnection.request
-_getresponse = _connection.HTTPConnection.getresponse
+_perform = _http._perform
 
-def getresponse(self, *args, **kwargs):
-    response = _getresponse(self, *args, **kwargs)
-    sent = getattr(self, "_bench_sent", None)
-    if sent:
-        os.write(_log, f"answer {time.perf_counter():.6f} {sent}\\n".encode())
-    return response
-
-def request(self, method, url, body=None, headers=None, **kwargs):
+def perform(handle, request):
     who = ""
-    if isinstance(body, bytes):
-        for field in body.decode(errors="replace").split("&"):
+    if isinstance(request.body, bytes):
+        for field in request.body.decode(errors="replace").split("&"):
             if field.startswith("user_id="):
                 who = field[len("user_id="):]
-    for name, value in (headers or {}).items():
+    for name, value in request.headers.items():
         if not who and name.lower() == "authorization":
             token = value.partition(" ")[2].strip()
             who = "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
-    self._bench_sent = f"{url.split('?')[0]} {who}"
-    os.write(_log, f"{time.perf_counter():.6f} {self._bench_sent}\\n".encode())
-    return _request(self, method, url, body, headers, **kwargs)
+    sent = f"{request.url.split('://', 1)[1].partition('/')[2].split('?')[0]} {who}"
+    sent = "/" + sent
+    os.write(_log, f"{time.perf_counter():.6f} {sent}\\n".encode())
+    try:
+        return _perform(handle, request)
+    finally:  # the whole answer read (libcurl hands back the exchange at its end)
+        os.write(_log, f"answer {time.perf_counter():.6f} {sent}\\n".encode())
 
-_connection.HTTPConnection.request = request
-_connection.HTTPConnection.getresponse = getresponse
+_http._perform = perform
 '''
 
 # One line per garbage collection in the run's process: "<generation> <seconds>".
@@ -288,7 +283,7 @@ def _client_waits(recorder: Recorder, sent: list[str]) -> list[str]:
             deliveries[_kind(key[1])].append(read - answered)
     return [_spread(f"client send -> simulator handler ({kind})", values)
             for kind, values in sorted(waits.items())] + [
-        _spread(f"simulator answer -> client has its headers ({kind})", values)
+        _spread(f"simulator answer -> client has read it ({kind})", values)
         for kind, values in sorted(deliveries.items())]
 
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.config import AccountConfig, KiteConfig, Secret
-from snapshotter.errors import KiteError, TransientKiteError
+from snapshotter.errors import KiteError, KiteProtocolError, TransientKiteError
 from snapshotter.kite import http as kite_http
 from snapshotter.kite.client import KiteClient
 from snapshotter.kite.token_cache import TokenCache
@@ -152,6 +152,25 @@ def test_a_redirected_login_post_is_sent_once_and_never_followed(
     assert _sent(sim, victim.user_id, "POST", "/api/twofa") == (2 if what == "2FA" else 0)
 
 
+def test_a_2fa_whose_connection_is_dropped_unanswered_is_not_sent_again(
+        sim: KiteSimulator, sim_accounts: list[SimAccount], database_url: str,
+        tmp_path: Path) -> None:
+    """The 2FA request goes on the connection the login's answer kept alive. Kite takes
+    the code, then drops that connection without a byte of answer: the code is spent, and
+    libcurl would send the request again on a new connection. It is sent once."""
+    victim = sim_accounts[0]
+    sim.fail_next(1000, "hang_up", "/api/twofa", user_id=victim.user_id)
+    cfg = _config(sim, sim_accounts, database_url, tmp_path)
+
+    result = run_cli("--config", str(cfg), "run")
+    assert result.returncode == 1, result.stderr
+    assert _sent(sim, victim.user_id, "POST", "/api/login") == 1
+    assert _sent(sim, victim.user_id, "POST", "/api/twofa") == 1
+    [line] = _error_lines(result, victim.user_id)
+    assert line.startswith(f"error: account {victim.user_id}: cannot reach Kite ("), line
+    _others_stored(database_url, sim_accounts, victim)
+
+
 @pytest.mark.parametrize(("auth", "path", "method"), [
     ("web", "/api/login", "POST"),
     ("web", "/api/twofa", "POST"),
@@ -184,6 +203,27 @@ def test_nothing_is_ever_sent_to_another_origin(
     else:
         assert "with a redirect (HTTP 307); not following it" in line
     _others_stored(database_url, sim_accounts, victim)
+
+
+def test_a_header_value_with_a_line_break_is_refused_and_nothing_is_sent(
+        elsewhere: tuple[str, list[Any]]) -> None:
+    """A token with a line break would add a header field of its own to the request."""
+    url, received = elsewhere
+    session = kite_http.new_session()
+    try:
+        for value in ("enctoken abc\r\nX-Injected: 1", "enctoken abc\nX-Injected: 1"):
+            with pytest.raises(KiteProtocolError, match=r"HTTP request failed \(ValueError\)$"):
+                kite_http.send(session, "GET", f"{url}/x", timeout=5, max_bytes=2**20,
+                               label="holdings", account="AB1234",
+                               headers={"Authorization": value})
+        assert received == []
+        kite_http.send(session, "GET", f"{url}/x", timeout=5, max_bytes=2**20,
+                       label="holdings", account="AB1234", headers={"Authorization": "ok"})
+        assert [(method, path) for method, path, _, _ in received] == [
+            ("connection", ""), ("GET", "/x")]
+        assert "X-Injected" not in received[1][2]
+    finally:
+        session.close()
 
 
 # -- 2. deadlines and size limits --------------------------------------------------------------

@@ -538,7 +538,7 @@ def test_fail_next_rejects_unknown_kind(sim: KiteSimulator) -> None:
         sim.fail_next(1, "418")
     assert set(FAULT_KINDS) == {
         "500", "502", "503", "504", "429", "429_as_200", "token", "html", "no_error_type",
-        "garbage", "slow", "redirect", "drip", "huge",
+        "garbage", "slow", "redirect", "drip", "huge", "hang_up",
     }  # fmt: skip
 
 

@@ -59,7 +59,7 @@ class KiteClient:
         cancel: Cancel | None = None,
         reserve_totp_step: ReserveTotpStep | None = None,
         route_pool: Executor | None = None,
-        shared_connections: kite_http.WatchedAdapter | None = None,
+        shared_connections: kite_http.Connections | None = None,
     ):
         self.account = account
         self.kite = kite

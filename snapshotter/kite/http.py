@@ -1,18 +1,24 @@
 """HTTP under the Kite client: one deadline per whole request, cancellation, capped bodies;
 Kite's answer envelope -> data or a typed error; the per-app rate limit of Kite Connect.
 
-requests' ``timeout`` bounds each socket operation, not a request: a server that sends
-one byte every few seconds keeps a request alive forever. Here every request gets a
-deadline; the process's ``REAPER`` thread polls the requests in flight (``time.sleep``, so
-libfaketime works) and shuts down the socket of any request past its deadline or
-cancelled, which wakes the thread blocked reading it at once. Bodies are read here, in
-chunks, and refused past a size limit. Nothing is retried or redirected at this layer.
+Requests are sent by libcurl (pycurl): connecting, TLS, writing the request, reading
+and parsing the answer's headers and decompressing its body run in C without the
+interpreter lock, on which a run's account threads otherwise queue (docs/speed.md).
+libcurl's timeout bounds each whole request; the process's ``REAPER`` thread also polls
+the requests in flight (``time.sleep``, so libfaketime works) and shuts down the
+sockets of any request past its deadline or cancelled, which wakes the thread blocked
+in libcurl at once. Bodies are refused past a size limit as they arrive. Nothing is
+redirected at this layer, and a request with a body is never sent twice (libcurl would
+resend one on a kept-alive connection that died unanswered; ours cannot be rewound).
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import json
+import os
 import re
 import socket
 import threading
@@ -23,13 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import pycurl
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import ProxyManager
-from urllib3.util.retry import Retry
+from requests.structures import CaseInsensitiveDict
 
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.errors import (
@@ -44,58 +46,89 @@ from snapshotter.errors import (
 
 REAPER_POLL_SECONDS = 0.1
 POLL_SECONDS = 0.02  # a rate limiter's wait for a slot
-CHUNK_BYTES = 64 * 1024
 DEADLINE, CANCELLED = "deadline", "cancelled"
 
 
+class _Sockets:
+    """The sockets libcurl opened for one handle (its kept-alive connections), so that
+    the reaper can shut them down under the thread blocked in libcurl."""
+
+    def __init__(self) -> None:
+        self._fds: set[int] = set()
+        self._lock = threading.Lock()
+        self.watch: Watch | None = None  # the request in flight on the handle
+
+    def opened(self, fd: int, purpose: int) -> int:
+        """libcurl's SOCKOPTFUNCTION: a new socket, before it connects."""
+        with self._lock:
+            self._fds.add(fd)
+            watch = self.watch
+        if watch is not None and watch.reason is not None:  # cut before it connected
+            return pycurl.SOCKOPT_ERROR
+        return pycurl.SOCKOPT_OK
+
+    def closed(self, fd: int) -> int:
+        """libcurl's CLOSESOCKETFUNCTION: closed here, under the lock, so that the reaper
+        never shuts down a descriptor the process has reused for another socket."""
+        with self._lock:
+            self._fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return 0
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    # A duplicate of libcurl's descriptor: shutdown acts on the socket
+                    # both share, and wakes the thread reading it (also under TLS).
+                    sock = socket.socket(fileno=os.dup(fd))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+
+
 class Watch:
-    """One request in flight: its deadline and the connection carrying it."""
+    """One request in flight: its deadline and the sockets carrying it."""
 
     def __init__(self, deadline: float):
         self.deadline = deadline
         self.reason: str | None = None  # DEADLINE or CANCELLED once aborted
-        self._connection: HTTPConnection | None = None
+        self._sockets: _Sockets | None = None
         self._done = False
         self._lock = threading.Lock()
 
-    def attach(self, connection: HTTPConnection) -> None:
+    def attach(self, sockets: _Sockets) -> None:
         with self._lock:
             if self._done:
                 return
-            self._connection = connection
+            self._sockets = sockets
+            sockets.watch = self
             if self.reason is not None:
-                self._shutdown()
+                sockets.shutdown()
 
     def abort(self, reason: str) -> None:
-        """Shut the request's socket down (again: it may have been created since)."""
+        """Shut the request's sockets down (again: one may have been opened since)."""
         with self._lock:
             if self._done:
                 return
             if self.reason is None:
                 self.reason = reason
-            self._shutdown()
+            if self._sockets is not None:
+                self._sockets.shutdown()
 
     def finish(self) -> None:
         with self._lock:
             self._done = True
-            self._connection = None
-
-    def _shutdown(self) -> None:
-        conn = self._connection
-        if conn is None:
-            return
-        for sock in (conn.sock, getattr(conn, "_watched_sock", None),
-                     getattr(conn, "_watched_raw_sock", None)):
-            if sock is not None:
-                # The plain socket call, also on a TLS socket: SSLSocket.shutdown would
-                # drop its TLS state under the thread reading it.
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            if self._sockets is not None:
+                self._sockets.watch = None
+            self._sockets = None
 
 
 class Reaper:
     """Every request in flight in the process, and the thread that polls them: it shuts
-    down the socket of any request past its deadline or cancelled. The thread runs only
+    down the sockets of any request past its deadline or cancelled. The thread runs only
     while requests are in flight."""
 
     def __init__(self) -> None:
@@ -130,89 +163,80 @@ class Reaper:
 
 
 REAPER = Reaper()  # the process's: one thread for every client's requests
-_current = threading.local()  # the Watch of the request this thread is sending
 
 
-def _attach(connection: HTTPConnection) -> None:
-    watch: Watch | None = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.attach(connection)
+class _Handle:
+    """A libcurl handle and the connections it keeps alive; one request at a time."""
+
+    def __init__(self) -> None:
+        self.curl = pycurl.Curl()
+        self.sockets = _Sockets()
+        self.configure()
+
+    def configure(self) -> None:
+        """What every request of ours has (again after ``reset``)."""
+        curl = self.curl
+        curl.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for timeouts
+        curl.setopt(pycurl.SOCKOPTFUNCTION, self.sockets.opened)
+        curl.setopt(pycurl.CLOSESOCKETFUNCTION, self.sockets.closed)
+        curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.ACCEPT_ENCODING, "")  # every coding libcurl decodes
+        curl.setopt(pycurl.FOLLOWLOCATION, 0)
+
+    def close(self) -> None:
+        self.curl.close()
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        self._watched_raw_sock = sock  # for HTTPS: until TLS wraps it into self.sock
-        return sock
-
-    def connect(self) -> None:
-        _attach(self)
-        super().connect()
-        # TLS detached the plain socket; and http.client drops self.sock when the answer
-        # says "Connection: close" while its body is still being read through it.
-        self._watched_sock = self.sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
-    """HTTPSConnection's TLS, with the watch above (MRO: ours first)."""
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_POOL_CLASSES: dict[str, type[HTTPConnectionPool]] = {
-    "http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class WatchedAdapter(HTTPAdapter):
-    """Connections the reaper can cut; urllib3 never retries nor redirects."""
+class Connections:
+    """Kept-alive connections to Kite: libcurl handles, each keeping the connections it
+    opened, lent to one request at a time; at most ``maxsize`` kept between requests."""
 
     def __init__(self, maxsize: int = 8) -> None:
-        super().__init__(pool_connections=4, pool_maxsize=maxsize,
-                         max_retries=Retry(total=0, redirect=False, raise_on_redirect=False))
+        self.maxsize = maxsize
+        self._idle: list[_Handle] = []
+        self._lock = threading.Lock()
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES
+    def take(self) -> _Handle:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return _Handle()
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if isinstance(manager, ProxyManager):  # a SOCKS manager keeps its own pools
-            manager.pool_classes_by_scheme = _POOL_CLASSES
-        return manager
+    def give(self, handle: _Handle, *, reusable: bool) -> None:
+        """``handle`` back after its request; one cut or failed is closed, never reused."""
+        if reusable:
+            handle.curl.reset()  # the options, not the connections
+            handle.configure()
+            with self._lock:
+                if len(self._idle) < self.maxsize:
+                    self._idle.append(handle)
+                    return
+        handle.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for handle in idle:
+            handle.close()
 
 
 class KiteSession:
     """One account's HTTP state: the headers every request carries, its cookies (Kite's
-    web login sets the enctoken as one) and its kept-alive connections.
+    web login sets the enctoken as one) and its kept-alive connections."""
 
-    Requests go straight to urllib3 (``send``), through the pools of a requests
-    adapter (proxies, TLS settings): requests' own per-request work (preparing,
-    merging settings, hooks, its Response) cost more CPU than the rest of a run."""
-
-    def __init__(self, shared: WatchedAdapter | None = None) -> None:
+    def __init__(self, shared: Connections | None = None) -> None:
         self.headers: dict[str, str] = dict(_DEFAULT_HEADERS)
         self.cookies = requests.cookies.RequestsCookieJar()
-        self.adapter = WatchedAdapter()
-        #: connections a run's accounts share for their GETs (data calls); a login's
-        #: POSTs always go on this account's own, fresh connections: a kept-alive
-        #: connection the server has dropped fails the request, and a 2FA request is
-        #: never sent twice
+        #: this account's own connections: its logins' POSTs, and its GETs without
+        #: ``shared``
+        self.connections = Connections(maxsize=2)
+        #: connections a run's accounts share for their GETs (data calls)
         self.shared = shared
         # The Cookie header per address (scheme, host, path), until an answer sets a
         # cookie: the jar's matching rules cost more than the rest of a request.
         self._cookie_headers: dict[str, str | None] = {}
         self._root_cookies_only = True
-        self._pools: dict[tuple[str, str, bool], tuple[Any, dict[str, str]]] = {}
 
     def cookie_header(self, request: _Outgoing) -> str | None:
         address = request.url.partition("?")[0].partition("#")[0]
@@ -223,39 +247,39 @@ class KiteSession:
                 self.cookies, request) if self.cookies else None
         return self._cookie_headers[address]
 
-    def pool_for(self, request: _Outgoing, verify: bool | str | None,
-                 ) -> tuple[Any, dict[str, str]]:
-        """The adapter's connection pool for the request's origin (its proxy's, when
-        the environment names one: then also the proxies), looked up once per origin."""
-        settings = environment_settings(request.url)
-        verify = settings["verify"] if verify is None else verify
-        adapter = self.shared if self.shared is not None and request.method == "GET" \
-            else self.adapter
-        key = (_address_origin(request.url), str(verify), adapter is self.adapter)
-        found = self._pools.get(key)
-        if found is None:
-            proxies = settings["proxies"]
-            pool = adapter.get_connection_with_tls_context(
-                request, verify, proxies=proxies, cert=settings["cert"])  # type: ignore[arg-type]
-            proxied = proxies if requests.utils.select_proxy(request.url, proxies) else {}
-            found = self._pools[key] = (pool, proxied)
-        return found
+    def connections_for(self, method: str) -> Connections:
+        return self.shared if self.shared is not None and method == "GET" \
+            else self.connections
 
-    def keep_cookies(self, request: _Outgoing, resp: urllib3.BaseHTTPResponse) -> None:
-        """The cookies ``resp`` sets, into the jar."""
-        if "Set-Cookie" in resp.headers:
-            requests.cookies.extract_cookies_to_jar(self.cookies, request, resp)
-            self._cookie_headers.clear()
-            self._root_cookies_only = all(cookie.path == "/" for cookie in self.cookies)
+    def keep_cookies(self, request: _Outgoing, header_lines: list[bytes]) -> None:
+        """The cookies an answer sets (its header lines, status line first), into the
+        jar, by the jar's rules (domain, path, expiry)."""
+        if not any(line[:11].lower() == b"set-cookie:" for line in header_lines):
+            return
+        message = http.client.parse_headers(io.BytesIO(b"".join(header_lines[1:])))
+        requests.cookies.extract_cookies_to_jar(self.cookies, request, _CookieSource(message))
+        self._cookie_headers.clear()
+        self._root_cookies_only = all(cookie.path == "/" for cookie in self.cookies)
 
     def close(self) -> None:
-        self.adapter.close()
+        self.connections.close()
+
+
+@dataclass
+class _CookieSource:
+    """An answer as requests' cookie extraction reads one."""
+
+    msg: http.client.HTTPMessage
+
+    @property
+    def _original_response(self) -> _CookieSource:
+        return self
 
 
 _DEFAULT_HEADERS = dict(requests.utils.default_headers())
 
 
-def new_session(shared: WatchedAdapter | None = None) -> KiteSession:
+def new_session(shared: Connections | None = None) -> KiteSession:
     return KiteSession(shared)
 
 
@@ -269,9 +293,9 @@ def _address_origin(url: str) -> str:
 
 
 def environment_settings(url: str) -> dict[str, Any]:
-    """The proxies and TLS settings the environment gives requests to ``url``
+    """The proxy and TLS settings the environment gives requests to ``url``
     (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``...), read once per origin
-    for the process, as requests reads them. (A ``~/.netrc`` login is never sent.)"""
+    for the process, by requests' rules. (A ``~/.netrc`` login is never sent.)"""
     key = _address_origin(url)
     with _ENVIRONMENT_LOCK:
         settings = _ENVIRONMENT.get(key)
@@ -279,30 +303,28 @@ def environment_settings(url: str) -> dict[str, Any]:
             reader = requests.Session()
             merged = reader.merge_environment_settings(url, {}, None, None, None)
             reader.close()
-            settings = _ENVIRONMENT[key] = {"proxies": merged["proxies"] or {},
-                                            "verify": merged["verify"],
-                                            "cert": merged["cert"]}
+            proxies = merged["proxies"] or {}
+            settings = _ENVIRONMENT[key] = {
+                "proxy": requests.utils.select_proxy(url, proxies) or "",
+                "verify": merged["verify"]}
         return settings
 
 
 @dataclass
 class _Outgoing:
-    """A request as requests' adapter and cookie jar read one (url, headers, body)."""
+    """A request as requests' cookie jar reads one (url, headers, body)."""
 
     method: str
     url: str
     headers: dict[str, str]
     body: bytes | None
 
-    @property
-    def path_url(self) -> str:
-        """The path and query (what goes on the request line without a proxy)."""
-        parts = urlsplit(self.url)
-        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
 
 # What requests' requote_uri would change (else the address is sent as it is).
 _UNQUOTED = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%(?![0-9A-Fa-f]{2})")
+# Header fields libcurl builds itself, from the request's options.
+_CURL_BUILT = {"accept-encoding", "content-length", "host", "transfer-encoding"}
+_FIELD_BREAK = re.compile(r"[\r\n\0]")
 
 
 def _outgoing(session: KiteSession, method: str, url: str,
@@ -314,8 +336,6 @@ def _outgoing(session: KiteSession, method: str, url: str,
     if data is not None:
         body = urlencode([(k, v) for k, v in data.items() if v is not None]).encode()
         merged["Content-Type"] = "application/x-www-form-urlencoded"
-    elif method in ("POST", "PUT", "PATCH"):
-        merged["Content-Length"] = "0"
     if _UNQUOTED.search(url):
         url = requests.utils.requote_uri(url)
     request = _Outgoing(method, url, merged, body)
@@ -325,19 +345,105 @@ def _outgoing(session: KiteSession, method: str, url: str,
     return request
 
 
-def _urlopen(session: KiteSession, request: _Outgoing, timeout: float,
-             verify: bool | str | None) -> urllib3.BaseHTTPResponse:
-    """The request sent through the adapter's pool for its origin (or its proxy's); the
-    answer's body left unread."""
-    pool, proxied = session.pool_for(request, verify)
-    url = request.path_url
-    if proxied:  # the absolute address, as to any proxy (requests' rule)
-        url = session.adapter.request_url(request, proxied)  # type: ignore[arg-type]
-    return pool.urlopen(
-        method=request.method, url=url, body=request.body, headers=request.headers,
-        redirect=False, assert_same_host=False, preload_content=False,
-        decode_content=False, retries=False,
-        timeout=urllib3.Timeout(connect=timeout, read=timeout))
+class _Exchange:
+    """One request's answer as libcurl hands it over: header lines, then body chunks,
+    refused past ``max_bytes`` of decoded body."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.header_lines: list[bytes] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+
+    def header(self, line: bytes) -> None:
+        if line[:5] == b"HTTP/":  # a status line: a proxy's CONNECT answer or a 1xx came first
+            self.header_lines.clear()
+        self.header_lines.append(line)
+
+    def write(self, chunk: bytes) -> int | None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.too_large = True
+            return 0  # libcurl aborts the transfer
+        self.chunks.append(chunk)
+        return None
+
+    def headers(self) -> CaseInsensitiveDict[str]:
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        name = ""
+        for raw in self.header_lines[1:]:
+            line = raw.decode("latin-1").rstrip("\r\n")
+            if line[:1] in (" ", "\t") and name:  # an obsolete folded continuation
+                headers[name] = f"{headers[name]} {line.strip()}"
+                continue
+            name, sep, value = line.partition(":")
+            if not sep:
+                name = ""
+                continue
+            name, value = name.strip(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return headers
+
+
+def _no_rewind(offset: int, origin: int) -> int:
+    """libcurl's SEEKFUNCTION for a request body: it never rewinds one to send it again."""
+    return pycurl.SEEKFUNC_FAIL
+
+
+def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool | str | None,
+             exchange: _Exchange) -> None:
+    """``handle``'s options for ``request``. Raises ValueError for a request that cannot
+    be sent as given (a header field with a line break, or not Latin-1)."""
+    curl = handle.curl
+    settings = environment_settings(request.url)
+    verify = settings["verify"] if verify is None else verify
+    fields = [b"Expect:"]  # never wait for a "100 Continue"
+    if "Content-Type" not in request.headers:
+        fields.append(b"Content-Type:")  # libcurl's default for a POST: none, as requests
+    for name, value in request.headers.items():
+        if name.lower() in _CURL_BUILT:
+            continue
+        if _FIELD_BREAK.search(name) or _FIELD_BREAK.search(str(value)):
+            raise ValueError(f"header {name!r} holds a line break")
+        # "Name;" is libcurl's way to send a field with an empty value
+        fields.append(f"{name}: {value}".encode("latin-1") if value != ""
+                      else f"{name};".encode("latin-1"))
+    curl.setopt(pycurl.URL, request.url)
+    curl.setopt(pycurl.HTTPHEADER, fields)
+    if request.method == "GET":
+        curl.setopt(pycurl.HTTPGET, 1)
+    else:
+        body = request.body or b""
+        curl.setopt(pycurl.POST, 1)
+        if request.method != "POST":
+            curl.setopt(pycurl.CUSTOMREQUEST, request.method)
+        curl.setopt(pycurl.POSTFIELDSIZE_LARGE, len(body))
+        curl.setopt(pycurl.READFUNCTION, io.BytesIO(body).read)
+        curl.setopt(pycurl.SEEKFUNCTION, _no_rewind)
+    millis = max(1, int(timeout * 1000))
+    curl.setopt(pycurl.TIMEOUT_MS, millis)
+    curl.setopt(pycurl.CONNECTTIMEOUT_MS, millis)
+    curl.setopt(pycurl.PROXY, settings["proxy"])  # "": none, whatever libcurl would read
+    curl.setopt(pycurl.NOPROXY, "")  # requests' NO_PROXY rules chose the proxy above
+    if verify is False:
+        for option in (pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST,
+                       pycurl.PROXY_SSL_VERIFYPEER, pycurl.PROXY_SSL_VERIFYHOST):
+            curl.setopt(option, 0)
+    else:
+        bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+        directory = os.path.isdir(bundle)
+        curl.setopt(pycurl.CAPATH if directory else pycurl.CAINFO, bundle)
+        curl.setopt(pycurl.PROXY_CAPATH if directory else pycurl.PROXY_CAINFO, bundle)
+    curl.setopt(pycurl.MAXFILESIZE_LARGE, exchange.max_bytes)  # by Content-Length
+    curl.setopt(pycurl.HEADERFUNCTION, exchange.header)
+    curl.setopt(pycurl.WRITEFUNCTION, exchange.write)
+
+
+def _perform(handle: _Handle, request: _Outgoing) -> int:
+    """The exchange itself (the interpreter lock released); the answer's status."""
+    handle.curl.perform()
+    return int(handle.curl.getinfo(pycurl.RESPONSE_CODE))
 
 
 @dataclass(frozen=True)
@@ -345,7 +451,7 @@ class Answer:
     """One HTTP answer, read whole: what the client and the envelope parser look at."""
 
     status_code: int
-    headers: Mapping[str, str]  # requests' case-insensitive dict
+    headers: Mapping[str, str]  # case-insensitive
     content: bytes
 
     @property
@@ -381,79 +487,85 @@ def send(session: KiteSession, method: str, url: str, *, timeout: float,
         cancel.check(account)
     request = _outgoing(session, method, url, headers, data)
     watch = Watch(time.monotonic() + timeout)
-    handle = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
+    handle_id = cancel.on_cancel(lambda: watch.abort(CANCELLED)) if cancel is not None else 0
     REAPER.add(watch)
-    resp: urllib3.BaseHTTPResponse | None = None
-    body = b""
+    connections = session.connections_for(method)
+    handle = connections.take()
+    exchange = _Exchange(max_bytes)
+    status = 0
     failure: BaseException | None = None
     try:
         if cancel is not None:
             cancel.check(account)
-        _current.watch = watch
-        try:
-            resp = _urlopen(session, request, timeout, verify)
-        finally:
-            _current.watch = None
-        body = _read_body(resp, max_bytes, label, account)
-    except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        _prepare(handle, request, timeout, verify, exchange)
+        watch.attach(handle.sockets)
+        status = _perform(handle, request)
+    except (pycurl.error, ValueError, OSError) as exc:
         failure = exc
     except BaseException:
-        _end(watch, cancel, handle, resp, reusable=False)
+        _end(watch, cancel, handle_id, connections, handle, reusable=False)
         raise
     # Once cut, even an answer that parsed is incomplete (e.g. headers ended by the cut).
-    _end(watch, cancel, handle, resp, reusable=failure is None and watch.reason is None)
-    if failure is not None or watch.reason is not None or resp is None:
-        raise _failure(watch, failure, timeout, label, account, cancel)
-    session.keep_cookies(request, resp)
-    return Answer(resp.status, resp.headers, body)
+    _end(watch, cancel, handle_id, connections, handle,
+         reusable=failure is None and watch.reason is None)
+    if failure is not None or watch.reason is not None:
+        raise _failure(watch, failure, exchange, timeout, label, account, cancel)
+    session.keep_cookies(request, exchange.header_lines)
+    return Answer(status, exchange.headers(), b"".join(exchange.chunks))
 
 
-def _end(watch: Watch, cancel: Cancel | None, handle: int,
-         resp: urllib3.BaseHTTPResponse | None, *, reusable: bool) -> None:
+def _end(watch: Watch, cancel: Cancel | None, handle_id: int, connections: Connections,
+         handle: _Handle, *, reusable: bool) -> None:
     watch.finish()
     REAPER.discard(watch)
     if cancel is not None:
-        cancel.forget(handle)
-    if resp is not None:
-        if reusable:
-            resp.release_conn()
-        else:  # partly read or cut: never reuse the connection
-            resp.close()
+        cancel.forget(handle_id)
+    connections.give(handle, reusable=reusable)
 
 
-def _read_body(resp: urllib3.BaseHTTPResponse, max_bytes: int, label: str,
-               account: str) -> bytes:
-    too_large = KiteProtocolError(
-        f"{label}: answer larger than {max_bytes / 2**20:g} MB (kite.max_response_mb); "
-        "not read", account=account)
-    length = (resp.headers.get("Content-Length") or "").strip()
-    if length.isdigit() and int(length) > max_bytes:
-        raise too_large
-    body = bytearray()
-    # Decoded bytes are counted: a small gzip body must not inflate past the limit.
-    for chunk in resp.stream(CHUNK_BYTES, decode_content=True):
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_large
-    return bytes(body)
+# libcurl's errors, as a user reads them: "cannot reach Kite (...)".
+_CURL_TROUBLE = {
+    pycurl.E_COULDNT_RESOLVE_PROXY: "proxy's name not resolved",
+    pycurl.E_COULDNT_RESOLVE_HOST: "name not resolved",
+    pycurl.E_COULDNT_CONNECT: "connection refused or unreachable",
+    pycurl.E_FTP_WEIRD_SERVER_REPLY: "not an HTTP answer",  # libcurl's CURLE_WEIRD_SERVER_REPLY
+    pycurl.E_PARTIAL_FILE: "answer cut short",
+    pycurl.E_SSL_CONNECT_ERROR: "TLS handshake failed",
+    pycurl.E_PEER_FAILED_VERIFICATION: "TLS certificate not trusted",
+    pycurl.E_GOT_NOTHING: "empty answer",
+    pycurl.E_SEND_ERROR: "connection broken while sending",
+    pycurl.E_RECV_ERROR: "connection broken while reading",
+    pycurl.E_BAD_CONTENT_ENCODING: "body not decodable",
+    pycurl.E_SEND_FAIL_REWIND: "connection dropped; the request was not sent again",
+    pycurl.E_SSL_CACERT_BADFILE: "TLS CA bundle unreadable",
+}
+# A request that cannot be sent as given: not Kite's trouble, and no retry would change it.
+_UNSENDABLE = {pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT,
+               pycurl.E_BAD_FUNCTION_ARGUMENT}
 
 
-def _failure(watch: Watch, exc: BaseException | None, timeout: float, label: str,
-             account: str, cancel: Cancel | None) -> KiteError:
+def _failure(watch: Watch, exc: BaseException | None, exchange: _Exchange, timeout: float,
+             label: str, account: str, cancel: Cancel | None) -> KiteError:
     if watch.reason == CANCELLED and cancel is not None:
         return Cancelled(cancel.reason or "cancelled", account=account)
-    timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) \
-        and not isinstance(exc, urllib3.exceptions.ConnectTimeoutError)
-    if watch.reason == DEADLINE or timed_out:
+    code = exc.args[0] if isinstance(exc, pycurl.error) and exc.args else None
+    if exchange.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
+        return KiteProtocolError(
+            f"{label}: answer larger than {exchange.max_bytes / 2**20:g} MB "
+            "(kite.max_response_mb); not read", account=account)
+    if watch.reason == DEADLINE or code == pycurl.E_OPERATION_TIMEDOUT:
         return TransientKiteError(f"{label}: no complete answer within {timeout:g} s",
                                   account=account)
-    if isinstance(exc, ValueError | urllib3.exceptions.LocationValueError
-                  | urllib3.exceptions.ProxySchemeUnknown):
-        # A request that cannot be sent as given (an address or header value http.client
-        # refuses): not Kite's trouble, and no retry would change it.
-        return KiteProtocolError(f"HTTP request failed ({type(exc).__name__})",
-                                 account=account)
-    return TransientKiteError(f"cannot reach Kite ({type(exc).__name__})", account=account)
+    if isinstance(exc, ValueError) or code in _UNSENDABLE:
+        return KiteProtocolError(f"HTTP request failed ({_trouble(exc)})", account=account)
+    return TransientKiteError(f"cannot reach Kite ({_trouble(exc)})", account=account)
+
+
+def _trouble(exc: BaseException | None) -> str:
+    """What went wrong, without libcurl's own words (they may quote the address)."""
+    if isinstance(exc, pycurl.error) and exc.args:
+        return _CURL_TROUBLE.get(exc.args[0], f"libcurl error {exc.args[0]}")
+    return type(exc).__name__
 
 
 def origin(url: str) -> tuple[str, str, int | None]:

@@ -23,7 +23,7 @@ from snapshotter.config import AccountConfig, Config
 from snapshotter.errors import LockLost
 from snapshotter.kite.auth import TOTP_STEP, refusal, same_credentials
 from snapshotter.kite.client import KiteClient
-from snapshotter.kite.http import WatchedAdapter
+from snapshotter.kite.http import Connections
 from snapshotter.kite.token_cache import TokenCache
 from snapshotter.pipeline.outcomes import (
     FAILED,
@@ -59,7 +59,7 @@ def select_accounts(config: Config, user_ids: Iterable[str] | None) -> list[Acco
 def _fetch(account: AccountConfig, config: Config, cache: TokenCache, clock: Clock,
            engine: sa.Engine, lock: HeldLock, cancel: Cancel | None = None,
            route_pool: Executor | None = None,
-           connections: WatchedAdapter | None = None,
+           connections: Connections | None = None,
            reservations: GroupReservations | None = None) -> tuple[dict[str, Any], int]:
     client = KiteClient(account, config.kite, cache, clock=clock, cancel=cancel,
                         reserve_totp_step=step_reserver(engine, config.database_url,
@@ -233,7 +233,7 @@ class _Run:
         # Every fetching account's data routes at once, on threads the accounts share.
         routes = ThreadPoolExecutor(max_workers=workers * len(ROUTES),
                                     thread_name_prefix="route")
-        connections = WatchedAdapter(maxsize=workers * len(ROUTES))
+        connections = Connections(maxsize=workers * len(ROUTES))
         reservations = GroupReservations(self.engine, this_process())
         pending = {pool.submit(job, acc): acc for acc in todo}
         # Each job's future as it ends (appended by its thread): no scan of every

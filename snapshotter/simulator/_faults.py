@@ -35,6 +35,7 @@ FAULT_KINDS = (
     "redirect",
     "drip",
     "huge",
+    "hang_up",
 )
 
 _FAULT_ENVELOPES: dict[str, tuple[int, str, str]] = {
@@ -71,7 +72,8 @@ class FaultInjection(SimulatorState):
         ``429_as_200`` is Kite's other rate-limit answer, HTTP 200 with "Too many
         requests" as a plain-text body; ``drip`` sends the real answer's headers, then its
         body one byte every ``drip_seconds``; ``huge`` answers a valid success envelope of
-        ``huge_mb`` MB.
+        ``huge_mb`` MB; ``hang_up`` handles the request (a 2FA code is spent), then closes
+        the connection without a byte of answer.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -113,6 +115,9 @@ class FaultInjection(SimulatorState):
         if kind == "redirect":
             own = req.path + (f"?{urlencode(req.query)}" if req.query else "")
             return redirect(fault.location or own, fault.status or 307)
+        if kind == "hang_up":
+            answer(req)
+            return Response(0, hang_up=True)
         if kind == "huge":
             return self._huge_response()
         if kind == "429_as_200":

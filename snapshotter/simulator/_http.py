@@ -43,6 +43,8 @@ class Response:
     chunk_delay: float = 0.0
     #: the streamed body's Content-Length (None: Transfer-Encoding chunked)
     length: int | None = None
+    #: no answer at all: the connection is closed once the request is handled
+    hang_up: bool = False
 
 
 def json_answer(
@@ -195,6 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
             cookies=_parse_cookies(self.headers.get("Cookie", "")),
         )
         response = cast(Server, self.server).sim._respond(request)
+        if response.hang_up:
+            self.close_connection = True
+            return
         if response.chunks is not None:
             self._stream(response)
             return
