@@ -15,7 +15,7 @@ resend one on a kept-alive connection that died unanswered; ours cannot be rewou
 from __future__ import annotations
 
 import contextlib
-import http.client
+import functools
 import io
 import json
 import os
@@ -254,10 +254,11 @@ class KiteSession:
     def keep_cookies(self, request: _Outgoing, header_lines: list[bytes]) -> None:
         """The cookies an answer sets (its header lines, status line first), into the
         jar, by the jar's rules (domain, path, expiry)."""
-        if not any(line[:11].lower() == b"set-cookie:" for line in header_lines):
+        values = [line[11:].decode("latin-1").strip() for line in header_lines
+                  if line[:11].lower() == b"set-cookie:"]
+        if not values:
             return
-        message = http.client.parse_headers(io.BytesIO(b"".join(header_lines[1:])))
-        requests.cookies.extract_cookies_to_jar(self.cookies, request, _CookieSource(message))
+        requests.cookies.extract_cookies_to_jar(self.cookies, request, _CookieSource(values))
         self._cookie_headers.clear()
         self._root_cookies_only = all(cookie.path == "/" for cookie in self.cookies)
 
@@ -267,13 +268,21 @@ class KiteSession:
 
 @dataclass
 class _CookieSource:
-    """An answer as requests' cookie extraction reads one."""
+    """An answer as requests' cookie extraction reads one: its Set-Cookie fields, as
+    ``http.client``'s message gives them (``get_all``)."""
 
-    msg: http.client.HTTPMessage
+    set_cookie: list[str]
 
     @property
     def _original_response(self) -> _CookieSource:
         return self
+
+    @property
+    def msg(self) -> _CookieSource:
+        return self
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        return list(self.set_cookie) if name.lower() == "set-cookie" else default
 
 
 _DEFAULT_HEADERS = dict(requests.utils.default_headers())
@@ -351,15 +360,18 @@ class _Exchange:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.header_lines: list[bytes] = []
+        self.lines: list[bytes] = []  # every header line libcurl read, status lines too
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
 
-    def header(self, line: bytes) -> None:
-        if line[:5] == b"HTTP/":  # a status line: a proxy's CONNECT answer or a 1xx came first
-            self.header_lines.clear()
-        self.header_lines.append(line)
+    @property
+    def header_lines(self) -> list[bytes]:
+        """The answer's status line and header lines: the last block read (a proxy's
+        CONNECT answer or a 1xx may come before it)."""
+        lines = self.lines
+        start = max((i for i, line in enumerate(lines) if line[:5] == b"HTTP/"), default=0)
+        return lines[start:]
 
     def write(self, chunk: bytes) -> int | None:
         self.size += len(chunk)
@@ -391,6 +403,20 @@ def _no_rewind(offset: int, origin: int) -> int:
     return pycurl.SEEKFUNC_FAIL
 
 
+@functools.lru_cache(maxsize=16)
+def _tls_options(verify: bool | str) -> tuple[tuple[int, Any], ...]:
+    """libcurl's options for requests' ``verify``: False, True (requests' CA bundle) or
+    the path of a CA bundle file or directory."""
+    if verify is False:
+        return tuple((option, 0) for option in (
+            pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST,
+            pycurl.PROXY_SSL_VERIFYPEER, pycurl.PROXY_SSL_VERIFYHOST))
+    bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+    if os.path.isdir(bundle):
+        return (pycurl.CAPATH, bundle), (pycurl.PROXY_CAPATH, bundle)
+    return (pycurl.CAINFO, bundle), (pycurl.PROXY_CAINFO, bundle)
+
+
 def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool | str | None,
              exchange: _Exchange) -> None:
     """``handle``'s options for ``request``. Raises ValueError for a request that cannot
@@ -398,19 +424,18 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
     curl = handle.curl
     settings = environment_settings(request.url)
     verify = settings["verify"] if verify is None else verify
-    fields = [b"Expect:"]  # never wait for a "100 Continue"
+    fields = ["Expect:"]  # never wait for a "100 Continue"
     if "Content-Type" not in request.headers:
-        fields.append(b"Content-Type:")  # libcurl's default for a POST: none, as requests
-    for name, value in request.headers.items():
-        if name.lower() in _CURL_BUILT:
-            continue
-        if _FIELD_BREAK.search(name) or _FIELD_BREAK.search(str(value)):
-            raise ValueError(f"header {name!r} holds a line break")
-        # "Name;" is libcurl's way to send a field with an empty value
-        fields.append(f"{name}: {value}".encode("latin-1") if value != ""
-                      else f"{name};".encode("latin-1"))
+        fields.append("Content-Type:")  # libcurl's default for a POST: none, as requests
+    # "Name;" is libcurl's way to send a field with an empty value
+    fields += [f"{name}: {value}" if value != "" else f"{name};"
+               for name, value in request.headers.items() if name.lower() not in _CURL_BUILT]
+    text = "\t".join(fields)
+    if _FIELD_BREAK.search(text):
+        raise ValueError("a header field holds a line break")
     curl.setopt(pycurl.URL, request.url)
-    curl.setopt(pycurl.HTTPHEADER, fields)
+    curl.setopt(pycurl.HTTPHEADER, fields if text.isascii()
+                else [field.encode("latin-1") for field in fields])
     if request.method == "GET":
         curl.setopt(pycurl.HTTPGET, 1)
     else:
@@ -426,17 +451,10 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
     curl.setopt(pycurl.CONNECTTIMEOUT_MS, millis)
     curl.setopt(pycurl.PROXY, settings["proxy"])  # "": none, whatever libcurl would read
     curl.setopt(pycurl.NOPROXY, "")  # requests' NO_PROXY rules chose the proxy above
-    if verify is False:
-        for option in (pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST,
-                       pycurl.PROXY_SSL_VERIFYPEER, pycurl.PROXY_SSL_VERIFYHOST):
-            curl.setopt(option, 0)
-    else:
-        bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
-        directory = os.path.isdir(bundle)
-        curl.setopt(pycurl.CAPATH if directory else pycurl.CAINFO, bundle)
-        curl.setopt(pycurl.PROXY_CAPATH if directory else pycurl.PROXY_CAINFO, bundle)
+    for option, value in _tls_options(verify):
+        curl.setopt(option, value)
     curl.setopt(pycurl.MAXFILESIZE_LARGE, exchange.max_bytes)  # by Content-Length
-    curl.setopt(pycurl.HEADERFUNCTION, exchange.header)
+    curl.setopt(pycurl.HEADERFUNCTION, exchange.lines.append)
     curl.setopt(pycurl.WRITEFUNCTION, exchange.write)
 
 
