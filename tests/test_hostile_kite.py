@@ -455,3 +455,88 @@ def test_a_tls_answer_dripping_after_connection_close_times_out(tmp_path: Path) 
         thread.join(timeout=HANG_GUARD)
         listener.close()
         session.close()
+
+
+# -- the transport's edges: answers that are not HTTP, trailers, Ctrl-C ------------------------
+
+
+def _raw_server(answer: Callable[[socket.socket], None]) -> tuple[str, threading.Event]:
+    """A server that hands each connection, its request read, to ``answer``; (URL, set once
+    a request has arrived)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    arrived = threading.Event()
+
+    def serve() -> None:
+        with listener:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    arrived.set()
+                    answer(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", arrived
+
+
+def _get(url: str, session: kite_http.KiteSession, timeout: float = 5) -> kite_http.Answer:
+    return kite_http.send(session, "GET", f"{url}/oms/portfolio/holdings", timeout=timeout,
+                          max_bytes=2**20, label="holdings", account="AB1234")
+
+
+@pytest.mark.parametrize("reply", [b"garbage\r\n\r\n", b"<html>Bad gateway</html>"])
+def test_an_answer_without_a_status_line_is_transient(reply: bytes) -> None:
+    """Not an HTTP answer (a broken proxy, a captive portal): Kite's trouble, retried like
+    any outage, never "a request that cannot be sent"."""
+    url, _ = _raw_server(lambda conn: conn.sendall(reply))
+    session = kite_http.new_session()
+    try:
+        with pytest.raises(TransientKiteError, match=r"cannot reach Kite \(not an HTTP answer\)"):
+            _get(url, session)
+    finally:
+        session.close()
+
+
+def test_a_chunked_answers_trailer_is_neither_a_header_nor_a_cookie() -> None:
+    body = b'{"status": "success", "data": []}'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTrailer: Set-Cookie\r\n"
+              b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+              + b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+              + b"Set-Cookie: enctoken=planted; Path=/\r\nX-Late: 1\r\n\r\n")
+    url, _ = _raw_server(lambda conn: conn.sendall(answer))
+    session = kite_http.new_session()
+    try:
+        resp = _get(url, session)
+    finally:
+        session.close()
+    assert resp.status_code == 200 and resp.json() == {"status": "success", "data": []}
+    assert "X-Late" not in resp.headers and "Set-Cookie" not in resp.headers
+    assert session.cookies.get("enctoken") is None
+
+
+def test_ctrl_c_ends_a_stalled_request_on_the_main_thread() -> None:
+    """`snapshotter login` waits on the main thread: Ctrl-C there ends a request Kite does
+    not answer, not the request's deadline (libcurl's waits go on after a signal; only a
+    Python call during the transfer lets the interrupt through)."""
+    import os
+    import signal
+
+    assert threading.current_thread() is threading.main_thread()
+    release = threading.Event()
+    url, arrived = _raw_server(lambda conn: release.wait(HANG_GUARD))
+
+    def interrupt() -> None:
+        if arrived.wait(HANG_GUARD):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    session = kite_http.new_session()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _get(url, session, timeout=HANG_GUARD)
+        # the hang guard, not a speed limit: without the fix this ends at the deadline
+        assert time.monotonic() - started < HANG_GUARD
+    finally:
+        release.set()
+        session.close()

@@ -174,7 +174,8 @@ class _Handle:
         self.configure()
 
     def configure(self) -> None:
-        """What every request of ours has (again after ``reset``)."""
+        """What every request of ours has. (Never ``reset``: pycurl would drop the socket
+        callbacks while the kept-alive connections still need them to close.)"""
         curl = self.curl
         curl.setopt(pycurl.NOSIGNAL, 1)  # threads: no SIGALRM for timeouts
         curl.setopt(pycurl.SOCKOPTFUNCTION, self.sockets.opened)
@@ -183,6 +184,13 @@ class _Handle:
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         curl.setopt(pycurl.ACCEPT_ENCODING, "")  # every coding libcurl decodes
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
+
+    def progress(self, *totals: int) -> int:
+        """libcurl's XFERINFOFUNCTION, on the main thread only: a Python call now and
+        then, so that Ctrl-C is raised during a stalled request (libcurl's waits retry
+        on EINTR), and a cut request ends without waiting for its socket."""
+        watch = self.sockets.watch
+        return 1 if watch is not None and watch.reason is not None else 0
 
     def close(self) -> None:
         self.curl.close()
@@ -206,8 +214,6 @@ class Connections:
     def give(self, handle: _Handle, *, reusable: bool) -> None:
         """``handle`` back after its request; one cut or failed is closed, never reused."""
         if reusable:
-            handle.curl.reset()  # the options, not the connections
-            handle.configure()
             with self._lock:
                 if len(self._idle) < self.maxsize:
                     self._idle.append(handle)
@@ -371,7 +377,9 @@ class _Exchange:
         CONNECT answer or a 1xx may come before it)."""
         lines = self.lines
         start = max((i for i, line in enumerate(lines) if line[:5] == b"HTTP/"), default=0)
-        return lines[start:]
+        end = next((i for i in range(start, len(lines)) if lines[i] in (b"\r\n", b"\n")),
+                   len(lines))
+        return lines[start:end]  # never a chunked body's trailer fields
 
     def write(self, chunk: bytes) -> int | None:
         self.size += len(chunk)
@@ -407,14 +415,17 @@ def _no_rewind(offset: int, origin: int) -> int:
 def _tls_options(verify: bool | str) -> tuple[tuple[int, Any], ...]:
     """libcurl's options for requests' ``verify``: False, True (requests' CA bundle) or
     the path of a CA bundle file or directory."""
+    checks = (pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST, pycurl.PROXY_SSL_VERIFYPEER,
+              pycurl.PROXY_SSL_VERIFYHOST)
     if verify is False:
-        return tuple((option, 0) for option in (
-            pycurl.SSL_VERIFYPEER, pycurl.SSL_VERIFYHOST,
-            pycurl.PROXY_SSL_VERIFYPEER, pycurl.PROXY_SSL_VERIFYHOST))
+        return tuple((option, 0) for option in checks)
+    on = tuple(zip(checks, (1, 2, 1, 2), strict=True))  # libcurl's defaults
     bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
-    if os.path.isdir(bundle):
-        return (pycurl.CAPATH, bundle), (pycurl.PROXY_CAPATH, bundle)
-    return (pycurl.CAINFO, bundle), (pycurl.PROXY_CAINFO, bundle)
+    if os.path.isdir(bundle):  # None: unset (a handle keeps an earlier request's options)
+        return (*on, (pycurl.CAPATH, bundle), (pycurl.PROXY_CAPATH, bundle),
+                (pycurl.CAINFO, None), (pycurl.PROXY_CAINFO, None))
+    return (*on, (pycurl.CAINFO, bundle), (pycurl.PROXY_CAINFO, bundle),
+            (pycurl.CAPATH, None), (pycurl.PROXY_CAPATH, None))
 
 
 def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool | str | None,
@@ -433,11 +444,17 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
     text = "\t".join(fields)
     if _FIELD_BREAK.search(text):
         raise ValueError("a header field holds a line break")
+    if not request.url.lower().startswith(("http://", "https://")):
+        raise ValueError("not an http(s) address")
     curl.setopt(pycurl.URL, request.url)
+    # The User-Agent of a proxy's CONNECT request (the request's own is in the fields)
+    curl.setopt(pycurl.USERAGENT, request.headers.get("User-Agent", ""))
     curl.setopt(pycurl.HTTPHEADER, fields if text.isascii()
                 else [field.encode("latin-1") for field in fields])
+    curl.unsetopt(pycurl.CUSTOMREQUEST)
     if request.method == "GET":
         curl.setopt(pycurl.HTTPGET, 1)
+        curl.unsetopt(pycurl.READFUNCTION)  # nothing of an earlier body kept
     else:
         body = request.body or b""
         curl.setopt(pycurl.POST, 1)
@@ -452,10 +469,16 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
     curl.setopt(pycurl.PROXY, settings["proxy"])  # "": none, whatever libcurl would read
     curl.setopt(pycurl.NOPROXY, "")  # requests' NO_PROXY rules chose the proxy above
     for option, value in _tls_options(verify):
-        curl.setopt(option, value)
+        if value is None:
+            curl.unsetopt(option)
+        else:
+            curl.setopt(option, value)
     curl.setopt(pycurl.MAXFILESIZE_LARGE, exchange.max_bytes)  # by Content-Length
     curl.setopt(pycurl.HEADERFUNCTION, exchange.lines.append)
     curl.setopt(pycurl.WRITEFUNCTION, exchange.write)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    curl.setopt(pycurl.NOPROGRESS, 0 if on_main_thread else 1)
+    curl.setopt(pycurl.XFERINFOFUNCTION, handle.progress)
 
 
 def _perform(handle: _Handle, request: _Outgoing) -> int:
@@ -547,6 +570,7 @@ _CURL_TROUBLE = {
     pycurl.E_COULDNT_RESOLVE_HOST: "name not resolved",
     pycurl.E_COULDNT_CONNECT: "connection refused or unreachable",
     pycurl.E_FTP_WEIRD_SERVER_REPLY: "not an HTTP answer",  # libcurl's CURLE_WEIRD_SERVER_REPLY
+    pycurl.E_UNSUPPORTED_PROTOCOL: "not an HTTP answer",  # no status line: HTTP/0.9, refused
     pycurl.E_PARTIAL_FILE: "answer cut short",
     pycurl.E_SSL_CONNECT_ERROR: "TLS handshake failed",
     pycurl.E_PEER_FAILED_VERIFICATION: "TLS certificate not trusted",
@@ -558,8 +582,7 @@ _CURL_TROUBLE = {
     pycurl.E_SSL_CACERT_BADFILE: "TLS CA bundle unreadable",
 }
 # A request that cannot be sent as given: not Kite's trouble, and no retry would change it.
-_UNSENDABLE = {pycurl.E_UNSUPPORTED_PROTOCOL, pycurl.E_URL_MALFORMAT,
-               pycurl.E_BAD_FUNCTION_ARGUMENT}
+_UNSENDABLE = {pycurl.E_URL_MALFORMAT, pycurl.E_BAD_FUNCTION_ARGUMENT}
 
 
 def _failure(watch: Watch, exc: BaseException | None, exchange: _Exchange, timeout: float,
