@@ -431,7 +431,8 @@ def _tls_options(verify: bool | str) -> tuple[tuple[int, Any], ...]:
 def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool | str | None,
              exchange: _Exchange) -> None:
     """``handle``'s options for ``request``. Raises ValueError for a request that cannot
-    be sent as given (a header field with a line break, or not Latin-1)."""
+    be sent as given (a header field with a line break or not Latin-1, an address that
+    is not http(s))."""
     curl = handle.curl
     settings = environment_settings(request.url)
     verify = settings["verify"] if verify is None else verify
