@@ -192,8 +192,21 @@ class _Handle:
         watch = self.sockets.watch
         return 1 if watch is not None and watch.reason is not None else 0
 
+    def forget(self) -> None:
+        """Nothing of the last request kept while idle: its answer, its body (a password
+        form), its header fields (a token)."""
+        curl = self.curl
+        curl.setopt(pycurl.HEADERFUNCTION, _ignore)
+        curl.setopt(pycurl.WRITEFUNCTION, _ignore)
+        curl.unsetopt(pycurl.READFUNCTION)
+        curl.unsetopt(pycurl.HTTPHEADER)
+
     def close(self) -> None:
         self.curl.close()
+
+
+def _ignore(data: bytes) -> None:
+    return None
 
 
 class Connections:
@@ -214,6 +227,7 @@ class Connections:
     def give(self, handle: _Handle, *, reusable: bool) -> None:
         """``handle`` back after its request; one cut or failed is closed, never reused."""
         if reusable:
+            handle.forget()
             with self._lock:
                 if len(self._idle) < self.maxsize:
                     self._idle.append(handle)
@@ -455,7 +469,6 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
     curl.unsetopt(pycurl.CUSTOMREQUEST)
     if request.method == "GET":
         curl.setopt(pycurl.HTTPGET, 1)
-        curl.unsetopt(pycurl.READFUNCTION)  # nothing of an earlier body kept
     else:
         body = request.body or b""
         curl.setopt(pycurl.POST, 1)
@@ -483,7 +496,8 @@ def _prepare(handle: _Handle, request: _Outgoing, timeout: float, verify: bool |
 
 
 def _perform(handle: _Handle, request: _Outgoing) -> int:
-    """The exchange itself (the interpreter lock released); the answer's status."""
+    """The exchange itself (the interpreter lock released); the answer's status.
+    (``request``: for benchmarks/bench_timeline.py's hook, which logs what is sent.)"""
     handle.curl.perform()
     return int(handle.curl.getinfo(pycurl.RESPONSE_CODE))
 
