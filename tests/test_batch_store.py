@@ -247,20 +247,23 @@ def _loaded(importtime: str) -> set[str]:
 def test_daily_run_at_head_loads_neither_alembic_nor_import_code(
         accounts: list[SimAccount], database_url: str, tmp_path: Path) -> None:
     """`run` against a database at head (the daily case): no Alembic, no Console
-    parsing, no import pipeline (python -X importtime lists every module loaded)."""
+    parsing, no import pipeline, and without a proxy to choose no requests (libcurl
+    sends Kite's requests; python -X importtime lists every module loaded)."""
+    no_proxy = {name: value for name, value in os.environ.items()
+                if not name.lower().endswith("_proxy") or name.lower() == "no_proxy"}
     with KiteSimulator(accounts[:2]) as sim:
         cfg = write_config(tmp_path / "config.yaml", config_dict(
             sim, accounts[:2], database_url, tmp_path / "state"))
         assert run_cli("--config", str(cfg), "db", "upgrade").returncode == 0
         run = subprocess.run([sys.executable, "-X", "importtime", "-m", "snapshotter",
                               "--config", str(cfg), "run"], capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL, timeout=300)
+                             stdin=subprocess.DEVNULL, timeout=300, env=no_proxy)
     assert run.returncode == 0, run.stderr
     assert f"{accounts[0].user_id} " in run.stdout
     loaded = _loaded(run.stderr)
     assert "snapshotter.pipeline.storing" in loaded  # the listing is whole
     for module in ("alembic", "snapshotter.console", "snapshotter.pipeline.imports",
-                   "snapshotter.store.imports"):
+                   "snapshotter.store.imports", "requests", "urllib3"):
         assert module not in loaded, module
 
 

@@ -14,6 +14,7 @@ resend one on a kept-alive connection that died unanswered; ours cannot be rewou
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import io
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -30,8 +32,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import pycurl
-import requests
-from requests.structures import CaseInsensitiveDict
 
 from snapshotter.cancel import Cancel, Cancelled
 from snapshotter.errors import (
@@ -43,6 +43,7 @@ from snapshotter.errors import (
     TokenError,
     TransientKiteError,
 )
+from snapshotter.kite.cookies import CookieJar
 
 REAPER_POLL_SECONDS = 0.1
 POLL_SECONDS = 0.02  # a rate limiter's wait for a slot
@@ -247,25 +248,12 @@ class KiteSession:
 
     def __init__(self, shared: Connections | None = None) -> None:
         self.headers: dict[str, str] = dict(_DEFAULT_HEADERS)
-        self.cookies = requests.cookies.RequestsCookieJar()
+        self.cookies = CookieJar()
         #: this account's own connections: its logins' POSTs, and its GETs without
         #: ``shared``
         self.connections = Connections(maxsize=2)
         #: connections a run's accounts share for their GETs (data calls)
         self.shared = shared
-        # The Cookie header per address (scheme, host, path), until an answer sets a
-        # cookie: the jar's matching rules cost more than the rest of a request.
-        self._cookie_headers: dict[str, str | None] = {}
-        self._root_cookies_only = True
-
-    def cookie_header(self, request: _Outgoing) -> str | None:
-        address = request.url.partition("?")[0].partition("#")[0]
-        if self._root_cookies_only:  # Kite's: then every path of an origin gets the same
-            address = _address_origin(address)
-        if address not in self._cookie_headers:
-            self._cookie_headers[address] = requests.cookies.get_cookie_header(
-                self.cookies, request) if self.cookies else None
-        return self._cookie_headers[address]
 
     def connections_for(self, method: str) -> Connections:
         return self.shared if self.shared is not None and method == "GET" \
@@ -276,36 +264,16 @@ class KiteSession:
         jar, by the jar's rules (domain, path, expiry)."""
         values = [line[11:].decode("latin-1").strip() for line in header_lines
                   if line[:11].lower() == b"set-cookie:"]
-        if not values:
-            return
-        requests.cookies.extract_cookies_to_jar(self.cookies, request, _CookieSource(values))
-        self._cookie_headers.clear()
-        self._root_cookies_only = all(cookie.path == "/" for cookie in self.cookies)
+        if values:
+            self.cookies.keep(request.url, values)
 
     def close(self) -> None:
         self.connections.close()
 
 
-@dataclass
-class _CookieSource:
-    """An answer as requests' cookie extraction reads one: its Set-Cookie fields, as
-    ``http.client``'s message gives them (``get_all``)."""
-
-    set_cookie: list[str]
-
-    @property
-    def _original_response(self) -> _CookieSource:
-        return self
-
-    @property
-    def msg(self) -> _CookieSource:
-        return self
-
-    def get_all(self, name: str, default: Any = None) -> Any:
-        return list(self.set_cookie) if name.lower() == "set-cookie" else default
-
-
-_DEFAULT_HEADERS = dict(requests.utils.default_headers())
+# What requests sent by default (the client sets its own User-Agent; libcurl builds
+# Accept-Encoding from what it can decode).
+_DEFAULT_HEADERS = {"Accept": "*/*", "Connection": "keep-alive"}
 
 
 def new_session(shared: Connections | None = None) -> KiteSession:
@@ -329,19 +297,29 @@ def environment_settings(url: str) -> dict[str, Any]:
     with _ENVIRONMENT_LOCK:
         settings = _ENVIRONMENT.get(key)
         if settings is None:
-            reader = requests.Session()
-            merged = reader.merge_environment_settings(url, {}, None, None, None)
-            reader.close()
-            proxies = merged["proxies"] or {}
-            settings = _ENVIRONMENT[key] = {
-                "proxy": requests.utils.select_proxy(url, proxies) or "",
-                "verify": merged["verify"]}
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            settings = _ENVIRONMENT[key] = {"proxy": _environment_proxy(url),
+                                            "verify": verify or True}
         return settings
+
+
+def _environment_proxy(url: str) -> str:
+    """The proxy requests would take to ``url`` from the environment, or ""."""
+    if sys.platform not in ("darwin", "win32") and not any(
+            value and name.lower().endswith("_proxy") and name.lower() != "no_proxy"
+            for name, value in os.environ.items()):
+        return ""  # no proxy variable, no system settings: no proxy (requests not loaded)
+    import requests  # its rules: NO_PROXY's hosts, domains and address ranges...
+
+    reader = requests.Session()
+    merged = reader.merge_environment_settings(url, {}, None, None, None)
+    reader.close()
+    return requests.utils.select_proxy(url, merged["proxies"] or {}) or ""
 
 
 @dataclass
 class _Outgoing:
-    """A request as requests' cookie jar reads one (url, headers, body)."""
+    """A request as it is sent (url, headers, body)."""
 
     method: str
     url: str
@@ -366,9 +344,11 @@ def _outgoing(session: KiteSession, method: str, url: str,
         body = urlencode([(k, v) for k, v in data.items() if v is not None]).encode()
         merged["Content-Type"] = "application/x-www-form-urlencoded"
     if _UNQUOTED.search(url):
+        import requests  # seldom: an address of ours is quoted already
+
         url = requests.utils.requote_uri(url)
     request = _Outgoing(method, url, merged, body)
-    cookie = session.cookie_header(request)
+    cookie = session.cookies.header(url)
     if cookie:
         request.headers["Cookie"] = cookie
     return request
@@ -403,8 +383,8 @@ class _Exchange:
         self.chunks.append(chunk)
         return None
 
-    def headers(self) -> CaseInsensitiveDict[str]:
-        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+    def headers(self) -> Headers:
+        headers = Headers()
         name = ""
         for raw in self.header_lines[1:]:
             line = raw.decode("latin-1").rstrip("\r\n")
@@ -418,6 +398,79 @@ class _Exchange:
             name, value = name.strip(), value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return headers
+
+
+class Headers(Mapping[str, str]):
+    """An answer's header fields, found whatever the case of their names."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, tuple[str, str]] = {}
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._fields[name.lower()] = (name, value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()][1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._fields.values())
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+def _declared_charset(content_type: str | None) -> str | None:
+    """The charset a Content-Type names; else requests' defaults (ISO-8859-1 for text,
+    UTF-8 for JSON) or None."""
+    if not content_type:
+        return None
+    kind, *params = content_type.split(";")
+    charset = None
+    for param in params:
+        key, eq, value = param.partition("=")
+        if eq and key.strip(" \"'").lower() == "charset":
+            charset = value.strip(" \"'")
+    if charset is not None:
+        return charset or None
+    if "text" in kind:
+        return "ISO-8859-1"
+    if "application/json" in kind:
+        return "utf-8"
+    return None
+
+
+def _json_encoding(body: bytes) -> str:
+    """A JSON text's encoding by RFC 4627's rule: a byte order mark, else the zero
+    bytes among the first four (its first two characters are ASCII)."""
+    head = body[:4]
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    zeros = head.count(0)
+    if zeros == 2 and head[::2] == b"\0\0":
+        return "utf-16-be"
+    if zeros == 2 and head[1::2] == b"\0\0":
+        return "utf-16-le"
+    if zeros == 3 and head[:3] == b"\0\0\0":
+        return "utf-32-be"
+    if zeros == 3 and head[1:] == b"\0\0\0":
+        return "utf-32-le"
+    return "utf-8"
+
+
+def _default_ca_bundle() -> str:
+    import certifi  # requests' CA bundle; loaded by the first TLS request only
+
+    return certifi.where()
 
 
 def _no_rewind(offset: int, origin: int) -> int:
@@ -434,7 +487,7 @@ def _tls_options(verify: bool | str) -> tuple[tuple[int, Any], ...]:
     if verify is False:
         return tuple((option, 0) for option in checks)
     on = tuple(zip(checks, (1, 2, 1, 2), strict=True))  # libcurl's defaults
-    bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+    bundle = _default_ca_bundle() if verify is True else str(verify)
     if os.path.isdir(bundle):  # None: unset (a handle keeps an earlier request's options)
         return (*on, (pycurl.CAPATH, bundle), (pycurl.PROXY_CAPATH, bundle),
                 (pycurl.CAINFO, None), (pycurl.PROXY_CAINFO, None))
@@ -512,8 +565,9 @@ class Answer:
 
     @property
     def encoding(self) -> str | None:
-        """The charset the headers declare (requests' rules: JSON is UTF-8)."""
-        return requests.utils.get_encoding_from_headers(self.headers)
+        """The charset the headers declare (requests' rules: JSON is UTF-8, text
+        without one is ISO-8859-1)."""
+        return _declared_charset(self.headers.get("Content-Type"))
 
     @property
     def text(self) -> str:
@@ -521,7 +575,7 @@ class Answer:
 
     def json(self) -> Any:
         """The body as JSON; a ValueError when it is not."""
-        encoding = self.encoding or requests.utils.guess_json_utf(self.content) or "utf-8"
+        encoding = self.encoding or _json_encoding(self.content)
         try:
             return json.loads(self.content.decode(encoding))
         except LookupError as exc:  # a charset Python does not know
