@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 import pytest
 
+from snapshotter.errors import TransientKiteError
 from snapshotter.kite import http as kite_http
 from snapshotter.kite.cookies import CookieJar
 
@@ -112,6 +116,76 @@ def test_a_date_that_is_not_one_leaves_the_cookie_for_the_session(text: str) -> 
     assert cookie.expires is None
 
 
+@pytest.mark.parametrize(("max_age", "kept"), [("9" * 5000, True), ("-" + "9" * 5000, False),
+                                              ("0" * 30 + "1", True), ("-0", False)])
+def test_any_max_age_is_read_without_error(max_age: str, kept: bool) -> None:
+    """A hostile Max-Age (more digits than int() takes, or than a float holds) is "for
+    ever" or "expired", never an error that loses the answer's other cookies."""
+    jar = _jar(f"a=1; Max-Age={max_age}", "enctoken=t")
+    assert ("a" in jar) is kept and jar["enctoken"] == "t"
+    assert jar.header(f"{KITE}/api/x", now=NOW) == ("a=1; enctoken=t" if kept else "enctoken=t")
+
+
+def test_an_expires_that_is_not_a_date_leaves_an_earlier_one() -> None:
+    jar = _jar("a=1; Expires=Fri, 15 Jan 2027 08:00:00 GMT; Expires=soon", now=NOW - 10)
+    [cookie] = list(jar)
+    assert cookie.expires == NOW
+
+
+def test_a_domain_with_two_leading_dots_is_refused() -> None:
+    assert len(_jar("a=1; Domain=..zerodha.com")) == 0
+
+
+def test_the_latest_login_s_enctoken_is_the_one_read() -> None:
+    """A login whose enctoken came for the whole domain, then one that set it for the
+    host: the new one is the session (both are sent, as RFC 6265 has it)."""
+    jar = _jar("enctoken=old; Domain=.zerodha.com; Path=/")
+    jar.keep(f"{KITE}/api/twofa", ["enctoken=new; Path=/"], now=NOW)
+    assert jar.get("enctoken") == jar["enctoken"] == "new"
+
+
+@pytest.fixture
+def busy_switching() -> Iterator[None]:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+def test_an_accounts_threads_share_its_jar(busy_switching: None) -> None:
+    """An account's data routes send at once: each drops the cookies that have expired
+    (a CDN's short-lived one, here) while the others read the jar."""
+    jar = _jar("enctoken=t; Path=/")
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def route() -> None:
+        try:
+            for _ in range(1000):
+                start.wait()
+                assert jar.header(f"{KITE}/oms/x", now=NOW + 5) == "enctoken=t"
+                assert "enctoken" in jar and jar.get("enctoken") == "t"
+                start.wait()
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=route) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(1000):
+            jar.keep(f"{KITE}/api/x", [f"cdn{i}=x; Path=/; Max-Age=1" for i in range(20)],
+                     now=NOW)
+            start.wait()
+            start.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 @pytest.mark.parametrize("text", ["novalue", "=nameless", "  ; Path=/"])
 def test_a_set_cookie_without_a_name_and_value_is_ignored(text: str) -> None:
     assert len(_jar(text)) == 0
@@ -141,6 +215,14 @@ def test_the_charset_a_content_type_names_wins() -> None:
     assert _answer(b"", "application/json").encoding == "utf-8"
     assert _answer(b"", "application/json; charset").encoding == "utf-8"
     assert _answer(b"", "image/png").encoding is None
+    assert _answer(b"", "application/json;\tcharset=utf-16").encoding == "utf-16"
+
+
+def test_a_charset_python_does_not_know_is_a_transient_answer_not_a_crash() -> None:
+    answer = _answer(b"<html>maintenance</html>", "text/html; charset=nope")
+    assert answer.text == "<html>maintenance</html>"
+    with pytest.raises(TransientKiteError, match="HTML page"):
+        kite_http.parse_envelope(answer, "AB1234")
 
 
 def test_header_fields_are_found_whatever_their_case() -> None:

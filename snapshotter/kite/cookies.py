@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import itertools
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ _YEAR = re.compile(r"([0-9]{2,4})(?:[^0-9].*)?$", re.DOTALL)
 _MAX_AGE = re.compile(r"-?[0-9]+")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _EXPIRED = float("-inf")
+_MAX_AGE_DIGITS = 12  # beyond, a Max-Age is "for ever" (int() refuses 4,300 digits)
 
 
 @dataclass
@@ -36,21 +38,27 @@ class Cookie:
     secure: bool
     expires: float | None  # seconds since the epoch; None: for the process's life
     order: int  # when it was first set, for RFC 6265's order of equal paths
+    set_last: int = 0  # when it was last set
 
 
 class CookieJar:
+    """Shared by an account's threads (its data routes run together): one lock."""
+
     def __init__(self) -> None:
         self._cookies: dict[tuple[str, str, str], Cookie] = {}
-        self._order = itertools.count()
+        self._sets = itertools.count(1)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._cookies)
 
     def __iter__(self) -> Iterator[Cookie]:
-        return iter(list(self._cookies.values()))
+        with self._lock:
+            return iter(list(self._cookies.values()))
 
     def __contains__(self, name: object) -> bool:
-        return any(cookie.name == name for cookie in self._cookies.values())
+        with self._lock:
+            return any(cookie.name == name for cookie in self._cookies.values())
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -60,9 +68,11 @@ class CookieJar:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the cookie ``name``; of several (other paths or domains), the
-        one a request would send first."""
-        found = sorted((c for c in self._cookies.values() if c.name == name), key=_sent_first)
-        return found[0].value if found else default
+        one set last (a new login's enctoken, not an earlier one kept for a wider
+        domain)."""
+        with self._lock:
+            found = [c for c in self._cookies.values() if c.name == name]
+        return max(found, key=lambda c: c.set_last).value if found else default
 
     def keep(self, url: str, set_cookie: Iterable[str], now: float | None = None) -> None:
         """The cookies of an answer from ``url`` (its Set-Cookie values), kept by the
@@ -71,16 +81,17 @@ class CookieJar:
         now = time.time() if now is None else now
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        for text in set_cookie:
-            cookie = _parse(text, host, parts.path, now)
-            if cookie is None:
-                continue
-            key = (cookie.domain, cookie.path, cookie.name)
-            old = self._cookies.pop(key, None)
-            if cookie.expires is not None and cookie.expires <= now:
-                continue
-            cookie.order = old.order if old is not None else next(self._order)
-            self._cookies[key] = cookie
+        cookies = [c for c in (_parse(text, host, parts.path, now) for text in set_cookie)
+                   if c is not None]
+        with self._lock:
+            for cookie in cookies:
+                key = (cookie.domain, cookie.path, cookie.name)
+                old = self._cookies.pop(key, None)
+                if cookie.expires is not None and cookie.expires <= now:
+                    continue
+                cookie.set_last = next(self._sets)
+                cookie.order = old.order if old is not None else cookie.set_last
+                self._cookies[key] = cookie
 
     def header(self, url: str, now: float | None = None) -> str | None:
         """The Cookie field a request to ``url`` carries; None: no cookie for it."""
@@ -92,13 +103,14 @@ class CookieJar:
         path = parts.path or "/"
         secure = parts.scheme.lower() == "https"
         sent = []
-        for key, cookie in list(self._cookies.items()):
-            if cookie.expires is not None and cookie.expires <= now:
-                del self._cookies[key]
-            elif (host == cookie.domain or (not cookie.host_only
-                                             and _domain_match(host, cookie.domain))) \
-                    and _path_match(path, cookie.path) and (secure or not cookie.secure):
-                sent.append(cookie)
+        with self._lock:
+            for key, cookie in list(self._cookies.items()):
+                if cookie.expires is not None and cookie.expires <= now:
+                    del self._cookies[key]
+                elif (host == cookie.domain or (not cookie.host_only
+                                                 and _domain_match(host, cookie.domain))) \
+                        and _path_match(path, cookie.path) and (secure or not cookie.secure):
+                    sent.append(cookie)
         sent.sort(key=_sent_first)
         return "; ".join(f"{c.name}={c.value}" for c in sent) or None
 
@@ -121,12 +133,14 @@ def _parse(text: str, host: str, request_path: str, now: float) -> Cookie | None
         key, _, val = attribute.partition("=")
         key, val = key.strip().lower(), val.strip()
         if key == "expires":
-            expires = _cookie_date(val)
+            date = _cookie_date(val)
+            expires = expires if date is None else date  # one not a date is ignored
         elif key == "max-age" and _MAX_AGE.fullmatch(val):
-            seconds = int(val)
+            digits = val.lstrip("-").lstrip("0")
+            seconds = int(digits[:_MAX_AGE_DIGITS] or "0") * (-1 if val[0] == "-" else 1)
             max_age = now + seconds if seconds > 0 else _EXPIRED
         elif key == "domain" and val:
-            domain = val.lstrip(".").lower()
+            domain = (val[1:] if val[0] == "." else val).lower()
         elif key == "path":
             path = val if val.startswith("/") else ""
         elif key == "secure":

@@ -434,8 +434,8 @@ def _declared_charset(content_type: str | None) -> str | None:
     charset = None
     for param in params:
         key, eq, value = param.partition("=")
-        if eq and key.strip(" \"'").lower() == "charset":
-            charset = value.strip(" \"'")
+        if eq and key.strip(" \t\"'").lower() == "charset":
+            charset = value.strip(" \t\"'")
     if charset is not None:
         return charset or None
     if "text" in kind:
@@ -468,7 +468,7 @@ def _json_encoding(body: bytes) -> str:
 
 
 def _default_ca_bundle() -> str:
-    import certifi  # requests' CA bundle; loaded by the first TLS request only
+    import certifi  # requests' CA bundle; loaded by the first request without another
 
     return certifi.where()
 
@@ -571,7 +571,10 @@ class Answer:
 
     @property
     def text(self) -> str:
-        return self.content.decode(self.encoding or "utf-8", errors="replace")
+        try:
+            return self.content.decode(self.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know: read as UTF-8
+            return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """The body as JSON; a ValueError when it is not."""
