@@ -1,5 +1,7 @@
 """The account's cookie jar (kite/cookies.py): Kite's cookies kept and sent back by RFC
-6265's rules, and a hostile answer's cookies kept away from where they do not belong."""
+6265's rules, and a hostile answer's cookies kept away from where they do not belong.
+Also what kite/http.py does now without requests: header fields, charsets, a JSON
+body's encoding, and the environment's proxy and CA bundle (compared with requests')."""
 
 from __future__ import annotations
 
@@ -106,6 +108,7 @@ def test_the_date_forms_kite_and_browsers_use_are_read(text: str) -> None:
     jar = _jar(f"a=1; Expires={text}", now=NOW - 10)
     [cookie] = list(jar)
     assert cookie.expires == NOW
+    assert "a=1" not in repr(cookie) and "value" not in repr(cookie)
 
 
 @pytest.mark.parametrize("text", ["Fri, 31 Feb 2027 08:00:00 GMT", "Fri, 15 Jan 2027 24:00:00",

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 _IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
@@ -31,7 +31,7 @@ _MAX_AGE_DIGITS = 12  # beyond, a Max-Age is "for ever" (int() refuses 4,300 dig
 @dataclass
 class Cookie:
     name: str
-    value: str
+    value: str = field(repr=False)  # the enctoken's: never in a repr, a log or an error
     domain: str
     path: str
     host_only: bool
